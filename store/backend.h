@@ -1,0 +1,146 @@
+/*
+ * The backend interface: where records and values are made durable. The store
+ * talks to every backend through this vtable and never branches on which one
+ * runs; what differs is declared in struct kv_backend_caps.
+ *
+ * Records are stored by permanent id (never reused): a record is a key or a
+ * directory; (parent id, name) places it in the tree. Values are stored under
+ * (id, value version), never under the key's text, so no key can name a path
+ * outside the backend's own storage.
+ *
+ * Threads: commit() is called by one thread at a time (the flusher); pread(),
+ * read_value() and statfs() may run concurrently with it and with each other.
+ * Return convention: 0 (or a byte count) on success, a negative errno.
+ */
+#ifndef NADB_STORE_BACKEND_H
+#define NADB_STORE_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "store/value.h"
+
+#define KV_ROOT_ID 1u
+#define KV_NAME_MAX 255u
+#define KV_KEY_MAX 1024u
+#define KV_XATTRS_MAX (64u * 1024u)
+
+enum kv_encoding { KV_ENC_NONE = 0, KV_ENC_ZSTD = 1 };
+
+/* One record: what the backend keeps about a key or a directory. */
+struct kv_meta {
+	uint64_t id;		/* permanent; KV_ROOT_ID for the root */
+	uint64_t parent;	/* 0 for the root */
+	char *name;		/* owned; 1..255 bytes, no '/' or NUL; "" for the root */
+	uint32_t mode;		/* S_IFREG or S_IFDIR | permission bits */
+	uint32_t uid, gid;
+	int64_t atime_ns, mtime_ns, ctime_ns, btime_ns; /* since the epoch */
+	int64_t expires_ms;	/* absolute unix time in ms; 0 = never */
+	uint64_t size;		/* logical size of the value */
+	/* Where the value is stored; written by commit() for a PUT with a value. */
+	uint64_t vver;		/* 0 = nothing stored (an empty value) */
+	uint64_t stored_size;	/* bytes in the backend (after compression) */
+	uint8_t encoding;	/* enum kv_encoding */
+	char **tags;		/* owned; sorted, unique */
+	uint32_t ntags;
+	void *xattrs;		/* owned; custom user.* xattrs in the store's encoding */
+	uint32_t xattrs_len;	/* <= KV_XATTRS_MAX */
+};
+
+/* Frees the owned fields and zeroes them; the struct itself is the caller's. */
+void kv_meta_clear(struct kv_meta *m);
+/* Deep copy into dst (which is overwritten, not freed). 0 or -ENOMEM. */
+int kv_meta_copy(struct kv_meta *dst, const struct kv_meta *src);
+
+/*
+ * Binary encoding of a record, shared by the backends (journal records,
+ * snapshots, Redis hashes). Little-endian, versioned, self-delimiting.
+ * kv_meta_encode appends to *buf (realloc'ed; *len and *cap updated).
+ * kv_meta_decode reads one record from data[0..len): -EINVAL when malformed
+ * (bounds, name rules, sizes), never reads past len; *used = bytes consumed.
+ */
+int kv_meta_encode(const struct kv_meta *m, uint8_t **buf, size_t *len, size_t *cap);
+int kv_meta_decode(const uint8_t *data, size_t len, struct kv_meta *m, size_t *used);
+
+enum kv_op_type { KV_OP_PUT = 1, KV_OP_DEL = 2 };
+
+struct kv_op {
+	enum kv_op_type type;
+	/* PUT: the whole new record. DEL: only meta.id matters. */
+	struct kv_meta meta;
+	/* PUT: new content to store (commit sets meta.vver, stored_size,
+	 * encoding), or NULL to keep the value meta.vver already names. */
+	const struct kv_value *value;
+	/* The stored value version this op makes obsolete (0 = none); the backend
+	 * may reclaim it once the commit is durable. */
+	uint64_t old_vver;
+};
+
+struct kv_backend_caps {
+	bool native_ttl;	/* the backend expires records by itself */
+	bool shared;		/* other mounts may change the same store */
+};
+
+struct kv_backend_statfs {
+	uint64_t bsize, blocks, bfree, bavail; /* space where values live */
+};
+
+struct kv_backend;
+
+/* Called once per live record by load(); a non-zero return stops the load. */
+typedef int (*kv_load_fn)(const struct kv_meta *m, void *arg);
+
+struct kv_backend_ops {
+	const char *name;
+	struct kv_backend_caps caps;
+	/* Stops everything and frees b. NULL-safe at the call site (kv_backend_close). */
+	void (*close)(struct kv_backend *b);
+	/* Every live record, parents not necessarily before children; *max_id is
+	 * the highest id ever committed (deleted ones included), so ids are never
+	 * reused. */
+	int (*load)(struct kv_backend *b, kv_load_fn fn, void *arg, uint64_t *max_id);
+	/* Applies ops atomically (all or nothing, also across a crash) and
+	 * durably: on return 0 every op survives power loss. Each id appears at
+	 * most once in ops. On error nothing was applied. */
+	int (*commit)(struct kv_backend *b, struct kv_op *ops, size_t n);
+	/* Reads stored bytes of the value m names (m->vver, encoding, size).
+	 * -ESTALE when that version no longer exists (superseded): the caller
+	 * re-reads its metadata and tries again. */
+	ssize_t (*pread)(struct kv_backend *b, const struct kv_meta *m, void *buf, size_t len,
+			 uint64_t off);
+	/* The whole value m names, decoded. -ESTALE as for pread. */
+	int (*read_value)(struct kv_backend *b, const struct kv_meta *m, struct kv_value **out);
+	int (*statfs)(struct kv_backend *b, struct kv_backend_statfs *out);
+};
+
+/* Every backend's handle starts with this. */
+struct kv_backend {
+	const struct kv_backend_ops *ops;
+};
+
+struct kv_backend_params {
+	const char *data_dir;		/* fs: the data directory (created if missing) */
+	const char *db;			/* store identity, with ns */
+	const char *ns;
+	enum kv_encoding compression;
+	uint64_t compression_min_size;	/* values smaller than this are stored as is */
+	uint64_t lock_timeout_ms;	/* fs: how long to wait for another daemon's lock */
+};
+
+/*
+ * The filesystem backend (store/backend_fs.c). On failure err holds a
+ * one-line message ("data directory /x is in use by nadbfs (pid 12); gave up
+ * after 30 s").
+ */
+int kv_fs_open(const struct kv_backend_params *p, struct kv_backend **out, char *err,
+	       size_t errlen);
+
+static inline void kv_backend_close(struct kv_backend *b)
+{
+	if (b)
+		b->ops->close(b);
+}
+
+#endif

@@ -1,0 +1,137 @@
+/*
+ * The nadb store: a tree of records (keys and directories) addressed by
+ * permanent id, with a bounded write-back buffer flushed to a backend by a
+ * background thread. FUSE-free: fs/ maps syscalls onto this API.
+ *
+ * Return convention: 0 (or a byte count) on success, a negative errno.
+ * Threads: every function is safe to call from any thread. Internally one
+ * store lock guards the tree and the buffer; it is never held across a
+ * backend call. Functions that may wait (kv_write when the buffer is full,
+ * kv_fsync, kv_flush) wait at most backend_timeout, then return -EIO.
+ */
+#ifndef NADB_STORE_KV_H
+#define NADB_STORE_KV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "store/backend.h"
+
+struct kv_store;
+
+enum kv_backend_kind { KV_BACKEND_FS, KV_BACKEND_REDIS };
+
+struct kv_options {
+	enum kv_backend_kind backend;
+	struct kv_backend_params params;
+	uint64_t buffer_size;		/* dirty bytes before writers wait */
+	uint64_t flush_interval_ms;	/* oldest dirty data is flushed within this */
+	uint64_t backend_timeout_ms;	/* waits give up with -EIO after this */
+	uint64_t max_value_size;	/* -EFBIG beyond */
+	uint32_t root_uid, root_gid;	/* owner of a new store's root directory */
+};
+
+/* Attributes of a record as fs/ needs them. */
+struct kv_attr {
+	uint64_t id;
+	uint32_t mode, uid, gid, nlink;
+	uint64_t size;
+	int64_t atime_ns, mtime_ns, ctime_ns, btime_ns;
+};
+
+/* Which fields of struct kv_setattr apply. */
+enum {
+	KV_SET_MODE = 1 << 0,
+	KV_SET_UID = 1 << 1,
+	KV_SET_GID = 1 << 2,
+	KV_SET_SIZE = 1 << 3,
+	KV_SET_ATIME = 1 << 4,
+	KV_SET_MTIME = 1 << 5,
+	KV_SET_ATIME_NOW = 1 << 6,
+	KV_SET_MTIME_NOW = 1 << 7,
+};
+
+struct kv_setattr {
+	unsigned mask;
+	uint32_t mode;		/* permission bits only */
+	uint32_t uid, gid;
+	uint64_t size;
+	int64_t atime_ns, mtime_ns;
+};
+
+struct kv_dirent {
+	uint64_t id;
+	uint32_t mode;
+	char *name;		/* owned by the array */
+};
+
+struct kv_stats {
+	uint64_t keys, dirs;
+	uint64_t buffer_keys, buffer_bytes, dirty_bytes;
+	uint64_t flushes, flush_failures, last_flush_ms;
+};
+
+/*
+ * Opens the backend (for fs: takes its lock, waiting up to lock_timeout_ms),
+ * loads every record and makes the root if the store is new. Starts no
+ * thread, so the caller may fork afterwards. err gets a one-line message.
+ */
+int kv_open(const struct kv_options *o, struct kv_store **out, char *err, size_t errlen);
+/* Starts the flusher thread. */
+int kv_start(struct kv_store *kv);
+/*
+ * Flushes everything, stops the threads, closes the backend and frees kv.
+ * Returns the final flush's result: non-zero means buffered data could not
+ * be made durable. NULL is fine.
+ */
+int kv_close(struct kv_store *kv);
+
+/* Validates a name component: -EINVAL (empty, '/', ".", ".."), -ENAMETOOLONG. */
+int kv_check_name(const char *name);
+
+int kv_lookup(struct kv_store *kv, uint64_t parent, const char *name, struct kv_attr *out);
+int kv_getattr(struct kv_store *kv, uint64_t id, struct kv_attr *out);
+int kv_setattr(struct kv_store *kv, uint64_t id, const struct kv_setattr *sa, struct kv_attr *out);
+
+/* mode: permission bits. -EEXIST, -ENOENT (parent), -ENOTDIR, -ENAMETOOLONG
+ * (component > 255 or whole key > 1024 bytes), -EINVAL. */
+int kv_mkdir(struct kv_store *kv, uint64_t parent, const char *name, uint32_t mode, uint32_t uid,
+	     uint32_t gid, struct kv_attr *out);
+/* Creates an empty key; with excl false an existing key is returned as is
+ * (-EISDIR if it is a directory). */
+int kv_create(struct kv_store *kv, uint64_t parent, const char *name, uint32_t mode, uint32_t uid,
+	      uint32_t gid, bool excl, struct kv_attr *out);
+int kv_unlink(struct kv_store *kv, uint64_t parent, const char *name);
+int kv_rmdir(struct kv_store *kv, uint64_t parent, const char *name);
+/* flags: 0 or RENAME_NOREPLACE (RENAME_EXCHANGE: -EINVAL). A directory moves
+ * with everything below it in one step. -EINVAL moving a directory into
+ * itself, -ENOTEMPTY/-EISDIR/-ENOTDIR as rename(2). */
+int kv_rename(struct kv_store *kv, uint64_t parent, const char *name, uint64_t newparent,
+	      const char *newname, unsigned flags);
+
+/*
+ * Open files. kv_open_file counts a handle on a key (so an unlinked key stays
+ * readable and writable through it until the last kv_release_file); trunc
+ * empties the value.
+ */
+int kv_open_file(struct kv_store *kv, uint64_t id, bool trunc);
+void kv_release_file(struct kv_store *kv, uint64_t id);
+ssize_t kv_read(struct kv_store *kv, uint64_t id, void *buf, size_t len, uint64_t off);
+/* Waits while the buffer is full; -EFBIG past max_value_size. */
+ssize_t kv_write(struct kv_store *kv, uint64_t id, const void *buf, size_t len, uint64_t off);
+
+/* Durable on return: this key (and what it depends on, e.g. its parent). */
+int kv_fsync(struct kv_store *kv, uint64_t id);
+/* Durable on return: everything written before the call. */
+int kv_flush(struct kv_store *kv);
+
+/* A snapshot of a directory's entries; free with kv_dirents_free. */
+int kv_readdir(struct kv_store *kv, uint64_t id, struct kv_dirent **out, size_t *n);
+void kv_dirents_free(struct kv_dirent *ents, size_t n);
+
+int kv_statfs(struct kv_store *kv, struct kv_backend_statfs *space, uint64_t *keys);
+void kv_get_stats(struct kv_store *kv, struct kv_stats *out);
+
+#endif
