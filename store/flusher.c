@@ -1,0 +1,336 @@
+/*
+ * The write-back buffer's flusher. Every flush takes all dirty records at one
+ * instant under the lock (metadata copies and copy-on-write value snapshots),
+ * commits them as one backend batch without the lock, then applies the
+ * result. Because a batch is everything dirty at one instant, the backend
+ * always holds the whole tree as it was at some flush: a crash can lose the
+ * changes after the last flush, never leave a child without its parent, a
+ * rename half done, or a value torn.
+ *
+ * Per-record versions make a racing change safe: a record changed while its
+ * snapshot was being committed stays dirty for the next flush, so a flush can
+ * never undo a newer write or delete.
+ *
+ * Only one thread runs kv_flush_once at a time: the flusher thread, or the
+ * opener/closer while no flusher runs.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "store/kv_internal.h"
+#include "util/log.h"
+
+struct batch_ent {
+	struct kv_node *node;
+	uint64_t version;	/* node->version when snapshotted */
+	uint64_t dirty_bytes;	/* moved from the node into inflight_bytes */
+};
+
+static void dirty_unlink(struct kv_store *kv, struct kv_node *n)
+{
+	if (n->dirty_prev)
+		n->dirty_prev->dirty_next = n->dirty_next;
+	else
+		kv->dirty_head = n->dirty_next;
+	if (n->dirty_next)
+		n->dirty_next->dirty_prev = n->dirty_prev;
+	else
+		kv->dirty_tail = n->dirty_prev;
+	n->dirty_prev = n->dirty_next = NULL;
+	n->flags &= ~KV_NODE_ON_DIRTY;
+	kv->ndirty--;
+}
+
+/* With the lock held: n needs nothing more from the buffer. */
+static void node_settle(struct kv_store *kv, struct kv_node *n)
+{
+	if (n->flags & (KV_NODE_ON_DIRTY | KV_NODE_INFLIGHT) || n->open_count)
+		return;
+	if (n->flags & KV_NODE_DELETED)
+		kv_node_free(kv, n);
+	else if (n->value && !(n->flags & KV_NODE_VALUE_DIRTY))
+		kv_value_account(kv, n, NULL);
+}
+
+/* With the lock held: fills ops/ents from the dirty list; returns the count
+ * or -ENOMEM. */
+static ssize_t take_batch(struct kv_store *kv, struct kv_op *ops, struct batch_ent *ents)
+{
+	struct kv_node *n, *next;
+	size_t k = 0;
+
+	for (n = kv->dirty_head; n; n = next) {
+		struct kv_op *op = &ops[k];
+
+		next = n->dirty_next;
+		if ((n->flags & KV_NODE_DELETED) && !(n->flags & KV_NODE_COMMITTED)) {
+			/* Removed before the backend ever had it. */
+			dirty_unlink(kv, n);
+			node_settle(kv, n);
+			continue;
+		}
+		if (n->flags & KV_NODE_DELETED) {
+			op->type = KV_OP_DEL;
+			op->meta.id = n->m.id;
+			op->old_vver = n->m.vver;
+		} else {
+			op->type = KV_OP_PUT;
+			if (kv_meta_copy(&op->meta, &n->m))
+				return -ENOMEM;
+			if (n->flags & KV_NODE_VALUE_DIRTY) {
+				op->value = kv_value_snapshot(n->value);
+				if (!op->value) {
+					kv_meta_clear(&op->meta);
+					return -ENOMEM;
+				}
+				op->old_vver = n->m.vver;
+				n->flags &= ~KV_NODE_VALUE_DIRTY;
+			}
+		}
+		ents[k].node = n;
+		ents[k].version = n->version;
+		ents[k].dirty_bytes = n->dirty_bytes;
+		kv->dirty_bytes -= n->dirty_bytes;
+		kv->inflight_bytes += n->dirty_bytes;
+		n->dirty_bytes = 0;
+		n->flags |= KV_NODE_INFLIGHT;
+		k++;
+	}
+	return (ssize_t)k;
+}
+
+/* With the lock held: records the outcome of the batch in the tree. */
+static void apply_batch(struct kv_store *kv, struct kv_op *ops, struct batch_ent *ents,
+			size_t k, int result)
+{
+	for (size_t i = 0; i < k; i++) {
+		struct kv_node *n = ents[i].node;
+		struct kv_op *op = &ops[i];
+
+		n->flags &= ~KV_NODE_INFLIGHT;
+		kv->inflight_bytes -= ents[i].dirty_bytes;
+		if (result) {
+			/* Everything stays owed; the next flush retries. */
+			if (op->value)
+				n->flags |= KV_NODE_VALUE_DIRTY;
+			if (!(n->flags & KV_NODE_DELETED)) {
+				n->dirty_bytes += ents[i].dirty_bytes;
+				kv->dirty_bytes += ents[i].dirty_bytes;
+			}
+			continue;
+		}
+		if (op->type == KV_OP_DEL) {
+			n->flags &= ~KV_NODE_COMMITTED;
+			n->m.vver = 0;
+		} else {
+			n->flags |= KV_NODE_COMMITTED;
+			if (op->value) {
+				n->m.vver = op->meta.vver;
+				n->m.stored_size = op->meta.stored_size;
+				n->m.encoding = op->meta.encoding;
+			}
+		}
+		n->flushed_version = ents[i].version;
+		/* A DEL owed by a removal during this commit keeps it listed. */
+		if (n->version == ents[i].version &&
+		    (op->type == KV_OP_DEL || !(n->flags & KV_NODE_DELETED)))
+			dirty_unlink(kv, n);
+		node_settle(kv, n);
+	}
+}
+
+static void free_ops(struct kv_op *ops, size_t k)
+{
+	for (size_t i = 0; i < k; i++) {
+		kv_meta_clear(&ops[i].meta);
+		kv_value_free((struct kv_value *)ops[i].value);
+	}
+	free(ops);
+}
+
+int kv_flush_once(struct kv_store *kv)
+{
+	struct kv_op *ops = NULL;
+	struct batch_ent *ents = NULL;
+	uint64_t gen;
+	int64_t start, started_ms;
+	ssize_t k = 0;
+	int ret = 0;
+
+	pthread_mutex_lock(&kv->lock);
+	gen = kv->flush_req;
+	started_ms = kv_mono_ms();
+	if (kv->ndirty) {
+		ops = calloc(kv->ndirty, sizeof(*ops));
+		ents = calloc(kv->ndirty, sizeof(*ents));
+		if (!ops || !ents) {
+			ret = -ENOMEM;
+			goto out_unlock;
+		}
+		k = take_batch(kv, ops, ents);
+		if (k < 0) {
+			/* Undo the snapshots taken so far. */
+			ret = (int)k;
+			k = 0;
+			for (size_t i = 0; ents[i].node; i++)
+				k = (ssize_t)i + 1;
+			apply_batch(kv, ops, ents, (size_t)k, ret);
+			goto out_unlock;
+		}
+	}
+	pthread_mutex_unlock(&kv->lock);
+
+	start = kv_mono_ms();
+	if (k > 0)
+		ret = kv->backend->ops->commit(kv->backend, ops, (size_t)k);
+
+	pthread_mutex_lock(&kv->lock);
+	apply_batch(kv, ops, ents, (size_t)k, ret);
+	if (k > 0) {
+		kv->last_flush_ms = (uint64_t)(kv_mono_ms() - start);
+		if (ret)
+			kv->flush_failures++;
+		else
+			kv->flushes++;
+	}
+	/* What is still dirty changed after this batch was taken. */
+	if (kv->ndirty)
+		kv->dirty_since_ms = ret ? kv->dirty_since_ms : started_ms;
+out_unlock:
+	if (!ret && gen > kv->flush_done)
+		kv->flush_done = gen;
+	kv->last_flush_error = ret;
+	pthread_cond_broadcast(&kv->done_cond);
+	pthread_mutex_unlock(&kv->lock);
+	free_ops(ops, k > 0 ? (size_t)k : 0);
+	free(ents);
+	if (ret)
+		NLOG(NLOG_WARN, "sync", "flush failed; will retry", LF_INT("records", k),
+		     LF_STR("error", strerror(-ret)));
+	return ret;
+}
+
+static void deadline_ts(struct timespec *ts, int64_t mono_ms)
+{
+	ts->tv_sec = mono_ms / 1000;
+	ts->tv_nsec = (mono_ms % 1000) * 1000000;
+}
+
+/* With the lock held: is there a reason to flush now? */
+static bool flush_due(struct kv_store *kv, int64_t now)
+{
+	if (kv->flush_req > kv->flush_done)
+		return true;
+	if (!kv->ndirty)
+		return false;
+	return kv->dirty_bytes >= kv->opts.buffer_size / 2 ||
+	       now - kv->dirty_since_ms >= (int64_t)kv->opts.flush_interval_ms;
+}
+
+static void *flusher_main(void *arg)
+{
+	struct kv_store *kv = arg;
+	int64_t backoff_ms = 0, retry_at = 0;
+
+	pthread_mutex_lock(&kv->lock);
+	while (!kv->stopping) {
+		int64_t now = kv_mono_ms();
+		struct timespec ts;
+
+		if (now < retry_at || !flush_due(kv, now)) {
+			int64_t wake = now + 1000;
+
+			if (now < retry_at)
+				wake = retry_at;
+			else if (kv->ndirty)
+				wake = kv->dirty_since_ms + (int64_t)kv->opts.flush_interval_ms;
+			deadline_ts(&ts, wake);
+			pthread_cond_timedwait(&kv->flush_cond, &kv->lock, &ts);
+			continue;
+		}
+		pthread_mutex_unlock(&kv->lock);
+		int ret = kv_flush_once(kv);
+		pthread_mutex_lock(&kv->lock);
+		if (ret) {
+			/* Back off while the backend fails, up to 5 s. */
+			backoff_ms = backoff_ms ? backoff_ms * 2 : 50;
+			if (backoff_ms > 5000)
+				backoff_ms = 5000;
+			retry_at = kv_mono_ms() + backoff_ms;
+		} else {
+			backoff_ms = retry_at = 0;
+		}
+	}
+	pthread_mutex_unlock(&kv->lock);
+	return NULL;
+}
+
+int kv_flusher_start(struct kv_store *kv)
+{
+	int ret = pthread_create(&kv->flusher, NULL, flusher_main, kv);
+
+	if (ret)
+		return -ret;
+	kv->flusher_running = true;
+	return 0;
+}
+
+void kv_flusher_stop(struct kv_store *kv)
+{
+	if (!kv->flusher_running)
+		return;
+	pthread_mutex_lock(&kv->lock);
+	kv->stopping = true;
+	pthread_cond_signal(&kv->flush_cond);
+	pthread_mutex_unlock(&kv->lock);
+	pthread_join(kv->flusher, NULL);
+	kv->flusher_running = false;
+}
+
+/* With the lock held: waits on done_cond until cond holds or the deadline. */
+static int wait_until(struct kv_store *kv, bool (*cond)(struct kv_store *, uint64_t), uint64_t arg)
+{
+	int64_t deadline = kv_mono_ms() + (int64_t)kv->opts.backend_timeout_ms;
+	struct timespec ts;
+
+	deadline_ts(&ts, deadline);
+	while (!cond(kv, arg)) {
+		if (!kv->flusher_running) {
+			/* Before kv_start or after kv_close's stop: flush here. */
+			pthread_mutex_unlock(&kv->lock);
+			int ret = kv_flush_once(kv);
+			pthread_mutex_lock(&kv->lock);
+			if (ret)
+				return -EIO;
+			continue;
+		}
+		pthread_cond_signal(&kv->flush_cond);
+		if (pthread_cond_timedwait(&kv->done_cond, &kv->lock, &ts) == ETIMEDOUT &&
+		    !cond(kv, arg))
+			return -EIO;
+	}
+	return 0;
+}
+
+static bool flushed(struct kv_store *kv, uint64_t target)
+{
+	return kv->flush_done >= target;
+}
+
+int kv_wait_flushed(struct kv_store *kv)
+{
+	return wait_until(kv, flushed, ++kv->flush_req);
+}
+
+static bool has_room(struct kv_store *kv, uint64_t unused)
+{
+	(void)unused;
+	return kv->dirty_bytes + kv->inflight_bytes < kv->opts.buffer_size;
+}
+
+int kv_wait_buffer(struct kv_store *kv)
+{
+	return wait_until(kv, has_room, 0);
+}

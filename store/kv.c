@@ -1,0 +1,909 @@
+/*
+ * The store: opening and closing, the tree of records and its namespace
+ * operations (lookup, create, mkdir, unlink, rmdir, rename, setattr).
+ * Reads and writes of values are in kv_io.c, the flusher in flusher.c.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "store/kv_internal.h"
+#include "util/log.h"
+
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE (1 << 0)
+#endif
+
+int64_t kv_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t kv_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t node_id_hash(const void *item)
+{
+	return htab_hash_u64(((const struct kv_node *)item)->m.id);
+}
+
+static bool node_id_match(const void *item, const void *key)
+{
+	return ((const struct kv_node *)item)->m.id == *(const uint64_t *)key;
+}
+
+static uint64_t name_hash(const char *name)
+{
+	return htab_hash_bytes(name, strlen(name), 0);
+}
+
+static uint64_t node_name_hash(const void *item)
+{
+	return name_hash(((const struct kv_node *)item)->m.name);
+}
+
+static bool node_name_match(const void *item, const void *key)
+{
+	return strcmp(((const struct kv_node *)item)->m.name, key) == 0;
+}
+
+struct kv_node *kv_node_get(struct kv_store *kv, uint64_t id)
+{
+	return htab_find(&kv->by_id, htab_hash_u64(id), &id);
+}
+
+static struct kv_node *child_get(struct kv_node *dir, const char *name)
+{
+	if (!dir->children)
+		return NULL;
+	return htab_find(dir->children, name_hash(name), name);
+}
+
+static bool is_dir(const struct kv_node *n)
+{
+	return S_ISDIR(n->m.mode);
+}
+
+int kv_check_name(const char *name)
+{
+	size_t len = strlen(name);
+
+	if (len == 0 || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+		return -EINVAL;
+	if (len > KV_NAME_MAX)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+/* Length of the key naming n: its path below the root, without a leading '/'. */
+static size_t key_len(const struct kv_node *n)
+{
+	size_t len = 0;
+
+	for (; n && n->parent; n = n->parent)
+		len += strlen(n->m.name) + (n->parent->parent ? 1 : 0);
+	return len;
+}
+
+/* Length a child called name of dir would have as a key. */
+static size_t child_key_len(const struct kv_node *dir, const char *name)
+{
+	size_t base = key_len(dir);
+
+	return base + (base ? 1 : 0) + strlen(name);
+}
+
+/* The longest key below dir, relative to dir ("a/b" for dir/a/b). */
+static size_t subtree_max_len(const struct kv_node *dir)
+{
+	struct kv_node *c;
+	size_t max = 0;
+
+	if (!dir->children)
+		return 0;
+	for (size_t i = 0; (c = htab_next(dir->children, &i));) {
+		size_t len = strlen(c->m.name);
+
+		if (is_dir(c) && c->children && htab_count(c->children))
+			len += 1 + subtree_max_len(c);
+		if (len > max)
+			max = len;
+	}
+	return max;
+}
+
+void kv_mark_dirty(struct kv_store *kv, struct kv_node *n)
+{
+	n->version++;
+	if (n->flags & KV_NODE_ON_DIRTY)
+		return;
+	n->flags |= KV_NODE_ON_DIRTY;
+	n->dirty_next = NULL;
+	n->dirty_prev = kv->dirty_tail;
+	if (kv->dirty_tail)
+		kv->dirty_tail->dirty_next = n;
+	else
+		kv->dirty_head = n;
+	kv->dirty_tail = n;
+	if (kv->ndirty++ == 0) {
+		kv->dirty_since_ms = kv_mono_ms();
+		/* The flusher sleeps without a deadline while nothing is dirty. */
+		pthread_cond_signal(&kv->flush_cond);
+	}
+}
+
+void kv_value_account(struct kv_store *kv, struct kv_node *n, struct kv_value *newval)
+{
+	if (n->value)
+		kv->buffer_bytes -= kv_value_size(n->value);
+	kv_value_free(n->value);
+	n->value = newval;
+	if (newval)
+		kv->buffer_bytes += kv_value_size(newval);
+}
+
+void kv_node_free(struct kv_store *kv, struct kv_node *n)
+{
+	if (!n)
+		return;
+	htab_remove(&kv->by_id, n);
+	kv_value_account(kv, n, NULL);
+	if (n->children) {
+		htab_destroy(n->children);
+		free(n->children);
+	}
+	kv_meta_clear(&n->m);
+	free(n);
+}
+
+static struct kv_node *node_new(void)
+{
+	return calloc(1, sizeof(struct kv_node));
+}
+
+/* Links n under dir by its name. */
+static int node_attach(struct kv_node *dir, struct kv_node *n)
+{
+	int ret;
+
+	if (!dir->children) {
+		dir->children = malloc(sizeof(*dir->children));
+		if (!dir->children)
+			return -ENOMEM;
+		htab_init(dir->children, node_name_hash, node_name_match);
+	}
+	ret = htab_insert(dir->children, n);
+	if (ret)
+		return ret;
+	n->parent = dir;
+	n->m.parent = dir->m.id;
+	if (is_dir(n))
+		dir->nsubdirs++;
+	return 0;
+}
+
+static void node_detach(struct kv_node *n)
+{
+	struct kv_node *dir = n->parent;
+
+	htab_remove(dir->children, n);
+	if (is_dir(n))
+		dir->nsubdirs--;
+	n->parent = NULL;
+}
+
+void kv_fill_attr(const struct kv_node *n, struct kv_attr *a)
+{
+	a->id = n->m.id;
+	a->mode = n->m.mode;
+	a->uid = n->m.uid;
+	a->gid = n->m.gid;
+	if (is_dir(n))
+		a->nlink = 2 + n->nsubdirs;
+	else
+		a->nlink = (n->flags & KV_NODE_DELETED) ? 0 : 1;
+	a->size = n->m.size;
+	a->atime_ns = n->m.atime_ns;
+	a->mtime_ns = n->m.mtime_ns;
+	a->ctime_ns = n->m.ctime_ns;
+	a->btime_ns = n->m.btime_ns;
+}
+
+/* A directory's entries changed: its mtime and ctime move (POSIX). */
+static void dir_touch(struct kv_store *kv, struct kv_node *dir, int64_t now)
+{
+	dir->m.mtime_ns = dir->m.ctime_ns = now;
+	kv_mark_dirty(kv, dir);
+}
+
+/* Takes n out of the tree; frees it unless a handle, the flusher or an owed
+ * DEL still needs it. */
+static void node_remove(struct kv_store *kv, struct kv_node *n)
+{
+	node_detach(n);
+	n->flags |= KV_NODE_DELETED;
+	if (is_dir(n))
+		kv->ndirs--;
+	else
+		kv->nkeys--;
+	/* An in-flight PUT may be about to create the record: then a DEL is
+	 * owed too, and the flusher drops it if that PUT failed. */
+	if (n->flags & (KV_NODE_COMMITTED | KV_NODE_INFLIGHT)) {
+		/* Writes through an open handle no longer reach the backend:
+		 * their bytes must not hold buffer space either. */
+		kv->dirty_bytes -= n->dirty_bytes;
+		n->dirty_bytes = 0;
+		kv_mark_dirty(kv, n);
+		return;
+	}
+	/* Never committed: nothing to delete in the backend. */
+	if (n->flags & KV_NODE_ON_DIRTY) {
+		if (n->dirty_prev)
+			n->dirty_prev->dirty_next = n->dirty_next;
+		else
+			kv->dirty_head = n->dirty_next;
+		if (n->dirty_next)
+			n->dirty_next->dirty_prev = n->dirty_prev;
+		else
+			kv->dirty_tail = n->dirty_prev;
+		n->flags &= ~KV_NODE_ON_DIRTY;
+		kv->ndirty--;
+		kv->dirty_bytes -= n->dirty_bytes;
+		n->dirty_bytes = 0;
+	}
+	if (!n->open_count && !(n->flags & KV_NODE_INFLIGHT))
+		kv_node_free(kv, n);
+}
+
+/* --- open and close ------------------------------------------------------ */
+
+static int load_record(const struct kv_meta *m, void *arg)
+{
+	struct kv_store *kv = arg;
+	struct kv_node *n = node_new();
+	int ret;
+
+	if (!n)
+		return -ENOMEM;
+	ret = kv_meta_copy(&n->m, m);
+	if (ret)
+		goto out_free;
+	if (kv_node_get(kv, m->id)) {
+		log_msg(NLOG_WARN, "store", "duplicate record id %llu ignored",
+			(unsigned long long)m->id);
+		kv_meta_clear(&n->m);
+		free(n);
+		return 0;
+	}
+	n->flags = KV_NODE_COMMITTED;
+	ret = htab_insert(&kv->by_id, n);
+	if (ret)
+		goto out_clear;
+	if (m->id > kv->max_id)
+		kv->max_id = m->id;
+	return 0;
+
+out_clear:
+	kv_meta_clear(&n->m);
+out_free:
+	free(n);
+	return ret;
+}
+
+/*
+ * Builds the tree from the loaded records. A record whose parent is missing
+ * or whose name is taken cannot be placed; commits are whole-tree snapshots,
+ * so this only happens to a damaged store: such records are dropped with a
+ * warning and deleted from the backend at the next flush.
+ */
+static int link_tree(struct kv_store *kv)
+{
+	struct kv_node *n;
+	struct kv_node **nodes;
+	size_t count = htab_count(&kv->by_id), k = 0;
+	int ret = 0;
+
+	kv->root = kv_node_get(kv, KV_ROOT_ID);
+	nodes = malloc((count ? count : 1) * sizeof(*nodes));
+	if (!nodes)
+		return -ENOMEM;
+	for (size_t i = 0; (n = htab_next(&kv->by_id, &i));)
+		nodes[k++] = n;
+	for (size_t i = 0; i < k; i++) {
+		struct kv_node *parent;
+
+		n = nodes[i];
+		if (n == kv->root)
+			continue;
+		parent = kv_node_get(kv, n->m.parent);
+		if (!parent || !is_dir(parent) || !kv->root || kv_check_name(n->m.name) ||
+		    child_get(parent, n->m.name)) {
+			log_msg(NLOG_WARN, "store",
+				"record %llu cannot be placed in the tree (parent %llu); dropped",
+				(unsigned long long)n->m.id, (unsigned long long)n->m.parent);
+			n->flags |= KV_NODE_DELETED;
+			kv_mark_dirty(kv, n);
+			continue;
+		}
+		ret = node_attach(parent, n);
+		if (ret)
+			break;
+		if (is_dir(n))
+			kv->ndirs++;
+		else
+			kv->nkeys++;
+	}
+	free(nodes);
+	return ret;
+}
+
+static int make_root(struct kv_store *kv)
+{
+	struct kv_node *n = node_new();
+	int64_t now = kv_now_ns();
+	int ret;
+
+	if (!n)
+		return -ENOMEM;
+	n->m.id = KV_ROOT_ID;
+	n->m.name = strdup("");
+	if (!n->m.name) {
+		free(n);
+		return -ENOMEM;
+	}
+	n->m.mode = S_IFDIR | 0755;
+	n->m.uid = kv->opts.root_uid;
+	n->m.gid = kv->opts.root_gid;
+	n->m.atime_ns = n->m.mtime_ns = n->m.ctime_ns = n->m.btime_ns = now;
+	ret = htab_insert(&kv->by_id, n);
+	if (ret) {
+		kv_meta_clear(&n->m);
+		free(n);
+		return ret;
+	}
+	if (kv->max_id < KV_ROOT_ID)
+		kv->max_id = KV_ROOT_ID;
+	kv->root = n;
+	kv_mark_dirty(kv, n);
+	return 0;
+}
+
+static int copy_options(struct kv_store *kv, const struct kv_options *o)
+{
+	kv->opts = *o;
+	kv->data_dir = o->params.data_dir ? strdup(o->params.data_dir) : NULL;
+	kv->db = strdup(o->params.db ? o->params.db : "default");
+	kv->ns = strdup(o->params.ns ? o->params.ns : "default");
+	if ((o->params.data_dir && !kv->data_dir) || !kv->db || !kv->ns)
+		return -ENOMEM;
+	kv->opts.params.data_dir = kv->data_dir;
+	kv->opts.params.db = kv->db;
+	kv->opts.params.ns = kv->ns;
+	return 0;
+}
+
+int kv_open(const struct kv_options *o, struct kv_store **out, char *err, size_t errlen)
+{
+	struct kv_store *kv;
+	int ret;
+
+	kv = calloc(1, sizeof(*kv));
+	if (!kv)
+		return -ENOMEM;
+	pthread_mutex_init(&kv->lock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&kv->flush_cond, &ca);
+	pthread_cond_init(&kv->done_cond, &ca);
+	pthread_condattr_destroy(&ca);
+	htab_init(&kv->by_id, node_id_hash, node_id_match);
+	ret = copy_options(kv, o);
+	if (ret)
+		goto out_free;
+
+	switch (o->backend) {
+	case KV_BACKEND_FS:
+		ret = kv_fs_open(&kv->opts.params, &kv->backend, err, errlen);
+		break;
+	default:
+		snprintf(err, errlen, "this backend is not available in this build");
+		ret = -ENOTSUP;
+	}
+	if (ret)
+		goto out_free;
+
+	ret = kv->backend->ops->load(kv->backend, load_record, kv, &kv->max_id);
+	if (ret) {
+		snprintf(err, errlen, "cannot load the store: %s", strerror(-ret));
+		goto out_free;
+	}
+	ret = link_tree(kv);
+	if (!ret && !kv->root)
+		ret = make_root(kv);
+	if (ret) {
+		snprintf(err, errlen, "cannot build the tree: %s", strerror(-ret));
+		goto out_free;
+	}
+	/* Make a new store's root (and drops of damaged records) durable now,
+	 * so that a store is never half-created. */
+	if (kv->ndirty) {
+		ret = kv_flush_once(kv);
+		if (ret) {
+			snprintf(err, errlen, "cannot write the store: %s", strerror(-ret));
+			goto out_free;
+		}
+	}
+	NLOG(NLOG_INFO, "store", "store opened", LF_STR("backend", kv->backend->ops->name),
+	     LF_INT("keys", kv->nkeys), LF_INT("dirs", kv->ndirs));
+	*out = kv;
+	return 0;
+
+out_free:
+	kv_close(kv);
+	return ret;
+}
+
+int kv_start(struct kv_store *kv)
+{
+	return kv_flusher_start(kv);
+}
+
+int kv_close(struct kv_store *kv)
+{
+	struct kv_node *n;
+	int ret = 0;
+
+	if (!kv)
+		return 0;
+	kv_flusher_stop(kv);
+	if (kv->backend) {
+		/* The flusher's last pass may have failed: keep trying for as
+		 * long as any writer would have waited. */
+		int64_t deadline = kv_mono_ms() + (int64_t)kv->opts.backend_timeout_ms;
+
+		while (kv->ndirty) {
+			ret = kv_flush_once(kv);
+			if (!ret || kv_mono_ms() >= deadline)
+				break;
+			struct timespec ts = { 0, 100 * 1000000 };
+			nanosleep(&ts, NULL);
+		}
+		if (ret)
+			NLOG(NLOG_ERROR, "store", "buffered writes could not be flushed at close",
+			     LF_INT("records", kv->ndirty), LF_STR("error", strerror(-ret)));
+	}
+	for (size_t i = 0; (n = htab_next(&kv->by_id, &i));) {
+		kv_value_free(n->value);
+		if (n->children) {
+			htab_destroy(n->children);
+			free(n->children);
+		}
+		kv_meta_clear(&n->m);
+		free(n);
+	}
+	htab_destroy(&kv->by_id);
+	kv_backend_close(kv->backend);
+	pthread_cond_destroy(&kv->flush_cond);
+	pthread_cond_destroy(&kv->done_cond);
+	pthread_mutex_destroy(&kv->lock);
+	free(kv->data_dir);
+	free(kv->db);
+	free(kv->ns);
+	free(kv);
+	return ret;
+}
+
+/* --- namespace operations ------------------------------------------------ */
+
+/* The directory id names, or an error. */
+static int get_dir(struct kv_store *kv, uint64_t id, struct kv_node **out)
+{
+	struct kv_node *n = kv_node_get(kv, id);
+
+	if (!n || (n->flags & KV_NODE_DELETED))
+		return -ENOENT;
+	if (!is_dir(n))
+		return -ENOTDIR;
+	*out = n;
+	return 0;
+}
+
+int kv_lookup(struct kv_store *kv, uint64_t parent, const char *name, struct kv_attr *out)
+{
+	struct kv_node *dir, *n;
+	int ret;
+
+	pthread_mutex_lock(&kv->lock);
+	ret = get_dir(kv, parent, &dir);
+	if (ret)
+		goto out;
+	n = child_get(dir, name);
+	if (!n) {
+		ret = strlen(name) > KV_NAME_MAX ? -ENAMETOOLONG : -ENOENT;
+		goto out;
+	}
+	kv_fill_attr(n, out);
+out:
+	pthread_mutex_unlock(&kv->lock);
+	return ret;
+}
+
+int kv_getattr(struct kv_store *kv, uint64_t id, struct kv_attr *out)
+{
+	struct kv_node *n;
+	int ret = 0;
+
+	pthread_mutex_lock(&kv->lock);
+	n = kv_node_get(kv, id);
+	if (!n || ((n->flags & KV_NODE_DELETED) && !n->open_count))
+		ret = -ENOENT;
+	else
+		kv_fill_attr(n, out);
+	pthread_mutex_unlock(&kv->lock);
+	return ret;
+}
+
+/* Common part of mkdir and create: a new node under dir. */
+static int node_create(struct kv_store *kv, struct kv_node *dir, const char *name, uint32_t mode,
+		       uint32_t uid, uint32_t gid, struct kv_node **out)
+{
+	struct kv_node *n;
+	int64_t now = kv_now_ns();
+	int ret;
+
+	ret = kv_check_name(name);
+	if (ret)
+		return ret;
+	if (child_key_len(dir, name) > KV_KEY_MAX)
+		return -ENAMETOOLONG;
+	n = node_new();
+	if (!n)
+		return -ENOMEM;
+	n->m.name = strdup(name);
+	if (!n->m.name) {
+		free(n);
+		return -ENOMEM;
+	}
+	n->m.id = kv->max_id + 1;
+	n->m.mode = mode;
+	n->m.uid = uid;
+	n->m.gid = gid;
+	n->m.atime_ns = n->m.mtime_ns = n->m.ctime_ns = n->m.btime_ns = now;
+	ret = htab_insert(&kv->by_id, n);
+	if (ret)
+		goto out_free;
+	ret = node_attach(dir, n);
+	if (ret)
+		goto out_unindex;
+	kv->max_id++;
+	if (is_dir(n))
+		kv->ndirs++;
+	else
+		kv->nkeys++;
+	kv_mark_dirty(kv, n);
+	dir_touch(kv, dir, now);
+	*out = n;
+	return 0;
+
+out_unindex:
+	htab_remove(&kv->by_id, n);
+out_free:
+	kv_meta_clear(&n->m);
+	free(n);
+	return ret;
+}
+
+int kv_mkdir(struct kv_store *kv, uint64_t parent, const char *name, uint32_t mode, uint32_t uid,
+	     uint32_t gid, struct kv_attr *out)
+{
+	struct kv_node *dir, *n;
+	int ret;
+
+	pthread_mutex_lock(&kv->lock);
+	ret = get_dir(kv, parent, &dir);
+	if (ret)
+		goto out;
+	if (child_get(dir, name)) {
+		ret = -EEXIST;
+		goto out;
+	}
+	ret = node_create(kv, dir, name, S_IFDIR | (mode & 07777), uid, gid, &n);
+	if (!ret)
+		kv_fill_attr(n, out);
+out:
+	pthread_mutex_unlock(&kv->lock);
+	return ret;
+}
+
+int kv_create(struct kv_store *kv, uint64_t parent, const char *name, uint32_t mode, uint32_t uid,
+	      uint32_t gid, bool excl, struct kv_attr *out)
+{
+	struct kv_node *dir, *n;
+	int ret;
+
+	pthread_mutex_lock(&kv->lock);
+	ret = get_dir(kv, parent, &dir);
+	if (ret)
+		goto out;
+	n = child_get(dir, name);
+	if (n) {
+		if (excl)
+			ret = -EEXIST;
+		else if (is_dir(n))
+			ret = -EISDIR;
+		else
+			kv_fill_attr(n, out);
+		goto out;
+	}
+	ret = node_create(kv, dir, name, S_IFREG | (mode & 07777), uid, gid, &n);
+	if (!ret)
+		kv_fill_attr(n, out);
+out:
+	pthread_mutex_unlock(&kv->lock);
+	return ret;
+}
+
+/* Before a key leaves the tree while open: its committed value will be
+ * deleted with the record, so bring it into memory for the open handles.
+ * May drop and retake the lock. */
+static int keep_value_for_handles(struct kv_store *kv, uint64_t id)
+{
+	struct kv_node *n = kv_node_get(kv, id);
+
+	if (!n || !n->open_count)
+		return 0;
+	return kv_load_value(kv, id);
+}
+
+static int remove_entry(struct kv_store *kv, uint64_t parent, const char *name, bool want_dir)
+{
+	struct kv_node *dir, *n;
+	int ret;
+
+	pthread_mutex_lock(&kv->lock);
+	ret = get_dir(kv, parent, &dir);
+	if (ret)
+		goto out;
+	n = child_get(dir, name);
+	if (!n) {
+		ret = -ENOENT;
+		goto out;
+	}
+	if (want_dir && !is_dir(n)) {
+		ret = -ENOTDIR;
+		goto out;
+	}
+	if (!want_dir && is_dir(n)) {
+		ret = -EISDIR;
+		goto out;
+	}
+	if (want_dir && n->children && htab_count(n->children)) {
+		ret = -ENOTEMPTY;
+		goto out;
+	}
+	if (!want_dir) {
+		uint64_t id = n->m.id;
+
+		ret = keep_value_for_handles(kv, id);
+		if (ret)
+			goto out;
+		/* The lock was dropped: look the entry up again. */
+		ret = get_dir(kv, parent, &dir);
+		if (ret)
+			goto out;
+		n = child_get(dir, name);
+		if (!n || n->m.id != id) {
+			ret = -ENOENT;
+			goto out;
+		}
+	}
+	node_remove(kv, n);
+	dir_touch(kv, dir, kv_now_ns());
+out:
+	pthread_mutex_unlock(&kv->lock);
+	return ret;
+}
+
+int kv_unlink(struct kv_store *kv, uint64_t parent, const char *name)
+{
+	return remove_entry(kv, parent, name, false);
+}
+
+int kv_rmdir(struct kv_store *kv, uint64_t parent, const char *name)
+{
+	return remove_entry(kv, parent, name, true);
+}
+
+/* Checks a rename of n to (dst, newname), replacing victim (or NULL). */
+static int check_rename(struct kv_node *n, struct kv_node *dst, const char *newname,
+			struct kv_node *victim, unsigned flags)
+{
+	int ret = kv_check_name(newname);
+
+	if (ret)
+		return ret;
+	if (flags & ~(unsigned)RENAME_NOREPLACE)
+		return -EINVAL;
+	if (!n->parent)
+		return -EBUSY;
+	/* A directory cannot move below itself. */
+	for (struct kv_node *p = dst; p; p = p->parent)
+		if (p == n)
+			return -EINVAL;
+	if (victim) {
+		if (flags & RENAME_NOREPLACE)
+			return -EEXIST;
+		if (is_dir(n) && !is_dir(victim))
+			return -ENOTDIR;
+		if (!is_dir(n) && is_dir(victim))
+			return -EISDIR;
+		if (is_dir(victim) && victim->children && htab_count(victim->children))
+			return -ENOTEMPTY;
+	}
+	if (child_key_len(dst, newname) > KV_KEY_MAX)
+		return -ENAMETOOLONG;
+	if (is_dir(n) && child_key_len(dst, newname) > key_len(n)) {
+		size_t below = subtree_max_len(n);
+
+		if (below && child_key_len(dst, newname) + 1 + below > KV_KEY_MAX)
+			return -ENAMETOOLONG;
+	}
+	return 0;
+}
+
+int kv_rename(struct kv_store *kv, uint64_t parent, const char *name, uint64_t newparent,
+	      const char *newname, unsigned flags)
+{
+	struct kv_node *src, *dst, *n, *victim;
+	char *dupname;
+	int64_t now;
+	int ret;
+
+	pthread_mutex_lock(&kv->lock);
+	ret = get_dir(kv, parent, &src);
+	if (!ret)
+		ret = get_dir(kv, newparent, &dst);
+	if (ret)
+		goto out;
+	n = child_get(src, name);
+	if (!n) {
+		ret = -ENOENT;
+		goto out;
+	}
+	victim = child_get(dst, newname);
+	if (victim == n)
+		goto out;
+	ret = check_rename(n, dst, newname, victim, flags);
+	if (ret)
+		goto out;
+	if (victim && !is_dir(victim)) {
+		uint64_t vid = victim->m.id, nid = n->m.id;
+
+		ret = keep_value_for_handles(kv, vid);
+		if (ret)
+			goto out;
+		/* The lock was dropped: everything may have moved. */
+		if (get_dir(kv, parent, &src) || get_dir(kv, newparent, &dst) ||
+		    !(n = child_get(src, name)) || n->m.id != nid) {
+			ret = -ENOENT;
+			goto out;
+		}
+		victim = child_get(dst, newname);
+		if (victim && victim->m.id != vid) {
+			ret = -EAGAIN;
+			goto out;
+		}
+		ret = check_rename(n, dst, newname, victim, flags);
+		if (ret)
+			goto out;
+	}
+	dupname = strdup(newname);
+	if (!dupname) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	now = kv_now_ns();
+	if (victim) {
+		node_remove(kv, victim);
+	}
+	node_detach(n);
+	free(n->m.name);
+	n->m.name = dupname;
+	ret = node_attach(dst, n);
+	if (ret) {
+		/* Only a failed table growth gets here; the entry is kept
+		 * under its old parent rather than lost. */
+		node_attach(src, n);
+		goto out;
+	}
+	n->m.ctime_ns = now;
+	kv_mark_dirty(kv, n);
+	dir_touch(kv, src, now);
+	if (dst != src)
+		dir_touch(kv, dst, now);
+out:
+	pthread_mutex_unlock(&kv->lock);
+	return ret;
+}
+
+int kv_readdir(struct kv_store *kv, uint64_t id, struct kv_dirent **out, size_t *count)
+{
+	struct kv_node *dir, *c;
+	struct kv_dirent *ents = NULL;
+	size_t n = 0;
+	int ret;
+
+	pthread_mutex_lock(&kv->lock);
+	ret = get_dir(kv, id, &dir);
+	if (ret)
+		goto out;
+	if (dir->children && htab_count(dir->children)) {
+		ents = calloc(htab_count(dir->children), sizeof(*ents));
+		if (!ents) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		for (size_t i = 0; (c = htab_next(dir->children, &i));) {
+			ents[n].name = strdup(c->m.name);
+			if (!ents[n].name) {
+				ret = -ENOMEM;
+				break;
+			}
+			ents[n].id = c->m.id;
+			ents[n].mode = c->m.mode;
+			n++;
+		}
+	}
+out:
+	pthread_mutex_unlock(&kv->lock);
+	if (ret) {
+		kv_dirents_free(ents, n);
+		return ret;
+	}
+	*out = ents;
+	*count = n;
+	return 0;
+}
+
+void kv_dirents_free(struct kv_dirent *ents, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(ents[i].name);
+	free(ents);
+}
+
+int kv_statfs(struct kv_store *kv, struct kv_backend_statfs *space, uint64_t *keys)
+{
+	int ret = kv->backend->ops->statfs(kv->backend, space);
+
+	pthread_mutex_lock(&kv->lock);
+	*keys = kv->nkeys;
+	pthread_mutex_unlock(&kv->lock);
+	return ret;
+}
+
+void kv_get_stats(struct kv_store *kv, struct kv_stats *out)
+{
+	pthread_mutex_lock(&kv->lock);
+	out->keys = kv->nkeys;
+	out->dirs = kv->ndirs;
+	out->buffer_keys = kv->ndirty;
+	out->buffer_bytes = kv->buffer_bytes;
+	out->dirty_bytes = kv->dirty_bytes + kv->inflight_bytes;
+	out->flushes = kv->flushes;
+	out->flush_failures = kv->flush_failures;
+	out->last_flush_ms = kv->last_flush_ms;
+	pthread_mutex_unlock(&kv->lock);
+}

@@ -1,0 +1,108 @@
+/*
+ * Private to store/: the in-memory tree and the write-back buffer.
+ *
+ * Lock order: kv->lock is the only store lock. It guards every field of
+ * struct kv_store marked [L] and every field of every struct kv_node. It is
+ * never held across a backend call: the flusher snapshots under the lock,
+ * commits without it, then applies the result under it again; readers copy a
+ * value reference under the lock and read the backend without it.
+ */
+#ifndef NADB_STORE_KV_INTERNAL_H
+#define NADB_STORE_KV_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "store/backend.h"
+#include "store/htab.h"
+#include "store/kv.h"
+#include "store/value.h"
+
+enum kv_node_flags {
+	/* The value changed since the last snapshot taken by the flusher. */
+	KV_NODE_VALUE_DIRTY = 1 << 0,
+	/* Removed from the tree; a DEL is owed to the backend if COMMITTED. */
+	KV_NODE_DELETED = 1 << 1,
+	/* The backend has a record for this id. */
+	KV_NODE_COMMITTED = 1 << 2,
+	/* Part of the batch the flusher is committing: must not be freed. */
+	KV_NODE_INFLIGHT = 1 << 3,
+	/* On kv->dirty (version > flushed_version, or a DEL is owed). */
+	KV_NODE_ON_DIRTY = 1 << 4,
+};
+
+struct kv_node {
+	/* Current metadata. m.vver/stored_size/encoding name the last committed
+	 * value, which is the current one whenever value == NULL. */
+	struct kv_meta m;
+	struct kv_node *parent;		/* NULL for the root and detached nodes */
+	struct htab *children;		/* directories only: name -> node */
+	/* In-memory content: dirty data, or a clean copy kept while open. */
+	struct kv_value *value;
+	uint64_t version;		/* bumped by every change */
+	uint64_t flushed_version;	/* version of the last committed snapshot */
+	uint64_t dirty_bytes;		/* bytes written since the last snapshot */
+	struct kv_node *dirty_prev, *dirty_next;
+	uint32_t open_count;		/* open file handles */
+	uint32_t nsubdirs;		/* child directories, for nlink */
+	uint32_t flags;			/* enum kv_node_flags */
+};
+
+struct kv_store {
+	struct kv_options opts;		/* immutable after open (strings copied) */
+	char *data_dir, *db, *ns;	/* owned copies behind opts.params */
+	struct kv_backend *backend;
+
+	pthread_mutex_t lock;
+	pthread_cond_t flush_cond;	/* wakes the flusher */
+	pthread_cond_t done_cond;	/* a flush finished, or buffer space freed */
+
+	struct htab by_id;		/* [L] id -> node, detached open nodes included */
+	struct kv_node *root;		/* [L] */
+	uint64_t max_id;		/* [L] highest id ever used */
+	uint64_t nkeys, ndirs;		/* [L] */
+
+	struct kv_node *dirty_head, *dirty_tail; /* [L] oldest first */
+	uint64_t ndirty;		/* [L] nodes on the dirty list */
+	int64_t dirty_since_ms;		/* [L] monotonic time the list became non-empty */
+	uint64_t dirty_bytes;		/* [L] written since their node's last snapshot */
+	uint64_t inflight_bytes;	/* [L] dirty bytes inside the committing batch */
+	uint64_t buffer_bytes;		/* [L] memory of in-memory values */
+
+	uint64_t flush_req;		/* [L] flush requests made (a generation) */
+	uint64_t flush_done;		/* [L] requests satisfied by completed flushes */
+	uint64_t flushes, flush_failures, last_flush_ms; /* [L] */
+	int last_flush_error;		/* [L] 0 after a successful flush */
+
+	pthread_t flusher;
+	bool flusher_running;		/* set/cleared by kv_start/kv_close only */
+	bool stopping;			/* [L] */
+};
+
+int64_t kv_now_ns(void);
+int64_t kv_mono_ms(void);
+
+/* Both with kv->lock held. */
+struct kv_node *kv_node_get(struct kv_store *kv, uint64_t id);
+void kv_mark_dirty(struct kv_store *kv, struct kv_node *n);
+void kv_node_free(struct kv_store *kv, struct kv_node *n);
+void kv_fill_attr(const struct kv_node *n, struct kv_attr *a);
+/* Brings the committed value of id into memory (n->value), if not there.
+ * Drops kv->lock around the backend read; returns with it held. */
+int kv_load_value(struct kv_store *kv, uint64_t id);
+void kv_value_account(struct kv_store *kv, struct kv_node *n, struct kv_value *newval);
+
+/* flusher.c */
+int kv_flusher_start(struct kv_store *kv);
+void kv_flusher_stop(struct kv_store *kv);
+/* One flush of everything dirty now; called by the flusher thread, or by
+ * kv_open/kv_close when no flusher runs. Takes and releases kv->lock. */
+int kv_flush_once(struct kv_store *kv);
+/* Waits, with kv->lock held, until every change made before the call is
+ * durable; -EIO after backend_timeout. */
+int kv_wait_flushed(struct kv_store *kv);
+/* Waits, with kv->lock held, for buffer space; -EIO after backend_timeout. */
+int kv_wait_buffer(struct kv_store *kv);
+
+#endif

@@ -1,0 +1,328 @@
+/*
+ * Values and attributes of single records: open/release, read, write,
+ * setattr, fsync. The lock is dropped around every backend read; whatever
+ * was looked up before is looked up again afterwards.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "store/kv_internal.h"
+
+/* A node reachable by id: in the tree, or removed but still open. */
+static struct kv_node *get_live(struct kv_store *kv, uint64_t id)
+{
+	struct kv_node *n = kv_node_get(kv, id);
+
+	if (!n || ((n->flags & KV_NODE_DELETED) && !n->open_count))
+		return NULL;
+	return n;
+}
+
+/* A reference to a stored value that outlives the lock: only the fields a
+ * backend reads, none of the owned pointers. */
+static struct kv_meta value_ref(const struct kv_node *n)
+{
+	struct kv_meta ref = { 0 };
+
+	ref.id = n->m.id;
+	ref.size = n->m.size;
+	ref.vver = n->m.vver;
+	ref.stored_size = n->m.stored_size;
+	ref.encoding = n->m.encoding;
+	return ref;
+}
+
+int kv_load_value(struct kv_store *kv, uint64_t id)
+{
+	/* A value can be superseded between the copy of its reference and the
+	 * read; the next try sees the newer one. */
+	for (int tries = 0; tries < 16; tries++) {
+		struct kv_node *n = get_live(kv, id);
+		struct kv_value *v = NULL;
+		struct kv_meta ref;
+		int ret;
+
+		if (!n)
+			return -ENOENT;
+		if (n->value)
+			return 0;
+		if (!n->m.vver) {
+			v = kv_value_new();
+			if (!v)
+				return -ENOMEM;
+			kv_value_account(kv, n, v);
+			return 0;
+		}
+		ref = value_ref(n);
+		pthread_mutex_unlock(&kv->lock);
+		ret = kv->backend->ops->read_value(kv->backend, &ref, &v);
+		pthread_mutex_lock(&kv->lock);
+		if (ret == -ESTALE)
+			continue;
+		if (ret)
+			return ret;
+		n = get_live(kv, id);
+		if (n && !n->value && n->m.vver == ref.vver) {
+			kv_value_account(kv, n, v);
+			return 0;
+		}
+		kv_value_free(v);
+	}
+	return -EIO;
+}
+
+/* The value is no longer needed in memory once it is committed and closed. */
+static void maybe_drop_value(struct kv_store *kv, struct kv_node *n)
+{
+	if (n->value && !n->open_count &&
+	    !(n->flags & (KV_NODE_VALUE_DIRTY | KV_NODE_INFLIGHT)))
+		kv_value_account(kv, n, NULL);
+}
+
+/* Records a change of n's value: dirty unless n has left the tree. */
+static void value_changed(struct kv_store *kv, struct kv_node *n, uint64_t bytes)
+{
+	int64_t now = kv_now_ns();
+
+	n->m.size = kv_value_size(n->value);
+	n->m.mtime_ns = n->m.ctime_ns = now;
+	if (n->flags & KV_NODE_DELETED)
+		return;
+	n->flags |= KV_NODE_VALUE_DIRTY;
+	n->dirty_bytes += bytes;
+	kv->dirty_bytes += bytes;
+	kv_mark_dirty(kv, n);
+	if (kv->dirty_bytes >= kv->opts.buffer_size / 2)
+		pthread_cond_signal(&kv->flush_cond);
+}
+
+/* Sets n's size; with kv->lock held, which it may drop. */
+static int set_size(struct kv_store *kv, uint64_t id, uint64_t size)
+{
+	struct kv_node *n;
+	uint64_t old;
+	int ret;
+
+	if (size > kv->opts.max_value_size)
+		return -EFBIG;
+	n = get_live(kv, id);
+	if (!n)
+		return -ENOENT;
+	if (S_ISDIR(n->m.mode))
+		return -EISDIR;
+	old = n->m.size;
+	if (size == 0) {
+		struct kv_value *v = kv_value_new();
+
+		if (!v)
+			return -ENOMEM;
+		kv_value_account(kv, n, v);
+	} else {
+		ret = kv_load_value(kv, id);
+		if (ret)
+			return ret;
+		n = get_live(kv, id);
+		old = kv_value_size(n->value);
+		kv->buffer_bytes -= old;
+		ret = kv_value_truncate(n->value, size);
+		kv->buffer_bytes += kv_value_size(n->value);
+		if (ret)
+			return ret;
+	}
+	value_changed(kv, n, size > old ? size - old : old - size);
+	return 0;
+}
+
+int kv_open_file(struct kv_store *kv, uint64_t id, bool trunc)
+{
+	struct kv_node *n;
+	int ret = 0;
+
+	pthread_mutex_lock(&kv->lock);
+	n = get_live(kv, id);
+	if (!n)
+		ret = -ENOENT;
+	else if (S_ISDIR(n->m.mode))
+		ret = -EISDIR;
+	else if (trunc && n->m.size)
+		ret = set_size(kv, id, 0);
+	if (!ret) {
+		/* set_size may have dropped the lock. */
+		n = get_live(kv, id);
+		if (n)
+			n->open_count++;
+		else
+			ret = -ENOENT;
+	}
+	pthread_mutex_unlock(&kv->lock);
+	return ret;
+}
+
+void kv_release_file(struct kv_store *kv, uint64_t id)
+{
+	struct kv_node *n;
+
+	pthread_mutex_lock(&kv->lock);
+	n = kv_node_get(kv, id);
+	if (n && n->open_count && --n->open_count == 0) {
+		if ((n->flags & KV_NODE_DELETED) &&
+		    !(n->flags & (KV_NODE_ON_DIRTY | KV_NODE_INFLIGHT)))
+			kv_node_free(kv, n);
+		else
+			maybe_drop_value(kv, n);
+	}
+	pthread_mutex_unlock(&kv->lock);
+}
+
+ssize_t kv_read(struct kv_store *kv, uint64_t id, void *buf, size_t len, uint64_t off)
+{
+	for (int tries = 0; tries < 16; tries++) {
+		struct kv_node *n;
+		struct kv_meta ref;
+		ssize_t ret;
+
+		pthread_mutex_lock(&kv->lock);
+		n = get_live(kv, id);
+		if (!n) {
+			ret = -ENOENT;
+		} else if (S_ISDIR(n->m.mode)) {
+			ret = -EISDIR;
+		} else if (!n->value && n->m.encoding != KV_ENC_NONE && n->open_count) {
+			/* A compressed value is decoded once per open, not once
+			 * per read call. */
+			ret = kv_load_value(kv, id);
+			pthread_mutex_unlock(&kv->lock);
+			if (ret)
+				return ret;
+			continue;
+		} else if (n->value) {
+			ret = kv_value_read(n->value, buf, len, off);
+		} else if (off >= n->m.size || !n->m.vver) {
+			ret = 0;
+		} else {
+			ref = value_ref(n);
+			if (len > n->m.size - off)
+				len = n->m.size - off;
+			pthread_mutex_unlock(&kv->lock);
+			ret = kv->backend->ops->pread(kv->backend, &ref, buf, len, off);
+			if (ret == -ESTALE)
+				continue;
+			return ret;
+		}
+		pthread_mutex_unlock(&kv->lock);
+		return ret;
+	}
+	return -EIO;
+}
+
+ssize_t kv_write(struct kv_store *kv, uint64_t id, const void *buf, size_t len, uint64_t off)
+{
+	struct kv_node *n;
+	uint64_t old;
+	ssize_t ret;
+
+	if (off > kv->opts.max_value_size || len > kv->opts.max_value_size - off)
+		return -EFBIG;
+	pthread_mutex_lock(&kv->lock);
+	n = get_live(kv, id);
+	if (!n) {
+		ret = -ENOENT;
+		goto out;
+	}
+	if (S_ISDIR(n->m.mode)) {
+		ret = -EISDIR;
+		goto out;
+	}
+	if (!(n->flags & KV_NODE_DELETED)) {
+		ret = kv_wait_buffer(kv);
+		if (ret)
+			goto out;
+	}
+	ret = kv_load_value(kv, id);
+	if (ret)
+		goto out;
+	n = get_live(kv, id);
+	if (!n) {
+		ret = -ENOENT;
+		goto out;
+	}
+	old = kv_value_size(n->value);
+	ret = kv_value_write(n->value, buf, len, off);
+	kv->buffer_bytes += kv_value_size(n->value) - old;
+	if (ret)
+		goto out;
+	value_changed(kv, n, len);
+	ret = (ssize_t)len;
+out:
+	pthread_mutex_unlock(&kv->lock);
+	return ret;
+}
+
+int kv_setattr(struct kv_store *kv, uint64_t id, const struct kv_setattr *sa, struct kv_attr *out)
+{
+	struct kv_node *n;
+	int64_t now = kv_now_ns();
+	int ret = 0;
+
+	pthread_mutex_lock(&kv->lock);
+	if (sa->mask & KV_SET_SIZE) {
+		ret = set_size(kv, id, sa->size);
+		if (ret)
+			goto out;
+	}
+	n = get_live(kv, id);
+	if (!n) {
+		ret = -ENOENT;
+		goto out;
+	}
+	if (sa->mask & KV_SET_MODE)
+		n->m.mode = (n->m.mode & S_IFMT) | (sa->mode & 07777);
+	if (sa->mask & KV_SET_UID)
+		n->m.uid = sa->uid;
+	if (sa->mask & KV_SET_GID)
+		n->m.gid = sa->gid;
+	if (sa->mask & KV_SET_ATIME)
+		n->m.atime_ns = sa->atime_ns;
+	if (sa->mask & KV_SET_ATIME_NOW)
+		n->m.atime_ns = now;
+	if (sa->mask & KV_SET_MTIME)
+		n->m.mtime_ns = sa->mtime_ns;
+	if (sa->mask & KV_SET_MTIME_NOW)
+		n->m.mtime_ns = now;
+	if (sa->mask & ~(unsigned)KV_SET_SIZE) {
+		n->m.ctime_ns = now;
+		if (!(n->flags & KV_NODE_DELETED))
+			kv_mark_dirty(kv, n);
+	}
+	kv_fill_attr(n, out);
+out:
+	pthread_mutex_unlock(&kv->lock);
+	return ret;
+}
+
+int kv_fsync(struct kv_store *kv, uint64_t id)
+{
+	struct kv_node *n;
+	int ret = 0;
+
+	pthread_mutex_lock(&kv->lock);
+	n = get_live(kv, id);
+	if (!n)
+		ret = -ENOENT;
+	else if (n->flags & (KV_NODE_ON_DIRTY | KV_NODE_INFLIGHT))
+		ret = kv_wait_flushed(kv);
+	pthread_mutex_unlock(&kv->lock);
+	return ret;
+}
+
+int kv_flush(struct kv_store *kv)
+{
+	int ret;
+
+	pthread_mutex_lock(&kv->lock);
+	ret = kv_wait_flushed(kv);
+	pthread_mutex_unlock(&kv->lock);
+	return ret;
+}
