@@ -33,12 +33,12 @@ int64_t kv_mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static uint64_t node_id_hash(const void *item)
+uint64_t kv_node_id_hash(const void *item)
 {
 	return htab_hash_u64(((const struct kv_node *)item)->m.id);
 }
 
-static bool node_id_match(const void *item, const void *key)
+bool kv_node_id_match(const void *item, const void *key)
 {
 	return ((const struct kv_node *)item)->m.id == *(const uint64_t *)key;
 }
@@ -63,7 +63,7 @@ struct kv_node *kv_node_get(struct kv_store *kv, uint64_t id)
 	return htab_find(&kv->by_id, htab_hash_u64(id), &id);
 }
 
-static struct kv_node *child_get(struct kv_node *dir, const char *name)
+struct kv_node *kv_child_get(struct kv_node *dir, const char *name)
 {
 	if (!dir->children)
 		return NULL;
@@ -167,13 +167,13 @@ void kv_node_free(struct kv_store *kv, struct kv_node *n)
 	free(n);
 }
 
-static struct kv_node *node_new(void)
+struct kv_node *kv_node_new(void)
 {
 	return calloc(1, sizeof(struct kv_node));
 }
 
 /* Links n under dir by its name. */
-static int node_attach(struct kv_node *dir, struct kv_node *n)
+int kv_node_attach(struct kv_node *dir, struct kv_node *n)
 {
 	int ret;
 
@@ -266,245 +266,6 @@ static void node_remove(struct kv_store *kv, struct kv_node *n)
 		kv_node_free(kv, n);
 }
 
-/* --- open and close ------------------------------------------------------ */
-
-static int load_record(const struct kv_meta *m, void *arg)
-{
-	struct kv_store *kv = arg;
-	struct kv_node *n = node_new();
-	int ret;
-
-	if (!n)
-		return -ENOMEM;
-	ret = kv_meta_copy(&n->m, m);
-	if (ret)
-		goto out_free;
-	if (kv_node_get(kv, m->id)) {
-		log_msg(NLOG_WARN, "store", "duplicate record id %llu ignored",
-			(unsigned long long)m->id);
-		kv_meta_clear(&n->m);
-		free(n);
-		return 0;
-	}
-	n->flags = KV_NODE_COMMITTED;
-	ret = htab_insert(&kv->by_id, n);
-	if (ret)
-		goto out_clear;
-	if (m->id > kv->max_id)
-		kv->max_id = m->id;
-	return 0;
-
-out_clear:
-	kv_meta_clear(&n->m);
-out_free:
-	free(n);
-	return ret;
-}
-
-/*
- * Builds the tree from the loaded records. A record whose parent is missing
- * or whose name is taken cannot be placed; commits are whole-tree snapshots,
- * so this only happens to a damaged store: such records are dropped with a
- * warning and deleted from the backend at the next flush.
- */
-static int link_tree(struct kv_store *kv)
-{
-	struct kv_node *n;
-	struct kv_node **nodes;
-	size_t count = htab_count(&kv->by_id), k = 0;
-	int ret = 0;
-
-	kv->root = kv_node_get(kv, KV_ROOT_ID);
-	nodes = malloc((count ? count : 1) * sizeof(*nodes));
-	if (!nodes)
-		return -ENOMEM;
-	for (size_t i = 0; (n = htab_next(&kv->by_id, &i));)
-		nodes[k++] = n;
-	for (size_t i = 0; i < k; i++) {
-		struct kv_node *parent;
-
-		n = nodes[i];
-		if (n == kv->root)
-			continue;
-		parent = kv_node_get(kv, n->m.parent);
-		if (!parent || !is_dir(parent) || !kv->root || kv_check_name(n->m.name) ||
-		    child_get(parent, n->m.name)) {
-			log_msg(NLOG_WARN, "store",
-				"record %llu cannot be placed in the tree (parent %llu); dropped",
-				(unsigned long long)n->m.id, (unsigned long long)n->m.parent);
-			n->flags |= KV_NODE_DELETED;
-			kv_mark_dirty(kv, n);
-			continue;
-		}
-		ret = node_attach(parent, n);
-		if (ret)
-			break;
-		if (is_dir(n))
-			kv->ndirs++;
-		else
-			kv->nkeys++;
-	}
-	free(nodes);
-	return ret;
-}
-
-static int make_root(struct kv_store *kv)
-{
-	struct kv_node *n = node_new();
-	int64_t now = kv_now_ns();
-	int ret;
-
-	if (!n)
-		return -ENOMEM;
-	n->m.id = KV_ROOT_ID;
-	n->m.name = strdup("");
-	if (!n->m.name) {
-		free(n);
-		return -ENOMEM;
-	}
-	n->m.mode = S_IFDIR | 0755;
-	n->m.uid = kv->opts.root_uid;
-	n->m.gid = kv->opts.root_gid;
-	n->m.atime_ns = n->m.mtime_ns = n->m.ctime_ns = n->m.btime_ns = now;
-	ret = htab_insert(&kv->by_id, n);
-	if (ret) {
-		kv_meta_clear(&n->m);
-		free(n);
-		return ret;
-	}
-	if (kv->max_id < KV_ROOT_ID)
-		kv->max_id = KV_ROOT_ID;
-	kv->root = n;
-	kv_mark_dirty(kv, n);
-	return 0;
-}
-
-static int copy_options(struct kv_store *kv, const struct kv_options *o)
-{
-	kv->opts = *o;
-	kv->data_dir = o->params.data_dir ? strdup(o->params.data_dir) : NULL;
-	kv->db = strdup(o->params.db ? o->params.db : "default");
-	kv->ns = strdup(o->params.ns ? o->params.ns : "default");
-	if ((o->params.data_dir && !kv->data_dir) || !kv->db || !kv->ns)
-		return -ENOMEM;
-	kv->opts.params.data_dir = kv->data_dir;
-	kv->opts.params.db = kv->db;
-	kv->opts.params.ns = kv->ns;
-	return 0;
-}
-
-int kv_open(const struct kv_options *o, struct kv_store **out, char *err, size_t errlen)
-{
-	struct kv_store *kv;
-	int ret;
-
-	kv = calloc(1, sizeof(*kv));
-	if (!kv)
-		return -ENOMEM;
-	pthread_mutex_init(&kv->lock, NULL);
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&kv->flush_cond, &ca);
-	pthread_cond_init(&kv->done_cond, &ca);
-	pthread_condattr_destroy(&ca);
-	htab_init(&kv->by_id, node_id_hash, node_id_match);
-	ret = copy_options(kv, o);
-	if (ret)
-		goto out_free;
-
-	switch (o->backend) {
-	case KV_BACKEND_FS:
-		ret = kv_fs_open(&kv->opts.params, &kv->backend, err, errlen);
-		break;
-	default:
-		snprintf(err, errlen, "this backend is not available in this build");
-		ret = -ENOTSUP;
-	}
-	if (ret)
-		goto out_free;
-
-	ret = kv->backend->ops->load(kv->backend, load_record, kv, &kv->max_id);
-	if (ret) {
-		snprintf(err, errlen, "cannot load the store: %s", strerror(-ret));
-		goto out_free;
-	}
-	ret = link_tree(kv);
-	if (!ret && !kv->root)
-		ret = make_root(kv);
-	if (ret) {
-		snprintf(err, errlen, "cannot build the tree: %s", strerror(-ret));
-		goto out_free;
-	}
-	/* Make a new store's root (and drops of damaged records) durable now,
-	 * so that a store is never half-created. */
-	if (kv->ndirty) {
-		ret = kv_flush_once(kv);
-		if (ret) {
-			snprintf(err, errlen, "cannot write the store: %s", strerror(-ret));
-			goto out_free;
-		}
-	}
-	NLOG(NLOG_INFO, "store", "store opened", LF_STR("backend", kv->backend->ops->name),
-	     LF_INT("keys", kv->nkeys), LF_INT("dirs", kv->ndirs));
-	*out = kv;
-	return 0;
-
-out_free:
-	kv_close(kv);
-	return ret;
-}
-
-int kv_start(struct kv_store *kv)
-{
-	return kv_flusher_start(kv);
-}
-
-int kv_close(struct kv_store *kv)
-{
-	struct kv_node *n;
-	int ret = 0;
-
-	if (!kv)
-		return 0;
-	kv_flusher_stop(kv);
-	if (kv->backend) {
-		/* The flusher's last pass may have failed: keep trying for as
-		 * long as any writer would have waited. */
-		int64_t deadline = kv_mono_ms() + (int64_t)kv->opts.backend_timeout_ms;
-
-		while (kv->ndirty) {
-			ret = kv_flush_once(kv);
-			if (!ret || kv_mono_ms() >= deadline)
-				break;
-			struct timespec ts = { 0, 100 * 1000000 };
-			nanosleep(&ts, NULL);
-		}
-		if (ret)
-			NLOG(NLOG_ERROR, "store", "buffered writes could not be flushed at close",
-			     LF_INT("records", kv->ndirty), LF_STR("error", strerror(-ret)));
-	}
-	for (size_t i = 0; (n = htab_next(&kv->by_id, &i));) {
-		kv_value_free(n->value);
-		if (n->children) {
-			htab_destroy(n->children);
-			free(n->children);
-		}
-		kv_meta_clear(&n->m);
-		free(n);
-	}
-	htab_destroy(&kv->by_id);
-	kv_backend_close(kv->backend);
-	pthread_cond_destroy(&kv->flush_cond);
-	pthread_cond_destroy(&kv->done_cond);
-	pthread_mutex_destroy(&kv->lock);
-	free(kv->data_dir);
-	free(kv->db);
-	free(kv->ns);
-	free(kv);
-	return ret;
-}
-
 /* --- namespace operations ------------------------------------------------ */
 
 /* The directory id names, or an error. */
@@ -529,7 +290,7 @@ int kv_lookup(struct kv_store *kv, uint64_t parent, const char *name, struct kv_
 	ret = get_dir(kv, parent, &dir);
 	if (ret)
 		goto out;
-	n = child_get(dir, name);
+	n = kv_child_get(dir, name);
 	if (!n) {
 		ret = strlen(name) > KV_NAME_MAX ? -ENAMETOOLONG : -ENOENT;
 		goto out;
@@ -568,7 +329,7 @@ static int node_create(struct kv_store *kv, struct kv_node *dir, const char *nam
 		return ret;
 	if (child_key_len(dir, name) > KV_KEY_MAX)
 		return -ENAMETOOLONG;
-	n = node_new();
+	n = kv_node_new();
 	if (!n)
 		return -ENOMEM;
 	n->m.name = strdup(name);
@@ -584,7 +345,7 @@ static int node_create(struct kv_store *kv, struct kv_node *dir, const char *nam
 	ret = htab_insert(&kv->by_id, n);
 	if (ret)
 		goto out_free;
-	ret = node_attach(dir, n);
+	ret = kv_node_attach(dir, n);
 	if (ret)
 		goto out_unindex;
 	kv->max_id++;
@@ -615,7 +376,7 @@ int kv_mkdir(struct kv_store *kv, uint64_t parent, const char *name, uint32_t mo
 	ret = get_dir(kv, parent, &dir);
 	if (ret)
 		goto out;
-	if (child_get(dir, name)) {
+	if (kv_child_get(dir, name)) {
 		ret = -EEXIST;
 		goto out;
 	}
@@ -637,7 +398,7 @@ int kv_create(struct kv_store *kv, uint64_t parent, const char *name, uint32_t m
 	ret = get_dir(kv, parent, &dir);
 	if (ret)
 		goto out;
-	n = child_get(dir, name);
+	n = kv_child_get(dir, name);
 	if (n) {
 		if (excl)
 			ret = -EEXIST;
@@ -676,7 +437,7 @@ static int remove_entry(struct kv_store *kv, uint64_t parent, const char *name, 
 	ret = get_dir(kv, parent, &dir);
 	if (ret)
 		goto out;
-	n = child_get(dir, name);
+	n = kv_child_get(dir, name);
 	if (!n) {
 		ret = -ENOENT;
 		goto out;
@@ -703,7 +464,7 @@ static int remove_entry(struct kv_store *kv, uint64_t parent, const char *name, 
 		ret = get_dir(kv, parent, &dir);
 		if (ret)
 			goto out;
-		n = child_get(dir, name);
+		n = kv_child_get(dir, name);
 		if (!n || n->m.id != id) {
 			ret = -ENOENT;
 			goto out;
@@ -777,12 +538,12 @@ int kv_rename(struct kv_store *kv, uint64_t parent, const char *name, uint64_t n
 		ret = get_dir(kv, newparent, &dst);
 	if (ret)
 		goto out;
-	n = child_get(src, name);
+	n = kv_child_get(src, name);
 	if (!n) {
 		ret = -ENOENT;
 		goto out;
 	}
-	victim = child_get(dst, newname);
+	victim = kv_child_get(dst, newname);
 	if (victim == n)
 		goto out;
 	ret = check_rename(n, dst, newname, victim, flags);
@@ -796,11 +557,11 @@ int kv_rename(struct kv_store *kv, uint64_t parent, const char *name, uint64_t n
 			goto out;
 		/* The lock was dropped: everything may have moved. */
 		if (get_dir(kv, parent, &src) || get_dir(kv, newparent, &dst) ||
-		    !(n = child_get(src, name)) || n->m.id != nid) {
+		    !(n = kv_child_get(src, name)) || n->m.id != nid) {
 			ret = -ENOENT;
 			goto out;
 		}
-		victim = child_get(dst, newname);
+		victim = kv_child_get(dst, newname);
 		if (victim && victim->m.id != vid) {
 			ret = -EAGAIN;
 			goto out;
@@ -821,11 +582,11 @@ int kv_rename(struct kv_store *kv, uint64_t parent, const char *name, uint64_t n
 	node_detach(n);
 	free(n->m.name);
 	n->m.name = dupname;
-	ret = node_attach(dst, n);
+	ret = kv_node_attach(dst, n);
 	if (ret) {
 		/* Only a failed table growth gets here; the entry is kept
 		 * under its old parent rather than lost. */
-		node_attach(src, n);
+		kv_node_attach(src, n);
 		goto out;
 	}
 	n->m.ctime_ns = now;

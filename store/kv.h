@@ -31,6 +31,10 @@ struct kv_options {
 	uint64_t backend_timeout_ms;	/* waits give up with -EIO after this */
 	uint64_t max_value_size;	/* -EFBIG beyond */
 	uint32_t root_uid, root_gid;	/* owner of a new store's root directory */
+	/* If set, kv_open uses this opened backend instead of opening one
+	 * (tests inject a fake this way); kv_open owns it from then on, even
+	 * when it fails. */
+	struct kv_backend *backend_instance;
 };
 
 /* Attributes of a record as fs/ needs them. */

@@ -83,7 +83,13 @@ struct kv_store {
 int64_t kv_now_ns(void);
 int64_t kv_mono_ms(void);
 
-/* Both with kv->lock held. */
+uint64_t kv_node_id_hash(const void *item);
+bool kv_node_id_match(const void *item, const void *key);
+struct kv_node *kv_node_new(void);
+
+/* With kv->lock held. */
+struct kv_node *kv_child_get(struct kv_node *dir, const char *name);
+int kv_node_attach(struct kv_node *dir, struct kv_node *n);
 struct kv_node *kv_node_get(struct kv_store *kv, uint64_t id);
 void kv_mark_dirty(struct kv_store *kv, struct kv_node *n);
 void kv_node_free(struct kv_store *kv, struct kv_node *n);

@@ -1,0 +1,258 @@
+/*
+ * Opening a store (backend, load, tree) and closing it (final flush).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "store/kv_internal.h"
+#include "util/log.h"
+
+#define S_ISDIR_NODE(n) S_ISDIR((n)->m.mode)
+
+static int load_record(const struct kv_meta *m, void *arg)
+{
+	struct kv_store *kv = arg;
+	struct kv_node *n = kv_node_new();
+	int ret;
+
+	if (!n)
+		return -ENOMEM;
+	ret = kv_meta_copy(&n->m, m);
+	if (ret)
+		goto out_free;
+	if (kv_node_get(kv, m->id)) {
+		log_msg(NLOG_WARN, "store", "duplicate record id %llu ignored",
+			(unsigned long long)m->id);
+		kv_meta_clear(&n->m);
+		free(n);
+		return 0;
+	}
+	n->flags = KV_NODE_COMMITTED;
+	ret = htab_insert(&kv->by_id, n);
+	if (ret)
+		goto out_clear;
+	if (m->id > kv->max_id)
+		kv->max_id = m->id;
+	return 0;
+
+out_clear:
+	kv_meta_clear(&n->m);
+out_free:
+	free(n);
+	return ret;
+}
+
+/*
+ * Builds the tree from the loaded records. A record whose parent is missing
+ * or whose name is taken cannot be placed; commits are whole-tree snapshots,
+ * so this only happens to a damaged store: such records are dropped with a
+ * warning and deleted from the backend at the next flush.
+ */
+static int link_tree(struct kv_store *kv)
+{
+	struct kv_node *n;
+	struct kv_node **nodes;
+	size_t count = htab_count(&kv->by_id), k = 0;
+	int ret = 0;
+
+	kv->root = kv_node_get(kv, KV_ROOT_ID);
+	nodes = malloc((count ? count : 1) * sizeof(*nodes));
+	if (!nodes)
+		return -ENOMEM;
+	for (size_t i = 0; (n = htab_next(&kv->by_id, &i));)
+		nodes[k++] = n;
+	for (size_t i = 0; i < k; i++) {
+		struct kv_node *parent;
+
+		n = nodes[i];
+		if (n == kv->root)
+			continue;
+		parent = kv_node_get(kv, n->m.parent);
+		if (!parent || !S_ISDIR_NODE(parent) || !kv->root || kv_check_name(n->m.name) ||
+		    kv_child_get(parent, n->m.name)) {
+			log_msg(NLOG_WARN, "store",
+				"record %llu cannot be placed in the tree (parent %llu); dropped",
+				(unsigned long long)n->m.id, (unsigned long long)n->m.parent);
+			n->flags |= KV_NODE_DELETED;
+			kv_mark_dirty(kv, n);
+			continue;
+		}
+		ret = kv_node_attach(parent, n);
+		if (ret)
+			break;
+		if (S_ISDIR_NODE(n))
+			kv->ndirs++;
+		else
+			kv->nkeys++;
+	}
+	free(nodes);
+	return ret;
+}
+
+static int make_root(struct kv_store *kv)
+{
+	struct kv_node *n = kv_node_new();
+	int64_t now = kv_now_ns();
+	int ret;
+
+	if (!n)
+		return -ENOMEM;
+	n->m.id = KV_ROOT_ID;
+	n->m.name = strdup("");
+	if (!n->m.name) {
+		free(n);
+		return -ENOMEM;
+	}
+	n->m.mode = S_IFDIR | 0755;
+	n->m.uid = kv->opts.root_uid;
+	n->m.gid = kv->opts.root_gid;
+	n->m.atime_ns = n->m.mtime_ns = n->m.ctime_ns = n->m.btime_ns = now;
+	ret = htab_insert(&kv->by_id, n);
+	if (ret) {
+		kv_meta_clear(&n->m);
+		free(n);
+		return ret;
+	}
+	if (kv->max_id < KV_ROOT_ID)
+		kv->max_id = KV_ROOT_ID;
+	kv->root = n;
+	kv_mark_dirty(kv, n);
+	return 0;
+}
+
+static int copy_options(struct kv_store *kv, const struct kv_options *o)
+{
+	kv->opts = *o;
+	kv->data_dir = o->params.data_dir ? strdup(o->params.data_dir) : NULL;
+	kv->db = strdup(o->params.db ? o->params.db : "default");
+	kv->ns = strdup(o->params.ns ? o->params.ns : "default");
+	if ((o->params.data_dir && !kv->data_dir) || !kv->db || !kv->ns)
+		return -ENOMEM;
+	kv->opts.params.data_dir = kv->data_dir;
+	kv->opts.params.db = kv->db;
+	kv->opts.params.ns = kv->ns;
+	return 0;
+}
+
+int kv_open(const struct kv_options *o, struct kv_store **out, char *err, size_t errlen)
+{
+	struct kv_store *kv;
+	int ret;
+
+	kv = calloc(1, sizeof(*kv));
+	if (!kv)
+		return -ENOMEM;
+	pthread_mutex_init(&kv->lock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&kv->flush_cond, &ca);
+	pthread_cond_init(&kv->done_cond, &ca);
+	pthread_condattr_destroy(&ca);
+	htab_init(&kv->by_id, kv_node_id_hash, kv_node_id_match);
+	ret = copy_options(kv, o);
+	if (ret) {
+		kv_backend_close(o->backend_instance);
+		goto out_free;
+	}
+
+	if (o->backend_instance) {
+		kv->backend = o->backend_instance;
+		goto opened;
+	}
+	switch (o->backend) {
+	case KV_BACKEND_FS:
+		ret = kv_fs_open(&kv->opts.params, &kv->backend, err, errlen);
+		break;
+	default:
+		snprintf(err, errlen, "this backend is not available in this build");
+		ret = -ENOTSUP;
+	}
+	if (ret)
+		goto out_free;
+opened:
+	ret = kv->backend->ops->load(kv->backend, load_record, kv, &kv->max_id);
+	if (ret) {
+		snprintf(err, errlen, "cannot load the store: %s", strerror(-ret));
+		goto out_free;
+	}
+	ret = link_tree(kv);
+	if (!ret && !kv->root)
+		ret = make_root(kv);
+	if (ret) {
+		snprintf(err, errlen, "cannot build the tree: %s", strerror(-ret));
+		goto out_free;
+	}
+	/* Make a new store's root (and drops of damaged records) durable now,
+	 * so that a store is never half-created. */
+	if (kv->ndirty) {
+		ret = kv_flush_once(kv);
+		if (ret) {
+			snprintf(err, errlen, "cannot write the store: %s", strerror(-ret));
+			goto out_free;
+		}
+	}
+	NLOG(NLOG_INFO, "store", "store opened", LF_STR("backend", kv->backend->ops->name),
+	     LF_INT("keys", kv->nkeys), LF_INT("dirs", kv->ndirs));
+	*out = kv;
+	return 0;
+
+out_free:
+	kv_close(kv);
+	return ret;
+}
+
+int kv_start(struct kv_store *kv)
+{
+	return kv_flusher_start(kv);
+}
+
+int kv_close(struct kv_store *kv)
+{
+	struct kv_node *n;
+	int ret = 0;
+
+	if (!kv)
+		return 0;
+	kv_flusher_stop(kv);
+	if (kv->backend) {
+		/* The flusher's last pass may have failed: keep trying for as
+		 * long as any writer would have waited. */
+		int64_t deadline = kv_mono_ms() + (int64_t)kv->opts.backend_timeout_ms;
+
+		while (kv->ndirty) {
+			ret = kv_flush_once(kv);
+			if (!ret || kv_mono_ms() >= deadline)
+				break;
+			struct timespec ts = { 0, 100 * 1000000 };
+			nanosleep(&ts, NULL);
+		}
+		if (ret)
+			NLOG(NLOG_ERROR, "store", "buffered writes could not be flushed at close",
+			     LF_INT("records", kv->ndirty), LF_STR("error", strerror(-ret)));
+	}
+	for (size_t i = 0; (n = htab_next(&kv->by_id, &i));) {
+		kv_value_free(n->value);
+		if (n->children) {
+			htab_destroy(n->children);
+			free(n->children);
+		}
+		kv_meta_clear(&n->m);
+		free(n);
+	}
+	htab_destroy(&kv->by_id);
+	kv_backend_close(kv->backend);
+	pthread_cond_destroy(&kv->flush_cond);
+	pthread_cond_destroy(&kv->done_cond);
+	pthread_mutex_destroy(&kv->lock);
+	free(kv->data_dir);
+	free(kv->db);
+	free(kv->ns);
+	free(kv);
+	return ret;
+}
+

@@ -1,0 +1,231 @@
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tests/mem_backend.h"
+
+struct mem_backend {
+	struct kv_backend base;
+	struct mem_state *s;
+};
+
+void mem_state_init(struct mem_state *s)
+{
+	memset(s, 0, sizeof(*s));
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->cond, NULL);
+	s->next_vver = 1;
+}
+
+void mem_state_destroy(struct mem_state *s)
+{
+	for (size_t i = 0; i < s->nrecs; i++) {
+		kv_meta_clear(&s->recs[i].m);
+		kv_value_free(s->recs[i].value);
+	}
+	free(s->recs);
+	pthread_mutex_destroy(&s->lock);
+	pthread_cond_destroy(&s->cond);
+}
+
+struct mem_rec *mem_find_id(struct mem_state *s, uint64_t id)
+{
+	for (size_t i = 0; i < s->nrecs; i++)
+		if (s->recs[i].m.id == id)
+			return &s->recs[i];
+	return NULL;
+}
+
+struct mem_rec *mem_find(struct mem_state *s, uint64_t parent, const char *name)
+{
+	for (size_t i = 0; i < s->nrecs; i++)
+		if (s->recs[i].m.parent == parent && s->recs[i].m.id != KV_ROOT_ID &&
+		    strcmp(s->recs[i].m.name, name) == 0)
+			return &s->recs[i];
+	return NULL;
+}
+
+static struct mem_rec *rec_get_or_add(struct mem_state *s, uint64_t id)
+{
+	struct mem_rec *r = mem_find_id(s, id);
+
+	if (r)
+		return r;
+	if (s->nrecs == s->cap) {
+		s->cap = s->cap ? s->cap * 2 : 16;
+		s->recs = realloc(s->recs, s->cap * sizeof(*s->recs));
+	}
+	r = &s->recs[s->nrecs++];
+	memset(r, 0, sizeof(*r));
+	r->m.id = id;
+	return r;
+}
+
+static void rec_del(struct mem_state *s, uint64_t id)
+{
+	struct mem_rec *r = mem_find_id(s, id);
+
+	if (!r)
+		return;
+	kv_meta_clear(&r->m);
+	kv_value_free(r->value);
+	*r = s->recs[--s->nrecs];
+}
+
+void mem_put_raw(struct mem_state *s, const struct kv_meta *m)
+{
+	struct mem_rec *r = rec_get_or_add(s, m->id);
+
+	kv_meta_clear(&r->m);
+	kv_meta_copy(&r->m, m);
+	if (m->id > s->max_id)
+		s->max_id = m->id;
+}
+
+void mem_gate_close(struct mem_state *s)
+{
+	pthread_mutex_lock(&s->lock);
+	s->gate_closed = true;
+	pthread_mutex_unlock(&s->lock);
+}
+
+void mem_wait_in_commit(struct mem_state *s)
+{
+	pthread_mutex_lock(&s->lock);
+	while (!s->in_commit)
+		pthread_cond_wait(&s->cond, &s->lock);
+	pthread_mutex_unlock(&s->lock);
+}
+
+void mem_gate_open(struct mem_state *s)
+{
+	pthread_mutex_lock(&s->lock);
+	s->gate_closed = false;
+	pthread_cond_broadcast(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+}
+
+static struct mem_state *state(struct kv_backend *b)
+{
+	return ((struct mem_backend *)b)->s;
+}
+
+static void mem_close(struct kv_backend *b)
+{
+	free(b);
+}
+
+static int mem_load(struct kv_backend *b, kv_load_fn fn, void *arg, uint64_t *max_id)
+{
+	struct mem_state *s = state(b);
+	int ret = 0;
+
+	pthread_mutex_lock(&s->lock);
+	for (size_t i = 0; i < s->nrecs && !ret; i++)
+		ret = fn(&s->recs[i].m, arg);
+	*max_id = s->max_id;
+	pthread_mutex_unlock(&s->lock);
+	return ret;
+}
+
+static int mem_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
+{
+	struct mem_state *s = state(b);
+	int ret;
+
+	pthread_mutex_lock(&s->lock);
+	s->in_commit = true;
+	pthread_cond_broadcast(&s->cond);
+	while (s->gate_closed)
+		pthread_cond_wait(&s->cond, &s->lock);
+	s->in_commit = false;
+	ret = s->fail_commit;
+	if (ret)
+		goto out;
+	s->last_nops = n;
+	s->puts_with_value = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct kv_op *op = &ops[i];
+
+		if (op->meta.id > s->max_id)
+			s->max_id = op->meta.id;
+		if (op->type == KV_OP_DEL) {
+			rec_del(s, op->meta.id);
+			continue;
+		}
+		struct mem_rec *r = rec_get_or_add(s, op->meta.id);
+		struct kv_value *keep = r->value;
+
+		if (op->value) {
+			s->puts_with_value++;
+			kv_value_free(keep);
+			keep = kv_value_size(op->value) ? kv_value_snapshot(op->value) : NULL;
+			op->meta.vver = keep ? s->next_vver++ : 0;
+			op->meta.stored_size = kv_value_size(op->value);
+			op->meta.encoding = KV_ENC_NONE;
+		}
+		kv_meta_clear(&r->m);
+		kv_meta_copy(&r->m, &op->meta);
+		r->value = keep;
+	}
+	s->commits++;
+out:
+	pthread_mutex_unlock(&s->lock);
+	return ret;
+}
+
+static int mem_read_value(struct kv_backend *b, const struct kv_meta *m, struct kv_value **out)
+{
+	struct mem_state *s = state(b);
+	struct mem_rec *r;
+	int ret = 0;
+
+	pthread_mutex_lock(&s->lock);
+	r = mem_find_id(s, m->id);
+	if (!r || r->m.vver != m->vver || !r->value)
+		ret = -ESTALE;
+	else
+		*out = kv_value_snapshot(r->value);
+	pthread_mutex_unlock(&s->lock);
+	return ret;
+}
+
+static ssize_t mem_pread(struct kv_backend *b, const struct kv_meta *m, void *buf, size_t len,
+			 uint64_t off)
+{
+	struct kv_value *v;
+	ssize_t ret = mem_read_value(b, m, &v);
+
+	if (ret)
+		return ret;
+	ret = kv_value_read(v, buf, len, off);
+	kv_value_free(v);
+	return ret;
+}
+
+static int mem_statfs(struct kv_backend *b, struct kv_backend_statfs *out)
+{
+	(void)b;
+	memset(out, 0, sizeof(*out));
+	out->bsize = 4096;
+	return 0;
+}
+
+static const struct kv_backend_ops mem_ops = {
+	.name = "mem",
+	.close = mem_close,
+	.load = mem_load,
+	.commit = mem_commit,
+	.pread = mem_pread,
+	.read_value = mem_read_value,
+	.statfs = mem_statfs,
+};
+
+struct kv_backend *mem_backend_new(struct mem_state *s)
+{
+	struct mem_backend *b = calloc(1, sizeof(*b));
+
+	b->base.ops = &mem_ops;
+	b->s = s;
+	return &b->base;
+}

@@ -1,0 +1,45 @@
+/*
+ * An in-memory backend for store unit tests, with fault injection: commits
+ * can be made to fail or to block until released, and the committed state
+ * survives kv_close so a test can reopen the same store.
+ */
+#ifndef NADB_TESTS_MEM_BACKEND_H
+#define NADB_TESTS_MEM_BACKEND_H
+
+#include <pthread.h>
+#include "store/backend.h"
+
+struct mem_rec {
+	struct kv_meta m;
+	struct kv_value *value;	/* committed content, NULL when empty */
+};
+
+struct mem_state {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct mem_rec *recs;
+	size_t nrecs, cap;
+	uint64_t max_id, next_vver;
+	int fail_commit;	/* a negative errno commit() returns, or 0 */
+	bool gate_closed;	/* commit() blocks while set ... */
+	bool in_commit;		/* ... and says it is blocked here */
+	unsigned commits;	/* successful commits */
+	size_t last_nops;	/* ops in the last commit */
+	unsigned puts_with_value; /* in the last commit */
+};
+
+void mem_state_init(struct mem_state *s);
+void mem_state_destroy(struct mem_state *s);
+/* A backend handle over s (s must outlive it). */
+struct kv_backend *mem_backend_new(struct mem_state *s);
+/* The committed record with this parent and name, or NULL. */
+struct mem_rec *mem_find(struct mem_state *s, uint64_t parent, const char *name);
+struct mem_rec *mem_find_id(struct mem_state *s, uint64_t id);
+/* Adds a record directly, as if committed earlier. */
+void mem_put_raw(struct mem_state *s, const struct kv_meta *m);
+/* Gate: close, wait until a commit is blocked in it, open. */
+void mem_gate_close(struct mem_state *s);
+void mem_wait_in_commit(struct mem_state *s);
+void mem_gate_open(struct mem_state *s);
+
+#endif
