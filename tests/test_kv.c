@@ -107,6 +107,12 @@ static char *committed(struct fx *f, uint64_t parent, const char *name)
 	return buf;
 }
 
+static void *flush_thread(void *kv)
+{
+	kv_flush(kv);
+	return NULL;
+}
+
 static void test_write_read_flush_reopen(void **state)
 {
 	struct fx *f = *state;
@@ -154,7 +160,7 @@ static void test_overwrite_racing_flush(void **state)
 
 	mem_gate_close(&f->s);
 	pthread_t t;
-	pthread_create(&t, NULL, (void *(*)(void *))kv_flush, f->kv);
+	pthread_create(&t, NULL, flush_thread, f->kv);
 	mem_wait_in_commit(&f->s);
 	assert_int_equal(kv_write(f->kv, id, "NEW", 3, 0), 3);
 	assert_content(f->kv, id, "NEW"); /* reads see the newest bytes meanwhile */
@@ -177,7 +183,7 @@ static void test_delete_racing_flush(void **state)
 	mkfile(f->kv, KV_ROOT_ID, "gone", "data");
 	mem_gate_close(&f->s);
 	pthread_t t;
-	pthread_create(&t, NULL, (void *(*)(void *))kv_flush, f->kv);
+	pthread_create(&t, NULL, flush_thread, f->kv);
 	mem_wait_in_commit(&f->s);
 	assert_int_equal(kv_unlink(f->kv, KV_ROOT_ID, "gone"), 0);
 	mem_gate_open(&f->s);
