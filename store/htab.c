@@ -101,7 +101,7 @@ static int rehash(struct htab *t)
 int htab_insert(struct htab *t, void *item)
 {
 	uint64_t hash = t->item_hash(item);
-	size_t i;
+	size_t i = 0; /* set on every path; the compiler cannot see it */
 	int ret;
 
 	if (t->cap) {
