@@ -1,1 +1,991 @@
+/*
+ * Mount-level test harness (see mnt.h).
+ *
+ * Processes are started with fork+exec rather than posix_spawn because the
+ * child must close every inherited descriptor: a daemon that inherits a
+ * test's open file on its own mount could never be unmounted cleanly.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <mntent.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <dirent.h>
+#include <cmocka.h>
 
+#include "mnt.h"
+
+#define MOUNT_TIMEOUT_MS 10000
+#define EXIT_TIMEOUT_MS 30000
+#define CMD_TIMEOUT_MS 120000
+#define FUSERMOUNT "fusermount3"
+
+struct mnt_alloc {
+	struct mnt_alloc *next;
+	char s[];
+};
+
+/*
+ * Daemons and mountpoints alive right now, so that a test program killed by
+ * the test runner's timeout (SIGTERM) or exiting early leaves no daemon and
+ * no dead mount behind. Read from a signal handler: plain arrays only.
+ */
+#define MAX_LIVE 16
+static volatile pid_t live_pid[MAX_LIVE];
+static char live_dir[MAX_LIVE][PATH_MAX];
+static bool handlers_installed;
+
+int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A short pause inside a polling loop that has its own deadline. */
+static void poll_pause(void)
+{
+	struct timespec ts = { 0, 5 * 1000 * 1000 };
+
+	nanosleep(&ts, NULL);
+}
+
+static void lazy_unmount_raw(const char *dir)
+{
+	pid_t p = fork();
+
+	if (p == 0) {
+		int fd = open("/dev/null", O_RDWR);
+
+		dup2(fd, 1);
+		dup2(fd, 2);
+		execlp(FUSERMOUNT, FUSERMOUNT, "-u", "-z", "-q", dir, (char *)NULL);
+		_exit(127);
+	}
+	if (p > 0)
+		waitpid(p, NULL, 0);
+}
+
+static void kill_all_live(void)
+{
+	for (int i = 0; i < MAX_LIVE; i++) {
+		if (live_pid[i] > 0) {
+			kill(live_pid[i], SIGKILL);
+			waitpid(live_pid[i], NULL, 0);
+			live_pid[i] = 0;
+		}
+		if (live_dir[i][0]) {
+			lazy_unmount_raw(live_dir[i]);
+			live_dir[i][0] = '\0';
+		}
+	}
+}
+
+static void on_fatal_signal(int sig)
+{
+	kill_all_live();
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static void install_handlers(void)
+{
+	if (handlers_installed)
+		return;
+	handlers_installed = true;
+	atexit(kill_all_live);
+	signal(SIGTERM, on_fatal_signal);
+	signal(SIGINT, on_fatal_signal);
+	signal(SIGHUP, on_fatal_signal);
+	/* A test writing to a dead daemon's pipe must see EPIPE, not die. */
+	signal(SIGPIPE, SIG_IGN);
+}
+
+static void live_add(pid_t pid, const char *dir)
+{
+	install_handlers();
+	for (int i = 0; i < MAX_LIVE; i++) {
+		if (live_pid[i] == 0 && !live_dir[i][0]) {
+			snprintf(live_dir[i], PATH_MAX, "%s", dir);
+			live_pid[i] = pid;
+			return;
+		}
+	}
+}
+
+static void live_forget_pid(pid_t pid)
+{
+	for (int i = 0; i < MAX_LIVE; i++)
+		if (live_pid[i] == pid)
+			live_pid[i] = 0;
+}
+
+static void live_forget_dir(const char *dir)
+{
+	for (int i = 0; i < MAX_LIVE; i++)
+		if (live_pid[i] == 0 && !strcmp(live_dir[i], dir))
+			live_dir[i][0] = '\0';
+}
+
+const char *nadbfs_bin(void)
+{
+	const char *bin = getenv("NADBFS_BIN");
+
+	if (!bin || !*bin)
+		fail_msg("NADBFS_BIN is not set: run the mount tests through `meson test`, "
+			 "or export NADBFS_BIN=/path/to/build/mount/nadbfs");
+	if (access(bin, X_OK))
+		fail_msg("NADBFS_BIN=%s is not executable: %s", bin, strerror(errno));
+	return bin;
+}
+
+static char *xstrdup(const char *s)
+{
+	char *d = strdup(s);
+
+	assert_non_null(d);
+	return d;
+}
+
+static char *xasprintf(const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+	int n;
+
+	va_start(ap, fmt);
+	n = vasprintf(&s, fmt, ap);
+	va_end(ap);
+	assert_true(n >= 0);
+	return s;
+}
+
+static const char *arena_vadd(struct mnt *m, const char *fmt, va_list ap)
+{
+	va_list ap2;
+	struct mnt_alloc *a;
+	int n;
+
+	va_copy(ap2, ap);
+	n = vsnprintf(NULL, 0, fmt, ap2);
+	va_end(ap2);
+	assert_true(n >= 0);
+	a = malloc(sizeof(*a) + n + 1);
+	assert_non_null(a);
+	vsnprintf(a->s, n + 1, fmt, ap);
+	a->next = m->allocs;
+	m->allocs = a;
+	return a->s;
+}
+
+const char *mnt_str(struct mnt *m, const char *fmt, ...)
+{
+	va_list ap;
+	const char *s;
+
+	va_start(ap, fmt);
+	s = arena_vadd(m, fmt, ap);
+	va_end(ap);
+	return s;
+}
+
+const char *mnt_path(struct mnt *m, const char *fmt, ...)
+{
+	va_list ap;
+	char *rel;
+	const char *s;
+	int n;
+
+	va_start(ap, fmt);
+	n = vasprintf(&rel, fmt, ap);
+	va_end(ap);
+	assert_true(n >= 0);
+	s = mnt_str(m, "%s/%s", m->dir, rel);
+	free(rel);
+	return s;
+}
+
+const char *shq(struct mnt *m, const char *s)
+{
+	size_t n = 3;
+	char *q, *p;
+	const char *r;
+
+	for (const char *c = s; *c; c++)
+		n += *c == '\'' ? 4 : 1;
+	q = malloc(n);
+	assert_non_null(q);
+	p = q;
+	*p++ = '\'';
+	for (const char *c = s; *c; c++) {
+		if (*c == '\'') {
+			memcpy(p, "'\\''", 4);
+			p += 4;
+		} else {
+			*p++ = *c;
+		}
+	}
+	*p++ = '\'';
+	*p = '\0';
+	r = mnt_str(m, "%s", q);
+	free(q);
+	return r;
+}
+
+void mnt_init(struct mnt *m)
+{
+	char tmpl[] = "/tmp/nadbfs-t-XXXXXX";
+	char real[PATH_MAX];
+
+	if (m->root)
+		return;
+	if (!mkdtemp(tmpl))
+		fail_msg("mkdtemp: %s", strerror(errno));
+	/* Mount points are compared with /proc/self/mounts, which has real paths. */
+	if (!realpath(tmpl, real))
+		fail_msg("realpath %s: %s", tmpl, strerror(errno));
+	m->root = xstrdup(real);
+	m->owns_root = true;
+	m->data = xasprintf("%s/data", m->root);
+	m->dir = xasprintf("%s/mnt", m->root);
+	m->log = xasprintf("%s/daemon.log", m->root);
+	if (mkdir(m->dir, 0755))
+		fail_msg("mkdir %s: %s", m->dir, strerror(errno));
+}
+
+void mnt_init_shared(struct mnt *m, const struct mnt *other, const char *name)
+{
+	memset(m, 0, sizeof(*m));
+	m->root = xstrdup(other->root);
+	m->data = xstrdup(other->data);
+	m->dir = xasprintf("%s/%s", other->root, name);
+	m->log = xasprintf("%s/%s.log", other->root, name);
+	m->owns_root = false;
+	if (mkdir(m->dir, 0755))
+		fail_msg("mkdir %s: %s", m->dir, strerror(errno));
+}
+
+static off_t file_size(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) ? 0 : st.st_size;
+}
+
+void mnt_spawn_argv(struct mnt *m, const char *const *argv)
+{
+	const char *bin = nadbfs_bin();
+	const char *args[64];
+	size_t n = 0;
+	pid_t pid;
+
+	assert_int_equal(m->pid, 0);
+	args[n++] = bin;
+	for (; *argv && n < 63; argv++)
+		args[n++] = *argv;
+	args[n] = NULL;
+
+	m->log_off = file_size(m->log);
+	pid = fork();
+	if (pid < 0)
+		fail_msg("fork: %s", strerror(errno));
+	if (pid == 0) {
+		int in = open("/dev/null", O_RDONLY);
+		int out = open(m->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+
+		if (in < 0 || out < 0)
+			_exit(126);
+		dup2(in, 0);
+		dup2(out, 1);
+		dup2(out, 2);
+		close_range(3, ~0U, 0);
+		/* Relative paths the daemon might write land in the test's tree. */
+		if (chdir(m->root))
+			_exit(126);
+		execv(bin, (char *const *)args);
+		_exit(127);
+	}
+	m->pid = pid;
+	live_add(pid, m->dir);
+}
+
+void mnt_spawn(struct mnt *m, const char *opts)
+{
+	mnt_init(m);
+	if (opts && *opts) {
+		const char *argv[] = { "-f", "-o", opts, m->data, m->dir, NULL };
+
+		mnt_spawn_argv(m, argv);
+	} else {
+		const char *argv[] = { "-f", m->data, m->dir, NULL };
+
+		mnt_spawn_argv(m, argv);
+	}
+}
+
+/*
+ * The first mount at path (or, with prefix, anywhere below it) in
+ * /proc/self/mounts, whose escapes getmntent undoes. Fills what is asked.
+ */
+static bool find_mount(const char *path, bool prefix, char *found, char *fstype, size_t fslen,
+		       char *source, size_t srclen)
+{
+	FILE *f = setmntent("/proc/self/mounts", "re");
+	size_t n = strlen(path);
+	struct mntent *e;
+	bool hit = false;
+
+	if (!f)
+		fail_msg("/proc/self/mounts: %s", strerror(errno));
+	while (!hit && (e = getmntent(f))) {
+		if (prefix)
+			hit = !strncmp(e->mnt_dir, path, n) && (!e->mnt_dir[n] || e->mnt_dir[n] == '/');
+		else
+			hit = !strcmp(e->mnt_dir, path);
+		if (!hit)
+			continue;
+		if (found)
+			snprintf(found, PATH_MAX, "%s", e->mnt_dir);
+		if (fstype)
+			snprintf(fstype, fslen, "%s", e->mnt_type);
+		if (source)
+			snprintf(source, srclen, "%s", e->mnt_fsname);
+	}
+	endmntent(f);
+	return hit;
+}
+
+bool is_mounted(const char *path, char *fstype, size_t fslen, char *source, size_t srclen)
+{
+	return find_mount(path, false, NULL, fstype, fslen, source, srclen);
+}
+
+int wait_pid(pid_t pid, int timeout_ms, int *status)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+	int st;
+
+	for (;;) {
+		pid_t r = waitpid(pid, &st, WNOHANG);
+
+		if (r == pid) {
+			if (status)
+				*status = st;
+			live_forget_pid(pid);
+			return 0;
+		}
+		if (r < 0 && errno != EINTR)
+			return -errno;
+		if (now_ms() > deadline)
+			return -ETIMEDOUT;
+		poll_pause();
+	}
+}
+
+char *mnt_log_text(const struct mnt *m)
+{
+	size_t len;
+	char *all = read_file(m->log, &len);
+	char *s;
+
+	if (!all)
+		return xstrdup("");
+	if ((size_t)m->log_off > len)
+		s = xstrdup("");
+	else
+		s = xstrdup(all + m->log_off);
+	free(all);
+	return s;
+}
+
+static const char *status_str(int st, char *buf, size_t len)
+{
+	if (WIFEXITED(st))
+		snprintf(buf, len, "exit status %d", WEXITSTATUS(st));
+	else if (WIFSIGNALED(st))
+		snprintf(buf, len, "killed by signal %d (%s)", WTERMSIG(st),
+			 strsignal(WTERMSIG(st)));
+	else
+		snprintf(buf, len, "wait status 0x%x", st);
+	return buf;
+}
+
+int mnt_wait_mounted(struct mnt *m, int timeout_ms, int *status)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+	struct stat st;
+
+	for (;;) {
+		if (m->pid > 0) {
+			int s;
+			pid_t r = waitpid(m->pid, &s, WNOHANG);
+
+			if (r == m->pid) {
+				live_forget_pid(m->pid);
+				m->pid = 0;
+				if (status)
+					*status = s;
+				return 1;
+			}
+		}
+		if (is_mounted(m->dir, NULL, 0, NULL, 0)) {
+			/* Mounted; the first stat waits until the session loop serves. */
+			if (stat(m->dir, &st))
+				fail_msg("stat %s after mount: %s", m->dir, strerror(errno));
+			return 0;
+		}
+		if (now_ms() > deadline)
+			return -ETIMEDOUT;
+		poll_pause();
+	}
+}
+
+void mnt_wait_mounted_or_fail(struct mnt *m)
+{
+	int st = 0, r = mnt_wait_mounted(m, MOUNT_TIMEOUT_MS, &st);
+	char buf[64], *log;
+
+	if (r == 0)
+		return;
+	log = mnt_log_text(m);
+	if (r == 1)
+		print_error("daemon output:\n%s\n", log);
+	else
+		print_error("daemon output so far:\n%s\n", log);
+	free(log);
+	if (r == 1)
+		fail_msg("nadbfs exited before %s was mounted: %s", m->dir,
+			 status_str(st, buf, sizeof(buf)));
+	fail_msg("%s not mounted within %d ms", m->dir, MOUNT_TIMEOUT_MS);
+}
+
+void mnt_start(struct mnt *m, const char *opts)
+{
+	mnt_spawn(m, opts);
+	mnt_wait_mounted_or_fail(m);
+}
+
+static bool log_line_is_error(const char *line, size_t len)
+{
+	static const char *const bad[] = { "AddressSanitizer", "LeakSanitizer", "runtime error",
+					   "ThreadSanitizer", "\"level\":\"error\"",
+					   "\"level\": \"error\"" };
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (memmem(line, len, bad[i], strlen(bad[i])))
+			return true;
+	return false;
+}
+
+void mnt_check_log(struct mnt *m)
+{
+	char *log = mnt_log_text(m);
+	const char *p = log;
+	bool bad = false;
+
+	while (*p) {
+		const char *nl = strchr(p, '\n');
+		size_t len = nl ? (size_t)(nl - p) : strlen(p);
+
+		if (log_line_is_error(p, len)) {
+			print_error("daemon log: %.*s\n", (int)len, p);
+			bad = true;
+		}
+		p += len + (nl ? 1 : 0);
+	}
+	free(log);
+	if (bad)
+		fail_msg("the daemon logged errors or sanitizer reports (%s)", m->log);
+}
+
+static void check_exit(struct mnt *m, pid_t pid, int how_r, int st, const char *what)
+{
+	char buf[64];
+
+	if (how_r == -ETIMEDOUT) {
+		/* Leave m->pid set: cleanup kills it. */
+		fail_msg("nadbfs (pid %d) still running %d ms after %s", pid, EXIT_TIMEOUT_MS,
+			 what);
+	}
+	m->pid = 0;
+	if (how_r)
+		fail_msg("waiting for nadbfs (pid %d): %s", pid, strerror(-how_r));
+	if (!WIFEXITED(st) || WEXITSTATUS(st)) {
+		char *log = mnt_log_text(m);
+
+		print_error("daemon output:\n%s\n", log);
+		free(log);
+		fail_msg("nadbfs after %s: %s, want exit status 0", what,
+			 status_str(st, buf, sizeof(buf)));
+	}
+	mnt_check_log(m);
+}
+
+void mnt_stop(struct mnt *m)
+{
+	int64_t deadline = now_ms() + EXIT_TIMEOUT_MS;
+	pid_t pid = m->pid;
+	char *out = NULL;
+	int r, st = 0;
+
+	assert_true(pid > 0);
+	/* EBUSY can outlive a close() for a moment (release is asynchronous). */
+	for (;;) {
+		free(out);
+		out = NULL;
+		r = run_cmd_out(&out, FUSERMOUNT " -u '%s'", m->dir);
+		if (r == 0 || now_ms() > deadline || !strstr(out, "busy"))
+			break;
+		poll_pause();
+	}
+	if (r) {
+		print_error("%s", out);
+		free(out);
+		fail_msg(FUSERMOUNT " -u %s: exit status %d", m->dir, r);
+	}
+	free(out);
+	live_forget_dir(m->dir);
+	r = wait_pid(pid, EXIT_TIMEOUT_MS, &st);
+	check_exit(m, pid, r, st, "fusermount3 -u");
+}
+
+void mnt_wait_clean_exit(struct mnt *m)
+{
+	pid_t pid = m->pid;
+	int st = 0, r;
+
+	assert_true(pid > 0);
+	r = wait_pid(pid, EXIT_TIMEOUT_MS, &st);
+	check_exit(m, pid, r, st, "its unmount");
+	live_forget_dir(m->dir);
+}
+
+void mnt_stop_signal(struct mnt *m, int sig)
+{
+	pid_t pid = m->pid;
+	int r, st = 0;
+
+	assert_true(pid > 0);
+	assert_int_equal(kill(pid, sig), 0);
+	r = wait_pid(pid, EXIT_TIMEOUT_MS, &st);
+	check_exit(m, pid, r, st, strsignal(sig));
+	if (is_mounted(m->dir, NULL, 0, NULL, 0))
+		fail_msg("%s still mounted after nadbfs exited on %s", m->dir, strsignal(sig));
+	live_forget_dir(m->dir);
+}
+
+void mnt_kill(struct mnt *m)
+{
+	pid_t pid = m->pid;
+	int st;
+
+	assert_true(pid > 0);
+	assert_int_equal(kill(pid, SIGKILL), 0);
+	if (wait_pid(pid, EXIT_TIMEOUT_MS, &st))
+		fail_msg("nadbfs (pid %d) did not die on SIGKILL", pid);
+	m->pid = 0;
+	assert_int_equal(run_cmd(FUSERMOUNT " -u -z '%s'", m->dir), 0);
+	live_forget_dir(m->dir);
+}
+
+void mnt_restart(struct mnt *m, const char *opts)
+{
+	mnt_stop(m);
+	mnt_start(m, opts);
+}
+
+void mnt_adopt(struct mnt *m, pid_t pid)
+{
+	m->pid = pid;
+	live_add(pid, m->dir);
+}
+
+void mnt_subreaper(void)
+{
+	if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))
+		fail_msg("PR_SET_CHILD_SUBREAPER: %s", strerror(errno));
+}
+
+pid_t find_pid_by_arg(const char *needle)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+	pid_t found = 0, self = getpid();
+
+	assert_non_null(d);
+	while (!found && (e = readdir(d))) {
+		char path[64], buf[8192];
+		pid_t pid = (pid_t)atoi(e->d_name);
+		ssize_t n;
+		int fd;
+
+		if (pid <= 0 || pid == self)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/cmdline", pid);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (n <= 0)
+			continue;
+		for (ssize_t i = 0; i < n; i++)
+			if (!buf[i])
+				buf[i] = ' ';
+		buf[n] = '\0';
+		if (strstr(buf, needle))
+			found = pid;
+	}
+	closedir(d);
+	return found;
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)ftw;
+	if (flag == FTW_DP)
+		rmdir(path);
+	else
+		unlink(path);
+	/* Keep going: remove as much as possible. */
+	return 0;
+}
+
+void mnt_cleanup(struct mnt *m)
+{
+	struct mnt_alloc *a, *next;
+
+	if (m->pid > 0) {
+		kill(m->pid, SIGKILL);
+		wait_pid(m->pid, EXIT_TIMEOUT_MS, NULL);
+		m->pid = 0;
+	}
+	if (m->dir && is_mounted(m->dir, NULL, 0, NULL, 0))
+		lazy_unmount_raw(m->dir);
+	if (m->dir)
+		live_forget_dir(m->dir);
+	if (m->root && m->owns_root) {
+		/* Never recurse into something still mounted below root. */
+		char found[PATH_MAX];
+
+		for (int i = 0; i < 16 && find_mount(m->root, true, found, NULL, 0, NULL, 0); i++)
+			lazy_unmount_raw(found);
+		/* FTW_MOUNT: even then, never cross into another filesystem. */
+		nftw(m->root, rm_one, 32, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+	}
+	for (a = m->allocs; a; a = next) {
+		next = a->next;
+		free(a);
+	}
+	free(m->root);
+	free(m->data);
+	free(m->dir);
+	free(m->log);
+	memset(m, 0, sizeof(*m));
+}
+
+int write_file(const char *path, const void *data, size_t len)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	const char *p = data;
+	int err = 0;
+
+	if (fd < 0)
+		return -errno;
+	while (len) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			err = -errno;
+			break;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	if (close(fd) && !err)
+		err = -errno;
+	return err;
+}
+
+void *read_file(const char *path, size_t *len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	size_t cap = 4096, n = 0;
+	char *buf;
+
+	if (fd < 0)
+		return NULL;
+	buf = malloc(cap + 1);
+	assert_non_null(buf);
+	for (;;) {
+		ssize_t r;
+
+		if (n == cap) {
+			cap *= 2;
+			buf = realloc(buf, cap + 1);
+			assert_non_null(buf);
+		}
+		r = read(fd, buf + n, cap - n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			int e = errno;
+
+			free(buf);
+			close(fd);
+			errno = e;
+			return NULL;
+		}
+		if (r == 0)
+			break;
+		n += (size_t)r;
+	}
+	close(fd);
+	buf[n] = '\0';
+	if (len)
+		*len = n;
+	return buf;
+}
+
+static int run_vcmd(char **out, const char *fmt, va_list ap)
+{
+	char *cmd;
+	int mfd, st = 0, r;
+	pid_t pid;
+
+	if (vasprintf(&cmd, fmt, ap) < 0)
+		fail_msg("vasprintf failed");
+	/* A memfd, not a pipe: a daemon that keeps our stdout must not hang the test. */
+	mfd = memfd_create("nadbfs-test-out", MFD_CLOEXEC);
+	assert_true(mfd >= 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int in = open("/dev/null", O_RDONLY);
+
+		dup2(in, 0);
+		dup2(mfd, 1);
+		dup2(mfd, 2);
+		close_range(3, ~0U, 0);
+		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+		_exit(127);
+	}
+	r = wait_pid(pid, CMD_TIMEOUT_MS, &st);
+	if (r == -ETIMEDOUT) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		close(mfd);
+		fail_msg("command still running after %d ms: %s", CMD_TIMEOUT_MS, cmd);
+	}
+	assert_int_equal(r, 0);
+	if (out) {
+		off_t len = lseek(mfd, 0, SEEK_END);
+		char *buf = malloc((size_t)len + 1);
+
+		assert_non_null(buf);
+		assert_int_equal(pread(mfd, buf, (size_t)len, 0), len);
+		buf[len] = '\0';
+		*out = buf;
+	}
+	close(mfd);
+	free(cmd);
+	if (WIFEXITED(st))
+		return WEXITSTATUS(st);
+	return 128 + WTERMSIG(st);
+}
+
+int run_cmd(const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = run_vcmd(NULL, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+int run_cmd_out(char **out, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = run_vcmd(out, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+int mnt_setup(void **state)
+{
+	struct mnt *m = calloc(1, sizeof(*m));
+
+	if (!m)
+		return -1;
+	/* No mount here: a failing setup gets no teardown in cmocka, so anything
+	 * that can fail (and leave a daemon behind) happens in the test body. */
+	*state = m;
+	return 0;
+}
+
+int mnt_teardown(void **state)
+{
+	struct mnt *m = *state;
+
+	if (m) {
+		mnt_cleanup(m);
+		free(m);
+	}
+	*state = NULL;
+	return 0;
+}
+
+void put_file(const char *path, const void *data, size_t len)
+{
+	int r = write_file(path, data, len);
+
+	if (r)
+		fail_msg("writing %zu bytes to %s: %s", len, path, strerrorname_np(-r));
+}
+
+void put_str(const char *path, const char *s)
+{
+	put_file(path, s, strlen(s));
+}
+
+void assert_file(const char *path, const void *want, size_t len)
+{
+	size_t n, i;
+	char *got = read_file(path, &n);
+	const unsigned char *w = want;
+
+	if (!got)
+		fail_msg("reading %s: %s", path, strerrorname_np(errno));
+	for (i = 0; i < n && i < len; i++)
+		if ((unsigned char)got[i] != w[i])
+			break;
+	if (n != len || i < len) {
+		unsigned g = i < n ? (unsigned char)got[i] : 0;
+
+		free(got);
+		if (i < n && i < len)
+			fail_msg("%s: byte %zu is 0x%02x, want 0x%02x (size %zu, want %zu)", path,
+				 i, g, w[i], n, len);
+		fail_msg("%s: size %zu, want %zu (equal up to byte %zu)", path, n, len, i);
+	}
+	free(got);
+}
+
+void assert_file_str(const char *path, const char *want)
+{
+	assert_file(path, want, strlen(want));
+}
+
+uint64_t fnv1a(const void *p, size_t n)
+{
+	const unsigned char *c = p;
+	uint64_t h = 14695981039346656037ULL;
+
+	while (n--) {
+		h ^= *c++;
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
+/* nftw has no callback argument. */
+static struct {
+	char **lines;
+	size_t n, cap;
+	size_t base;
+} snap;
+
+static int snap_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	const char *rel = path + snap.base;
+	char esc[4 * PATH_MAX], *e = esc;
+	uint64_t h = 0;
+	char *line;
+
+	if (ftw->level == 0)
+		return FTW_CONTINUE;
+	if (ftw->level == 1 && (!strcmp(rel, "/tags") || !strcmp(rel, "/.nadb")))
+		return FTW_SKIP_SUBTREE;
+	if (flag == FTW_NS || flag == FTW_DNR)
+		fail_msg("snapshot: cannot stat or read %s", path);
+	for (const unsigned char *c = (const unsigned char *)rel; *c; c++) {
+		if (*c > 0x20 && *c < 0x7f && *c != '\\')
+			*e++ = (char)*c;
+		else
+			e += sprintf(e, "\\x%02x", *c);
+	}
+	*e = '\0';
+	if (S_ISREG(st->st_mode)) {
+		size_t len;
+		char *data = read_file(path, &len);
+
+		if (!data)
+			fail_msg("snapshot: reading %s: %s", path, strerrorname_np(errno));
+		h = fnv1a(data, len);
+		free(data);
+	}
+	line = xasprintf("%s type=%o mode=%o uid=%u gid=%u size=%lld mtime=%lld.%09ld hash=%016llx",
+			 esc, (unsigned)(st->st_mode & S_IFMT), (unsigned)(st->st_mode & 07777),
+			 (unsigned)st->st_uid, (unsigned)st->st_gid,
+			 S_ISREG(st->st_mode) ? (long long)st->st_size : 0LL,
+			 (long long)st->st_mtim.tv_sec, st->st_mtim.tv_nsec, (unsigned long long)h);
+	if (snap.n == snap.cap) {
+		snap.cap = snap.cap ? snap.cap * 2 : 256;
+		snap.lines = realloc(snap.lines, snap.cap * sizeof(*snap.lines));
+		assert_non_null(snap.lines);
+	}
+	snap.lines[snap.n++] = line;
+	return FTW_CONTINUE;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+char *tree_snapshot(const char *dir)
+{
+	size_t total = 1;
+	char *out, *p;
+
+	memset(&snap, 0, sizeof(snap));
+	snap.base = strlen(dir);
+	if (nftw(dir, snap_one, 32, FTW_PHYS | FTW_MOUNT | FTW_ACTIONRETVAL) < 0)
+		fail_msg("snapshot of %s: %s", dir, strerrorname_np(errno));
+	qsort(snap.lines, snap.n, sizeof(*snap.lines), cmp_str);
+	for (size_t i = 0; i < snap.n; i++)
+		total += strlen(snap.lines[i]) + 1;
+	out = p = malloc(total);
+	assert_non_null(out);
+	for (size_t i = 0; i < snap.n; i++) {
+		p = stpcpy(p, snap.lines[i]);
+		*p++ = '\n';
+		free(snap.lines[i]);
+	}
+	*p = '\0';
+	free(snap.lines);
+	memset(&snap, 0, sizeof(snap));
+	return out;
+}
