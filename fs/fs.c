@@ -1,0 +1,371 @@
+/*
+ * FUSE operations core: the session's init, attributes, statfs, extended
+ * attributes, the reply helpers every handler uses, and the operation table.
+ */
+#include "fs/fs_int.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+
+#include "util/log.h"
+
+/*
+ * Large writes cost one round trip per MiB instead of one per 128 KiB;
+ * libfuse 3.14 caps it to its own buffer and tells the kernel max_pages.
+ */
+#define FS_MAX_WRITE (1u << 20)
+
+/*
+ * statfs: the store has no inode table that could run out, so free inodes
+ * are reported as plenty; f_files - f_ffree (what df -i shows as used) is
+ * then exactly the number of keys.
+ */
+#define FS_FREE_INODES (1ULL << 32)
+
+void fs_reply_err(fuse_req_t req, int err)
+{
+	/*
+	 * A positive value is a bug in a caller. ENOSYS would make the kernel
+	 * stop sending this operation for the life of the mount, so it never
+	 * reaches the kernel from a store error.
+	 */
+	if (err > 0 || err == -ENOSYS) {
+		log_msg(NLOG_ERROR, "fs", "unexpected result %d, answering EIO", err);
+		err = -EIO;
+	}
+	fuse_reply_err(req, -err);
+}
+
+static void ns_to_timespec(int64_t ns, struct timespec *ts)
+{
+	ts->tv_sec = ns / 1000000000;
+	ts->tv_nsec = ns % 1000000000;
+	if (ts->tv_nsec < 0) {
+		ts->tv_nsec += 1000000000;
+		ts->tv_sec--;
+	}
+}
+
+void fs_attr_to_stat(const struct kv_attr *a, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = a->id;
+	st->st_mode = a->mode;
+	st->st_nlink = a->nlink;
+	/* The reserved directories are subdirectories of the root like any other. */
+	if (a->id == FUSE_ROOT_ID)
+		st->st_nlink += fs_virt_root_count();
+	st->st_uid = a->uid;
+	st->st_gid = a->gid;
+	st->st_size = (off_t)a->size;
+	st->st_blksize = 4096;
+	st->st_blocks = (blkcnt_t)((a->size + 511) / 512);
+	ns_to_timespec(a->atime_ns, &st->st_atim);
+	ns_to_timespec(a->mtime_ns, &st->st_mtim);
+	ns_to_timespec(a->ctime_ns, &st->st_ctim);
+}
+
+void fs_fill_entry(const struct fs *fs, const struct kv_attr *a, struct fuse_entry_param *e)
+{
+	memset(e, 0, sizeof(*e));
+	e->ino = a->id;
+	/* Ids are never reused, so one generation serves the whole life of a store. */
+	e->generation = 1;
+	e->attr_timeout = fs->o.attr_timeout;
+	e->entry_timeout = fs->o.entry_timeout;
+	fs_attr_to_stat(a, &e->attr);
+}
+
+void fs_reply_entry(fuse_req_t req, int err, const struct kv_attr *a)
+{
+	struct fuse_entry_param e;
+
+	if (err) {
+		fs_reply_err(req, err);
+		return;
+	}
+	fs_fill_entry(fs_of(req), a, &e);
+	fuse_reply_entry(req, &e);
+}
+
+int fs_check_name(const char *name)
+{
+	size_t len = strlen(name);
+
+	/* FUSE passes names up to 1024 bytes; a key component stops at 255. */
+	if (len > KV_NAME_MAX)
+		return -ENAMETOOLONG;
+	if (len == 0)
+		return -EINVAL;
+	return 0;
+}
+
+static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	(void)userdata;
+
+	/*
+	 * The writeback cache would hold dirty pages past the flush bound and
+	 * hide EFBIG/EIO from write(2): it stays off whatever libfuse's default.
+	 * Suid/sgid clearing and ACLs are left to the kernel.
+	 */
+	conn->want &= ~(unsigned)(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_HANDLE_KILLPRIV |
+				  FUSE_CAP_POSIX_ACL);
+	/* open(O_TRUNC) then reaches the store as one step instead of open + setattr. */
+	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
+		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+	if (conn->capable & FUSE_CAP_READDIRPLUS)
+		conn->want |= FUSE_CAP_READDIRPLUS;
+	if (conn->capable & FUSE_CAP_READDIRPLUS_AUTO)
+		conn->want |= FUSE_CAP_READDIRPLUS_AUTO;
+	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	conn->max_write = FS_MAX_WRITE;
+	/* Times are kept in nanoseconds. */
+	conn->time_gran = 1;
+	log_msg(NLOG_DEBUG, "fs", "fuse connection: protocol %u.%u, max_write %u",
+		conn->proto_major, conn->proto_minor, conn->max_write);
+}
+
+static void fs_op_destroy(void *userdata)
+{
+	(void)userdata;
+	/* The store is flushed and closed by the daemon once the loop ends. */
+	log_msg(NLOG_DEBUG, "fs", "fuse session destroyed");
+}
+
+/* Ids are permanent and nothing is kept per lookup, so there is nothing to forget. */
+static void fs_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	(void)ino;
+	(void)nlookup;
+	fuse_reply_none(req);
+}
+
+static void fs_op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	(void)count;
+	(void)forgets;
+	fuse_reply_none(req);
+}
+
+static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct kv_attr a;
+	struct stat st;
+	int ret;
+
+	(void)fi;
+	if (fs_is_virt(ino)) {
+		fs_virt_stat(fs, ino, &st);
+	} else {
+		ret = kv_getattr(fs->kv, ino, &a);
+		if (ret) {
+			fs_reply_err(req, ret);
+			return;
+		}
+		fs_attr_to_stat(&a, &st);
+	}
+	fuse_reply_attr(req, &st, fs->o.attr_timeout);
+}
+
+static int64_t timespec_to_ns(const struct timespec *ts)
+{
+	return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
+}
+
+/* ftruncate (fi != NULL) and truncate take the same path: handles carry no state. */
+static void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+			  struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct kv_setattr sa = { 0 };
+	struct kv_attr a;
+	struct stat st;
+	int ret;
+
+	(void)fi;
+	if (fs_is_virt(ino)) {
+		fs_reply_err(req, -EPERM);
+		return;
+	}
+	if (to_set & FUSE_SET_ATTR_MODE) {
+		sa.mask |= KV_SET_MODE;
+		sa.mode = attr->st_mode & 07777;
+	}
+	if (to_set & FUSE_SET_ATTR_UID) {
+		sa.mask |= KV_SET_UID;
+		sa.uid = attr->st_uid;
+	}
+	if (to_set & FUSE_SET_ATTR_GID) {
+		sa.mask |= KV_SET_GID;
+		sa.gid = attr->st_gid;
+	}
+	if (to_set & FUSE_SET_ATTR_SIZE) {
+		if (attr->st_size < 0) {
+			fs_reply_err(req, -EINVAL);
+			return;
+		}
+		sa.mask |= KV_SET_SIZE;
+		sa.size = (uint64_t)attr->st_size;
+	}
+	/* The kernel sends ATIME together with ATIME_NOW for UTIME_NOW. */
+	if (to_set & FUSE_SET_ATTR_ATIME_NOW) {
+		sa.mask |= KV_SET_ATIME_NOW;
+	} else if (to_set & FUSE_SET_ATTR_ATIME) {
+		sa.mask |= KV_SET_ATIME;
+		sa.atime_ns = timespec_to_ns(&attr->st_atim);
+	}
+	if (to_set & FUSE_SET_ATTR_MTIME_NOW) {
+		sa.mask |= KV_SET_MTIME_NOW;
+	} else if (to_set & FUSE_SET_ATTR_MTIME) {
+		sa.mask |= KV_SET_MTIME;
+		sa.mtime_ns = timespec_to_ns(&attr->st_mtim);
+	}
+	/* FUSE_SET_ATTR_CTIME needs nothing: the store sets ctime on any change. */
+	ret = kv_setattr(fs->kv, ino, &sa, &a);
+	if (ret) {
+		fs_reply_err(req, ret);
+		return;
+	}
+	fs_attr_to_stat(&a, &st);
+	fuse_reply_attr(req, &st, fs->o.attr_timeout);
+}
+
+static void fs_op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct fs *fs = fs_of(req);
+	struct kv_backend_statfs space = { 0 };
+	struct statvfs sv;
+	uint64_t keys = 0;
+	int ret;
+
+	(void)ino;
+	ret = kv_statfs(fs->kv, &space, &keys);
+	if (ret) {
+		fs_reply_err(req, ret);
+		return;
+	}
+	memset(&sv, 0, sizeof(sv));
+	sv.f_bsize = space.bsize ? space.bsize : 4096;
+	sv.f_frsize = sv.f_bsize;
+	sv.f_blocks = space.blocks;
+	sv.f_bfree = space.bfree;
+	sv.f_bavail = space.bavail;
+	sv.f_files = keys + FS_FREE_INODES;
+	sv.f_ffree = FS_FREE_INODES;
+	sv.f_favail = FS_FREE_INODES;
+	sv.f_namemax = KV_NAME_MAX;
+	fuse_reply_statfs(req, &sv);
+}
+
+/*
+ * Extended attributes are not served yet: tags, TTL and custom user.*
+ * attributes come with a later change. Until then every namespace answers
+ * ENOTSUP at once, which is also what the kernel's security.capability
+ * probe before each write needs to stay cheap.
+ */
+static void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			   size_t size, int flags)
+{
+	(void)ino;
+	(void)name;
+	(void)value;
+	(void)size;
+	(void)flags;
+	fs_reply_err(req, -ENOTSUP);
+}
+
+static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	(void)ino;
+	(void)name;
+	(void)size;
+	fs_reply_err(req, -ENOTSUP);
+}
+
+static void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	(void)ino;
+	(void)size;
+	fs_reply_err(req, -ENOTSUP);
+}
+
+static void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	(void)ino;
+	(void)name;
+	fs_reply_err(req, -ENOTSUP);
+}
+
+/*
+ * No access(): the mount always uses default_permissions, so the kernel
+ * checks modes itself. Locks are left to the kernel (local to this mount).
+ */
+static const struct fuse_lowlevel_ops fs_ops = {
+	.init = fs_op_init,
+	.destroy = fs_op_destroy,
+	.lookup = fs_op_lookup,
+	.forget = fs_op_forget,
+	.forget_multi = fs_op_forget_multi,
+	.getattr = fs_op_getattr,
+	.setattr = fs_op_setattr,
+	.mknod = fs_op_mknod,
+	.mkdir = fs_op_mkdir,
+	.unlink = fs_op_unlink,
+	.rmdir = fs_op_rmdir,
+	.symlink = fs_op_symlink,
+	.rename = fs_op_rename,
+	.link = fs_op_link,
+	.create = fs_op_create,
+	.open = fs_op_open,
+	.read = fs_op_read,
+	.write = fs_op_write,
+	.flush = fs_op_flush,
+	.release = fs_op_release,
+	.fsync = fs_op_fsync,
+	.opendir = fs_op_opendir,
+	.readdir = fs_op_readdir,
+	.readdirplus = fs_op_readdirplus,
+	.releasedir = fs_op_releasedir,
+	.fsyncdir = fs_op_fsyncdir,
+	.statfs = fs_op_statfs,
+	.setxattr = fs_op_setxattr,
+	.getxattr = fs_op_getxattr,
+	.listxattr = fs_op_listxattr,
+	.removexattr = fs_op_removexattr,
+};
+
+const struct fuse_lowlevel_ops *fs_lowlevel_ops(void)
+{
+	return &fs_ops;
+}
+
+int fs_new(struct kv_store *kv, const struct fs_options *o, struct fs **out)
+{
+	struct fs *fs;
+
+	if (!kv || !o || o->attr_timeout < 0 || o->entry_timeout < 0)
+		return -EINVAL;
+	fs = calloc(1, sizeof(*fs));
+	if (!fs)
+		return -ENOMEM;
+	fs->kv = kv;
+	fs->o = *o;
+	pthread_mutex_init(&fs->dirs_lock, NULL);
+	clock_gettime(CLOCK_REALTIME, &fs->started);
+	*out = fs;
+	return 0;
+}
+
+void fs_free(struct fs *fs)
+{
+	if (!fs)
+		return;
+	fs_dirs_free_all(fs);
+	pthread_mutex_destroy(&fs->dirs_lock);
+	free(fs);
+}

@@ -1,0 +1,435 @@
+/*
+ * nadbfs: mounts a nadb store with FUSE.
+ *
+ * Life cycle: configuration -> store opened (lock taken, records loaded, no
+ * thread yet) -> FUSE session and mount -> daemonize (the parent exits only
+ * now, so the mount is usable when the command returns) -> store threads,
+ * READY=1 -> session loop -> unmount -> the store flushes everything -> exit.
+ * Everything that can fail for a user's mistake happens before daemonizing,
+ * so that the command itself reports it.
+ *
+ * Signals: SIGTERM/SIGINT end the loop through libfuse's handler and take
+ * the same flushing path as an unmount. SIGHUP is blocked in every thread
+ * from the start and taken by a thread of its own with sigwait(), so it can
+ * never end the daemon.
+ */
+#define FUSE_USE_VERSION 314
+
+#include <errno.h>
+#include <limits.h>
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include "conf/conf.h"
+#include "fs/fs.h"
+#include "mount/nadbfs.h"
+#include "store/kv.h"
+#include "util/log.h"
+
+/* How long a second daemon waits for the previous owner of a data directory. */
+#define NADBFS_LOCK_TIMEOUT_MS 30000
+
+struct hup_thread {
+	pthread_t tid;
+	atomic_bool stop;
+	bool running;
+};
+
+static void *hup_main(void *arg)
+{
+	struct hup_thread *h = arg;
+	sigset_t set;
+	int sig;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGHUP);
+	for (;;) {
+		if (sigwait(&set, &sig))
+			continue;
+		if (atomic_load(&h->stop))
+			break;
+		/* Reloading the configuration comes with a later change. */
+		log_msg(NLOG_WARN, "conf", "reload requested; reloading is not supported yet, "
+			"the configuration is unchanged");
+	}
+	return NULL;
+}
+
+static int hup_start(struct hup_thread *h)
+{
+	int ret;
+
+	atomic_store(&h->stop, false);
+	ret = pthread_create(&h->tid, NULL, hup_main, h);
+	if (ret)
+		return -ret;
+	h->running = true;
+	return 0;
+}
+
+static void hup_stop(struct hup_thread *h)
+{
+	if (!h->running)
+		return;
+	atomic_store(&h->stop, true);
+	pthread_kill(h->tid, SIGHUP);
+	pthread_join(h->tid, NULL);
+	h->running = false;
+}
+
+/* Only reached if SIGHUP were ever unblocked: it must not end the daemon. */
+static void hup_ignore(int sig)
+{
+	(void)sig;
+}
+
+static enum log_level fuse_level(enum fuse_log_level level)
+{
+	if (level <= FUSE_LOG_ERR)
+		return NLOG_ERROR;
+	if (level == FUSE_LOG_WARNING)
+		return NLOG_WARN;
+	if (level == FUSE_LOG_DEBUG)
+		return NLOG_DEBUG;
+	return NLOG_INFO;
+}
+
+/*
+ * libfuse's own messages, through our logger like everything else. libfuse
+ * sometimes builds one line from several calls, so pieces are collected per
+ * thread until the newline.
+ */
+static void fuse_log_bridge(enum fuse_log_level level, const char *fmt, va_list ap)
+{
+	static _Thread_local char line[1024];
+	static _Thread_local size_t len;
+	char *nl;
+	int n;
+
+	n = vsnprintf(line + len, sizeof(line) - len, fmt, ap);
+	if (n < 0)
+		return;
+	len += (size_t)n < sizeof(line) - len ? (size_t)n : sizeof(line) - len - 1;
+	/* A line too long for the buffer is cut rather than lost. */
+	if (len == sizeof(line) - 1 && !strchr(line, '\n'))
+		line[len - 1] = '\n';
+	while ((nl = strchr(line, '\n'))) {
+		*nl = '\0';
+		if (nl > line)
+			log_msg(fuse_level(level), "fs", "%s", line);
+		len -= (size_t)(nl + 1 - line);
+		memmove(line, nl + 1, len + 1);
+	}
+}
+
+/* Text for people at a terminal, JSON for journals and files, unless configured. */
+static void set_log_format(const struct conf *c, bool to_tty)
+{
+	if (c->log_format == CONF_LOG_TEXT || (c->log_format == CONF_LOG_AUTO && to_tty))
+		log_set_format(LOG_FORMAT_TEXT);
+	else
+		log_set_format(LOG_FORMAT_JSON);
+}
+
+static int check_mountpoint(const char *path)
+{
+	struct stat st;
+
+	if (stat(path, &st)) {
+		int e = errno;
+
+		if (e == ENOTCONN)
+			fprintf(stderr, "nadbfs: mountpoint %s: %s (a stale mount? try fusermount3 -u %s)\n",
+				path, strerror(e), path);
+		else if (e == ENOENT)
+			fprintf(stderr, "nadbfs: mountpoint %s does not exist\n", path);
+		else
+			fprintf(stderr, "nadbfs: mountpoint %s: %s\n", path, strerror(e));
+		return -e;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "nadbfs: mountpoint %s is not a directory\n", path);
+		return -ENOTDIR;
+	}
+	return 0;
+}
+
+static void kv_options_from_conf(const struct conf *c, struct kv_options *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->backend = KV_BACKEND_FS;
+	o->params.data_dir = c->data_dir;
+	o->params.db = c->db;
+	o->params.ns = c->ns;
+	o->params.compression =
+		c->compression == CONF_COMPRESSION_ZSTD ? KV_ENC_ZSTD : KV_ENC_NONE;
+	o->params.compression_min_size = c->compression_min_size;
+	o->params.lock_timeout_ms = NADBFS_LOCK_TIMEOUT_MS;
+	o->buffer_size = c->buffer_size;
+	o->flush_interval_ms = c->flush_interval_ms;
+	o->backend_timeout_ms = c->backend_timeout_ms;
+	o->max_value_size = c->max_value_size;
+	o->root_uid = getuid();
+	o->root_gid = getgid();
+}
+
+/* "fsname=SOURCE", with the commas and backslashes libfuse's -o parser splits on escaped. */
+static char *fsname_opt(const char *source)
+{
+	size_t n = strlen("fsname=");
+	char *out, *d;
+
+	for (const char *p = source; *p; p++)
+		n += (*p == ',' || *p == '\\') ? 2 : 1;
+	out = malloc(n + 1);
+	if (!out)
+		return NULL;
+	d = stpcpy(out, "fsname=");
+	for (const char *p = source; *p; p++) {
+		if (*p == ',' || *p == '\\')
+			*d++ = '\\';
+		*d++ = *p;
+	}
+	*d = '\0';
+	return out;
+}
+
+/*
+ * The options handed to libfuse: what the user asked for, plus what the
+ * daemon always wants (the kernel checks permissions; /proc/mounts shows
+ * "SOURCE on MNT type fuse.nadbfs" without any password).
+ */
+static int build_fuse_args(const struct nadbfs_cli *cli, const struct conf *c,
+			   const struct nadbfs_fuse_opts *fo, struct fuse_args *args)
+{
+	char *source = NULL, *fsname = NULL, *opts = NULL;
+	int ret = -ENOMEM;
+
+	if (fo->fsname)
+		source = strdup(fo->fsname);
+	else if (c->backend == CONF_BACKEND_FS)
+		source = strdup(c->data_dir);
+	else
+		source = nadbfs_public_source(cli->source);
+	if (!source)
+		goto out;
+	fsname = fsname_opt(source);
+	if (!fsname)
+		goto out;
+	if (fuse_opt_add_arg(args, "nadbfs"))
+		goto out;
+	if (cli->debug && fuse_opt_add_arg(args, "-d"))
+		goto out;
+	if (fuse_opt_add_opt(&opts, "default_permissions,subtype=nadbfs") ||
+	    fuse_opt_add_opt(&opts, fsname))
+		goto out;
+	if (c->allow_other && fuse_opt_add_opt(&opts, "allow_other"))
+		goto out;
+	if (fo->read_only && fuse_opt_add_opt(&opts, "ro"))
+		goto out;
+	if (fo->extra && fuse_opt_add_opt(&opts, fo->extra))
+		goto out;
+	if (fuse_opt_add_arg(args, "-o") || fuse_opt_add_arg(args, opts))
+		goto out;
+	ret = 0;
+out:
+	free(opts);
+	free(fsname);
+	free(source);
+	return ret;
+}
+
+int main(int argc, char **argv)
+{
+	struct nadbfs_cli cli;
+	struct nadbfs_fuse_opts fo = { 0 };
+	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+	struct fuse_loop_config *loop_cfg = NULL;
+	struct fuse_session *se = NULL;
+	struct hup_thread hup = { 0 };
+	struct kv_options ko;
+	struct kv_store *kv = NULL;
+	struct fs_options fso;
+	struct fs *fs = NULL;
+	struct conf conf;
+	sigset_t hupset, stopset, oldset;
+	char err[512], see[PATH_MAX + 8] = "see the message above";
+	int status = 1, ret;
+
+	/*
+	 * From the very first instruction: a SIGHUP that arrives during startup
+	 * stays pending for the reload thread instead of ending the process.
+	 */
+	sigemptyset(&hupset);
+	sigaddset(&hupset, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &hupset, NULL);
+	sigemptyset(&stopset);
+	sigaddset(&stopset, SIGTERM);
+	sigaddset(&stopset, SIGINT);
+	sigaddset(&stopset, SIGQUIT);
+
+	ret = nadbfs_cli_parse(argc, argv, &cli);
+	if (ret) {
+		nadbfs_cli_free(&cli);
+		return ret == NADBFS_CLI_DONE ? 0 : 1;
+	}
+	conf_init(&conf);
+	if (nadbfs_cli_apply(&cli, &conf, &fo))
+		goto out_conf;
+	if (cli.debug)
+		conf.log_level = NLOG_DEBUG;
+	if (conf.backend == CONF_BACKEND_REDIS) {
+		fprintf(stderr, "nadbfs: the redis backend is not available in this build\n");
+		goto out_conf;
+	}
+	if (!conf.data_dir) {
+		fprintf(stderr, "nadbfs: no data directory: give one as SOURCE\n");
+		goto out_conf;
+	}
+	if (check_mountpoint(cli.mountpoint))
+		goto out_conf;
+
+	/*
+	 * A configured log file gets everything from the start, the store's
+	 * warnings about its data included; errors that stop the mount are
+	 * also printed on stderr for whoever ran the command.
+	 */
+	log_set_level(conf.log_level);
+	if (conf.log_file) {
+		ret = log_open(conf.log_file, false);
+		if (ret) {
+			fprintf(stderr, "nadbfs: cannot open log file %s: %s\n", conf.log_file,
+				strerror(-ret));
+			goto out_conf;
+		}
+		set_log_format(&conf, false);
+		snprintf(see, sizeof(see), "see %s", conf.log_file);
+	} else {
+		set_log_format(&conf, isatty(STDERR_FILENO));
+	}
+	fuse_set_log_func(fuse_log_bridge);
+
+	kv_options_from_conf(&conf, &ko);
+	ret = kv_open(&ko, &kv, err, sizeof(err));
+	if (ret) {
+		fprintf(stderr, "nadbfs: %s\n", err[0] ? err : strerror(-ret));
+		goto out_conf;
+	}
+	fso = (struct fs_options){
+		.attr_timeout = (double)conf.attr_timeout_ms / 1000.0,
+		.entry_timeout = (double)conf.entry_timeout_ms / 1000.0,
+		.allow_other = conf.allow_other,
+		.uid = getuid(),
+		.gid = getgid(),
+	};
+	ret = fs_new(kv, &fso, &fs);
+	if (ret) {
+		fprintf(stderr, "nadbfs: %s\n", strerror(-ret));
+		goto out_kv;
+	}
+	if (build_fuse_args(&cli, &conf, &fo, &args)) {
+		fprintf(stderr, "nadbfs: %s\n", strerror(ENOMEM));
+		goto out_fs;
+	}
+	se = fuse_session_new(&args, fs_lowlevel_ops(), sizeof(struct fuse_lowlevel_ops), fs);
+	if (!se) {
+		fprintf(stderr, "nadbfs: cannot start a FUSE session (%s)\n", see);
+		goto out_fs;
+	}
+	if (fuse_set_signal_handlers(se)) {
+		fprintf(stderr, "nadbfs: cannot install signal handlers\n");
+		goto out_session;
+	}
+	sigaction(SIGHUP, &(struct sigaction){ .sa_handler = hup_ignore }, NULL);
+	if (fuse_session_mount(se, cli.mountpoint)) {
+		fprintf(stderr, "nadbfs: cannot mount %s on %s (%s)\n", conf.data_dir,
+			cli.mountpoint, see);
+		goto out_signals;
+	}
+	if (fuse_daemonize(cli.foreground)) {
+		fprintf(stderr, "nadbfs: cannot go to the background\n");
+		goto out_unmount;
+	}
+	if (!cli.foreground && !conf.log_file) {
+		log_open(NULL, true);
+		set_log_format(&conf, false);
+	}
+
+	/*
+	 * Threads started from here must leave SIGTERM/SIGINT to the thread
+	 * running the session loop: libfuse's handler only wakes the thread it
+	 * interrupts, and its workers block these signals too.
+	 */
+	pthread_sigmask(SIG_BLOCK, &stopset, &oldset);
+	ret = kv_start(kv);
+	if (!ret)
+		ret = hup_start(&hup);
+	pthread_sigmask(SIG_SETMASK, &oldset, NULL);
+	if (ret) {
+		log_msg(NLOG_ERROR, "store", "cannot start: %s", strerror(-ret));
+		goto out_unmount;
+	}
+
+	loop_cfg = fuse_loop_cfg_create();
+	if (!loop_cfg) {
+		log_msg(NLOG_ERROR, "fs", "cannot configure the session loop: %s", strerror(ENOMEM));
+		goto out_unmount;
+	}
+	fuse_loop_cfg_set_max_threads(loop_cfg, conf.max_threads);
+	/* Idle workers stay: no thread churn under bursty load. */
+	fuse_loop_cfg_set_idle_threads(loop_cfg, conf.max_threads);
+	fuse_loop_cfg_set_clone_fd(loop_cfg, 0);
+
+	sd_notify(0, "READY=1");
+	NLOG(NLOG_INFO, "fs", "mounted", LF_STR("source", conf.data_dir),
+	     LF_STR("mountpoint", cli.mountpoint), LF_INT("pid", getpid()));
+	ret = fuse_session_loop_mt(se, loop_cfg);
+	sd_notify(0, "STOPPING=1");
+	/* A positive result is the signal that ended the loop: a normal stop. */
+	if (ret < 0)
+		log_msg(NLOG_ERROR, "fs", "session loop failed: %s", strerror(-ret));
+	else
+		status = 0;
+	/*
+	 * A second SIGTERM must not cut the final flush short: from here on
+	 * the signals stay pending until exit (SIGKILL still works).
+	 */
+	pthread_sigmask(SIG_BLOCK, &stopset, NULL);
+	log_msg(NLOG_INFO, "fs", "stopping: flushing buffered writes");
+
+out_unmount:
+	fuse_session_unmount(se);
+out_signals:
+	fuse_remove_signal_handlers(se);
+out_session:
+	hup_stop(&hup);
+	fuse_session_destroy(se);
+	if (loop_cfg)
+		fuse_loop_cfg_destroy(loop_cfg);
+out_fs:
+	fs_free(fs);
+	fuse_opt_free_args(&args);
+out_kv:
+	ret = kv_close(kv);
+	if (ret) {
+		log_msg(NLOG_ERROR, "store", "buffered writes could not be made durable: %s",
+			strerror(ret < 0 ? -ret : ret));
+		status = 1;
+	} else if (status == 0) {
+		log_msg(NLOG_INFO, "fs", "stopped cleanly");
+	}
+out_conf:
+	nadbfs_fuse_opts_free(&fo);
+	conf_free(&conf);
+	nadbfs_cli_free(&cli);
+	log_close();
+	return status;
+}

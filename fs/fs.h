@@ -1,0 +1,39 @@
+/*
+ * The FUSE side of nadbfs: maps the kernel's low-level requests onto the
+ * store (store/kv.h). Inode numbers are record ids, which never change and
+ * are never reused, so the lookup count needs no bookkeeping.
+ *
+ * Ownership: fs_new() borrows kv, which must outlive the struct fs and every
+ * FUSE session that uses it; fs_free() does not close the store.
+ * Threads: the operations run on any number of FUSE worker threads at once;
+ * struct fs is read-only after fs_new() apart from its own locked state.
+ * Return convention: 0 or a negative errno.
+ *
+ * Use: pass fs_lowlevel_ops() (with sizeof(struct fuse_lowlevel_ops)) and the
+ * struct fs as userdata to fuse_session_new(). This header needs no FUSE
+ * headers, so callers choose their own FUSE_USE_VERSION.
+ */
+#ifndef NADB_FS_FS_H
+#define NADB_FS_FS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct fs;
+struct kv_store;
+struct fuse_lowlevel_ops;
+
+struct fs_options {
+	double attr_timeout;	/* seconds the kernel may cache attributes */
+	double entry_timeout;	/* seconds the kernel may cache names */
+	bool allow_other;	/* the mount is shared with other users */
+	uint32_t uid, gid;	/* the mounting user: owns the reserved directories */
+};
+
+int fs_new(struct kv_store *kv, const struct fs_options *o, struct fs **out);
+/* NULL is fine. */
+void fs_free(struct fs *fs);
+
+const struct fuse_lowlevel_ops *fs_lowlevel_ops(void);
+
+#endif

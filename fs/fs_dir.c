@@ -1,0 +1,430 @@
+/*
+ * Names and directories: lookup, the namespace operations (mkdir, create's
+ * siblings, unlink, rmdir, rename) and directory listings.
+ *
+ * A listing is a snapshot taken at opendir (and again when a reader rewinds
+ * to offset 0), so offsets stay stable while keys come and go: the offset of
+ * an entry is its index in the snapshot plus one.
+ */
+#include "fs/fs_int.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h> /* RENAME_NOREPLACE */
+#include <stdlib.h>
+#include <string.h>
+
+/* The directory handle kept in fi->fh. */
+struct fs_dirh {
+	struct fs_dirh *prev, *next; /* fs->dirs_lock */
+	pthread_mutex_t lock;	/* readers of one handle may race on rewinds */
+	fuse_ino_t ino;
+	struct fs_dent *ents;	/* lock */
+	size_t n;		/* lock */
+	struct kv_dirent *kv_ents; /* lock; owns the names of store entries */
+	size_t kv_n;		/* lock */
+	bool read;		/* lock: a listing has been served from this snapshot */
+};
+
+struct fs_dent {
+	const char *name;
+	fuse_ino_t ino;
+	mode_t mode;
+};
+
+void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = fs_of(req);
+	struct fuse_entry_param e;
+	struct kv_attr a;
+	fuse_ino_t vino;
+	int ret;
+
+	ret = fs_check_name(name);
+	if (ret) {
+		fs_reply_err(req, ret);
+		return;
+	}
+	vino = fs_virt_ino(parent, name);
+	if (vino) {
+		fs_virt_entry(fs, vino, &e);
+		fuse_reply_entry(req, &e);
+		return;
+	}
+	if (fs_is_virt(parent)) {
+		fs_reply_err(req, -ENOENT);
+		return;
+	}
+	ret = kv_lookup(fs->kv, parent, name, &a);
+	if (ret == -ENOENT) {
+		/*
+		 * Every change to the store passes through this kernel, so a
+		 * negative answer may be cached like a positive one.
+		 */
+		memset(&e, 0, sizeof(e));
+		e.entry_timeout = fs->o.entry_timeout;
+		fuse_reply_entry(req, &e);
+		return;
+	}
+	fs_reply_entry(req, ret, &a);
+}
+
+int fs_new_owner(fuse_req_t req, fuse_ino_t parent, bool is_dir, uint32_t *mode, uint32_t *uid,
+		 uint32_t *gid)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct kv_attr pa;
+	int ret;
+
+	ret = kv_getattr(fs_of(req)->kv, parent, &pa);
+	if (ret)
+		return ret;
+	*uid = ctx->uid;
+	*gid = ctx->gid;
+	if (pa.mode & S_ISGID) {
+		*gid = pa.gid;
+		if (is_dir)
+			*mode |= S_ISGID;
+	}
+	return 0;
+}
+
+void fs_op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	struct kv_attr a;
+	uint32_t m = mode & 07777, uid, gid;
+	int ret;
+
+	ret = fs_virt_check_create(parent, name);
+	if (!ret)
+		ret = kv_check_name(name);
+	if (!ret)
+		ret = fs_new_owner(req, parent, true, &m, &uid, &gid);
+	if (!ret)
+		ret = kv_mkdir(fs_of(req)->kv, parent, name, m, uid, gid, &a);
+	fs_reply_entry(req, ret, &a);
+}
+
+/*
+ * Only regular files exist: mknod(S_IFREG) makes an empty key as on any
+ * filesystem, every other type is refused.
+ */
+void fs_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+	struct kv_attr a;
+	uint32_t m = mode & 07777, uid, gid;
+	int ret;
+
+	(void)rdev;
+	ret = fs_virt_check_create(parent, name);
+	if (!ret && (mode & S_IFMT) != S_IFREG && (mode & S_IFMT) != 0)
+		ret = -EPERM;
+	if (!ret)
+		ret = kv_check_name(name);
+	if (!ret)
+		ret = fs_new_owner(req, parent, false, &m, &uid, &gid);
+	if (!ret)
+		ret = kv_create(fs_of(req)->kv, parent, name, m, uid, gid, true, &a);
+	fs_reply_entry(req, ret, &a);
+}
+
+void fs_op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	int ret = fs_virt_check_create(parent, name);
+
+	(void)link;
+	fs_reply_err(req, ret ? ret : -EPERM);
+}
+
+void fs_op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	int ret = fs_virt_check_create(newparent, newname);
+
+	(void)ino;
+	fs_reply_err(req, ret ? ret : -EPERM);
+}
+
+void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	int ret = fs_virt_check_remove(parent, name);
+
+	if (!ret)
+		ret = fs_check_name(name);
+	if (!ret)
+		ret = kv_unlink(fs_of(req)->kv, parent, name);
+	fs_reply_err(req, ret);
+}
+
+void fs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	int ret = fs_virt_check_remove(parent, name);
+
+	if (!ret)
+		ret = fs_check_name(name);
+	if (!ret)
+		ret = kv_rmdir(fs_of(req)->kv, parent, name);
+	fs_reply_err(req, ret);
+}
+
+void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		  const char *newname, unsigned int flags)
+{
+	int ret = 0;
+
+	/*
+	 * EINVAL, not ENOSYS, for an exchange: ENOSYS would make the kernel
+	 * refuse every rename with flags afterwards, RENAME_NOREPLACE included.
+	 */
+	if (flags & ~(unsigned)RENAME_NOREPLACE)
+		ret = -EINVAL;
+	if (!ret)
+		ret = fs_virt_check_rename(parent, name, newparent, newname);
+	if (!ret)
+		ret = fs_check_name(name);
+	if (!ret)
+		ret = kv_check_name(newname);
+	if (!ret)
+		ret = kv_rename(fs_of(req)->kv, parent, name, newparent, newname, flags);
+	fs_reply_err(req, ret);
+}
+
+/* Fills d with a fresh snapshot; on error d is left as it was. */
+static int dirh_snapshot(struct fs *fs, struct fs_dirh *d)
+{
+	struct kv_dirent *kv_ents = NULL;
+	struct fs_dent *ents;
+	size_t kv_n = 0, n = 0, nvirt = 0;
+	int ret;
+
+	if (!fs_is_virt(d->ino)) {
+		ret = kv_readdir(fs->kv, d->ino, &kv_ents, &kv_n);
+		if (ret)
+			return ret;
+	}
+	if (d->ino == FUSE_ROOT_ID)
+		nvirt = fs_virt_root_count();
+	ents = calloc(2 + nvirt + kv_n, sizeof(*ents));
+	if (!ents) {
+		kv_dirents_free(kv_ents, kv_n);
+		return -ENOMEM;
+	}
+	ents[n++] = (struct fs_dent){ ".", d->ino, S_IFDIR };
+	ents[n++] = (struct fs_dent){ "..",
+				      d->ino == FUSE_ROOT_ID || fs_is_virt(d->ino) ?
+					      FUSE_ROOT_ID :
+					      FS_INO_UNKNOWN,
+				      S_IFDIR };
+	for (size_t i = 0; i < nvirt; i++) {
+		ents[n].mode = S_IFDIR;
+		fs_virt_root_get(i, &ents[n].name, &ents[n].ino);
+		n++;
+	}
+	for (size_t i = 0; i < kv_n; i++) {
+		/* The store never holds the reserved names; shadow them if it did. */
+		if (nvirt && fs_virt_ino(FUSE_ROOT_ID, kv_ents[i].name))
+			continue;
+		ents[n++] = (struct fs_dent){ kv_ents[i].name, kv_ents[i].id, kv_ents[i].mode };
+	}
+	free(d->ents);
+	kv_dirents_free(d->kv_ents, d->kv_n);
+	d->ents = ents;
+	d->n = n;
+	d->kv_ents = kv_ents;
+	d->kv_n = kv_n;
+	d->read = false;
+	return 0;
+}
+
+static void dirh_free(struct fs_dirh *d)
+{
+	if (!d)
+		return;
+	free(d->ents);
+	kv_dirents_free(d->kv_ents, d->kv_n);
+	pthread_mutex_destroy(&d->lock);
+	free(d);
+}
+
+static void dirh_link(struct fs *fs, struct fs_dirh *d)
+{
+	pthread_mutex_lock(&fs->dirs_lock);
+	d->prev = NULL;
+	d->next = fs->dirs;
+	if (fs->dirs)
+		fs->dirs->prev = d;
+	fs->dirs = d;
+	pthread_mutex_unlock(&fs->dirs_lock);
+}
+
+static void dirh_unlink(struct fs *fs, struct fs_dirh *d)
+{
+	pthread_mutex_lock(&fs->dirs_lock);
+	if (d->prev)
+		d->prev->next = d->next;
+	else
+		fs->dirs = d->next;
+	if (d->next)
+		d->next->prev = d->prev;
+	pthread_mutex_unlock(&fs->dirs_lock);
+}
+
+void fs_dirs_free_all(struct fs *fs)
+{
+	struct fs_dirh *d, *next;
+
+	pthread_mutex_lock(&fs->dirs_lock);
+	for (d = fs->dirs; d; d = next) {
+		next = d->next;
+		dirh_free(d);
+	}
+	fs->dirs = NULL;
+	pthread_mutex_unlock(&fs->dirs_lock);
+}
+
+void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_dirh *d;
+	int ret;
+
+	d = calloc(1, sizeof(*d));
+	if (!d) {
+		fs_reply_err(req, -ENOMEM);
+		return;
+	}
+	pthread_mutex_init(&d->lock, NULL);
+	d->ino = ino;
+	ret = dirh_snapshot(fs, d);
+	if (ret) {
+		dirh_free(d);
+		fs_reply_err(req, ret);
+		return;
+	}
+	fi->fh = (uintptr_t)d;
+	dirh_link(fs, d);
+	if (fuse_reply_open(req, fi)) {
+		/* The opener was interrupted: no releasedir will come. */
+		dirh_unlink(fs, d);
+		dirh_free(d);
+	}
+}
+
+/* Attributes of one listed entry for readdirplus: 0, or -ENOENT if it is gone. */
+static int dent_entry(struct fs *fs, const struct fs_dent *de, struct fuse_entry_param *e)
+{
+	struct kv_attr a;
+	int ret;
+
+	if (strcmp(de->name, ".") == 0 || strcmp(de->name, "..") == 0) {
+		/* The kernel takes no reference on these: type and number only. */
+		memset(e, 0, sizeof(*e));
+		e->attr.st_ino = de->ino;
+		e->attr.st_mode = de->mode;
+		return 0;
+	}
+	if (fs_is_virt(de->ino)) {
+		fs_virt_entry(fs, de->ino, e);
+		return 0;
+	}
+	ret = kv_getattr(fs->kv, de->ino, &a);
+	if (ret)
+		return ret;
+	fs_fill_entry(fs, &a, e);
+	return 0;
+}
+
+static void do_readdir(fuse_req_t req, size_t size, off_t off, struct fuse_file_info *fi,
+		       bool plus)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_dirh *d = (struct fs_dirh *)(uintptr_t)fi->fh;
+	size_t pos = 0;
+	char *buf;
+	int ret = 0;
+
+	buf = malloc(size ? size : 1);
+	if (!buf) {
+		fs_reply_err(req, -ENOMEM);
+		return;
+	}
+	pthread_mutex_lock(&d->lock);
+	/* A rewind (rewinddir, or a second pass) sees the directory as it is now. */
+	if (off == 0 && d->read) {
+		ret = dirh_snapshot(fs, d);
+		if (ret)
+			goto out_unlock;
+	}
+	for (size_t i = off < 0 ? 0 : (size_t)off; i < d->n; i++) {
+		const struct fs_dent *de = &d->ents[i];
+		size_t len;
+
+		if (plus) {
+			struct fuse_entry_param e;
+
+			/* Removed since the snapshot: leave it out. */
+			if (dent_entry(fs, de, &e))
+				continue;
+			len = fuse_add_direntry_plus(req, buf + pos, size - pos, de->name, &e,
+						     (off_t)(i + 1));
+		} else {
+			struct stat st = { .st_ino = de->ino, .st_mode = de->mode & S_IFMT };
+
+			len = fuse_add_direntry(req, buf + pos, size - pos, de->name, &st,
+						(off_t)(i + 1));
+		}
+		if (len > size - pos)
+			break;
+		pos += len;
+	}
+	d->read = true;
+out_unlock:
+	pthread_mutex_unlock(&d->lock);
+	if (ret)
+		fs_reply_err(req, ret);
+	else
+		fuse_reply_buf(req, buf, pos);
+	free(buf);
+}
+
+void fs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		   struct fuse_file_info *fi)
+{
+	(void)ino;
+	do_readdir(req, size, off, fi, false);
+}
+
+void fs_op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	(void)ino;
+	do_readdir(req, size, off, fi, true);
+}
+
+void fs_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs_dirh *d = (struct fs_dirh *)(uintptr_t)fi->fh;
+
+	(void)ino;
+	dirh_unlink(fs_of(req), d);
+	dirh_free(d);
+	fs_reply_err(req, 0);
+}
+
+/*
+ * fsync on the mount's root is the documented way to flush everything, since
+ * sync(1) never reaches a FUSE daemon. Elsewhere it makes that directory's
+ * own record durable.
+ */
+void fs_op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	int ret = 0;
+
+	(void)datasync;
+	(void)fi;
+	if (ino == FUSE_ROOT_ID)
+		ret = kv_flush(fs->kv);
+	else if (!fs_is_virt(ino))
+		ret = kv_fsync(fs->kv, ino);
+	fs_reply_err(req, ret);
+}

@@ -1,0 +1,150 @@
+/*
+ * Open files. A handle carries no state of its own (fi->fh stays 0): the
+ * store counts opens per key, so an unlinked key stays readable and writable
+ * through its handles until the last release.
+ *
+ * The page cache is dropped at each open (keep_cache = 0) and writes go
+ * through to the store (no writeback cache), so a write is visible to every
+ * reader as soon as write(2) returns.
+ */
+#include "fs/fs_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+
+static void setup_handle(struct fuse_file_info *fi)
+{
+	fi->fh = 0;
+	fi->keep_cache = 0;
+	fi->direct_io = 0;
+}
+
+void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		  struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct fuse_entry_param e;
+	struct kv_attr a;
+	uint32_t m = mode & 07777, uid, gid;
+	bool trunc = fi->flags & O_TRUNC;
+	int ret;
+
+	ret = fs_virt_check_create(parent, name);
+	if (!ret)
+		ret = kv_check_name(name);
+	if (!ret)
+		ret = fs_new_owner(req, parent, false, &m, &uid, &gid);
+	if (!ret)
+		ret = kv_create(fs->kv, parent, name, m, uid, gid, fi->flags & O_EXCL, &a);
+	if (ret)
+		goto out_err;
+	/* Without O_EXCL the key may have existed (made meanwhile by someone else). */
+	ret = kv_open_file(fs->kv, a.id, trunc && a.size);
+	if (ret)
+		goto out_err;
+	if (trunc && a.size) {
+		ret = kv_getattr(fs->kv, a.id, &a);
+		if (ret)
+			goto out_release;
+	}
+	setup_handle(fi);
+	fs_fill_entry(fs, &a, &e);
+	/* An interrupted opener never sends release: drop its open here. */
+	if (fuse_reply_create(req, &e, fi))
+		kv_release_file(fs->kv, a.id);
+	return;
+
+out_release:
+	kv_release_file(fs->kv, a.id);
+out_err:
+	fs_reply_err(req, ret);
+}
+
+void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	int ret;
+
+	if (fs_is_virt(ino)) {
+		fs_reply_err(req, -EISDIR);
+		return;
+	}
+	/* With FUSE_CAP_ATOMIC_O_TRUNC the kernel leaves truncation to open. */
+	ret = kv_open_file(fs->kv, ino, fi->flags & O_TRUNC);
+	if (ret) {
+		fs_reply_err(req, ret);
+		return;
+	}
+	setup_handle(fi);
+	if (fuse_reply_open(req, fi))
+		kv_release_file(fs->kv, ino);
+}
+
+void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	ssize_t n;
+	char *buf;
+
+	(void)fi;
+	if (off < 0) {
+		fs_reply_err(req, -EINVAL);
+		return;
+	}
+	buf = malloc(size ? size : 1);
+	if (!buf) {
+		fs_reply_err(req, -ENOMEM);
+		return;
+	}
+	n = kv_read(fs->kv, ino, buf, size, (uint64_t)off);
+	if (n < 0)
+		fs_reply_err(req, (int)n);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+	free(buf);
+}
+
+void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		 struct fuse_file_info *fi)
+{
+	ssize_t n;
+
+	(void)fi;
+	if (off < 0) {
+		fs_reply_err(req, -EINVAL);
+		return;
+	}
+	n = kv_write(fs_of(req)->kv, ino, buf, size, (uint64_t)off);
+	if (n < 0)
+		fs_reply_err(req, (int)n);
+	else
+		fuse_reply_write(req, (size_t)n);
+}
+
+/*
+ * close(2) only queues the value for the next flush (the durability bound is
+ * flush_interval), so there is nothing to wait for here.
+ */
+void fs_op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)fi;
+	fs_reply_err(req, 0);
+}
+
+void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)fi;
+	kv_release_file(fs_of(req)->kv, ino);
+	fs_reply_err(req, 0);
+}
+
+/* Returns once this key is durable in the backend; -EIO after backend_timeout. */
+void fs_op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	(void)datasync;
+	(void)fi;
+	fs_reply_err(req, kv_fsync(fs_of(req)->kv, ino));
+}

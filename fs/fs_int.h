@@ -1,0 +1,127 @@
+/*
+ * Private to fs/: the shared state of the FUSE operations and the helpers the
+ * files of this folder share. Operation handlers are named fs_op_<op> and
+ * live in the file of their responsibility: fs.c (attributes, statfs, xattrs,
+ * session), fs_dir.c (names and directory listings), fs_file.c (open files),
+ * fs_virt.c (the reserved root directories tags/ and .nadb/).
+ *
+ * Every handler replies exactly once. Store calls return 0 or a negative
+ * errno; fs_reply_err() is the one place where the sign is flipped for FUSE.
+ */
+#ifndef NADB_FS_FS_INT_H
+#define NADB_FS_FS_INT_H
+
+#define FUSE_USE_VERSION 314
+
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "fs/fs.h"
+#include "store/kv.h"
+
+_Static_assert(KV_ROOT_ID == FUSE_ROOT_ID, "the store's root must be FUSE's root inode");
+
+/*
+ * Inode numbers of the reserved directories: far above any record id the
+ * store can hand out, so they never collide with a key.
+ */
+#define FS_INO_VIRT_BASE (1ULL << 63)
+#define FS_INO_TAGS (FS_INO_VIRT_BASE + 1)
+#define FS_INO_NADB (FS_INO_VIRT_BASE + 2)
+
+/*
+ * The store does not tell a directory's parent, and readdir must still give
+ * ".." some inode number: this is what libfuse's own path-based API reports
+ * when it does not know one either.
+ */
+#define FS_INO_UNKNOWN 0xffffffffULL
+
+struct fs_dirh;
+
+struct fs {
+	struct kv_store *kv;	/* borrowed */
+	struct fs_options o;
+	struct timespec started; /* times of the reserved directories */
+	/*
+	 * Open directory handles. The kernel may never send the RELEASEDIR of
+	 * a directory closed just before an unmount, so fs_free() frees what
+	 * is left here.
+	 */
+	pthread_mutex_t dirs_lock;
+	struct fs_dirh *dirs;	/* dirs_lock */
+};
+
+static inline struct fs *fs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+/* fs.c */
+/* Replies err (0 or a negative errno) to req. */
+void fs_reply_err(fuse_req_t req, int err);
+void fs_attr_to_stat(const struct kv_attr *a, struct stat *st);
+void fs_fill_entry(const struct fs *fs, const struct kv_attr *a, struct fuse_entry_param *e);
+/* Replies an entry for a, or err if err is non-zero. */
+void fs_reply_entry(fuse_req_t req, int err, const struct kv_attr *a);
+/* A name the kernel sends for a new or existing entry: 1..255 bytes. */
+int fs_check_name(const char *name);
+
+/* fs_virt.c */
+static inline bool fs_is_virt(fuse_ino_t ino)
+{
+	return ino >= FS_INO_VIRT_BASE;
+}
+/* The reserved directory parent/name names, or 0. */
+fuse_ino_t fs_virt_ino(fuse_ino_t parent, const char *name);
+void fs_virt_stat(const struct fs *fs, fuse_ino_t ino, struct stat *st);
+void fs_virt_entry(const struct fs *fs, fuse_ino_t ino, struct fuse_entry_param *e);
+/* How many reserved entries the root lists, and the i-th one. */
+size_t fs_virt_root_count(void);
+void fs_virt_root_get(size_t i, const char **name, fuse_ino_t *ino);
+/* Policy for the namespace operations, before the store is asked: 0 or -errno. */
+int fs_virt_check_create(fuse_ino_t parent, const char *name);
+int fs_virt_check_remove(fuse_ino_t parent, const char *name);
+int fs_virt_check_rename(fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+			 const char *newname);
+
+/* fs_dir.c */
+void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name);
+void fs_op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode);
+void fs_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev);
+void fs_op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name);
+void fs_op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname);
+void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name);
+void fs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name);
+void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		  const char *newname, unsigned int flags);
+void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void fs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		   struct fuse_file_info *fi);
+void fs_op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi);
+void fs_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void fs_op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
+/* Frees the directory handles the kernel never released. */
+void fs_dirs_free_all(struct fs *fs);
+/* Owner of a new entry in parent: the caller, with the group of a set-gid
+ * parent (which new directories inherit, as on ext4). */
+int fs_new_owner(fuse_req_t req, fuse_ino_t parent, bool is_dir, uint32_t *mode, uint32_t *uid,
+		 uint32_t *gid);
+
+/* fs_file.c */
+void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		  struct fuse_file_info *fi);
+void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		struct fuse_file_info *fi);
+void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		 struct fuse_file_info *fi);
+void fs_op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void fs_op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
+
+#endif
