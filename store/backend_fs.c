@@ -517,14 +517,17 @@ static int fs_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
 	if (!undo)
 		return -ENOMEM;
 
+	/* Saved whole first: a failure part-way restores every op. */
+	for (size_t i = 0; i < n; i++) {
+		undo[i].vver = ops[i].meta.vver;
+		undo[i].stored_size = ops[i].meta.stored_size;
+		undo[i].encoding = ops[i].meta.encoding;
+		if (ops[i].meta.id > max_id)
+			max_id = ops[i].meta.id;
+	}
 	for (size_t i = 0; i < n; i++) {
 		struct kv_op *op = &ops[i];
 
-		undo[i].vver = op->meta.vver;
-		undo[i].stored_size = op->meta.stored_size;
-		undo[i].encoding = op->meta.encoding;
-		if (op->meta.id > max_id)
-			max_id = op->meta.id;
 		if (op->type != KV_OP_PUT || !op->value)
 			continue;
 		if (op->meta.size == 0) {

@@ -702,6 +702,7 @@ static void test_failed_commits_leave_nothing(void **state)
 	struct kv_op ops[N];
 	struct kv_backend *b;
 	struct rlimit saved;
+	uint64_t vver2;
 	off_t jsize;
 	size_t n, files;
 	char *x = malloc(KV_XATTRS_MAX);
@@ -712,7 +713,7 @@ static void test_failed_commits_leave_nothing(void **state)
 	signal(SIGXFSZ, SIG_IGN);
 	assert_int_equal(getrlimit(RLIMIT_FSIZE, &saved), 0);
 	b = xload(&n, NULL);
-	contract_put(b, 2, 100, 'a', 0);
+	vver2 = contract_put(b, 2, 100, 'a', 0);
 	jsize = file_size(store_file("meta/journal.1"));
 	files = count_files(store_file("values"));
 
@@ -720,7 +721,7 @@ static void test_failed_commits_leave_nothing(void **state)
 	capture_log();
 	limit_file_size(64 * 1024);
 	{
-		struct kv_op op = { .type = KV_OP_PUT };
+		struct kv_op op[2] = { { .type = KV_OP_PUT }, { .type = KV_OP_PUT } };
 		char *big = malloc(200000);
 		struct kv_value *v;
 		uint32_t r = 1;
@@ -734,11 +735,16 @@ static void test_failed_commits_leave_nothing(void **state)
 			big[i] = (char)r;
 		}
 		v = kv_value_from_buf(big, 200000);
-		key(&op.meta, 3);
-		op.meta.size = 200000;
-		op.value = v;
-		assert_int_equal(b->ops->commit(b, &op, 1), -EFBIG);
-		assert_int_equal(op.meta.vver, 0);
+		key(&op[0].meta, 3);
+		op[0].meta.size = 200000;
+		op[0].value = v;
+		/* A metadata-only op after the failing one keeps its value. */
+		key(&op[1].meta, 2);
+		op[1].meta.size = 100;
+		op[1].meta.vver = vver2;
+		assert_int_equal(b->ops->commit(b, op, 2), -EFBIG);
+		assert_int_equal(op[0].meta.vver, 0);
+		assert_int_equal(op[1].meta.vver, vver2);
 		kv_value_free(v);
 		free(big);
 	}
