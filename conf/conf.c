@@ -7,8 +7,11 @@
  * lines (one reader call is exactly one line), rejects lines inih would split
  * silently (longer than its buffer), and checks section headers, for which
  * inih calls no handler at all.
+ *
+ * The SOURCE argument is parsed in conf_source.c.
  */
 #include "conf/conf.h"
+#include "conf/conf_private.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -28,8 +31,6 @@
 #define DAY_MS (86400ULL * SEC_MS)
 /* Timer values beyond a year are typos, and keep ms -> ns conversions far from overflow. */
 #define MAX_MS (365ULL * DAY_MS)
-/* sun_path holds 108 bytes including the terminating NUL. */
-#define MAX_SOCKET_PATH 107
 
 enum key_kind {
 	K_NAME,		/* 1..255 printable non-space bytes */
@@ -156,9 +157,7 @@ static char **str_field(struct conf *c, const struct conf_key *k)
 	return (char **)((char *)c + k->off);
 }
 
-static void fmt_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void fmt_err(char *err, size_t errlen, const char *fmt, ...)
+void conf_fmt_err(char *err, size_t errlen, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -173,7 +172,7 @@ static void fmt_err(char *err, size_t errlen, const char *fmt, ...)
  * A value as it may appear inside a one-line message: -o values can hold
  * anything, and an error message is no place for a newline or 4 KiB of text.
  */
-static const char *quote_value(const char *s, char *buf, size_t buflen)
+const char *conf_quote_value(const char *s, char *buf, size_t buflen)
 {
 	size_t i, o = 0;
 
@@ -292,7 +291,7 @@ int conf_parse_bool(const char *s, bool *out)
 	return -EINVAL;
 }
 
-static int parse_uint(const char *s, uint64_t *out)
+int conf_parse_uint(const char *s, uint64_t *out)
 {
 	const char *end;
 	bool overflow;
@@ -331,7 +330,7 @@ static bool valid_name(const char *s)
 	return true;
 }
 
-static bool valid_host(const char *s)
+bool conf_valid_host(const char *s)
 {
 	if (!*s || strlen(s) > 255)
 		return false;
@@ -342,7 +341,7 @@ static bool valid_host(const char *s)
 }
 
 /* A path made absolute against the working directory, without touching the file. */
-static int absolute_path(const char *path, char **out)
+int conf_absolute_path(const char *path, char **out)
 {
 	char cwd[PATH_MAX];
 	size_t len;
@@ -452,7 +451,8 @@ static int set_key(struct conf *c, const struct conf_key *k, const char *value, 
 	int rc = 0, i;
 
 	if (!value) {
-		fmt_err(err, errlen, "missing value for %s in section [%s]", k->name, k->section);
+		conf_fmt_err(err, errlen, "missing value for %s in section [%s]", k->name,
+			     k->section);
 		return -EINVAL;
 	}
 	why = expected(k);
@@ -461,7 +461,7 @@ static int set_key(struct conf *c, const struct conf_key *k, const char *value, 
 		rc = valid_name(value) ? 0 : -EINVAL;
 		break;
 	case K_HOST:
-		rc = valid_host(value) ? 0 : -EINVAL;
+		rc = conf_valid_host(value) ? 0 : -EINVAL;
 		break;
 	case K_SECRET:
 		break;
@@ -473,7 +473,7 @@ static int set_key(struct conf *c, const struct conf_key *k, const char *value, 
 			rc = -EINVAL;
 			break;
 		}
-		rc = absolute_path(value, &s);
+		rc = conf_absolute_path(value, &s);
 		if (rc == -ENOMEM)
 			return rc;
 		if (rc == -ENAMETOOLONG)
@@ -496,7 +496,7 @@ static int set_key(struct conf *c, const struct conf_key *k, const char *value, 
 		v /= SEC_MS;
 		break;
 	case K_UINT:
-		rc = parse_uint(value, &v);
+		rc = conf_parse_uint(value, &v);
 		break;
 	case K_OCTAL:
 		rc = parse_octal(value, &v);
@@ -526,11 +526,12 @@ static int set_key(struct conf *c, const struct conf_key *k, const char *value, 
 	if (rc) {
 		free(s);
 		if (k->kind == K_SECRET)
-			fmt_err(err, errlen, "bad value for %s in section [%s]: %s", k->name,
-				k->section, why);
+			conf_fmt_err(err, errlen, "bad value for %s in section [%s]: %s", k->name,
+				     k->section, why);
 		else
-			fmt_err(err, errlen, "bad value '%s' for %s in section [%s]: %s",
-				quote_value(value, qbuf, sizeof(qbuf)), k->name, k->section, why);
+			conf_fmt_err(err, errlen, "bad value '%s' for %s in section [%s]: %s",
+				     conf_quote_value(value, qbuf, sizeof(qbuf)), k->name,
+				     k->section, why);
 		return rc;
 	}
 
@@ -563,19 +564,19 @@ int conf_set(struct conf *c, const char *section, const char *key, const char *v
 	if (!key)
 		return -EINVAL;
 	if (!section || !*section) {
-		fmt_err(err, errlen, "key '%s' is outside of any section",
-			quote_value(key, qbuf, sizeof(qbuf)));
+		conf_fmt_err(err, errlen, "key '%s' is outside of any section",
+			     conf_quote_value(key, qbuf, sizeof(qbuf)));
 		return -EINVAL;
 	}
 	if (!known_section(section)) {
-		fmt_err(err, errlen, "unknown section [%s]",
-			quote_value(section, sbuf, sizeof(sbuf)));
+		conf_fmt_err(err, errlen, "unknown section [%s]",
+			     conf_quote_value(section, sbuf, sizeof(sbuf)));
 		return -EINVAL;
 	}
 	k = find_key(section, key);
 	if (!k) {
-		fmt_err(err, errlen, "unknown key '%s' in section [%s]",
-			quote_value(key, qbuf, sizeof(qbuf)), section);
+		conf_fmt_err(err, errlen, "unknown key '%s' in section [%s]",
+			     conf_quote_value(key, qbuf, sizeof(qbuf)), section);
 		return -EINVAL;
 	}
 	return set_key(c, k, value, false, err, errlen);
@@ -737,7 +738,7 @@ static char *file_reader(char *str, int num, void *stream)
 		name[len] = '\0';
 		if (!known_section(name)) {
 			file_fail(st, -EINVAL, "unknown section [%s]",
-				  quote_value(name, qbuf, sizeof(qbuf)));
+				  conf_quote_value(name, qbuf, sizeof(qbuf)));
 			return NULL;
 		}
 	}
@@ -773,13 +774,13 @@ int conf_load_file(struct conf *c, const char *path, char *err, size_t errlen)
 	st.f = fopen(path, "re");
 	if (!st.f) {
 		rc = -errno;
-		fmt_err(err, errlen, "%s: cannot read: %s", path, strerror(-rc));
+		conf_fmt_err(err, errlen, "%s: cannot read: %s", path, strerror(-rc));
 		return rc;
 	}
 	/* fopen() opens a directory for reading; reading it then fails. Say so plainly. */
 	if (fstat(fileno(st.f), &sb) == 0 && S_ISDIR(sb.st_mode)) {
 		rc = -EISDIR;
-		fmt_err(err, errlen, "%s: cannot read: %s", path, strerror(EISDIR));
+		conf_fmt_err(err, errlen, "%s: cannot read: %s", path, strerror(EISDIR));
 		goto out_close;
 	}
 	rc = conf_copy(&next, c);
@@ -790,17 +791,17 @@ int conf_load_file(struct conf *c, const char *path, char *err, size_t errlen)
 	rc = ini_parse_stream(file_reader, &st, file_handler, &st);
 	if (rc > 0 && (!st.err_line || rc < st.err_line)) {
 		/* inih's own complaint: no '=' or ':', or a '[' without ']'. */
-		fmt_err(err, errlen, "%s:%d: syntax error: expected [section] or key = value", path,
-			rc);
+		conf_fmt_err(err, errlen, "%s:%d: syntax error: expected [section] or key = value",
+			     path, rc);
 		rc = -EINVAL;
 	} else if (st.err_line) {
-		fmt_err(err, errlen, "%s:%d: %s", path, st.err_line, st.msg);
+		conf_fmt_err(err, errlen, "%s:%d: %s", path, st.err_line, st.msg);
 		rc = st.err;
 	} else if (st.read_errno) {
-		fmt_err(err, errlen, "%s: cannot read: %s", path, strerror(st.read_errno));
+		conf_fmt_err(err, errlen, "%s: cannot read: %s", path, strerror(st.read_errno));
 		rc = -st.read_errno;
 	} else if (rc < 0) {
-		fmt_err(err, errlen, "%s: out of memory", path);
+		conf_fmt_err(err, errlen, "%s: out of memory", path);
 		rc = -ENOMEM;
 	}
 	if (rc)
@@ -824,10 +825,10 @@ int conf_set_option(struct conf *c, const char *name, const char *value, char *e
 	int rc;
 
 	if (!name || !*name) {
-		fmt_err(err, errlen, "option: empty name");
+		conf_fmt_err(err, errlen, "option: empty name");
 		return -EINVAL;
 	}
-	quote_value(name, qbuf, sizeof(qbuf));
+	conf_quote_value(name, qbuf, sizeof(qbuf));
 	for (i = 0; i < NKEYS && n < 2; i++) {
 		const struct conf_key *k = &keys[i];
 
@@ -840,12 +841,12 @@ int conf_set_option(struct conf *c, const char *name, const char *value, char *e
 		}
 	}
 	if (n == 0) {
-		fmt_err(err, errlen, "option %s: unknown option", qbuf);
+		conf_fmt_err(err, errlen, "option %s: unknown option", qbuf);
 		return -ENOENT;
 	}
 	if (n > 1) {
-		fmt_err(err, errlen, "option %s: ambiguous, use %s_%s or %s_%s", qbuf,
-			found[0]->section, found[0]->name, found[1]->section, found[1]->name);
+		conf_fmt_err(err, errlen, "option %s: ambiguous, use %s_%s or %s_%s", qbuf,
+			     found[0]->section, found[0]->name, found[1]->section, found[1]->name);
 		return -EINVAL;
 	}
 	/* A bare flag (-o allow_other) switches a boolean on, as FUSE options do. */
@@ -853,302 +854,6 @@ int conf_set_option(struct conf *c, const char *name, const char *value, char *e
 		value = "yes";
 	rc = set_key(c, found[0], value, true, msg, sizeof(msg));
 	if (rc)
-		fmt_err(err, errlen, "option %s: %s", qbuf, msg);
-	return rc;
-}
-
-/* --- SOURCE --------------------------------------------------------------- */
-
-/*
- * SOURCE as it may appear in a message: whatever precedes the last '@' of a
- * URL is a password (or meant to be one), so it is replaced.
- */
-static const char *redact_source(const char *source, char *buf, size_t buflen)
-{
-	const char *scheme_end = strstr(source, "://");
-	const char *at = strrchr(source, '@');
-	char tmp[160];
-
-	if (scheme_end && at && at > scheme_end) {
-		snprintf(tmp, sizeof(tmp), "%.*s://***%s", (int)(scheme_end - source), source, at);
-		return quote_value(tmp, buf, buflen);
-	}
-	return quote_value(source, buf, buflen);
-}
-
-static int hexval(char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	ch = (char)tolower((unsigned char)ch);
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	return -1;
-}
-
-/* Decodes %XX escapes of s[0..n) into a new string; NULL on a bad escape or NUL. */
-static char *percent_decode(const char *s, size_t n, int *rc)
-{
-	char *out = malloc(n + 1);
-	size_t i, o = 0;
-	int hi, lo;
-
-	*rc = -ENOMEM;
-	if (!out)
-		return NULL;
-	*rc = -EINVAL;
-	for (i = 0; i < n; i++) {
-		if (s[i] != '%') {
-			out[o++] = s[i];
-			continue;
-		}
-		if (i + 2 >= n)
-			goto out_free;
-		hi = hexval(s[i + 1]);
-		lo = hexval(s[i + 2]);
-		if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
-			goto out_free;
-		out[o++] = (char)(hi * 16 + lo);
-		i += 2;
-	}
-	out[o] = '\0';
-	*rc = 0;
-	return out;
-out_free:
-	free(out);
-	return NULL;
-}
-
-/* The parts of a Redis SOURCE; NULL/absent parts keep the current values. */
-struct redis_source {
-	char *host;
-	char *socket;
-	char *password;
-	bool has_port, has_db;
-	unsigned port, db;
-};
-
-static int parse_db(const char *s, unsigned *out)
-{
-	uint64_t v;
-
-	if (parse_uint(s, &v) || v > INT32_MAX)
-		return -EINVAL;
-	*out = (unsigned)v;
-	return 0;
-}
-
-/* redis://[:PASSWORD@]HOST[:PORT][/DB] */
-static int parse_redis_tcp(const char *rest, struct redis_source *rs, const char **why)
-{
-	const char *at = strrchr(rest, '@'), *host, *p, *host_end;
-	uint64_t port;
-	int rc;
-
-	if (at) {
-		if (rest[0] != ':') {
-			*why = "user names are not supported, use redis://:PASSWORD@HOST";
-			return -EINVAL;
-		}
-		if (at == rest + 1) {
-			*why = "empty password";
-			return -EINVAL;
-		}
-		rs->password = percent_decode(rest + 1, (size_t)(at - rest - 1), &rc);
-		if (!rs->password) {
-			*why = "bad %-escape in the password";
-			return rc;
-		}
-		rest = at + 1;
-	}
-	host = rest;
-	if (*host == '[') {
-		/* An IPv6 address: [::1]:6379 */
-		host_end = strchr(host, ']');
-		if (!host_end || host_end == host + 1) {
-			*why = "bad IPv6 address, expected [ADDRESS]";
-			return -EINVAL;
-		}
-		p = host_end + 1;
-		host++;
-	} else {
-		host_end = host + strcspn(host, ":/?#");
-		p = host_end;
-	}
-	if (host_end == host) {
-		*why = "missing host";
-		return -EINVAL;
-	}
-	rs->host = strndup(host, (size_t)(host_end - host));
-	if (!rs->host)
-		return -ENOMEM;
-	if (!valid_host(rs->host) || strpbrk(rs->host, "?#[]@")) {
-		*why = "bad host";
-		return -EINVAL;
-	}
-	if (*p == ':') {
-		char num[8];
-		size_t n = strcspn(p + 1, "/?#");
-
-		if (n == 0 || n >= sizeof(num)) {
-			*why = "bad port, expected 1 to 65535";
-			return -EINVAL;
-		}
-		memcpy(num, p + 1, n);
-		num[n] = '\0';
-		if (parse_uint(num, &port) || port < 1 || port > 65535) {
-			*why = "bad port, expected 1 to 65535";
-			return -EINVAL;
-		}
-		rs->port = (unsigned)port;
-		rs->has_port = true;
-		p += 1 + n;
-	}
-	if (*p == '/') {
-		p++;
-		/* "redis://host/" names the default database. */
-		if (*p) {
-			if (parse_db(p, &rs->db)) {
-				*why = "bad database number after '/'";
-				return -EINVAL;
-			}
-			rs->has_db = true;
-		}
-		return 0;
-	}
-	if (*p) {
-		*why = *p == '?' ? "query parameters are not supported with redis://"
-				 : "unexpected text after the host";
-		return -EINVAL;
-	}
-	return 0;
-}
-
-/* redis+unix:///PATH[?db=N] */
-static int parse_redis_unix(const char *rest, struct redis_source *rs, const char **why)
-{
-	const char *q = strchr(rest, '?');
-	size_t n = q ? (size_t)(q - rest) : strlen(rest);
-
-	if (rest[0] != '/') {
-		*why = "expected redis+unix:///PATH (an absolute path, no host)";
-		return -EINVAL;
-	}
-	if (n > MAX_SOCKET_PATH) {
-		*why = "socket path longer than 107 bytes";
-		return -ENAMETOOLONG;
-	}
-	if (n == 1) {
-		*why = "missing socket path";
-		return -EINVAL;
-	}
-	rs->socket = strndup(rest, n);
-	if (!rs->socket)
-		return -ENOMEM;
-	if (q) {
-		if (strncmp(q + 1, "db=", 3) != 0 || parse_db(q + 4, &rs->db)) {
-			*why = "bad query, expected ?db=N";
-			return -EINVAL;
-		}
-		rs->has_db = true;
-	}
-	return 0;
-}
-
-static int source_dir(const char *source, char **out, const char **why)
-{
-	char *real;
-	struct stat sb;
-	int rc;
-
-	real = realpath(source, NULL);
-	if (!real) {
-		rc = -errno;
-		if (rc != -ENOENT) {
-			*why = strerror(-rc);
-			return rc;
-		}
-		/* Not there yet: the backend creates it at mount. */
-		rc = absolute_path(source, out);
-		if (rc)
-			*why = rc == -ENAMETOOLONG ? "path too long" : strerror(-rc);
-		return rc;
-	}
-	if (stat(real, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
-		free(real);
-		*why = "not a directory";
-		return -ENOTDIR;
-	}
-	*out = real;
-	return 0;
-}
-
-int conf_set_source(struct conf *c, const char *source, char *err, size_t errlen)
-{
-	struct redis_source rs = { 0 };
-	const char *why = NULL;
-	char qbuf[128], *dir = NULL;
-	size_t scheme_len;
-	int rc;
-
-	if (!source || !*source) {
-		fmt_err(err, errlen, "source: empty");
-		return -EINVAL;
-	}
-	scheme_len = strspn(source, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-				    "0123456789+.-");
-	if (scheme_len && isalpha((unsigned char)source[0]) &&
-	    strncmp(source + scheme_len, "://", 3) == 0) {
-		if (scheme_len == 5 && strncasecmp(source, "redis", 5) == 0) {
-			rc = parse_redis_tcp(source + 8, &rs, &why);
-		} else if (scheme_len == 10 && strncasecmp(source, "redis+unix", 10) == 0) {
-			rc = parse_redis_unix(source + 13, &rs, &why);
-		} else {
-			rc = -EINVAL;
-			why = "unsupported URL scheme, expected redis:// or redis+unix://";
-		}
-		if (rc)
-			goto out_fail;
-		/*
-		 * Parts the URL leaves out keep what the file said (the password
-		 * is better kept there than in argv); TCP and socket exclude
-		 * each other.
-		 */
-		c->backend = CONF_BACKEND_REDIS;
-		if (rs.socket) {
-			free(c->redis_socket);
-			c->redis_socket = rs.socket;
-		} else {
-			free(c->redis_host);
-			c->redis_host = rs.host;
-			free(c->redis_socket);
-			c->redis_socket = NULL;
-		}
-		if (rs.password) {
-			free(c->redis_password);
-			c->redis_password = rs.password;
-		}
-		if (rs.has_port)
-			c->redis_port = rs.port;
-		if (rs.has_db)
-			c->redis_database = rs.db;
-		return 0;
-	}
-
-	rc = source_dir(source, &dir, &why);
-	if (rc)
-		goto out_fail;
-	c->backend = CONF_BACKEND_FS;
-	free(c->data_dir);
-	c->data_dir = dir;
-	return 0;
-
-out_fail:
-	free(rs.host);
-	free(rs.socket);
-	free(rs.password);
-	if (rc == -ENOMEM && !why)
-		why = strerror(ENOMEM);
-	fmt_err(err, errlen, "%s: %s", redact_source(source, qbuf, sizeof(qbuf)), why);
+		conf_fmt_err(err, errlen, "option %s: %s", qbuf, msg);
 	return rc;
 }
