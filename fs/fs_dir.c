@@ -208,12 +208,14 @@ static int dirh_snapshot(struct fs *fs, struct fs_dirh *d)
 		kv_dirents_free(kv_ents, kv_n);
 		return -ENOMEM;
 	}
+	uint64_t up = FUSE_ROOT_ID;
+	struct kv_attr self;
+
+	if (!fs_is_virt(d->ino) && d->ino != FUSE_ROOT_ID &&
+	    kv_getattr(fs->kv, d->ino, &self) == 0 && self.parent)
+		up = self.parent;
 	ents[n++] = (struct fs_dent){ ".", d->ino, S_IFDIR };
-	ents[n++] = (struct fs_dent){ "..",
-				      d->ino == FUSE_ROOT_ID || fs_is_virt(d->ino) ?
-					      FUSE_ROOT_ID :
-					      FS_INO_UNKNOWN,
-				      S_IFDIR };
+	ents[n++] = (struct fs_dent){ "..", up, S_IFDIR };
 	for (size_t i = 0; i < nvirt; i++) {
 		ents[n].mode = S_IFDIR;
 		fs_virt_root_get(i, &ents[n].name, &ents[n].ino);

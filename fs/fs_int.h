@@ -38,7 +38,6 @@ _Static_assert(KV_ROOT_ID == FUSE_ROOT_ID, "the store's root must be FUSE's root
  * ".." some inode number: this is what libfuse's own path-based API reports
  * when it does not know one either.
  */
-#define FS_INO_UNKNOWN 0xffffffffULL
 
 struct fs_dirh;
 

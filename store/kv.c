@@ -206,6 +206,7 @@ static void node_detach(struct kv_node *n)
 void kv_fill_attr(const struct kv_node *n, struct kv_attr *a)
 {
 	a->id = n->m.id;
+	a->parent = n->parent ? n->parent->m.id : 0;
 	a->mode = n->m.mode;
 	a->uid = n->m.uid;
 	a->gid = n->m.gid;

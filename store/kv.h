@@ -40,6 +40,7 @@ struct kv_options {
 /* Attributes of a record as fs/ needs them. */
 struct kv_attr {
 	uint64_t id;
+	uint64_t parent;	/* 0 for the root and for removed keys */
 	uint32_t mode, uid, gid, nlink;
 	uint64_t size;
 	int64_t atime_ns, mtime_ns, ctime_ns, btime_ns;
