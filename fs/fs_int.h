@@ -33,12 +33,6 @@ _Static_assert(KV_ROOT_ID == FUSE_ROOT_ID, "the store's root must be FUSE's root
 #define FS_INO_TAGS (FS_INO_VIRT_BASE + 1)
 #define FS_INO_NADB (FS_INO_VIRT_BASE + 2)
 
-/*
- * The store does not tell a directory's parent, and readdir must still give
- * ".." some inode number: this is what libfuse's own path-based API reports
- * when it does not know one either.
- */
-
 struct fs_dirh;
 
 struct fs {
