@@ -369,6 +369,7 @@ typedef int (*piece_fn)(const uint8_t *data, size_t len, uint64_t off, void *arg
 static int decode_value(struct kv_fs *fs, int fd, const struct kv_meta *m, piece_fn fn, void *arg)
 {
 	ZSTD_DCtx *dctx = NULL;
+	ZSTD_inBuffer in = { NULL, 0, 0 };
 	uint8_t *inbuf = NULL, *outbuf = NULL;
 	uint64_t in_off = 0, out_off = 0;
 	size_t outsize = ZSTD_DStreamOutSize(), r = 1;
@@ -397,30 +398,40 @@ static int decode_value(struct kv_fs *fs, int fd, const struct kv_meta *m, piece
 		ret = -ENOMEM;
 		goto out_free;
 	}
-	while (!ret && in_off < m->stored_size) {
-		ssize_t n = pread_full(fd, inbuf, READ_BUF, in_off);
-		ZSTD_inBuffer in = { inbuf, n > 0 ? (size_t)n : 0, 0 };
+	in.src = inbuf;
+	while (!ret) {
+		ZSTD_outBuffer out = { outbuf, outsize, 0 };
 
-		if (n <= 0) {
-			ret = n < 0 ? (int)n : -EIO;
+		if (in.pos == in.size) {
+			/* r == 0: the last call ended a frame (checksum matched). */
+			if (in_off == m->stored_size && r == 0)
+				break;
+			if (in_off < m->stored_size) {
+				ssize_t n = pread_full(fd, inbuf, READ_BUF, in_off);
+
+				if (n <= 0) {
+					ret = n < 0 ? (int)n : -EIO;
+					break;
+				}
+				in.size = (size_t)n;
+				in.pos = 0;
+				in_off += (uint64_t)n;
+			}
+		}
+		r = ZSTD_decompressStream(dctx, &out, &in);
+		if (ZSTD_isError(r) || out.pos > m->size - out_off) {
+			ret = -EIO;
 			break;
 		}
-		in_off += (uint64_t)n;
-		while (!ret && in.pos < in.size) {
-			ZSTD_outBuffer out = { outbuf, outsize, 0 };
-
-			r = ZSTD_decompressStream(dctx, &out, &in);
-			if (ZSTD_isError(r) || out.pos > m->size - out_off) {
-				ret = -EIO;
-				break;
-			}
-			if (out.pos)
-				ret = fn(outbuf, out.pos, out_off, arg);
-			out_off += out.pos;
-		}
+		if (out.pos)
+			ret = fn(outbuf, out.pos, out_off, arg);
+		out_off += out.pos;
+		/* Output may still be pending after the last input byte; with
+		 * neither input nor progress left, the frame was cut short. */
+		if (r != 0 && !out.pos && in.pos == in.size && in_off == m->stored_size)
+			ret = -EIO;
 	}
-	/* r == 0: the frame ended (and its checksum matched). */
-	if (!ret && (r != 0 || out_off != m->size))
+	if (!ret && out_off != m->size)
 		ret = -EIO;
 out_free:
 	if (ret == ENOUGH)

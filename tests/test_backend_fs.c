@@ -651,6 +651,11 @@ static void test_damaged_value_files(void **state)
 	flip(store_file(path), (off_t)text.stored_size / 2);
 	assert_int_equal(b->ops->read_value(b, &text, &v), -EIO);
 	assert_int_equal(b->ops->pread(b, &text, buf, sizeof(buf), 90000), -EIO);
+	/* A frame cut short, with a record that agrees on the length. */
+	assert_int_equal(truncate(store_file(path), (off_t)text.stored_size / 2), 0);
+	text.stored_size /= 2;
+	assert_int_equal(b->ops->read_value(b, &text, &v), -EIO);
+	assert_int_equal(b->ops->pread(b, &text, buf, sizeof(buf), 90000), -EIO);
 	/* A truncated value. */
 	kv_fs_value_name(name, 3, zeros.vver);
 	snprintf(path, sizeof(path), "values/%s", name);
