@@ -174,22 +174,26 @@ static char *xasprintf(const char *fmt, ...)
 	return s;
 }
 
-static const char *arena_vadd(struct mnt *m, const char *fmt, va_list ap)
+void *mnt_malloc(struct mnt *m, size_t len)
 {
-	va_list ap2;
-	struct mnt_alloc *a;
-	int n;
+	struct mnt_alloc *a = calloc(1, sizeof(*a) + len);
 
-	va_copy(ap2, ap);
-	n = vsnprintf(NULL, 0, fmt, ap2);
-	va_end(ap2);
-	assert_true(n >= 0);
-	a = malloc(sizeof(*a) + n + 1);
 	assert_non_null(a);
-	vsnprintf(a->s, n + 1, fmt, ap);
 	a->next = m->allocs;
 	m->allocs = a;
 	return a->s;
+}
+
+static const char *arena_vadd(struct mnt *m, const char *fmt, va_list ap)
+{
+	char *s, *d;
+	int n = vasprintf(&s, fmt, ap);
+
+	assert_true(n >= 0);
+	d = mnt_malloc(m, (size_t)n + 1);
+	memcpy(d, s, (size_t)n + 1);
+	free(s);
+	return d;
 }
 
 const char *mnt_str(struct mnt *m, const char *fmt, ...)

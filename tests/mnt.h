@@ -99,6 +99,8 @@ const char *mnt_path(struct mnt *m, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 const char *mnt_str(struct mnt *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 const char *shq(struct mnt *m, const char *s);
+/* Zeroed memory freed by mnt_cleanup, also when an assertion fails first. */
+void *mnt_malloc(struct mnt *m, size_t len);
 
 /* Whole-file helpers on real syscalls: 0 or -errno; read_file returns NULL
  * with errno set, the buffer is NUL-terminated past *len. */

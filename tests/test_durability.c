@@ -381,7 +381,7 @@ static void test_second_daemon_takes_over_after_unmount(void **state)
 	struct mnt *m = up(state, "flush_interval=1h");
 	const size_t len = 256 * 1024;
 	struct mnt m2;
-	char *v = malloc(len);
+	char *v = mnt_malloc(m, len);
 
 	for (int i = 0; i < 64; i++) {
 		memset(v, 'a' + i % 26, len);
@@ -398,7 +398,6 @@ static void test_second_daemon_takes_over_after_unmount(void **state)
 	}
 	mnt_stop(&m2);
 	mnt_cleanup(&m2);
-	free(v);
 }
 
 #define BIG_KEYS 80

@@ -156,7 +156,7 @@ static void test_binary_values(void **state)
 {
 	struct mnt *m = up(state, NULL);
 	size_t len = 65536 + 17;
-	unsigned char *buf = malloc(len);
+	unsigned char *buf = mnt_malloc(m, len);
 
 	/* Every byte value, runs of NUL, and a NUL as the last byte. */
 	for (size_t i = 0; i < len; i++)
@@ -168,7 +168,6 @@ static void test_binary_values(void **state)
 	put_file(mnt_str(m, "%s/expected", m->root), buf, len);
 	assert_int_equal(run_cmd("cat %s | cmp - %s", shq(m, mnt_path(m, "bin")),
 				 shq(m, mnt_str(m, "%s/expected", m->root))), 0);
-	free(buf);
 	mnt_stop(m);
 }
 
@@ -176,7 +175,7 @@ static void test_big_value(void **state)
 {
 	struct mnt *m = up(state, NULL);
 	size_t len = 5 * 1024 * 1024 + 3;
-	unsigned char *buf = malloc(len);
+	unsigned char *buf = mnt_malloc(m, len);
 
 	fill_random(buf, len, 42);
 	put_file(mnt_path(m, "big"), buf, len);
@@ -184,7 +183,6 @@ static void test_big_value(void **state)
 	assert_file(mnt_path(m, "big"), buf, len);
 	mnt_restart(m, NULL);
 	assert_file(mnt_path(m, "big"), buf, len);
-	free(buf);
 	mnt_stop(m);
 }
 
@@ -547,7 +545,7 @@ static void test_unlinked_open_file_readable(void **state)
 static void make_varied_tree(struct mnt *m)
 {
 	const struct timespec t[2] = { { 1111111111, 111111111 }, { 1222222222, 222222222 } };
-	unsigned char *big = malloc(300000);
+	unsigned char *big = mnt_malloc(m, 300000);
 
 	fill_random(big, 300000, 7);
 	ASSERT_SYS(mkdir(mnt_path(m, "users"), 0755));
@@ -566,7 +564,6 @@ static void make_varied_tree(struct mnt *m)
 	ASSERT_SYS(chown(mnt_path(m, "nul"), 7, 8));
 	ASSERT_SYS(utimensat(AT_FDCWD, mnt_path(m, "users/42/profile"), t, 0));
 	ASSERT_SYS(utimensat(AT_FDCWD, mnt_path(m, "users/42"), t, 0));
-	free(big);
 }
 
 static void test_everything_persists_across_remount(void **state)
