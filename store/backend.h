@@ -113,6 +113,9 @@ struct kv_backend_ops {
 	/* The whole value m names, decoded. -ESTALE as for pread. */
 	int (*read_value)(struct kv_backend *b, const struct kv_meta *m, struct kv_value **out);
 	int (*statfs)(struct kv_backend *b, struct kv_backend_statfs *out);
+	/* Optional: the store's threads start, in the process that will serve
+	 * (after the daemon forked): e.g. record the owner's pid. */
+	void (*started)(struct kv_backend *b);
 };
 
 /* Every backend's handle starts with this. */

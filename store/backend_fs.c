@@ -147,6 +147,8 @@ static void format_secs(char *buf, size_t len, uint64_t ms)
  * Takes the store's lock, waiting up to timeout_ms for a previous daemon
  * (which may still be flushing after umount) to let go.
  */
+static void write_pid(struct kv_fs *fs);
+
 static int take_lock(struct kv_fs *fs, uint64_t timeout_ms, char *err, size_t errlen)
 {
 	int64_t deadline = mono_ms() + (int64_t)timeout_ms;
@@ -185,12 +187,26 @@ static int take_lock(struct kv_fs *fs, uint64_t timeout_ms, char *err, size_t er
 		if (delay_ms < 200)
 			delay_ms *= 2;
 	}
-	/* For the message a waiting daemon prints; not needed for safety. */
-	n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+	write_pid(fs);
+	return 0;
+}
+
+/* For the message a waiting daemon prints; not needed for safety. */
+static void write_pid(struct kv_fs *fs)
+{
+	char pid[32];
+	int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+
 	if (ftruncate(fs->lockfd, 0) || pwrite(fs->lockfd, pid, (size_t)n, 0) != n)
 		log_msg(NLOG_WARN, "store", "cannot write our pid into %s/lock: %s", fs->path,
 			strerror(errno));
-	return 0;
+}
+
+/* The lock was taken before the daemon forked: name the process that holds
+ * it now. */
+static void fs_started(struct kv_backend *b)
+{
+	write_pid((struct kv_fs *)b);
 }
 
 static void fs_close(struct kv_backend *b)
@@ -612,4 +628,5 @@ static const struct kv_backend_ops fs_ops = {
 	.pread = kv_fs_pread,
 	.read_value = kv_fs_read_value,
 	.statfs = fs_statfs,
+	.started = fs_started,
 };

@@ -208,6 +208,8 @@ out_free:
 
 int kv_start(struct kv_store *kv)
 {
+	if (kv->backend->ops->started)
+		kv->backend->ops->started(kv->backend);
 	return kv_flusher_start(kv);
 }
 
