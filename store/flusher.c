@@ -28,7 +28,7 @@ struct batch_ent {
 	uint64_t dirty_bytes;	/* moved from the node into inflight_bytes */
 };
 
-static void dirty_unlink(struct kv_store *kv, struct kv_node *n)
+void kv_dirty_unlink(struct kv_store *kv, struct kv_node *n)
 {
 	if (n->dirty_prev)
 		n->dirty_prev->dirty_next = n->dirty_next;
@@ -67,7 +67,7 @@ static ssize_t take_batch(struct kv_store *kv, struct kv_op *ops, struct batch_e
 		next = n->dirty_next;
 		if ((n->flags & KV_NODE_DELETED) && !(n->flags & KV_NODE_COMMITTED)) {
 			/* Removed before the backend ever had it. */
-			dirty_unlink(kv, n);
+			kv_dirty_unlink(kv, n);
 			node_settle(kv, n);
 			continue;
 		}
@@ -136,7 +136,7 @@ static void apply_batch(struct kv_store *kv, struct kv_op *ops, struct batch_ent
 		/* A DEL owed by a removal during this commit keeps it listed. */
 		if (n->version == ents[i].version &&
 		    (op->type == KV_OP_DEL || !(n->flags & KV_NODE_DELETED)))
-			dirty_unlink(kv, n);
+			kv_dirty_unlink(kv, n);
 		node_settle(kv, n);
 	}
 }

@@ -250,16 +250,7 @@ static void node_remove(struct kv_store *kv, struct kv_node *n)
 	}
 	/* Never committed: nothing to delete in the backend. */
 	if (n->flags & KV_NODE_ON_DIRTY) {
-		if (n->dirty_prev)
-			n->dirty_prev->dirty_next = n->dirty_next;
-		else
-			kv->dirty_head = n->dirty_next;
-		if (n->dirty_next)
-			n->dirty_next->dirty_prev = n->dirty_prev;
-		else
-			kv->dirty_tail = n->dirty_prev;
-		n->flags &= ~KV_NODE_ON_DIRTY;
-		kv->ndirty--;
+		kv_dirty_unlink(kv, n);
 		kv->dirty_bytes -= n->dirty_bytes;
 		n->dirty_bytes = 0;
 	}

@@ -92,6 +92,8 @@ struct kv_node *kv_child_get(struct kv_node *dir, const char *name);
 int kv_node_attach(struct kv_node *dir, struct kv_node *n);
 struct kv_node *kv_node_get(struct kv_store *kv, uint64_t id);
 void kv_mark_dirty(struct kv_store *kv, struct kv_node *n);
+/* Takes n off the dirty list (it must be on it). */
+void kv_dirty_unlink(struct kv_store *kv, struct kv_node *n);
 void kv_node_free(struct kv_store *kv, struct kv_node *n);
 void kv_fill_attr(const struct kv_node *n, struct kv_attr *a);
 /* Brings the committed value of id into memory (n->value), if not there.
