@@ -589,23 +589,18 @@ static void check_xattrs(struct mnt *m)
 	assert_memory_equal(buf, "a\0b\xff c", 7);
 	assert_int_equal(getxattr(mnt_path(m, "d"), "user.note", buf, sizeof(buf)), 3);
 	assert_memory_equal(buf, "dir", 3);
-	assert_int_equal(getxattr(mnt_path(m, "f"), "user.tags", buf, sizeof(buf)), 8);
-	assert_memory_equal(buf, "blue,red", 8);
 }
 
 static void test_xattrs_persist_across_remount(void **state)
 {
 	struct mnt *m = up(state, NULL);
-	char buf[256];
 
+	/* Custom user.* xattrs only: user.tags is the tags issue's. */
 	put_str(mnt_path(m, "f"), "v");
 	ASSERT_SYS(mkdir(mnt_path(m, "d"), 0755));
 	ASSERT_SYS(setxattr(mnt_path(m, "f"), "user.comment", "a\0b\xff c", 7, 0));
 	ASSERT_SYS(setxattr(mnt_path(m, "d"), "user.note", "dir", 3, 0));
-	ASSERT_SYS(setxattr(mnt_path(m, "f"), "user.tags", "red,blue", 8, 0));
-	/* Tags read back sorted. */
-	assert_int_equal(getxattr(mnt_path(m, "f"), "user.tags", buf, sizeof(buf)), 8);
-	assert_memory_equal(buf, "blue,red", 8);
+	check_xattrs(m);
 	mnt_restart(m, NULL);
 	check_xattrs(m);
 	mnt_stop(m);
