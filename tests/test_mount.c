@@ -18,7 +18,6 @@
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
-#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 #include <linux/fs.h>
@@ -581,31 +580,6 @@ static void test_everything_persists_across_remount(void **state)
 	mnt_stop(m);
 }
 
-static void check_xattrs(struct mnt *m)
-{
-	char buf[256];
-
-	assert_int_equal(getxattr(mnt_path(m, "f"), "user.comment", buf, sizeof(buf)), 7);
-	assert_memory_equal(buf, "a\0b\xff c", 7);
-	assert_int_equal(getxattr(mnt_path(m, "d"), "user.note", buf, sizeof(buf)), 3);
-	assert_memory_equal(buf, "dir", 3);
-}
-
-static void test_xattrs_persist_across_remount(void **state)
-{
-	struct mnt *m = up(state, NULL);
-
-	/* Custom user.* xattrs only: user.tags is the tags issue's. */
-	put_str(mnt_path(m, "f"), "v");
-	ASSERT_SYS(mkdir(mnt_path(m, "d"), 0755));
-	ASSERT_SYS(setxattr(mnt_path(m, "f"), "user.comment", "a\0b\xff c", 7, 0));
-	ASSERT_SYS(setxattr(mnt_path(m, "d"), "user.note", "dir", 3, 0));
-	check_xattrs(m);
-	mnt_restart(m, NULL);
-	check_xattrs(m);
-	mnt_stop(m);
-}
-
 static void stop_by_signal_keeps_data(void **state, int sig)
 {
 	/* A flush interval far beyond the test: only the shutdown can flush. */
@@ -763,7 +737,6 @@ int main(void)
 		T(test_reader_sees_write_at_once),
 		T(test_unlinked_open_file_readable),
 		T(test_everything_persists_across_remount),
-		T(test_xattrs_persist_across_remount),
 		T(test_sigterm_flushes),
 		T(test_sigint_flushes),
 		T(test_unmount_flushes_buffered_writes),
