@@ -263,42 +263,78 @@ static void fs_op_statfs(fuse_req_t req, fuse_ino_t ino)
 }
 
 /*
- * Extended attributes are not served yet: tags, TTL and custom user.*
- * attributes come with a later change. Until then every namespace answers
- * ENOTSUP at once, which is also what the kernel's security.capability
- * probe before each write needs to stay cheap.
+ * Extended attributes live in the store (custom user.* and the read-only
+ * user.nadb.*); every other namespace answers ENOTSUP here at once, which
+ * keeps the kernel's security.capability probe before each write cheap.
+ * The virtual directories have none.
  */
+static int xattr_target(fuse_ino_t ino, const char *name)
+{
+	if (name && strncmp(name, "user.", 5) != 0)
+		return -ENOTSUP;
+	if (fs_is_virt(ino))
+		return -ENOTSUP;
+	return 0;
+}
+
+/* Replies to getxattr/listxattr: a length when asked for one, else bytes. */
+static void reply_xattr(fuse_req_t req, ssize_t ret, const char *buf, size_t size)
+{
+	if (ret < 0)
+		fs_reply_err(req, (int)ret);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)ret);
+	else
+		fuse_reply_buf(req, buf, (size_t)ret);
+}
+
 static void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 			   size_t size, int flags)
 {
-	(void)ino;
-	(void)name;
-	(void)value;
-	(void)size;
-	(void)flags;
-	fs_reply_err(req, -ENOTSUP);
+	int ret = xattr_target(ino, name);
+
+	if (!ret)
+		ret = kv_setxattr(fs_of(req)->kv, ino, name, value, size, flags);
+	fs_reply_err(req, ret);
 }
 
 static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
-	(void)ino;
-	(void)name;
-	(void)size;
-	fs_reply_err(req, -ENOTSUP);
+	char *buf = NULL;
+	ssize_t ret = xattr_target(ino, name);
+
+	if (!ret && size && !(buf = malloc(size)))
+		ret = -ENOMEM;
+	if (!ret)
+		ret = kv_getxattr(fs_of(req)->kv, ino, name, buf, size);
+	reply_xattr(req, ret, buf, size);
+	free(buf);
 }
 
 static void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
-	(void)ino;
-	(void)size;
-	fs_reply_err(req, -ENOTSUP);
+	char *buf = NULL;
+	ssize_t ret = 0;
+
+	if (fs_is_virt(ino)) {
+		reply_xattr(req, 0, NULL, size);
+		return;
+	}
+	if (size && !(buf = malloc(size)))
+		ret = -ENOMEM;
+	if (!ret)
+		ret = kv_listxattr(fs_of(req)->kv, ino, buf, size);
+	reply_xattr(req, ret, buf, size);
+	free(buf);
 }
 
 static void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
-	(void)ino;
-	(void)name;
-	fs_reply_err(req, -ENOTSUP);
+	int ret = xattr_target(ino, name);
+
+	if (!ret)
+		ret = kv_removexattr(fs_of(req)->kv, ino, name);
+	fs_reply_err(req, ret);
 }
 
 /*

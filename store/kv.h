@@ -136,6 +136,22 @@ int kv_flush(struct kv_store *kv);
 int kv_readdir(struct kv_store *kv, uint64_t id, struct kv_dirent **out, size_t *n);
 void kv_dirents_free(struct kv_dirent *ents, size_t n);
 
+/*
+ * Extended attributes. Custom "user.*" names (1..255 bytes; all of a record's
+ * names and values at most 64 KiB: -ENOSPC) are stored with the record.
+ * "user.nadb.created|updated|size|stored_size|compressed" are read-only
+ * (-EPERM on change) and not listed. "user.tags", "user.xdg.tags" and
+ * "user.ttl" belong to the tags and TTL features: -ENOTSUP until they exist.
+ * Other namespaces: -ENOTSUP. get/list: size 0 returns the length needed,
+ * a smaller buffer -ERANGE; a missing name -ENODATA.
+ */
+enum { KV_XATTR_CREATE = 1, KV_XATTR_REPLACE = 2 };
+int kv_setxattr(struct kv_store *kv, uint64_t id, const char *name, const void *value,
+		size_t len, int flags);
+ssize_t kv_getxattr(struct kv_store *kv, uint64_t id, const char *name, void *buf, size_t size);
+ssize_t kv_listxattr(struct kv_store *kv, uint64_t id, char *buf, size_t size);
+int kv_removexattr(struct kv_store *kv, uint64_t id, const char *name);
+
 int kv_statfs(struct kv_store *kv, struct kv_backend_statfs *space, uint64_t *keys);
 void kv_get_stats(struct kv_store *kv, struct kv_stats *out);
 

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -580,6 +581,41 @@ static void test_everything_persists_across_remount(void **state)
 	mnt_stop(m);
 }
 
+static void check_xattrs(struct mnt *m)
+{
+	char buf[256];
+
+	assert_int_equal(getxattr(mnt_path(m, "f"), "user.comment", buf, sizeof(buf)), 7);
+	assert_memory_equal(buf, "a\0b\xff c", 7);
+	assert_int_equal(getxattr(mnt_path(m, "d"), "user.note", buf, sizeof(buf)), 3);
+	assert_memory_equal(buf, "dir", 3);
+}
+
+static void test_xattrs_persist_across_remount(void **state)
+{
+	struct mnt *m = up(state, NULL);
+
+	/* Custom user.* xattrs only: user.tags is the tags issue's. */
+	put_str(mnt_path(m, "f"), "v");
+	ASSERT_SYS(mkdir(mnt_path(m, "d"), 0755));
+	ASSERT_SYS(setxattr(mnt_path(m, "f"), "user.comment", "a\0b\xff c", 7, 0));
+	ASSERT_SYS(setxattr(mnt_path(m, "d"), "user.note", "dir", 3, 0));
+	check_xattrs(m);
+	/* Setting an xattr leaves the value and its size alone. */
+	assert_file_str(mnt_path(m, "f"), "v");
+	ASSERT_ERRNO(setxattr(mnt_path(m, "f"), "user.nadb.size", "9", 1, 0), EPERM);
+	ASSERT_ERRNO(setxattr(mnt_path(m, "f"), "trusted.x", "1", 1, 0), ENOTSUP);
+	mnt_restart(m, NULL);
+	check_xattrs(m);
+	assert_int_equal(run_cmd("cp --preserve=xattr %s %s", shq(m, mnt_path(m, "f")),
+				 shq(m, mnt_path(m, "g"))),
+			 0);
+	ASSERT_SYS(removexattr(mnt_path(m, "f"), "user.comment"));
+	ASSERT_ERRNO(getxattr(mnt_path(m, "f"), "user.comment", NULL, 0), ENODATA);
+	assert_int_equal(getxattr(mnt_path(m, "g"), "user.comment", NULL, 0), 7);
+	mnt_stop(m);
+}
+
 static void stop_by_signal_keeps_data(void **state, int sig)
 {
 	/* A flush interval far beyond the test: only the shutdown can flush. */
@@ -717,6 +753,7 @@ static void test_real_tools(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		T(test_xattrs_persist_across_remount),
 		T(test_echo_cat),
 		T(test_pwrite_offsets_and_holes),
 		T(test_append),

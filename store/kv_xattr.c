@@ -1,0 +1,298 @@
+/*
+ * Extended attributes of a record: custom user.* names stored with it (in
+ * kv_meta.xattrs, persisted by every backend like the rest of the record),
+ * and the read-only user.nadb.* names computed from its metadata.
+ *
+ * The blob is a sequence of entries [u8 name length][name][u32 value length
+ * LE][value], sorted by name, at most KV_XATTRS_MAX bytes in all. It is
+ * replaced as a whole on every change, so a change is all or nothing.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "store/kv_internal.h"
+
+#define META_PREFIX "user.nadb."
+
+struct xentry {
+	const char *name;
+	size_t name_len;
+	const uint8_t *value;
+	uint32_t value_len;
+	size_t off, len;	/* the entry's place in the blob */
+};
+
+/* Next entry at *pos; 1 when found, 0 at the end, -EIO if the blob is bad
+ * (a damaged record must not crash the daemon). */
+static int next_entry(const uint8_t *b, size_t len, size_t *pos, struct xentry *e)
+{
+	size_t p = *pos;
+
+	if (p == len)
+		return 0;
+	if (len - p < 1 || len - p - 1 < (size_t)b[p] + 4 || b[p] == 0)
+		return -EIO;
+	e->off = p;
+	e->name_len = b[p];
+	e->name = (const char *)b + p + 1;
+	p += 1 + e->name_len;
+	e->value_len = (uint32_t)b[p] | (uint32_t)b[p + 1] << 8 | (uint32_t)b[p + 2] << 16 |
+		       (uint32_t)b[p + 3] << 24;
+	p += 4;
+	if (len - p < e->value_len)
+		return -EIO;
+	e->value = b + p;
+	p += e->value_len;
+	e->len = p - e->off;
+	*pos = p;
+	return 1;
+}
+
+static int name_cmp(const struct xentry *e, const char *name, size_t len)
+{
+	int c = memcmp(e->name, name, e->name_len < len ? e->name_len : len);
+
+	if (c)
+		return c;
+	return (e->name_len > len) - (e->name_len < len);
+}
+
+/* Finds name: 1 and *e when present; 0 with e->off = insertion point. */
+static int find_entry(const struct kv_meta *m, const char *name, struct xentry *e)
+{
+	size_t pos = 0, len = strlen(name);
+	int ret;
+
+	while ((ret = next_entry(m->xattrs, m->xattrs_len, &pos, e)) == 1) {
+		int c = name_cmp(e, name, len);
+
+		if (c == 0)
+			return 1;
+		if (c > 0) {
+			pos = e->off; /* insert before the first greater name */
+			break;
+		}
+	}
+	if (ret < 0)
+		return ret;
+	e->off = pos;
+	e->len = 0;
+	return 0;
+}
+
+/* Names reserved for the tags and TTL features, which own their meaning. */
+static bool reserved(const char *name)
+{
+	return !strcmp(name, "user.tags") || !strcmp(name, "user.xdg.tags") ||
+	       !strcmp(name, "user.ttl");
+}
+
+static int check_name(const char *name)
+{
+	size_t len = strlen(name);
+
+	if (strncmp(name, "user.", 5) != 0 || reserved(name))
+		return -ENOTSUP;
+	if (len > KV_NAME_MAX)
+		return -ERANGE;
+	if (len == 5)
+		return -EINVAL;
+	return 0;
+}
+
+static struct kv_node *get_node(struct kv_store *kv, uint64_t id)
+{
+	struct kv_node *n = kv_node_get(kv, id);
+
+	if (!n || ((n->flags & KV_NODE_DELETED) && !n->open_count))
+		return NULL;
+	return n;
+}
+
+/* Copies src[0..len) out as getxattr(2) does: size 0 asks for the length. */
+static ssize_t copy_out(const void *src, size_t len, void *buf, size_t size)
+{
+	if (size == 0)
+		return (ssize_t)len;
+	if (size < len)
+		return -ERANGE;
+	memcpy(buf, src, len);
+	return (ssize_t)len;
+}
+
+static void rfc3339(int64_t ns, char *out, size_t len)
+{
+	time_t secs = (time_t)(ns / 1000000000);
+	struct tm tm;
+
+	gmtime_r(&secs, &tm);
+	/* Nanoseconds keep the precision stat(2) shows. */
+	snprintf(out, len, "%04d-%02d-%02dT%02d:%02d:%02d.%09dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+		 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ns % 1000000000));
+}
+
+/* The read-only user.nadb.* attributes. */
+static ssize_t get_meta(const struct kv_node *n, const char *name, void *buf, size_t size)
+{
+	const char *what = name + strlen(META_PREFIX);
+	char v[64];
+
+	if (!strcmp(what, "created"))
+		rfc3339(n->m.btime_ns, v, sizeof(v));
+	else if (!strcmp(what, "updated"))
+		rfc3339(n->m.mtime_ns, v, sizeof(v));
+	else if (!strcmp(what, "size"))
+		snprintf(v, sizeof(v), "%llu", (unsigned long long)n->m.size);
+	else if (!strcmp(what, "stored_size"))
+		/* A value not flushed yet is stored as is, for all we know. */
+		snprintf(v, sizeof(v), "%llu",
+			 (unsigned long long)((n->flags & KV_NODE_VALUE_DIRTY) || !n->m.vver ?
+						      n->m.size :
+						      n->m.stored_size));
+	else if (!strcmp(what, "compressed"))
+		snprintf(v, sizeof(v), "%s",
+			 n->m.encoding != KV_ENC_NONE && !(n->flags & KV_NODE_VALUE_DIRTY) ? "yes" :
+											      "no");
+	else
+		return -ENODATA; /* expires: keys never expire until TTLs exist */
+	return copy_out(v, strlen(v), buf, size);
+}
+
+ssize_t kv_getxattr(struct kv_store *kv, uint64_t id, const char *name, void *buf, size_t size)
+{
+	struct kv_node *n;
+	struct xentry e;
+	ssize_t ret;
+
+	if (strncmp(name, "user.", 5) != 0 || reserved(name))
+		return -ENOTSUP;
+	pthread_mutex_lock(&kv->lock);
+	n = get_node(kv, id);
+	if (!n)
+		ret = -ENOENT;
+	else if (!strncmp(name, META_PREFIX, strlen(META_PREFIX)))
+		ret = get_meta(n, name, buf, size);
+	else if ((ret = find_entry(&n->m, name, &e)) == 1)
+		ret = copy_out(e.value, e.value_len, buf, size);
+	else if (ret == 0)
+		ret = -ENODATA;
+	pthread_mutex_unlock(&kv->lock);
+	return ret;
+}
+
+ssize_t kv_listxattr(struct kv_store *kv, uint64_t id, char *buf, size_t size)
+{
+	struct kv_node *n;
+	struct xentry e;
+	size_t pos = 0, need = 0;
+	ssize_t ret;
+
+	pthread_mutex_lock(&kv->lock);
+	n = get_node(kv, id);
+	if (!n) {
+		ret = -ENOENT;
+		goto out;
+	}
+	while ((ret = next_entry(n->m.xattrs, n->m.xattrs_len, &pos, &e)) == 1) {
+		if (size && need + e.name_len + 1 > size) {
+			ret = -ERANGE;
+			goto out;
+		}
+		if (size) {
+			memcpy(buf + need, e.name, e.name_len);
+			buf[need + e.name_len] = '\0';
+		}
+		need += e.name_len + 1;
+	}
+	if (ret == 0)
+		ret = (ssize_t)need;
+out:
+	pthread_mutex_unlock(&kv->lock);
+	return ret;
+}
+
+/* Replaces the entry at e (e->len bytes, 0 for an insertion) with name =
+ * value, or removes it when value is NULL; with the lock held. */
+static int splice_blob(struct kv_store *kv, struct kv_node *n, const struct xentry *e,
+		       const char *name, const void *value, size_t vlen)
+{
+	size_t nlen = strlen(name), add = value ? 1 + nlen + 4 + vlen : 0;
+	size_t len = n->m.xattrs_len - e->len + add;
+	uint8_t *b, *p;
+
+	if (len > KV_XATTRS_MAX)
+		return -ENOSPC;
+	b = malloc(len ? len : 1);
+	if (!b)
+		return -ENOMEM;
+	memcpy(b, n->m.xattrs, e->off);
+	p = b + e->off;
+	if (value) {
+		*p++ = (uint8_t)nlen;
+		memcpy(p, name, nlen);
+		p += nlen;
+		for (int i = 0; i < 4; i++)
+			*p++ = (uint8_t)(vlen >> (8 * i));
+		memcpy(p, value, vlen);
+		p += vlen;
+	}
+	memcpy(p, (uint8_t *)n->m.xattrs + e->off + e->len, n->m.xattrs_len - e->off - e->len);
+	free(n->m.xattrs);
+	n->m.xattrs = len ? b : NULL;
+	n->m.xattrs_len = (uint32_t)len;
+	if (!len)
+		free(b);
+	n->m.ctime_ns = kv_now_ns();
+	/* Metadata only: setting an xattr never rewrites the value. */
+	if (!(n->flags & KV_NODE_DELETED))
+		kv_mark_dirty(kv, n);
+	return 0;
+}
+
+static int change(struct kv_store *kv, uint64_t id, const char *name, const void *value,
+		  size_t vlen, int flags)
+{
+	struct kv_node *n;
+	struct xentry e;
+	int ret;
+
+	if (!strncmp(name, META_PREFIX, strlen(META_PREFIX)))
+		return -EPERM;
+	ret = check_name(name);
+	if (ret)
+		return ret;
+	if (value && vlen > KV_XATTRS_MAX)
+		return -ENOSPC;
+	pthread_mutex_lock(&kv->lock);
+	n = get_node(kv, id);
+	if (!n) {
+		ret = -ENOENT;
+		goto out;
+	}
+	ret = find_entry(&n->m, name, &e);
+	if (ret < 0)
+		goto out;
+	if (ret == 1 && value && (flags & KV_XATTR_CREATE))
+		ret = -EEXIST;
+	else if (ret == 0 && (!value || (flags & KV_XATTR_REPLACE)))
+		ret = -ENODATA;
+	else
+		ret = splice_blob(kv, n, &e, name, value, vlen);
+out:
+	pthread_mutex_unlock(&kv->lock);
+	return ret;
+}
+
+int kv_setxattr(struct kv_store *kv, uint64_t id, const char *name, const void *value,
+		size_t len, int flags)
+{
+	return change(kv, id, name, value ? value : "", len, flags);
+}
+
+int kv_removexattr(struct kv_store *kv, uint64_t id, const char *name)
+{
+	return change(kv, id, name, NULL, 0, 0);
+}
