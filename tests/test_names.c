@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -442,6 +443,14 @@ static void test_nothing_written_outside_data_dir(void **state)
 	assert_string_equal(after, "/daemon.log\n/data\n/mnt\n");
 	free(after);
 
+	/* Extended attributes are stored somewhere too. */
+	mnt_start(m, NULL);
+	for (size_t i = 0; i < sizeof(hostile) / sizeof(hostile[0]); i++)
+		ASSERT_SYS(setxattr(mnt_path(m, "%s/big", hostile[i]), "user.x", "y", 1, 0));
+	mnt_stop(m);
+	after = paths_outside_data(m);
+	assert_string_equal(after, "/daemon.log\n/data\n/mnt\n");
+	free(after);
 }
 
 #define T(f) cmocka_unit_test_setup_teardown(f, mnt_setup, mnt_teardown)
