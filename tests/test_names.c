@@ -443,10 +443,16 @@ static void test_nothing_written_outside_data_dir(void **state)
 	assert_string_equal(after, "/daemon.log\n/data\n/mnt\n");
 	free(after);
 
-	/* Extended attributes are stored somewhere too. */
+	/* Extended attributes are stored somewhere too: hostile keys and names. */
 	mnt_start(m, NULL);
-	for (size_t i = 0; i < sizeof(hostile) / sizeof(hostile[0]); i++)
-		ASSERT_SYS(setxattr(mnt_path(m, "%s/big", hostile[i]), "user.x", "y", 1, 0));
+	ASSERT_SYS(mkdir(mnt_path(m, "xa"), 0755));
+	for (size_t i = 0; i < sizeof(hostile) / sizeof(hostile[0]); i++) {
+		char name[64];
+
+		put_str(mnt_path(m, "xa/%s", hostile[i]), "v");
+		snprintf(name, sizeof(name), "user.%s", hostile[i]);
+		ASSERT_SYS(setxattr(mnt_path(m, "xa/%s", hostile[i]), name, "y", 1, 0));
+	}
 	mnt_stop(m);
 	after = paths_outside_data(m);
 	assert_string_equal(after, "/daemon.log\n/data\n/mnt\n");
