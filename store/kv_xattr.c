@@ -228,7 +228,9 @@ static int splice_blob(struct kv_store *kv, struct kv_node *n, const struct xent
 	b = malloc(len ? len : 1);
 	if (!b)
 		return -ENOMEM;
-	memcpy(b, n->m.xattrs, e->off);
+	/* The blob is NULL while a record has no xattrs: copy only bytes that exist. */
+	if (n->m.xattrs_len)
+		memcpy(b, n->m.xattrs, e->off);
 	p = b + e->off;
 	if (value) {
 		*p++ = (uint8_t)nlen;
@@ -236,10 +238,13 @@ static int splice_blob(struct kv_store *kv, struct kv_node *n, const struct xent
 		p += nlen;
 		for (int i = 0; i < 4; i++)
 			*p++ = (uint8_t)(vlen >> (8 * i));
-		memcpy(p, value, vlen);
+		if (vlen)
+			memcpy(p, value, vlen);
 		p += vlen;
 	}
-	memcpy(p, (uint8_t *)n->m.xattrs + e->off + e->len, n->m.xattrs_len - e->off - e->len);
+	if (n->m.xattrs_len)
+		memcpy(p, (uint8_t *)n->m.xattrs + e->off + e->len,
+		       n->m.xattrs_len - e->off - e->len);
 	free(n->m.xattrs);
 	n->m.xattrs = len ? b : NULL;
 	n->m.xattrs_len = (uint32_t)len;
