@@ -392,6 +392,8 @@ int fs_new(struct kv_store *kv, const struct fs_options *o, struct fs **out)
 	fs->kv = kv;
 	fs->o = *o;
 	pthread_mutex_init(&fs->dirs_lock, NULL);
+	pthread_mutex_init(&fs->defer.lock, NULL);
+	pthread_cond_init(&fs->defer.cond, NULL);
 	clock_gettime(CLOCK_REALTIME, &fs->started);
 	*out = fs;
 	return 0;
@@ -401,7 +403,10 @@ void fs_free(struct fs *fs)
 {
 	if (!fs)
 		return;
+	fs_drain(fs);
 	fs_dirs_free_all(fs);
 	pthread_mutex_destroy(&fs->dirs_lock);
+	pthread_mutex_destroy(&fs->defer.lock);
+	pthread_cond_destroy(&fs->defer.cond);
 	free(fs);
 }

@@ -31,6 +31,13 @@ struct fs_options {
 };
 
 int fs_new(struct kv_store *kv, const struct fs_options *o, struct fs **out);
+/*
+ * Answers every write still waiting for buffer space (waiting at most
+ * backend_timeout each) and stops the thread that holds them. Call it once
+ * the session loop has returned and before the session is destroyed: a reply
+ * needs the session. fs_free calls it too.
+ */
+void fs_drain(struct fs *fs);
 /* NULL is fine. */
 void fs_free(struct fs *fs);
 

@@ -116,7 +116,13 @@ void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, o
 		fs_reply_err(req, -EINVAL);
 		return;
 	}
-	n = kv_write(fs_of(req)->kv, ino, buf, size, (uint64_t)off);
+	n = kv_write_try(fs_of(req)->kv, ino, buf, size, (uint64_t)off);
+	if (n == -EWOULDBLOCK) {
+		/* The buffer is full: wait off the worker, reply from there. */
+		n = fs_defer_write(fs_of(req), req, ino, buf, size, (uint64_t)off);
+		if (!n)
+			return;
+	}
 	if (n < 0)
 		fs_reply_err(req, (int)n);
 	else

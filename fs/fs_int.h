@@ -34,6 +34,16 @@ _Static_assert(KV_ROOT_ID == FUSE_ROOT_ID, "the store's root must be FUSE's root
 #define FS_INO_NADB (FS_INO_VIRT_BASE + 2)
 
 struct fs_dirh;
+struct fs_deferred;
+
+/* Writes waiting for buffer space off the FUSE workers (fs_defer.c). */
+struct fs_defer {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct fs_deferred *head, *tail;	/* lock */
+	pthread_t thread;
+	bool started, stopping;			/* lock */
+};
 
 struct fs {
 	struct kv_store *kv;	/* borrowed */
@@ -46,6 +56,7 @@ struct fs {
 	 */
 	pthread_mutex_t dirs_lock;
 	struct fs_dirh *dirs;	/* dirs_lock */
+	struct fs_defer defer;
 };
 
 static inline struct fs *fs_of(fuse_req_t req)
@@ -58,6 +69,11 @@ static inline struct fs *fs_of(fuse_req_t req)
 void fs_reply_err(fuse_req_t req, int err);
 void fs_attr_to_stat(const struct kv_attr *a, struct stat *st);
 void fs_fill_entry(const struct fs *fs, const struct kv_attr *a, struct fuse_entry_param *e);
+
+/* fs_defer.c */
+/* Queues a write that found the buffer full; its reply comes later. */
+int fs_defer_write(struct fs *fs, fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
+		   uint64_t off);
 /* Replies an entry for a, or err if err is non-zero. */
 void fs_reply_entry(fuse_req_t req, int err, const struct kv_attr *a);
 /* A name the kernel sends for a new or existing entry: 1..255 bytes. */

@@ -275,6 +275,10 @@ int main(int argc, char **argv)
 	sigaddset(&stopset, SIGTERM);
 	sigaddset(&stopset, SIGINT);
 	sigaddset(&stopset, SIGQUIT);
+	/* A file size limit (RLIMIT_FSIZE) on the data directory's writes must
+	 * fail those writes with EFBIG, which the flusher retries, not end the
+	 * daemon with its buffer unflushed. */
+	signal(SIGXFSZ, SIG_IGN);
 
 	ret = nadbfs_cli_parse(argc, argv, &cli);
 	if (ret) {
@@ -406,6 +410,7 @@ int main(int argc, char **argv)
 	log_msg(NLOG_INFO, "fs", "stopping: flushing buffered writes");
 
 out_unmount:
+	fs_drain(fs);
 	fuse_session_unmount(se);
 out_signals:
 	fuse_remove_signal_handlers(se);

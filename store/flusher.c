@@ -330,6 +330,14 @@ static bool has_room(struct kv_store *kv, uint64_t unused)
 	return kv->dirty_bytes + kv->inflight_bytes < kv->opts.buffer_size;
 }
 
+int kv_buffer_room(struct kv_store *kv)
+{
+	if (has_room(kv, 0))
+		return 0;
+	pthread_cond_signal(&kv->flush_cond);
+	return -EWOULDBLOCK;
+}
+
 int kv_wait_buffer(struct kv_store *kv)
 {
 	return wait_until(kv, has_room, 0);

@@ -126,6 +126,10 @@ void kv_release_file(struct kv_store *kv, uint64_t id);
 ssize_t kv_read(struct kv_store *kv, uint64_t id, void *buf, size_t len, uint64_t off);
 /* Waits while the buffer is full; -EFBIG past max_value_size. */
 ssize_t kv_write(struct kv_store *kv, uint64_t id, const void *buf, size_t len, uint64_t off);
+/* As kv_write, but -EWOULDBLOCK instead of waiting for buffer space: a
+ * caller that must not block (a FUSE worker) hands the write to a thread of
+ * its own and calls kv_write there. */
+ssize_t kv_write_try(struct kv_store *kv, uint64_t id, const void *buf, size_t len, uint64_t off);
 
 /* Durable on return: this key (and what it depends on, e.g. its parent). */
 int kv_fsync(struct kv_store *kv, uint64_t id);

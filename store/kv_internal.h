@@ -112,5 +112,8 @@ int kv_flush_once(struct kv_store *kv);
 int kv_wait_flushed(struct kv_store *kv);
 /* Waits, with kv->lock held, for buffer space; -EIO after backend_timeout. */
 int kv_wait_buffer(struct kv_store *kv);
+/* With kv->lock held: 0 if the buffer has room, else -EWOULDBLOCK (and the
+ * flusher is woken). */
+int kv_buffer_room(struct kv_store *kv);
 
 #endif

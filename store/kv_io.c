@@ -217,7 +217,8 @@ ssize_t kv_read(struct kv_store *kv, uint64_t id, void *buf, size_t len, uint64_
 	return -EIO;
 }
 
-ssize_t kv_write(struct kv_store *kv, uint64_t id, const void *buf, size_t len, uint64_t off)
+static ssize_t do_write(struct kv_store *kv, uint64_t id, const void *buf, size_t len,
+			uint64_t off, bool may_wait)
 {
 	struct kv_node *n;
 	uint64_t old;
@@ -236,7 +237,7 @@ ssize_t kv_write(struct kv_store *kv, uint64_t id, const void *buf, size_t len, 
 		goto out;
 	}
 	if (!(n->flags & KV_NODE_DELETED)) {
-		ret = kv_wait_buffer(kv);
+		ret = may_wait ? kv_wait_buffer(kv) : kv_buffer_room(kv);
 		if (ret)
 			goto out;
 	}
@@ -258,6 +259,16 @@ ssize_t kv_write(struct kv_store *kv, uint64_t id, const void *buf, size_t len, 
 out:
 	pthread_mutex_unlock(&kv->lock);
 	return ret;
+}
+
+ssize_t kv_write(struct kv_store *kv, uint64_t id, const void *buf, size_t len, uint64_t off)
+{
+	return do_write(kv, id, buf, len, off, true);
+}
+
+ssize_t kv_write_try(struct kv_store *kv, uint64_t id, const void *buf, size_t len, uint64_t off)
+{
+	return do_write(kv, id, buf, len, off, false);
 }
 
 int kv_setattr(struct kv_store *kv, uint64_t id, const struct kv_setattr *sa, struct kv_attr *out)
