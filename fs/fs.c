@@ -399,6 +399,25 @@ int fs_new(struct kv_store *kv, const struct fs_options *o, struct fs **out)
 	return 0;
 }
 
+/*
+ * Runs on the store's sweeper thread, which serves no FUSE request: sending
+ * an invalidation from a request handler could deadlock with the kernel.
+ */
+static void fs_on_expire(void *arg, uint64_t parent, const char *name, uint64_t id)
+{
+	struct fs *fs = arg;
+
+	/* -ENOENT only means the kernel had nothing cached: nothing to drop. */
+	fuse_lowlevel_notify_inval_entry(fs->se, parent, name, strlen(name));
+	fuse_lowlevel_notify_inval_inode(fs->se, id, 0, 0);
+}
+
+void fs_attach(struct fs *fs, struct fuse_session *se)
+{
+	fs->se = se;
+	kv_set_expire_fn(fs->kv, fs_on_expire, fs);
+}
+
 void fs_free(struct fs *fs)
 {
 	if (!fs)

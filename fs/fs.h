@@ -38,6 +38,12 @@ int fs_new(struct kv_store *kv, const struct fs_options *o, struct fs **out);
  * needs the session. fs_free calls it too.
  */
 void fs_drain(struct fs *fs);
+/*
+ * Connects the filesystem to its session once there is one, so that keys
+ * expiring in the store drop the kernel's cached entries and attributes.
+ */
+struct fuse_session;
+void fs_attach(struct fs *fs, struct fuse_session *se);
 /* NULL is fine. */
 void fs_free(struct fs *fs);
 

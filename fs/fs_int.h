@@ -57,6 +57,7 @@ struct fs {
 	pthread_mutex_t dirs_lock;
 	struct fs_dirh *dirs;	/* dirs_lock */
 	struct fs_defer defer;
+	struct fuse_session *se;	/* set by fs_attach before the loop runs */
 };
 
 static inline struct fs *fs_of(fuse_req_t req)

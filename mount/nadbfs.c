@@ -177,6 +177,8 @@ static void kv_options_from_conf(const struct conf *c, struct kv_options *o)
 	o->flush_interval_ms = c->flush_interval_ms;
 	o->backend_timeout_ms = c->backend_timeout_ms;
 	o->max_value_size = c->max_value_size;
+	o->default_ttl_s = c->default_ttl_s;
+	o->ttl_sweep_ms = c->ttl_sweep_ms;
 	o->root_uid = getuid();
 	o->root_gid = getgid();
 }
@@ -348,6 +350,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "nadbfs: cannot start a FUSE session (%s)\n", see);
 		goto out_fs;
 	}
+	fs_attach(fs, se);
 	if (fuse_set_signal_handlers(se)) {
 		fprintf(stderr, "nadbfs: cannot install signal handlers\n");
 		goto out_session;

@@ -222,7 +222,7 @@ void kv_fill_attr(const struct kv_node *n, struct kv_attr *a)
 }
 
 /* A directory's entries changed: its mtime and ctime move (POSIX). */
-static void dir_touch(struct kv_store *kv, struct kv_node *dir, int64_t now)
+void kv_dir_touch(struct kv_store *kv, struct kv_node *dir, int64_t now)
 {
 	dir->m.mtime_ns = dir->m.ctime_ns = now;
 	kv_mark_dirty(kv, dir);
@@ -230,7 +230,7 @@ static void dir_touch(struct kv_store *kv, struct kv_node *dir, int64_t now)
 
 /* Takes n out of the tree; frees it unless a handle, the flusher or an owed
  * DEL still needs it. */
-static void node_remove(struct kv_store *kv, struct kv_node *n)
+void kv_node_remove(struct kv_store *kv, struct kv_node *n)
 {
 	node_detach(n);
 	n->flags |= KV_NODE_DELETED;
@@ -282,7 +282,7 @@ int kv_lookup(struct kv_store *kv, uint64_t parent, const char *name, struct kv_
 	ret = get_dir(kv, parent, &dir);
 	if (ret)
 		goto out;
-	n = kv_child_get(dir, name);
+	n = kv_live_child(kv, dir, name);
 	if (!n) {
 		ret = strlen(name) > KV_NAME_MAX ? -ENAMETOOLONG : -ENOENT;
 		goto out;
@@ -299,6 +299,9 @@ int kv_getattr(struct kv_store *kv, uint64_t id, struct kv_attr *out)
 	int ret = 0;
 
 	pthread_mutex_lock(&kv->lock);
+	n = kv_node_get(kv, id);
+	if (n && kv_node_expired(n, kv_now_ms()))
+		kv_expire(kv, n);
 	n = kv_node_get(kv, id);
 	if (!n || ((n->flags & KV_NODE_DELETED) && !n->open_count))
 		ret = -ENOENT;
@@ -346,7 +349,7 @@ static int node_create(struct kv_store *kv, struct kv_node *dir, const char *nam
 	else
 		kv->nkeys++;
 	kv_mark_dirty(kv, n);
-	dir_touch(kv, dir, now);
+	kv_dir_touch(kv, dir, now);
 	*out = n;
 	return 0;
 
@@ -368,7 +371,7 @@ int kv_mkdir(struct kv_store *kv, uint64_t parent, const char *name, uint32_t mo
 	ret = get_dir(kv, parent, &dir);
 	if (ret)
 		goto out;
-	if (kv_child_get(dir, name)) {
+	if (kv_live_child(kv, dir, name)) {
 		ret = -EEXIST;
 		goto out;
 	}
@@ -390,7 +393,7 @@ int kv_create(struct kv_store *kv, uint64_t parent, const char *name, uint32_t m
 	ret = get_dir(kv, parent, &dir);
 	if (ret)
 		goto out;
-	n = kv_child_get(dir, name);
+	n = kv_live_child(kv, dir, name);
 	if (n) {
 		if (excl)
 			ret = -EEXIST;
@@ -401,6 +404,9 @@ int kv_create(struct kv_store *kv, uint64_t parent, const char *name, uint32_t m
 		goto out;
 	}
 	ret = node_create(kv, dir, name, S_IFREG | (mode & 07777), uid, gid, &n);
+	if (!ret && kv->opts.default_ttl_s)
+		ret = kv_set_deadline(kv, n,
+				      kv_now_ms() + (int64_t)kv->opts.default_ttl_s * 1000);
 	if (!ret)
 		kv_fill_attr(n, out);
 out:
@@ -429,7 +435,7 @@ static int remove_entry(struct kv_store *kv, uint64_t parent, const char *name, 
 	ret = get_dir(kv, parent, &dir);
 	if (ret)
 		goto out;
-	n = kv_child_get(dir, name);
+	n = kv_live_child(kv, dir, name);
 	if (!n) {
 		ret = -ENOENT;
 		goto out;
@@ -456,14 +462,14 @@ static int remove_entry(struct kv_store *kv, uint64_t parent, const char *name, 
 		ret = get_dir(kv, parent, &dir);
 		if (ret)
 			goto out;
-		n = kv_child_get(dir, name);
+		n = kv_live_child(kv, dir, name);
 		if (!n || n->m.id != id) {
 			ret = -ENOENT;
 			goto out;
 		}
 	}
-	node_remove(kv, n);
-	dir_touch(kv, dir, kv_now_ns());
+	kv_node_remove(kv, n);
+	kv_dir_touch(kv, dir, kv_now_ns());
 out:
 	pthread_mutex_unlock(&kv->lock);
 	return ret;
@@ -530,12 +536,12 @@ int kv_rename(struct kv_store *kv, uint64_t parent, const char *name, uint64_t n
 		ret = get_dir(kv, newparent, &dst);
 	if (ret)
 		goto out;
-	n = kv_child_get(src, name);
+	n = kv_live_child(kv, src, name);
 	if (!n) {
 		ret = -ENOENT;
 		goto out;
 	}
-	victim = kv_child_get(dst, newname);
+	victim = kv_live_child(kv, dst, newname);
 	if (victim == n)
 		goto out;
 	ret = check_rename(n, dst, newname, victim, flags);
@@ -549,11 +555,11 @@ int kv_rename(struct kv_store *kv, uint64_t parent, const char *name, uint64_t n
 			goto out;
 		/* The lock was dropped: everything may have moved. */
 		if (get_dir(kv, parent, &src) || get_dir(kv, newparent, &dst) ||
-		    !(n = kv_child_get(src, name)) || n->m.id != nid) {
+		    !(n = kv_live_child(kv, src, name)) || n->m.id != nid) {
 			ret = -ENOENT;
 			goto out;
 		}
-		victim = kv_child_get(dst, newname);
+		victim = kv_live_child(kv, dst, newname);
 		if (victim && victim->m.id != vid) {
 			ret = -EAGAIN;
 			goto out;
@@ -569,7 +575,7 @@ int kv_rename(struct kv_store *kv, uint64_t parent, const char *name, uint64_t n
 	}
 	now = kv_now_ns();
 	if (victim) {
-		node_remove(kv, victim);
+		kv_node_remove(kv, victim);
 	}
 	node_detach(n);
 	free(n->m.name);
@@ -583,12 +589,39 @@ int kv_rename(struct kv_store *kv, uint64_t parent, const char *name, uint64_t n
 	}
 	n->m.ctime_ns = now;
 	kv_mark_dirty(kv, n);
-	dir_touch(kv, src, now);
+	kv_dir_touch(kv, src, now);
 	if (dst != src)
-		dir_touch(kv, dst, now);
+		kv_dir_touch(kv, dst, now);
 out:
 	pthread_mutex_unlock(&kv->lock);
 	return ret;
+}
+
+/* Expires the children of dir past their deadline, so a listing never shows
+ * one. Collected first: expiring changes the table being walked. */
+static void expire_children(struct kv_store *kv, struct kv_node *dir)
+{
+	int64_t now = kv_now_ms();
+	struct kv_node *c, **due = NULL;
+	size_t n = 0, cap = 0;
+
+	if (!dir->children)
+		return;
+	for (size_t i = 0; (c = htab_next(dir->children, &i));) {
+		if (!kv_node_expired(c, now))
+			continue;
+		if (n == cap) {
+			struct kv_node **d = realloc(due, (cap = cap ? cap * 2 : 8) * sizeof(*d));
+
+			if (!d)
+				break; /* the sweeper gets the rest */
+			due = d;
+		}
+		due[n++] = c;
+	}
+	for (size_t i = 0; i < n; i++)
+		kv_expire(kv, due[i]);
+	free(due);
 }
 
 int kv_readdir(struct kv_store *kv, uint64_t id, struct kv_dirent **out, size_t *count)
@@ -602,6 +635,7 @@ int kv_readdir(struct kv_store *kv, uint64_t id, struct kv_dirent **out, size_t 
 	ret = get_dir(kv, id, &dir);
 	if (ret)
 		goto out;
+	expire_children(kv, dir);
 	if (dir->children && htab_count(dir->children)) {
 		ents = calloc(htab_count(dir->children), sizeof(*ents));
 		if (!ents) {
@@ -658,5 +692,7 @@ void kv_get_stats(struct kv_store *kv, struct kv_stats *out)
 	out->flushes = kv->flushes;
 	out->flush_failures = kv->flush_failures;
 	out->last_flush_ms = kv->last_flush_ms;
+	out->ttl_pending = kv->heap_len;
+	out->ttl_expired = kv->ttl_expired;
 	pthread_mutex_unlock(&kv->lock);
 }

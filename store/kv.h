@@ -31,6 +31,8 @@ struct kv_options {
 	uint64_t backend_timeout_ms;	/* waits give up with -EIO after this */
 	uint64_t max_value_size;	/* -EFBIG beyond */
 	uint32_t root_uid, root_gid;	/* owner of a new store's root directory */
+	uint64_t default_ttl_s;		/* TTL of new keys; 0 = none */
+	uint64_t ttl_sweep_ms;		/* the sweeper runs at least this often */
 	/* If set, kv_open uses this opened backend instead of opening one
 	 * (tests inject a fake this way); kv_open owns it from then on, even
 	 * when it fails. */
@@ -72,10 +74,22 @@ struct kv_dirent {
 	char *name;		/* owned by the array */
 };
 
+/*
+ * Called by the sweeper thread (never a caller of this API, never with a
+ * store lock held) for each key or directory that expired, so that the
+ * filesystem can drop kernel caches of (parent, name) and of id.
+ */
+typedef void (*kv_expire_fn)(void *arg, uint64_t parent, const char *name, uint64_t id);
+/* Sets the expiry callback; before kv_start. */
+void kv_set_expire_fn(struct kv_store *kv, kv_expire_fn fn, void *arg);
+/* Expires everything past its deadline now (the ctl command "sweep"). */
+int kv_sweep(struct kv_store *kv);
+
 struct kv_stats {
 	uint64_t keys, dirs;
 	uint64_t buffer_keys, buffer_bytes, dirty_bytes;
 	uint64_t flushes, flush_failures, last_flush_ms;
+	uint64_t ttl_pending, ttl_expired;
 };
 
 /*
@@ -144,8 +158,12 @@ void kv_dirents_free(struct kv_dirent *ents, size_t n);
  * Extended attributes. Custom "user.*" names (1..255 bytes; all of a record's
  * names and values at most 64 KiB: -ENOSPC) are stored with the record.
  * "user.nadb.created|updated|size|stored_size|compressed" are read-only
- * (-EPERM on change) and not listed. "user.tags", "user.xdg.tags" and
- * "user.ttl" belong to the tags and TTL features: -ENOTSUP until they exist.
+ * (-EPERM on change) and not listed, as is "user.nadb.expires" (the deadline,
+ * -ENODATA without one). "user.ttl" (keys only, -ENOTSUP on directories):
+ * seconds left, rounded up; set with a positive decimal integer of seconds
+ * (-EINVAL otherwise, nothing changed); removed to make the key permanent.
+ * "user.tags" and "user.xdg.tags" belong to the tags feature: -ENOTSUP until
+ * it exists.
  * Other namespaces: -ENOTSUP. get/list: size 0 returns the length needed,
  * a smaller buffer -ERANGE; a missing name -ENODATA.
  */

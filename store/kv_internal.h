@@ -75,6 +75,20 @@ struct kv_store {
 	uint64_t flushes, flush_failures, last_flush_ms; /* [L] */
 	int last_flush_error;		/* [L] 0 after a successful flush */
 
+	/* TTL (ttl.c): a min-heap of deadlines, checked lazily against the
+	 * node's current deadline, so changing a TTL is O(log n) and a sweep
+	 * costs what expires. */
+	struct kv_deadline *heap;	/* [L] */
+	size_t heap_len, heap_cap;	/* [L] */
+	struct kv_expired_ent *gone;	/* [L] expired, kernel not told yet */
+	size_t gone_len, gone_cap;	/* [L] */
+	uint64_t ttl_expired;		/* [L] keys expired since mount */
+	kv_expire_fn on_expire;		/* set before kv_start */
+	void *on_expire_arg;
+	pthread_cond_t sweep_cond;	/* wakes the sweeper */
+	pthread_t sweeper;
+	bool sweeper_running;
+
 	pthread_t flusher;
 	bool flusher_running;		/* set/cleared by kv_start/kv_close only */
 	bool stopping;			/* [L] */
@@ -89,6 +103,28 @@ struct kv_node *kv_node_new(void);
 
 /* With kv->lock held. */
 struct kv_node *kv_child_get(struct kv_node *dir, const char *name);
+/* Takes n out of the tree (unlink/rmdir/expiry); frees it unless a handle,
+ * the flusher or an owed DEL still needs it. */
+void kv_node_remove(struct kv_store *kv, struct kv_node *n);
+/* A directory's entries changed: its mtime and ctime move. */
+void kv_dir_touch(struct kv_store *kv, struct kv_node *dir, int64_t now);
+
+/* ttl.c, all with kv->lock held unless said otherwise */
+int64_t kv_now_ms(void);
+static inline bool kv_node_expired(const struct kv_node *n, int64_t now_ms)
+{
+	return n->m.expires_ms && now_ms >= n->m.expires_ms;
+}
+/* Removes an expired n from the tree, as if unlinked, and queues the kernel
+ * cache invalidation for the sweeper thread to send. */
+void kv_expire(struct kv_store *kv, struct kv_node *n);
+/* The child called name unless it has expired (then it is expired now). */
+struct kv_node *kv_live_child(struct kv_store *kv, struct kv_node *dir, const char *name);
+/* Sets n's deadline (0: never) and indexes it for the sweeper. */
+int kv_set_deadline(struct kv_store *kv, struct kv_node *n, int64_t at_ms);
+int kv_sweeper_start(struct kv_store *kv);
+void kv_sweeper_stop(struct kv_store *kv);
+void kv_ttl_destroy(struct kv_store *kv);
 int kv_node_attach(struct kv_node *dir, struct kv_node *n);
 struct kv_node *kv_node_get(struct kv_store *kv, uint64_t id);
 void kv_mark_dirty(struct kv_store *kv, struct kv_node *n);
@@ -96,6 +132,9 @@ void kv_mark_dirty(struct kv_store *kv, struct kv_node *n);
 void kv_dirty_unlink(struct kv_store *kv, struct kv_node *n);
 void kv_node_free(struct kv_store *kv, struct kv_node *n);
 void kv_fill_attr(const struct kv_node *n, struct kv_attr *a);
+/* The node id names if it is in the tree, or removed but still open; NULL
+ * otherwise. A key past its deadline is expired here. */
+struct kv_node *kv_node_live(struct kv_store *kv, uint64_t id);
 /* Brings the committed value of id into memory (n->value), if not there.
  * Drops kv->lock around the backend read; returns with it held. */
 int kv_load_value(struct kv_store *kv, uint64_t id);

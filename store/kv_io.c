@@ -11,9 +11,15 @@
 #include "store/kv_internal.h"
 
 /* A node reachable by id: in the tree, or removed but still open. */
-static struct kv_node *get_live(struct kv_store *kv, uint64_t id)
+struct kv_node *kv_node_live(struct kv_store *kv, uint64_t id)
 {
 	struct kv_node *n = kv_node_get(kv, id);
+
+	/* Past its deadline a key is gone, as if unlinked, for every caller. */
+	if (n && kv_node_expired(n, kv_now_ms())) {
+		kv_expire(kv, n);
+		n = kv_node_get(kv, id);
+	}
 
 	if (!n || ((n->flags & KV_NODE_DELETED) && !n->open_count))
 		return NULL;
@@ -39,7 +45,7 @@ int kv_load_value(struct kv_store *kv, uint64_t id)
 	/* A value can be superseded between the copy of its reference and the
 	 * read; the next try sees the newer one. */
 	for (int tries = 0; tries < 16; tries++) {
-		struct kv_node *n = get_live(kv, id);
+		struct kv_node *n = kv_node_live(kv, id);
 		struct kv_value *v = NULL;
 		struct kv_meta ref;
 		int ret;
@@ -63,7 +69,7 @@ int kv_load_value(struct kv_store *kv, uint64_t id)
 			continue;
 		if (ret)
 			return ret;
-		n = get_live(kv, id);
+		n = kv_node_live(kv, id);
 		if (n && !n->value && n->m.vver == ref.vver) {
 			kv_value_account(kv, n, v);
 			return 0;
@@ -107,7 +113,7 @@ static int set_size(struct kv_store *kv, uint64_t id, uint64_t size)
 
 	if (size > kv->opts.max_value_size)
 		return -EFBIG;
-	n = get_live(kv, id);
+	n = kv_node_live(kv, id);
 	if (!n)
 		return -ENOENT;
 	if (S_ISDIR(n->m.mode))
@@ -123,7 +129,7 @@ static int set_size(struct kv_store *kv, uint64_t id, uint64_t size)
 		ret = kv_load_value(kv, id);
 		if (ret)
 			return ret;
-		n = get_live(kv, id);
+		n = kv_node_live(kv, id);
 		old = kv_value_size(n->value);
 		kv->buffer_bytes -= old;
 		ret = kv_value_truncate(n->value, size);
@@ -141,7 +147,7 @@ int kv_open_file(struct kv_store *kv, uint64_t id, bool trunc)
 	int ret = 0;
 
 	pthread_mutex_lock(&kv->lock);
-	n = get_live(kv, id);
+	n = kv_node_live(kv, id);
 	if (!n)
 		ret = -ENOENT;
 	else if (S_ISDIR(n->m.mode))
@@ -150,7 +156,7 @@ int kv_open_file(struct kv_store *kv, uint64_t id, bool trunc)
 		ret = set_size(kv, id, 0);
 	if (!ret) {
 		/* set_size may have dropped the lock. */
-		n = get_live(kv, id);
+		n = kv_node_live(kv, id);
 		if (n)
 			n->open_count++;
 		else
@@ -184,7 +190,7 @@ ssize_t kv_read(struct kv_store *kv, uint64_t id, void *buf, size_t len, uint64_
 		ssize_t ret;
 
 		pthread_mutex_lock(&kv->lock);
-		n = get_live(kv, id);
+		n = kv_node_live(kv, id);
 		if (!n) {
 			ret = -ENOENT;
 		} else if (S_ISDIR(n->m.mode)) {
@@ -227,7 +233,7 @@ static ssize_t do_write(struct kv_store *kv, uint64_t id, const void *buf, size_
 	if (off > kv->opts.max_value_size || len > kv->opts.max_value_size - off)
 		return -EFBIG;
 	pthread_mutex_lock(&kv->lock);
-	n = get_live(kv, id);
+	n = kv_node_live(kv, id);
 	if (!n) {
 		ret = -ENOENT;
 		goto out;
@@ -244,7 +250,7 @@ static ssize_t do_write(struct kv_store *kv, uint64_t id, const void *buf, size_
 	ret = kv_load_value(kv, id);
 	if (ret)
 		goto out;
-	n = get_live(kv, id);
+	n = kv_node_live(kv, id);
 	if (!n) {
 		ret = -ENOENT;
 		goto out;
@@ -283,7 +289,7 @@ int kv_setattr(struct kv_store *kv, uint64_t id, const struct kv_setattr *sa, st
 		if (ret)
 			goto out;
 	}
-	n = get_live(kv, id);
+	n = kv_node_live(kv, id);
 	if (!n) {
 		ret = -ENOENT;
 		goto out;
@@ -319,7 +325,7 @@ int kv_fsync(struct kv_store *kv, uint64_t id)
 	int ret = 0;
 
 	pthread_mutex_lock(&kv->lock);
-	n = get_live(kv, id);
+	n = kv_node_live(kv, id);
 	if (!n)
 		ret = -ENOENT;
 	else if (n->flags & (KV_NODE_ON_DIRTY | KV_NODE_INFLIGHT))

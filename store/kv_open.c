@@ -35,6 +35,8 @@ static int load_record(const struct kv_meta *m, void *arg)
 	ret = htab_insert(&kv->by_id, n);
 	if (ret)
 		goto out_clear;
+	if (m->expires_ms && kv_set_deadline(kv, n, m->expires_ms))
+		return -ENOMEM;
 	if (m->id > kv->max_id)
 		kv->max_id = m->id;
 	return 0;
@@ -152,6 +154,7 @@ int kv_open(const struct kv_options *o, struct kv_store **out, char *err, size_t
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&kv->flush_cond, &ca);
 	pthread_cond_init(&kv->done_cond, &ca);
+	pthread_cond_init(&kv->sweep_cond, &ca);
 	pthread_condattr_destroy(&ca);
 	htab_init(&kv->by_id, kv_node_id_hash, kv_node_id_match);
 	ret = copy_options(kv, o);
@@ -208,9 +211,14 @@ out_free:
 
 int kv_start(struct kv_store *kv)
 {
+	int ret;
+
 	if (kv->backend->ops->started)
 		kv->backend->ops->started(kv->backend);
-	return kv_flusher_start(kv);
+	ret = kv_flusher_start(kv);
+	if (!ret)
+		ret = kv_sweeper_start(kv);
+	return ret;
 }
 
 int kv_close(struct kv_store *kv)
@@ -220,6 +228,7 @@ int kv_close(struct kv_store *kv)
 
 	if (!kv)
 		return 0;
+	kv_sweeper_stop(kv);
 	kv_flusher_stop(kv);
 	if (kv->backend) {
 		/* The flusher's last pass may have failed: keep trying for as
@@ -250,6 +259,8 @@ int kv_close(struct kv_store *kv)
 	kv_backend_close(kv->backend);
 	pthread_cond_destroy(&kv->flush_cond);
 	pthread_cond_destroy(&kv->done_cond);
+	pthread_cond_destroy(&kv->sweep_cond);
+	kv_ttl_destroy(kv);
 	pthread_mutex_destroy(&kv->lock);
 	free(kv->data_dir);
 	free(kv->db);

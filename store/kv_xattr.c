@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "store/kv_internal.h"
@@ -83,11 +84,84 @@ static int find_entry(const struct kv_meta *m, const char *name, struct xentry *
 	return 0;
 }
 
-/* Names reserved for the tags and TTL features, which own their meaning. */
+static ssize_t copy_out(const void *src, size_t len, void *buf, size_t size);
+
+#define TTL_NAME "user.ttl"
+/* Deadlines beyond this many seconds from now are refused: they would
+ * overflow the millisecond arithmetic long before they could matter. */
+#define TTL_MAX_S (100ull * 365 * 24 * 3600)
+
+/* Names reserved for the tags feature, which owns their meaning. */
 static bool reserved(const char *name)
 {
-	return !strcmp(name, "user.tags") || !strcmp(name, "user.xdg.tags") ||
-	       !strcmp(name, "user.ttl");
+	return !strcmp(name, "user.tags") || !strcmp(name, "user.xdg.tags");
+}
+
+/* A TTL is a plain positive decimal integer of seconds: no sign, no spaces. */
+static int parse_ttl(const char *v, size_t len, uint64_t *out)
+{
+	uint64_t secs = 0;
+
+	if (len == 0 || len > 20)
+		return -EINVAL;
+	for (size_t i = 0; i < len; i++) {
+		if (v[i] < '0' || v[i] > '9')
+			return -EINVAL;
+		secs = secs * 10 + (uint64_t)(v[i] - '0');
+		if (secs > TTL_MAX_S)
+			return -EINVAL;
+	}
+	if (secs == 0)
+		return -EINVAL;
+	*out = secs;
+	return 0;
+}
+
+/* user.ttl: seconds left, rounded up. Keys only. */
+static ssize_t get_ttl(const struct kv_node *n, void *buf, size_t size)
+{
+	char v[32];
+	int64_t left;
+
+	if (S_ISDIR(n->m.mode))
+		return -ENOTSUP;
+	if (!n->m.expires_ms)
+		return -ENODATA;
+	left = n->m.expires_ms - kv_now_ms();
+	snprintf(v, sizeof(v), "%lld", (long long)(left <= 1000 ? 1 : (left + 999) / 1000));
+	return copy_out(v, strlen(v), buf, size);
+}
+
+static int change_ttl(struct kv_store *kv, uint64_t id, const void *value, size_t len,
+		      bool remove)
+{
+	struct kv_node *n;
+	uint64_t secs = 0;
+	int ret = 0;
+
+	if (!remove) {
+		ret = parse_ttl(value, len, &secs);
+		if (ret)
+			return ret;
+	}
+	pthread_mutex_lock(&kv->lock);
+	n = kv_node_live(kv, id);
+	if (!n)
+		ret = -ENOENT;
+	else if (S_ISDIR(n->m.mode))
+		ret = -ENOTSUP;
+	else if (remove && !n->m.expires_ms)
+		ret = -ENODATA;
+	else
+		ret = kv_set_deadline(kv, n, remove ? 0 : kv_now_ms() + (int64_t)secs * 1000);
+	if (!ret) {
+		n->m.ctime_ns = kv_now_ns();
+		/* Metadata only: a TTL never rewrites the value. */
+		if (!(n->flags & KV_NODE_DELETED))
+			kv_mark_dirty(kv, n);
+	}
+	pthread_mutex_unlock(&kv->lock);
+	return ret;
 }
 
 static int check_name(const char *name)
@@ -101,15 +175,6 @@ static int check_name(const char *name)
 	if (len == 5)
 		return -EINVAL;
 	return 0;
-}
-
-static struct kv_node *get_node(struct kv_store *kv, uint64_t id)
-{
-	struct kv_node *n = kv_node_get(kv, id);
-
-	if (!n || ((n->flags & KV_NODE_DELETED) && !n->open_count))
-		return NULL;
-	return n;
 }
 
 /* Copies src[0..len) out as getxattr(2) does: size 0 asks for the length. */
@@ -156,8 +221,10 @@ static ssize_t get_meta(const struct kv_node *n, const char *name, void *buf, si
 		snprintf(v, sizeof(v), "%s",
 			 n->m.encoding != KV_ENC_NONE && !(n->flags & KV_NODE_VALUE_DIRTY) ? "yes" :
 											      "no");
+	else if (!strcmp(what, "expires") && n->m.expires_ms)
+		rfc3339(n->m.expires_ms * 1000000, v, sizeof(v));
 	else
-		return -ENODATA; /* expires: keys never expire until TTLs exist */
+		return -ENODATA;
 	return copy_out(v, strlen(v), buf, size);
 }
 
@@ -170,11 +237,13 @@ ssize_t kv_getxattr(struct kv_store *kv, uint64_t id, const char *name, void *bu
 	if (strncmp(name, "user.", 5) != 0 || reserved(name))
 		return -ENOTSUP;
 	pthread_mutex_lock(&kv->lock);
-	n = get_node(kv, id);
+	n = kv_node_live(kv, id);
 	if (!n)
 		ret = -ENOENT;
 	else if (!strncmp(name, META_PREFIX, strlen(META_PREFIX)))
 		ret = get_meta(n, name, buf, size);
+	else if (!strcmp(name, TTL_NAME))
+		ret = get_ttl(n, buf, size);
 	else if ((ret = find_entry(&n->m, name, &e)) == 1)
 		ret = copy_out(e.value, e.value_len, buf, size);
 	else if (ret == 0)
@@ -191,10 +260,19 @@ ssize_t kv_listxattr(struct kv_store *kv, uint64_t id, char *buf, size_t size)
 	ssize_t ret;
 
 	pthread_mutex_lock(&kv->lock);
-	n = get_node(kv, id);
+	n = kv_node_live(kv, id);
 	if (!n) {
 		ret = -ENOENT;
 		goto out;
+	}
+	if (n->m.expires_ms && !S_ISDIR(n->m.mode)) {
+		need = sizeof(TTL_NAME);
+		if (size && need > size) {
+			ret = -ERANGE;
+			goto out;
+		}
+		if (size)
+			memcpy(buf, TTL_NAME, sizeof(TTL_NAME));
 	}
 	while ((ret = next_entry(n->m.xattrs, n->m.xattrs_len, &pos, &e)) == 1) {
 		if (size && need + e.name_len + 1 > size) {
@@ -272,7 +350,7 @@ static int change(struct kv_store *kv, uint64_t id, const char *name, const void
 	if (value && vlen > KV_XATTRS_MAX)
 		return -ENOSPC;
 	pthread_mutex_lock(&kv->lock);
-	n = get_node(kv, id);
+	n = kv_node_live(kv, id);
 	if (!n) {
 		ret = -ENOENT;
 		goto out;
@@ -294,10 +372,14 @@ out:
 int kv_setxattr(struct kv_store *kv, uint64_t id, const char *name, const void *value,
 		size_t len, int flags)
 {
+	if (!strcmp(name, TTL_NAME))
+		return change_ttl(kv, id, value, len, false);
 	return change(kv, id, name, value ? value : "", len, flags);
 }
 
 int kv_removexattr(struct kv_store *kv, uint64_t id, const char *name)
 {
+	if (!strcmp(name, TTL_NAME))
+		return change_ttl(kv, id, NULL, 0, true);
 	return change(kv, id, name, NULL, 0, 0);
 }

@@ -1,0 +1,264 @@
+/*
+ * TTL: keys with a deadline. Expiry is exact on access (every lookup of a key
+ * past its deadline expires it on the spot) and swept in the background by a
+ * thread that sleeps until the next deadline, or ttl_sweep at most. Deadlines
+ * are absolute unix times in ms, stored with the record, so they survive a
+ * remount or a crash unchanged.
+ *
+ * The sweeper is also the thread that tells the filesystem about expired
+ * keys, so that kernel caches are dropped from a thread that serves no FUSE
+ * request (sending an invalidation from one can deadlock).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "store/kv_internal.h"
+#include "util/log.h"
+
+struct kv_deadline {
+	int64_t at;
+	uint64_t id;
+};
+
+struct kv_expired_ent {
+	uint64_t parent, id;
+	char *name;
+};
+
+int64_t kv_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void heap_swap(struct kv_deadline *h, size_t a, size_t b)
+{
+	struct kv_deadline t = h[a];
+
+	h[a] = h[b];
+	h[b] = t;
+}
+
+static int heap_push(struct kv_store *kv, int64_t at, uint64_t id)
+{
+	size_t i;
+
+	if (kv->heap_len == kv->heap_cap) {
+		size_t cap = kv->heap_cap ? kv->heap_cap * 2 : 64;
+		struct kv_deadline *h = realloc(kv->heap, cap * sizeof(*h));
+
+		if (!h)
+			return -ENOMEM;
+		kv->heap = h;
+		kv->heap_cap = cap;
+	}
+	i = kv->heap_len++;
+	kv->heap[i] = (struct kv_deadline){ at, id };
+	while (i && kv->heap[(i - 1) / 2].at > kv->heap[i].at) {
+		heap_swap(kv->heap, i, (i - 1) / 2);
+		i = (i - 1) / 2;
+	}
+	return 0;
+}
+
+static void heap_pop(struct kv_store *kv)
+{
+	size_t i = 0, n = --kv->heap_len;
+
+	kv->heap[0] = kv->heap[n];
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, m = i;
+
+		if (l < n && kv->heap[l].at < kv->heap[m].at)
+			m = l;
+		if (r < n && kv->heap[r].at < kv->heap[m].at)
+			m = r;
+		if (m == i)
+			break;
+		heap_swap(kv->heap, i, m);
+		i = m;
+	}
+}
+
+int kv_set_deadline(struct kv_store *kv, struct kv_node *n, int64_t at_ms)
+{
+	/* The old entry stays in the heap and is ignored when it surfaces:
+	 * it no longer matches the node's deadline. */
+	if (at_ms) {
+		int ret = heap_push(kv, at_ms, n->m.id);
+
+		if (ret)
+			return ret;
+		if (kv->heap[0].id == n->m.id)
+			pthread_cond_signal(&kv->sweep_cond);
+	}
+	n->m.expires_ms = at_ms;
+	return 0;
+}
+
+void kv_expire(struct kv_store *kv, struct kv_node *n)
+{
+	struct kv_node *dir = n->parent;
+	struct kv_expired_ent *e;
+
+	if (!dir || (n->flags & KV_NODE_DELETED))
+		return;
+	if (kv->gone_len == kv->gone_cap) {
+		size_t cap = kv->gone_cap ? kv->gone_cap * 2 : 16;
+		struct kv_expired_ent *g = realloc(kv->gone, cap * sizeof(*g));
+
+		if (g) {
+			kv->gone = g;
+			kv->gone_cap = cap;
+		}
+	}
+	/* Without memory for the note the key still expires; only the kernel's
+	 * cache keeps it until attr_timeout. */
+	if (kv->gone_len < kv->gone_cap) {
+		e = &kv->gone[kv->gone_len];
+		e->name = strdup(n->m.name);
+		if (e->name) {
+			e->parent = dir->m.id;
+			e->id = n->m.id;
+			kv->gone_len++;
+		}
+	}
+	NLOG(NLOG_DEBUG, "ttl", "key expired", LF_INT("id", n->m.id));
+	kv->ttl_expired++;
+	kv_node_remove(kv, n);
+	kv_dir_touch(kv, dir, kv_now_ns());
+	pthread_cond_signal(&kv->sweep_cond);
+}
+
+struct kv_node *kv_live_child(struct kv_store *kv, struct kv_node *dir, const char *name)
+{
+	struct kv_node *n = kv_child_get(dir, name);
+
+	if (n && kv_node_expired(n, kv_now_ms())) {
+		kv_expire(kv, n);
+		return NULL;
+	}
+	return n;
+}
+
+/* Expires what is due; with the lock held. */
+static void sweep_locked(struct kv_store *kv)
+{
+	int64_t now = kv_now_ms();
+
+	while (kv->heap_len && kv->heap[0].at <= now) {
+		struct kv_deadline d = kv->heap[0];
+		struct kv_node *n;
+
+		heap_pop(kv);
+		n = kv_node_get(kv, d.id);
+		if (n && n->m.expires_ms == d.at && !(n->flags & KV_NODE_DELETED))
+			kv_expire(kv, n);
+	}
+}
+
+/* Tells the filesystem what expired; takes and drops the lock. */
+static void notify_gone(struct kv_store *kv)
+{
+	struct kv_expired_ent *g;
+	size_t n;
+
+	pthread_mutex_lock(&kv->lock);
+	g = kv->gone;
+	n = kv->gone_len;
+	kv->gone = NULL;
+	kv->gone_len = kv->gone_cap = 0;
+	pthread_mutex_unlock(&kv->lock);
+	for (size_t i = 0; i < n; i++) {
+		if (kv->on_expire)
+			kv->on_expire(kv->on_expire_arg, g[i].parent, g[i].name, g[i].id);
+		free(g[i].name);
+	}
+	free(g);
+}
+
+int kv_sweep(struct kv_store *kv)
+{
+	pthread_mutex_lock(&kv->lock);
+	sweep_locked(kv);
+	pthread_cond_signal(&kv->sweep_cond);
+	pthread_mutex_unlock(&kv->lock);
+	return 0;
+}
+
+static void *sweeper_main(void *arg)
+{
+	struct kv_store *kv = arg;
+
+	pthread_mutex_lock(&kv->lock);
+	while (!kv->stopping) {
+		int64_t now, wait_ms = (int64_t)kv->opts.ttl_sweep_ms;
+		struct timespec ts;
+
+		sweep_locked(kv);
+		if (kv->gone_len) {
+			pthread_mutex_unlock(&kv->lock);
+			notify_gone(kv);
+			pthread_mutex_lock(&kv->lock);
+			continue;
+		}
+		now = kv_now_ms();
+		if (kv->heap_len && kv->heap[0].at - now < wait_ms)
+			wait_ms = kv->heap[0].at - now;
+		if (wait_ms < 1)
+			wait_ms = 1;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec += wait_ms / 1000;
+		ts.tv_nsec += (wait_ms % 1000) * 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&kv->sweep_cond, &kv->lock, &ts);
+	}
+	pthread_mutex_unlock(&kv->lock);
+	return NULL;
+}
+
+void kv_set_expire_fn(struct kv_store *kv, kv_expire_fn fn, void *arg)
+{
+	kv->on_expire = fn;
+	kv->on_expire_arg = arg;
+}
+
+int kv_sweeper_start(struct kv_store *kv)
+{
+	int ret;
+
+	if (!kv->opts.ttl_sweep_ms)
+		kv->opts.ttl_sweep_ms = 1000;
+	ret = pthread_create(&kv->sweeper, NULL, sweeper_main, kv);
+	if (ret)
+		return -ret;
+	kv->sweeper_running = true;
+	return 0;
+}
+
+void kv_sweeper_stop(struct kv_store *kv)
+{
+	if (!kv->sweeper_running)
+		return;
+	pthread_mutex_lock(&kv->lock);
+	kv->stopping = true;
+	pthread_cond_signal(&kv->sweep_cond);
+	pthread_mutex_unlock(&kv->lock);
+	pthread_join(kv->sweeper, NULL);
+	kv->sweeper_running = false;
+}
+
+void kv_ttl_destroy(struct kv_store *kv)
+{
+	for (size_t i = 0; i < kv->gone_len; i++)
+		free(kv->gone[i].name);
+	free(kv->gone);
+	free(kv->heap);
+}
