@@ -6,6 +6,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -184,6 +185,89 @@ static void test_directories_take_xattrs(void **state)
 	assert_int_equal(kv_getxattr(f->kv, 987654, "user.note", buf, sizeof(buf)), -ENOENT);
 }
 
+/* An oversized replacement fails and leaves the old value in place. */
+static void test_enospc_on_replace_keeps_old_value(void **state)
+{
+	struct fx *f = *state;
+	char *big = calloc(1, 64 << 10);
+	char buf[4];
+
+	assert_int_equal(kv_setxattr(f->kv, f->id, "user.a", "old", 3, 0), 0);
+	assert_int_equal(kv_setxattr(f->kv, f->id, "user.a", big, 64 << 10, 0), -ENOSPC);
+	assert_int_equal(kv_getxattr(f->kv, f->id, "user.a", buf, sizeof(buf)), 3);
+	assert_memory_equal(buf, "old", 3);
+	assert_int_equal(kv_listxattr(f->kv, f->id, NULL, 0), 7);
+	free(big);
+}
+
+/* stored_size is the logical size until the value is flushed, then what the
+ * backend holds; updated follows mtime. */
+static void test_stored_size_and_updated(void **state)
+{
+	struct fx *f = *state;
+	struct kv_attr a;
+	char buf[64];
+	ssize_t n;
+
+	n = kv_getxattr(f->kv, f->id, "user.nadb.stored_size", buf, sizeof(buf));
+	assert_int_equal(n, 1);
+	assert_memory_equal(buf, "5", 1);
+	assert_int_equal(kv_flush(f->kv), 0);
+	n = kv_getxattr(f->kv, f->id, "user.nadb.stored_size", buf, sizeof(buf));
+	assert_int_equal(n, 1);
+	assert_memory_equal(buf, "5", 1); /* the mem backend stores as is */
+	assert_int_equal(kv_getattr(f->kv, f->id, &a), 0);
+	n = kv_getxattr(f->kv, f->id, "user.nadb.updated", buf, sizeof(buf) - 1);
+	assert_int_equal(n, 30);
+	buf[n] = 0;
+	snprintf(buf + 40, 12, "%09lld", (long long)(a.mtime_ns % 1000000000));
+	assert_memory_equal(buf + 20, buf + 40, 9);
+	/* Not listed, and a too small buffer is -ERANGE as for any name. */
+	assert_int_equal(kv_getxattr(f->kv, f->id, "user.nadb.updated", buf, 10), -ERANGE);
+	assert_int_equal(kv_getxattr(f->kv, f->id, "user.nadb.nosuch", buf, 10), -ENODATA);
+}
+
+/* A damaged blob from the backend is refused with EIO, never read past. */
+static void test_corrupt_blob_is_eio(void **state)
+{
+	struct fx *f = *state;
+	static const uint8_t bad[] = { 6, 'u', 's', 'e', 'r', '.', 'a', 0xff, 0xff, 0, 0, 'x' };
+	struct mem_rec *r;
+	char buf[16];
+
+	assert_int_equal(kv_close(f->kv), 0);
+	r = mem_find_id(&f->s, f->id);
+	assert_non_null(r);
+	free(r->m.xattrs);
+	r->m.xattrs = malloc(sizeof(bad));
+	memcpy(r->m.xattrs, bad, sizeof(bad));
+	r->m.xattrs_len = sizeof(bad);
+	reopen(f);
+	assert_int_equal(kv_getxattr(f->kv, f->id, "user.a", buf, sizeof(buf)), -EIO);
+	assert_int_equal(kv_listxattr(f->kv, f->id, buf, sizeof(buf)), -EIO);
+	assert_int_equal(kv_setxattr(f->kv, f->id, "user.b", "1", 1, 0), -EIO);
+	/* The computed names still answer. */
+	assert_int_equal(kv_getxattr(f->kv, f->id, "user.nadb.size", buf, sizeof(buf)), 1);
+}
+
+/* An unlinked key still open keeps answering; nothing is owed to the backend. */
+static void test_removed_but_open_key(void **state)
+{
+	struct fx *f = *state;
+	char buf[4];
+
+	assert_int_equal(kv_flush(f->kv), 0);
+	assert_int_equal(kv_open_file(f->kv, f->id, false), 0);
+	assert_int_equal(kv_unlink(f->kv, KV_ROOT_ID, "k"), 0);
+	assert_int_equal(kv_flush(f->kv), 0);
+	assert_int_equal(kv_setxattr(f->kv, f->id, "user.a", "1", 1, 0), 0);
+	assert_int_equal(kv_getxattr(f->kv, f->id, "user.a", buf, sizeof(buf)), 1);
+	assert_int_equal(kv_flush(f->kv), 0);
+	assert_null(mem_find_id(&f->s, f->id));
+	kv_release_file(f->kv, f->id);
+	assert_int_equal(kv_getxattr(f->kv, f->id, "user.a", buf, sizeof(buf)), -ENOENT);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -195,6 +279,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_persisted_without_rewriting_the_value, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_directories_take_xattrs, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_enospc_on_replace_keeps_old_value, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_stored_size_and_updated, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_corrupt_blob_is_eio, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_removed_but_open_key, setup, teardown),
 	};
 
 	return cmocka_run_group_tests_name("xattr", tests, NULL, NULL);
