@@ -56,7 +56,7 @@ void fs_attr_to_stat(const struct kv_attr *a, struct stat *st)
 	st->st_nlink = a->nlink;
 	/* The reserved directories are subdirectories of the root like any other. */
 	if (a->id == FUSE_ROOT_ID)
-		st->st_nlink += fs_virt_root_count();
+		st->st_nlink += fs_virt_count(FUSE_ROOT_ID);
 	st->st_uid = a->uid;
 	st->st_gid = a->gid;
 	st->st_size = (off_t)a->size;

@@ -201,8 +201,7 @@ static int dirh_snapshot(struct fs *fs, struct fs_dirh *d)
 		if (ret)
 			return ret;
 	}
-	if (d->ino == FUSE_ROOT_ID)
-		nvirt = fs_virt_root_count();
+	nvirt = fs_virt_count(d->ino);
 	ents = calloc(2 + nvirt + kv_n, sizeof(*ents));
 	if (!ents) {
 		kv_dirents_free(kv_ents, kv_n);
@@ -217,8 +216,10 @@ static int dirh_snapshot(struct fs *fs, struct fs_dirh *d)
 	ents[n++] = (struct fs_dent){ ".", d->ino, S_IFDIR };
 	ents[n++] = (struct fs_dent){ "..", up, S_IFDIR };
 	for (size_t i = 0; i < nvirt; i++) {
-		ents[n].mode = S_IFDIR;
-		fs_virt_root_get(i, &ents[n].name, &ents[n].ino);
+		mode_t mode;
+
+		fs_virt_get(d->ino, i, &ents[n].name, &ents[n].ino, &mode);
+		ents[n].mode = mode;
 		n++;
 	}
 	for (size_t i = 0; i < kv_n; i++) {

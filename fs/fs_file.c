@@ -66,6 +66,10 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct fs *fs = fs_of(req);
 	int ret;
 
+	if (fs_ctl_is_file(ino)) {
+		fs_ctl_open(req, ino, fi);
+		return;
+	}
 	if (fs_is_virt(ino)) {
 		fs_reply_err(req, -EISDIR);
 		return;
@@ -88,7 +92,10 @@ void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	ssize_t n;
 	char *buf;
 
-	(void)fi;
+	if (fs_ctl_is_file(ino)) {
+		fs_ctl_read(req, fi, size, off);
+		return;
+	}
 	if (off < 0) {
 		fs_reply_err(req, -EINVAL);
 		return;
@@ -111,7 +118,10 @@ void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, o
 {
 	ssize_t n;
 
-	(void)fi;
+	if (fs_ctl_is_file(ino)) {
+		fs_ctl_write(req, fi, buf, size);
+		return;
+	}
 	if (off < 0) {
 		fs_reply_err(req, -EINVAL);
 		return;
@@ -142,8 +152,10 @@ void fs_op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	(void)fi;
-	kv_release_file(fs_of(req)->kv, ino);
+	if (fs_ctl_is_file(ino))
+		fs_ctl_release(fi);
+	else
+		kv_release_file(fs_of(req)->kv, ino);
 	fs_reply_err(req, 0);
 }
 
@@ -152,5 +164,5 @@ void fs_op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_
 {
 	(void)datasync;
 	(void)fi;
-	fs_reply_err(req, kv_fsync(fs_of(req)->kv, ino));
+	fs_reply_err(req, fs_is_virt(ino) ? 0 : kv_fsync(fs_of(req)->kv, ino));
 }

@@ -32,6 +32,9 @@ _Static_assert(KV_ROOT_ID == FUSE_ROOT_ID, "the store's root must be FUSE's root
 #define FS_INO_VIRT_BASE (1ULL << 63)
 #define FS_INO_TAGS (FS_INO_VIRT_BASE + 1)
 #define FS_INO_NADB (FS_INO_VIRT_BASE + 2)
+#define FS_INO_STATS (FS_INO_VIRT_BASE + 16)	/* .nadb/stats */
+#define FS_INO_METRICS (FS_INO_VIRT_BASE + 17)	/* .nadb/metrics */
+#define FS_INO_CTL (FS_INO_VIRT_BASE + 18)	/* .nadb/ctl */
 
 struct fs_dirh;
 struct fs_deferred;
@@ -89,9 +92,16 @@ static inline bool fs_is_virt(fuse_ino_t ino)
 fuse_ino_t fs_virt_ino(fuse_ino_t parent, const char *name);
 void fs_virt_stat(const struct fs *fs, fuse_ino_t ino, struct stat *st);
 void fs_virt_entry(const struct fs *fs, fuse_ino_t ino, struct fuse_entry_param *e);
-/* How many reserved entries the root lists, and the i-th one. */
-size_t fs_virt_root_count(void);
-void fs_virt_root_get(size_t i, const char **name, fuse_ino_t *ino);
+/* How many reserved entries the directory dir lists, and the i-th one. */
+size_t fs_virt_count(fuse_ino_t dir);
+void fs_virt_get(fuse_ino_t dir, size_t i, const char **name, fuse_ino_t *ino, mode_t *mode);
+
+/* fs_ctl.c: the files of .nadb/ */
+bool fs_ctl_is_file(fuse_ino_t ino);
+void fs_ctl_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void fs_ctl_read(fuse_req_t req, struct fuse_file_info *fi, size_t size, off_t off);
+void fs_ctl_write(fuse_req_t req, struct fuse_file_info *fi, const char *buf, size_t size);
+void fs_ctl_release(struct fuse_file_info *fi);
 /* Policy for the namespace operations, before the store is asked: 0 or -errno. */
 int fs_virt_check_create(fuse_ino_t parent, const char *name);
 int fs_virt_check_remove(fuse_ino_t parent, const char *name);

@@ -3,55 +3,58 @@
  * (control files, transactions). They are served by fs/ itself and never
  * reach the store as keys, so no key can ever take their names.
  *
- * Both are empty for now; later changes fill them. Until then nothing can be
- * created inside them, and neither they nor their contents can be removed or
- * renamed, since a rename across them would turn a key into something else.
+ * .nadb/ holds the control files (fs_ctl.c); tags/ is empty until the tags
+ * feature fills it. Nothing can be created inside them, and neither they nor
+ * their contents can be removed or renamed, since a rename across them would
+ * turn a key into something else.
  */
 #include "fs/fs_int.h"
 
 #include <errno.h>
 #include <string.h>
 
-struct virt_dir {
+struct virt_entry {
+	fuse_ino_t parent;
 	const char *name;
 	fuse_ino_t ino;
 	mode_t mode;
 };
 
-/* In the order the root lists them. */
-static const struct virt_dir virt_dirs[] = {
-	{ ".nadb", FS_INO_NADB, S_IFDIR | 0700 },
-	{ "tags", FS_INO_TAGS, S_IFDIR | 0755 },
+/* In the order their directories list them. */
+static const struct virt_entry virt[] = {
+	{ FUSE_ROOT_ID, ".nadb", FS_INO_NADB, S_IFDIR | 0700 },
+	{ FUSE_ROOT_ID, "tags", FS_INO_TAGS, S_IFDIR | 0755 },
+	{ FS_INO_NADB, "ctl", FS_INO_CTL, S_IFREG | 0600 },
+	{ FS_INO_NADB, "metrics", FS_INO_METRICS, S_IFREG | 0400 },
+	{ FS_INO_NADB, "stats", FS_INO_STATS, S_IFREG | 0400 },
 };
 
-#define NVIRT (sizeof(virt_dirs) / sizeof(virt_dirs[0]))
+#define NVIRT (sizeof(virt) / sizeof(virt[0]))
 
-static const struct virt_dir *virt_by_ino(fuse_ino_t ino)
+static const struct virt_entry *virt_by_ino(fuse_ino_t ino)
 {
 	for (size_t i = 0; i < NVIRT; i++)
-		if (virt_dirs[i].ino == ino)
-			return &virt_dirs[i];
+		if (virt[i].ino == ino)
+			return &virt[i];
 	return NULL;
 }
 
 fuse_ino_t fs_virt_ino(fuse_ino_t parent, const char *name)
 {
-	if (parent != FUSE_ROOT_ID)
-		return 0;
 	for (size_t i = 0; i < NVIRT; i++)
-		if (strcmp(virt_dirs[i].name, name) == 0)
-			return virt_dirs[i].ino;
+		if (virt[i].parent == parent && strcmp(virt[i].name, name) == 0)
+			return virt[i].ino;
 	return 0;
 }
 
 void fs_virt_stat(const struct fs *fs, fuse_ino_t ino, struct stat *st)
 {
-	const struct virt_dir *v = virt_by_ino(ino);
+	const struct virt_entry *v = virt_by_ino(ino);
 
 	memset(st, 0, sizeof(*st));
 	st->st_ino = ino;
 	st->st_mode = v ? v->mode : S_IFDIR | 0500;
-	st->st_nlink = 2;
+	st->st_nlink = v && S_ISREG(v->mode) ? 1 : 2;
 	st->st_uid = fs->o.uid;
 	st->st_gid = fs->o.gid;
 	st->st_blksize = 4096;
@@ -68,15 +71,25 @@ void fs_virt_entry(const struct fs *fs, fuse_ino_t ino, struct fuse_entry_param 
 	fs_virt_stat(fs, ino, &e->attr);
 }
 
-size_t fs_virt_root_count(void)
+size_t fs_virt_count(fuse_ino_t dir)
 {
-	return NVIRT;
+	size_t n = 0;
+
+	for (size_t i = 0; i < NVIRT; i++)
+		n += virt[i].parent == dir;
+	return n;
 }
 
-void fs_virt_root_get(size_t i, const char **name, fuse_ino_t *ino)
+void fs_virt_get(fuse_ino_t dir, size_t i, const char **name, fuse_ino_t *ino, mode_t *mode)
 {
-	*name = virt_dirs[i].name;
-	*ino = virt_dirs[i].ino;
+	for (size_t k = 0; k < NVIRT; k++) {
+		if (virt[k].parent != dir || i--)
+			continue;
+		*name = virt[k].name;
+		*ino = virt[k].ino;
+		*mode = virt[k].mode;
+		return;
+	}
 }
 
 int fs_virt_check_create(fuse_ino_t parent, const char *name)
@@ -92,7 +105,7 @@ int fs_virt_check_remove(fuse_ino_t parent, const char *name)
 {
 	if (fs_virt_ino(parent, name))
 		return -EPERM;
-	/* They are empty: nothing inside to remove. */
+	/* Nothing else exists inside them. */
 	if (fs_is_virt(parent))
 		return -ENOENT;
 	return 0;

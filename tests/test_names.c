@@ -251,8 +251,8 @@ static void test_renames_across_reserved_dirs(void **state)
 	ASSERT_ERRNO(rename(mnt_path(m, "d"), mnt_path(m, ".nadb/d")), EPERM);
 	ASSERT_ERRNO(rename(mnt_path(m, "d"), mnt_path(m, "tags/d")), EPERM);
 	/*
-	 * Renames out of tags/ and .nadb/ need entries there: the tags and
-	 * control-file issues add those checks with their entries.
+	 * Renames out of .nadb/ are checked with its files in test_ctl.c; out
+	 * of tags/ needs tag entries, which the tags feature brings.
 	 * Nothing moved.
 	 */
 	assert_file_str(mnt_path(m, "k"), "v");

@@ -1,0 +1,241 @@
+/*
+ * The control files in .nadb/: stats (JSON) and metrics (Prometheus text),
+ * each a snapshot taken when the file is opened, and ctl, a command file in
+ * which every open descriptor is a session: writing a command line runs it,
+ * then reads return that command's whole reply from its start, whatever the
+ * file offset, followed by end of file. All are opened with direct_io, so
+ * every read reaches the daemon and no stale page is ever served.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "fs/fs_int.h"
+#include "nadbfs-config.h"
+
+struct fs_ctlh {
+	fuse_ino_t ino;
+	pthread_mutex_t lock;	/* a session may be used by several threads */
+	char *buf;		/* snapshot, or the last reply */
+	size_t len;
+	size_t pos;		/* ctl: how much of the reply was read */
+};
+
+static double uptime_s(const struct fs *fs)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	return (double)(now.tv_sec - fs->started.tv_sec) +
+	       (double)(now.tv_nsec - fs->started.tv_nsec) / 1e9;
+}
+
+static char *stats_json(struct fs *fs, size_t *len)
+{
+	struct kv_stats s;
+	json_t *o;
+	char *text;
+
+	kv_get_stats(fs->kv, &s);
+	o = json_pack("{s:I, s:I, s:{s:I, s:I, s:I}, s:{s:I, s:I, s:I}, s:{s:I, s:I}, s:f, s:s}",
+		      "keys", (json_int_t)s.keys, "dirs", (json_int_t)s.dirs,
+		      "buffer", "keys", (json_int_t)s.buffer_keys, "bytes",
+		      (json_int_t)s.buffer_bytes, "dirty_bytes", (json_int_t)s.dirty_bytes,
+		      "flushes", "count", (json_int_t)s.flushes, "failures",
+		      (json_int_t)s.flush_failures, "last_duration_ms",
+		      (json_int_t)s.last_flush_ms, "ttl", "pending", (json_int_t)s.ttl_pending,
+		      "expired", (json_int_t)s.ttl_expired, "uptime_s", uptime_s(fs), "version",
+		      NADBFS_VERSION);
+	if (!o)
+		return NULL;
+	text = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	if (!text)
+		return NULL;
+	*len = strlen(text);
+	/* One object per line, as tools that read JSON lines expect. */
+	text = realloc(text, *len + 2);
+	if (text) {
+		text[(*len)++] = '\n';
+		text[*len] = '\0';
+	}
+	return text;
+}
+
+struct metric {
+	const char *name, *type, *help;
+	uint64_t value;
+};
+
+static char *metrics_text(struct fs *fs, size_t *len)
+{
+	struct kv_stats s;
+	char *text = NULL;
+	size_t size = 0;
+	FILE *f;
+
+	kv_get_stats(fs->kv, &s);
+	const struct metric m[] = {
+		{ "nadbfs_keys", "gauge", "Keys in the store.", s.keys },
+		{ "nadbfs_dirs", "gauge", "Directories in the store.", s.dirs },
+		{ "nadbfs_buffer_keys", "gauge", "Records waiting to be flushed.", s.buffer_keys },
+		{ "nadbfs_buffer_bytes", "gauge", "Bytes of values held in memory.",
+		  s.buffer_bytes },
+		{ "nadbfs_buffer_dirty_bytes", "gauge", "Bytes written and not yet durable.",
+		  s.dirty_bytes },
+		{ "nadbfs_flushes_total", "counter", "Completed flushes.", s.flushes },
+		{ "nadbfs_flush_failures_total", "counter", "Failed flushes.", s.flush_failures },
+		{ "nadbfs_ttl_expired_total", "counter", "Keys expired.", s.ttl_expired },
+		{ "nadbfs_ttl_pending", "gauge", "Deadlines indexed for the sweeper.",
+		  s.ttl_pending },
+	};
+
+	f = open_memstream(&text, &size);
+	if (!f)
+		return NULL;
+	for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++)
+		fprintf(f, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", m[i].name, m[i].help,
+			m[i].name, m[i].type, m[i].name, (unsigned long long)m[i].value);
+	fprintf(f, "# HELP nadbfs_uptime_seconds Seconds since the mount.\n"
+		   "# TYPE nadbfs_uptime_seconds gauge\nnadbfs_uptime_seconds %.3f\n",
+		uptime_s(fs));
+	if (fclose(f)) {
+		free(text);
+		return NULL;
+	}
+	*len = size;
+	return text;
+}
+
+static char *reply(const char *fmt, const char *arg, size_t *len)
+{
+	char *text = NULL;
+	int n = asprintf(&text, fmt, arg);
+
+	if (n < 0)
+		return NULL;
+	*len = (size_t)n;
+	return text;
+}
+
+/* Runs one command line; returns the reply (malloc'd). */
+static char *run_command(struct fs *fs, const char *cmd, size_t *len)
+{
+	int ret;
+
+	if (!strcmp(cmd, "flush")) {
+		ret = kv_flush(fs->kv);
+		if (ret)
+			return reply("error: flush failed: %s\n", strerror(-ret), len);
+		return reply("ok%s\n", "", len);
+	}
+	if (!strcmp(cmd, "sweep")) {
+		kv_sweep(fs->kv);
+		return reply("ok%s\n", "", len);
+	}
+	if (!*cmd)
+		return reply("error: empty command%s\n", "", len);
+	return reply("error: unknown command '%s' (commands: flush, sweep)\n", cmd, len);
+}
+
+bool fs_ctl_is_file(fuse_ino_t ino)
+{
+	return ino == FS_INO_STATS || ino == FS_INO_METRICS || ino == FS_INO_CTL;
+}
+
+void fs_ctl_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_ctlh *h = calloc(1, sizeof(*h));
+
+	if (!h) {
+		fs_reply_err(req, -ENOMEM);
+		return;
+	}
+	h->ino = ino;
+	pthread_mutex_init(&h->lock, NULL);
+	if (ino == FS_INO_STATS)
+		h->buf = stats_json(fs, &h->len);
+	else if (ino == FS_INO_METRICS)
+		h->buf = metrics_text(fs, &h->len);
+	if (ino != FS_INO_CTL && !h->buf) {
+		free(h);
+		fs_reply_err(req, -ENOMEM);
+		return;
+	}
+	fi->fh = (uintptr_t)h;
+	fi->direct_io = 1;
+	fi->keep_cache = 0;
+	if (fuse_reply_open(req, fi))
+		fs_ctl_release(fi);
+}
+
+void fs_ctl_read(fuse_req_t req, struct fuse_file_info *fi, size_t size, off_t off)
+{
+	struct fs_ctlh *h = (struct fs_ctlh *)(uintptr_t)fi->fh;
+	size_t from;
+
+	pthread_mutex_lock(&h->lock);
+	/* The ctl reply is read from its start whatever the offset; the
+	 * snapshots are ordinary files. */
+	from = h->ino == FS_INO_CTL ? h->pos : (off < 0 ? h->len : (size_t)off);
+	if (from > h->len)
+		from = h->len;
+	if (size > h->len - from)
+		size = h->len - from;
+	if (h->ino == FS_INO_CTL)
+		h->pos += size;
+	fuse_reply_buf(req, h->buf ? h->buf + from : NULL, size);
+	pthread_mutex_unlock(&h->lock);
+}
+
+void fs_ctl_write(fuse_req_t req, struct fuse_file_info *fi, const char *buf, size_t size)
+{
+	struct fs_ctlh *h = (struct fs_ctlh *)(uintptr_t)fi->fh;
+	char *cmd, *text;
+	size_t len = 0;
+
+	if (h->ino != FS_INO_CTL) {
+		fs_reply_err(req, -EBADF);
+		return;
+	}
+	cmd = strndup(buf, size);
+	if (!cmd) {
+		fs_reply_err(req, -ENOMEM);
+		return;
+	}
+	if (size && cmd[size - 1] == '\n')
+		cmd[size - 1] = '\0';
+	if (strlen(cmd) != strcspn(cmd, "\n") || strlen(cmd) < (size ? size - 1 : 0))
+		text = reply("error: one command line per write%s\n", "", &len);
+	else
+		text = run_command(fs_of(req), cmd, &len);
+	free(cmd);
+	if (!text) {
+		fs_reply_err(req, -ENOMEM);
+		return;
+	}
+	pthread_mutex_lock(&h->lock);
+	free(h->buf);
+	h->buf = text;
+	h->len = len;
+	h->pos = 0;
+	pthread_mutex_unlock(&h->lock);
+	fuse_reply_write(req, size);
+}
+
+void fs_ctl_release(struct fuse_file_info *fi)
+{
+	struct fs_ctlh *h = (struct fs_ctlh *)(uintptr_t)fi->fh;
+
+	if (!h)
+		return;
+	pthread_mutex_destroy(&h->lock);
+	free(h->buf);
+	free(h);
+	fi->fh = 0;
+}

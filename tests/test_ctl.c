@@ -1,0 +1,236 @@
+/*
+ * The control directory .nadb/ and nadbctl: stats as one JSON object taken
+ * at open, metrics in Prometheus text format, ctl sessions (reply from its
+ * start whatever the offset, then EOF; one session per descriptor), errors
+ * for bad commands, and nadbctl's output and exit status.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <regex.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+
+#include "mnt.h"
+
+static const char *nadbctl(void)
+{
+	const char *p = getenv("NADBCTL_BIN");
+
+	if (!p)
+		fail_msg("NADBCTL_BIN is not set");
+	return p;
+}
+
+static json_t *read_stats(struct mnt *m)
+{
+	size_t len;
+	char *text = read_file(mnt_path(m, ".nadb/stats"), &len);
+	json_error_t err;
+	json_t *o = json_loadb(text, len, 0, &err);
+
+	if (!o)
+		fail_msg("stats is not JSON: %s: %s", err.text, text);
+	free(text);
+	return o;
+}
+
+static json_int_t stat_int(json_t *o, const char *path)
+{
+	char key[64], *dot;
+	json_t *v = o;
+
+	snprintf(key, sizeof(key), "%s", path);
+	for (char *k = key; k; k = dot ? dot + 1 : NULL) {
+		dot = strchr(k, '.');
+		if (dot)
+			*dot = '\0';
+		v = json_object_get(v, k);
+		if (!v)
+			fail_msg("stats has no %s", path);
+	}
+	assert_true(json_is_integer(v));
+	return json_integer_value(v);
+}
+
+static void test_stats_is_a_snapshot_at_open(void **state)
+{
+	struct mnt *m = *state;
+	json_t *o;
+	int fd;
+	char buf[4096];
+	ssize_t n;
+
+	mnt_start(m, "flush_interval=1h");
+	put_str(mnt_path(m, "a"), "1");
+	put_str(mnt_path(m, "b"), "2");
+	ASSERT_SYS(mkdir(mnt_path(m, "d"), 0755));
+	o = read_stats(m);
+	assert_int_equal(stat_int(o, "keys"), 2);
+	assert_int_equal(stat_int(o, "dirs"), 1);
+	assert_true(stat_int(o, "buffer.keys") >= 3);
+	assert_true(json_is_string(json_object_get(o, "version")));
+	json_decref(o);
+	/* Opened before the change: shows the state at open. */
+	fd = open(mnt_path(m, ".nadb/stats"), O_RDONLY);
+	assert_true(fd >= 0);
+	put_str(mnt_path(m, "c"), "3");
+	n = read(fd, buf, sizeof(buf) - 1);
+	assert_true(n > 0);
+	close(fd);
+	buf[n] = 0;
+	o = json_loads(buf, 0, NULL);
+	assert_non_null(o);
+	assert_int_equal(stat_int(o, "keys"), 2);
+	json_decref(o);
+	o = read_stats(m);
+	assert_int_equal(stat_int(o, "keys"), 3);
+	json_decref(o);
+	mnt_stop(m);
+}
+
+static void test_metrics_parse(void **state)
+{
+	struct mnt *m = *state;
+	regex_t sample, comment;
+	char *text, *line, *save = NULL;
+	int samples = 0;
+
+	mnt_start(m, NULL);
+	put_str(mnt_path(m, "a"), "1");
+	assert_int_equal(regcomp(&sample, "^nadbfs_[a-z_]+ [0-9]+(\\.[0-9]+)?$", REG_EXTENDED), 0);
+	assert_int_equal(regcomp(&comment, "^# (HELP|TYPE) nadbfs_[a-z_]+ .+$", REG_EXTENDED), 0);
+	text = read_file(mnt_path(m, ".nadb/metrics"), NULL);
+	assert_non_null(strstr(text, "\nnadbfs_keys 1\n"));
+	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		if (line[0] == '#') {
+			if (regexec(&comment, line, 0, NULL, 0))
+				fail_msg("bad metrics comment: %s", line);
+		} else if (regexec(&sample, line, 0, NULL, 0)) {
+			fail_msg("bad metrics sample: %s", line);
+		} else {
+			samples++;
+		}
+	}
+	assert_true(samples >= 8);
+	free(text);
+	regfree(&sample);
+	regfree(&comment);
+	mnt_stop(m);
+}
+
+static void test_ctl_sessions(void **state)
+{
+	struct mnt *m = *state;
+	char *out = NULL, buf[256];
+	int a, b;
+	ssize_t n;
+
+	mnt_start(m, "flush_interval=1h");
+	put_str(mnt_path(m, "k"), "durable after flush");
+	/* The shell idiom of the spec. */
+	assert_int_equal(run_cmd_out(&out, "exec 3<>%s; echo flush >&3; cat <&3",
+				     shq(m, mnt_path(m, ".nadb/ctl"))),
+			 0);
+	assert_string_equal(out, "ok\n");
+	free(out);
+	/* Write, seek to 0, read; and two sessions keep their own replies. */
+	a = open(mnt_path(m, ".nadb/ctl"), O_RDWR);
+	b = open(mnt_path(m, ".nadb/ctl"), O_RDWR);
+	assert_true(a >= 0 && b >= 0);
+	assert_int_equal(write(a, "sweep\n", 6), 6);
+	assert_int_equal(write(b, "nonsense\n", 9), 9);
+	assert_int_equal(lseek(a, 0, SEEK_SET), 0);
+	n = read(a, buf, sizeof(buf) - 1);
+	assert_int_equal(n, 3);
+	assert_memory_equal(buf, "ok\n", 3);
+	assert_int_equal(read(a, buf, sizeof(buf)), 0); /* then end of file */
+	n = read(b, buf, sizeof(buf) - 1);
+	assert_true(n > 0);
+	buf[n] = 0;
+	assert_true(strncmp(buf, "error: unknown command 'nonsense'", 33) == 0);
+	assert_int_equal(write(b, "flush\nsweep\n", 12), 12);
+	n = read(b, buf, sizeof(buf) - 1);
+	buf[n > 0 ? n : 0] = 0;
+	assert_true(strncmp(buf, "error: ", 7) == 0);
+	close(a);
+	close(b);
+	/* flush made it durable: it survives SIGKILL. */
+	mnt_kill(m);
+	mnt_start(m, NULL);
+	assert_file_str(mnt_path(m, "k"), "durable after flush");
+	mnt_stop(m);
+}
+
+static void test_control_files_are_protected(void **state)
+{
+	struct mnt *m = *state;
+	struct stat st;
+
+	mnt_start(m, NULL);
+	ASSERT_SYS(stat(mnt_path(m, ".nadb/ctl"), &st));
+	assert_int_equal(st.st_mode & 07777, 0600);
+	ASSERT_SYS(stat(mnt_path(m, ".nadb/stats"), &st));
+	assert_int_equal(st.st_mode & 07777, 0400);
+	ASSERT_ERRNO(unlink(mnt_path(m, ".nadb/stats")), EPERM);
+	ASSERT_ERRNO(rename(mnt_path(m, ".nadb/ctl"), mnt_path(m, "ctl")), EPERM);
+	ASSERT_ERRNO(lstat(mnt_path(m, "ctl"), &st), ENOENT);
+	ASSERT_ERRNO(open(mnt_path(m, ".nadb/new"), O_CREAT | O_WRONLY, 0644), EPERM);
+	mnt_stop(m);
+}
+
+static void test_nadbctl(void **state)
+{
+	struct mnt *m = *state;
+	char *out = NULL;
+	json_t *o;
+
+	mnt_start(m, "flush_interval=1h");
+	put_str(mnt_path(m, "k"), "v");
+	assert_int_equal(run_cmd_out(&out, "%s -m %s flush", nadbctl(), shq(m, m->dir)), 0);
+	assert_string_equal(out, "ok\n");
+	free(out);
+	assert_int_equal(run_cmd_out(&out, "cd %s && %s stats --json", shq(m, m->dir), nadbctl()),
+			 0);
+	o = json_loads(out, 0, NULL);
+	assert_non_null(o);
+	assert_int_equal(stat_int(o, "keys"), 1);
+	assert_int_equal(stat_int(o, "buffer.keys"), 0); /* flushed */
+	json_decref(o);
+	free(out);
+	assert_int_equal(run_cmd_out(&out, "%s -m %s stats", nadbctl(), shq(m, m->dir)), 0);
+	assert_non_null(strstr(out, "keys: 1\n"));
+	free(out);
+	assert_int_equal(run_cmd_out(&out, "%s -m %s frobnicate", nadbctl(), shq(m, m->dir)), 1);
+	assert_non_null(strstr(out, "unknown command 'frobnicate'"));
+	free(out);
+	assert_int_equal(run_cmd_out(&out, "%s -m %s flush", nadbctl(), shq(m, m->root)), 1);
+	assert_non_null(strstr(out, "is not a nadbfs mount"));
+	free(out);
+	assert_int_equal(run_cmd("%s --help >/dev/null", nadbctl()), 0);
+	mnt_stop(m);
+}
+
+#define T(f) cmocka_unit_test_setup_teardown(f, mnt_setup, mnt_teardown)
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		T(test_stats_is_a_snapshot_at_open),
+		T(test_metrics_parse),
+		T(test_ctl_sessions),
+		T(test_control_files_are_protected),
+		T(test_nadbctl),
+	};
+
+	return cmocka_run_group_tests_name("ctl", tests, NULL, NULL);
+}
