@@ -28,6 +28,10 @@ struct fs_options {
 	double entry_timeout;	/* seconds the kernel may cache names */
 	bool allow_other;	/* the mount is shared with other users */
 	uint32_t uid, gid;	/* the mounting user: owns the reserved directories */
+	/* The ctl command "reload": 0, or a negative errno with the reason in
+	 * msg. NULL: the command answers that reload is not available. */
+	int (*reload)(void *arg, char *msg, size_t len);
+	void *reload_arg;
 };
 
 int fs_new(struct kv_store *kv, const struct fs_options *o, struct fs **out);

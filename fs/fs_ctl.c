@@ -137,9 +137,16 @@ static char *run_command(struct fs *fs, const char *cmd, size_t *len)
 		kv_sweep(fs->kv);
 		return reply("ok%s\n", "", len);
 	}
+	if (!strcmp(cmd, "reload")) {
+		char msg[512] = "reload is not available";
+
+		if (!fs->o.reload || fs->o.reload(fs->o.reload_arg, msg, sizeof(msg)))
+			return reply("error: %s\n", msg, len);
+		return reply("ok%s\n", "", len);
+	}
 	if (!*cmd)
 		return reply("error: empty command%s\n", "", len);
-	return reply("error: unknown command '%s' (commands: flush, sweep)\n", cmd, len);
+	return reply("error: unknown command '%s' (commands: flush, sweep, reload)\n", cmd, len);
 }
 
 bool fs_ctl_is_file(fuse_ino_t ino)

@@ -243,7 +243,8 @@ static bool is_ignored(const char *name)
 }
 
 /* One -o item other than config=: 0 or NADBFS_CLI_ERROR after printing why. */
-static int apply_one(const char *opt, struct conf *c, struct nadbfs_fuse_opts *fo)
+static int apply_one(const char *opt, struct conf *c, struct nadbfs_fuse_opts *fo, char *msg,
+		     size_t msglen)
 {
 	char name[128], err[512];
 	const char *eq = strchr(opt, '='), *value = eq ? eq + 1 : NULL;
@@ -273,28 +274,29 @@ static int apply_one(const char *opt, struct conf *c, struct nadbfs_fuse_opts *f
 		return 0;
 	}
 	if (nlen >= sizeof(name) || nlen == 0) {
-		fprintf(stderr, "nadbfs: unknown option '%s'\n", opt);
+		snprintf(msg, msglen, "unknown option '%s'", opt);
 		return NADBFS_CLI_ERROR;
 	}
 	memcpy(name, opt, nlen);
 	name[nlen] = '\0';
 	ret = conf_set_option(c, name, value, err, sizeof(err));
 	if (ret == -ENOENT) {
-		fprintf(stderr, "nadbfs: unknown option '%s'\n", name);
+		snprintf(msg, msglen, "unknown option '%s'", name);
 		return NADBFS_CLI_ERROR;
 	}
 	if (ret) {
-		fprintf(stderr, "nadbfs: %s\n", err);
+		snprintf(msg, msglen, "%s", err);
 		return NADBFS_CLI_ERROR;
 	}
 	return 0;
 
 out_nomem:
-	fprintf(stderr, "nadbfs: %s\n", strerror(ENOMEM));
+	snprintf(msg, msglen, "%s", strerror(ENOMEM));
 	return NADBFS_CLI_ERROR;
 }
 
-int nadbfs_cli_apply(const struct nadbfs_cli *cli, struct conf *c, struct nadbfs_fuse_opts *fo)
+int nadbfs_cli_apply(const struct nadbfs_cli *cli, struct conf *c, struct nadbfs_fuse_opts *fo,
+		     char *msg, size_t msglen)
 {
 	char err[512];
 	int ret;
@@ -307,18 +309,18 @@ int nadbfs_cli_apply(const struct nadbfs_cli *cli, struct conf *c, struct nadbfs
 		if (strncmp(opt, "config", 6) != 0 || (opt[6] != '=' && opt[6] != '\0'))
 			continue;
 		if (opt[6] == '\0' || opt[7] == '\0') {
-			fprintf(stderr, "nadbfs: option config needs a file name (config=FILE)\n");
+			snprintf(msg, msglen, "option config needs a file name (config=FILE)");
 			return NADBFS_CLI_ERROR;
 		}
 		ret = conf_load_file(c, opt + 7, err, sizeof(err));
 		if (ret) {
-			fprintf(stderr, "nadbfs: %s\n", err);
+			snprintf(msg, msglen, "%s", err);
 			return NADBFS_CLI_ERROR;
 		}
 	}
 	ret = conf_set_source(c, cli->source, err, sizeof(err));
 	if (ret) {
-		fprintf(stderr, "nadbfs: %s\n", err);
+		snprintf(msg, msglen, "%s", err);
 		return NADBFS_CLI_ERROR;
 	}
 	for (size_t i = 0; i < cli->nopts; i++) {
@@ -326,7 +328,7 @@ int nadbfs_cli_apply(const struct nadbfs_cli *cli, struct conf *c, struct nadbfs
 
 		if (strncmp(opt, "config=", 7) == 0)
 			continue;
-		ret = apply_one(opt, c, fo);
+		ret = apply_one(opt, c, fo, msg, msglen);
 		if (ret)
 			return ret;
 	}

@@ -25,6 +25,7 @@ static const char usage[] =
 	"  stats [--json]   the mount's figures (buffer, flushes, TTL, ...)\n"
 	"  flush            make every buffered write durable now\n"
 	"  sweep            expire every key past its deadline now\n"
+	"  reload           re-read the configuration (as SIGHUP does)\n"
 	"\n"
 	"-m MOUNTPOINT      the nadbfs mount (default: the one containing the current\n"
 	"                   directory)\n"
@@ -234,7 +235,7 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(cmd, "stats"))
 		return stats(mnt, as_json);
-	if (!strcmp(cmd, "flush") || !strcmp(cmd, "sweep"))
+	if (!strcmp(cmd, "flush") || !strcmp(cmd, "sweep") || !strcmp(cmd, "reload"))
 		return run_command(mnt, cmd);
 	fprintf(stderr, "nadbctl: unknown command '%s'\n%s", cmd, usage);
 	return 1;

@@ -37,15 +37,94 @@
 /* How long a second daemon waits for the previous owner of a data directory. */
 #define NADBFS_LOCK_TIMEOUT_MS 30000
 
+/*
+ * What a reload needs: the command line to rebuild the configuration from
+ * (files, SOURCE, -o options, in the same layers as at mount), the store to
+ * retune, and the configuration in force. lock serializes reloads (SIGHUP
+ * and the ctl command may come together).
+ */
+struct reloader {
+	pthread_mutex_t lock;
+	const struct nadbfs_cli *cli;
+	struct conf *conf;	/* lock */
+	struct kv_store *kv;
+	bool to_tty;		/* stderr was a terminal when logging started */
+};
+
+static void set_log_format(const struct conf *c, bool to_tty);
+static void kv_options_from_conf(const struct conf *c, struct kv_options *o);
+
+/* Settings a running mount cannot take: they need a remount. */
+static void warn_fixed(const struct conf *old, const struct conf *new)
+{
+	static const char fmt[] = "reload: %s changes at the next mount, not now";
+
+	if (old->backend != new->backend || strcmp(old->data_dir ? old->data_dir : "",
+						   new->data_dir ? new->data_dir : ""))
+		log_msg(NLOG_WARN, "conf", fmt, "the backend or data_dir");
+	if (strcmp(old->db, new->db) || strcmp(old->ns, new->ns))
+		log_msg(NLOG_WARN, "conf", fmt, "db/namespace");
+	if (old->allow_other != new->allow_other || old->max_threads != new->max_threads)
+		log_msg(NLOG_WARN, "conf", fmt, "allow_other/max_threads");
+	if (old->attr_timeout_ms != new->attr_timeout_ms ||
+	    old->entry_timeout_ms != new->entry_timeout_ms)
+		log_msg(NLOG_WARN, "conf", fmt, "attr_timeout/entry_timeout");
+	if (old->compression != new->compression ||
+	    old->compression_min_size != new->compression_min_size)
+		log_msg(NLOG_WARN, "conf", fmt, "compression");
+	if (strcmp(old->log_file ? old->log_file : "", new->log_file ? new->log_file : ""))
+		log_msg(NLOG_WARN, "conf", fmt, "log file");
+}
+
+/*
+ * Rebuilds the configuration and applies what a running mount can change:
+ * log level and format, buffer size, flush interval, backend timeout, value
+ * size limit, default TTL and sweep period. A configuration with any error
+ * changes nothing. Returns 0 or -EINVAL with the reason in msg.
+ */
+static int reload(void *arg, char *msg, size_t len)
+{
+	struct reloader *r = arg;
+	struct nadbfs_fuse_opts fo;
+	struct kv_options ko;
+	struct conf next;
+	int ret = 0;
+
+	pthread_mutex_lock(&r->lock);
+	conf_init(&next);
+	if (nadbfs_cli_apply(r->cli, &next, &fo, msg, len)) {
+		log_msg(NLOG_WARN, "conf", "reload refused, nothing changed: %s", msg);
+		conf_free(&next);
+		ret = -EINVAL;
+		goto out;
+	}
+	nadbfs_fuse_opts_free(&fo);
+	if (r->cli->debug)
+		next.log_level = NLOG_DEBUG;
+	warn_fixed(r->conf, &next);
+	log_set_level(next.log_level);
+	set_log_format(&next, r->to_tty);
+	kv_options_from_conf(&next, &ko);
+	kv_reconfigure(r->kv, &ko);
+	conf_free(r->conf);
+	*r->conf = next;
+	log_msg(NLOG_INFO, "conf", "configuration reloaded");
+out:
+	pthread_mutex_unlock(&r->lock);
+	return ret;
+}
+
 struct hup_thread {
 	pthread_t tid;
 	atomic_bool stop;
 	bool running;
+	struct reloader *reloader;
 };
 
 static void *hup_main(void *arg)
 {
 	struct hup_thread *h = arg;
+	char msg[512];
 	sigset_t set;
 	int sig;
 
@@ -56,9 +135,7 @@ static void *hup_main(void *arg)
 			continue;
 		if (atomic_load(&h->stop))
 			break;
-		/* Reloading the configuration comes with a later change. */
-		log_msg(NLOG_WARN, "conf", "reload requested; reloading is not supported yet, "
-			"the configuration is unchanged");
+		reload(h->reloader, msg, sizeof(msg));
 	}
 	return NULL;
 }
@@ -257,6 +334,7 @@ int main(int argc, char **argv)
 	struct fuse_loop_config *loop_cfg = NULL;
 	struct fuse_session *se = NULL;
 	struct hup_thread hup = { 0 };
+	struct reloader rl = { .lock = PTHREAD_MUTEX_INITIALIZER };
 	struct kv_options ko;
 	struct kv_store *kv = NULL;
 	struct fs_options fso;
@@ -288,8 +366,10 @@ int main(int argc, char **argv)
 		return ret == NADBFS_CLI_DONE ? 0 : 1;
 	}
 	conf_init(&conf);
-	if (nadbfs_cli_apply(&cli, &conf, &fo))
+	if (nadbfs_cli_apply(&cli, &conf, &fo, err, sizeof(err))) {
+		fprintf(stderr, "nadbfs: %s\n", err);
 		goto out_conf;
+	}
 	if (cli.debug)
 		conf.log_level = NLOG_DEBUG;
 	if (conf.backend == CONF_BACKEND_REDIS) {
@@ -329,7 +409,14 @@ int main(int argc, char **argv)
 		fprintf(stderr, "nadbfs: %s\n", err[0] ? err : strerror(-ret));
 		goto out_conf;
 	}
+	rl.cli = &cli;
+	rl.conf = &conf;
+	rl.kv = kv;
+	rl.to_tty = !conf.log_file && cli.foreground && isatty(STDERR_FILENO);
+	hup.reloader = &rl;
 	fso = (struct fs_options){
+		.reload = reload,
+		.reload_arg = &rl,
 		.attr_timeout = (double)conf.attr_timeout_ms / 1000.0,
 		.entry_timeout = (double)conf.entry_timeout_ms / 1000.0,
 		.allow_other = conf.allow_other,

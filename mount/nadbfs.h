@@ -39,9 +39,12 @@ void nadbfs_cli_free(struct nadbfs_cli *cli);
 /*
  * Builds the configuration in its layers: every config=FILE, then SOURCE,
  * then the other -o options in order. FUSE mount options land in fo.
- * 0, or NADBFS_CLI_ERROR after printing why.
+ * 0, or NADBFS_CLI_ERROR with the reason in msg ("FILE:LINE: message",
+ * "unknown option 'x'", ...); the caller prints or logs it. Also used to
+ * rebuild the configuration on reload.
  */
-int nadbfs_cli_apply(const struct nadbfs_cli *cli, struct conf *c, struct nadbfs_fuse_opts *fo);
+int nadbfs_cli_apply(const struct nadbfs_cli *cli, struct conf *c, struct nadbfs_fuse_opts *fo,
+		     char *msg, size_t msglen);
 void nadbfs_fuse_opts_free(struct nadbfs_fuse_opts *fo);
 
 /* SOURCE as /proc/mounts shows it: a Redis URL loses its password (malloc'd). */

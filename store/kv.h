@@ -98,8 +98,15 @@ struct kv_stats {
  * thread, so the caller may fork afterwards. err gets a one-line message.
  */
 int kv_open(const struct kv_options *o, struct kv_store **out, char *err, size_t errlen);
-/* Starts the flusher thread. */
+/* Starts the flusher and sweeper threads. */
 int kv_start(struct kv_store *kv);
+/*
+ * Applies new values of the settings that may change while mounted:
+ * buffer_size, flush_interval_ms, backend_timeout_ms, max_value_size,
+ * default_ttl_s, ttl_sweep_ms (the rest of o is ignored). The threads see
+ * them at once.
+ */
+void kv_reconfigure(struct kv_store *kv, const struct kv_options *o);
 /*
  * Flushes everything, stops the threads, closes the backend and frees kv.
  * Returns the final flush's result: non-zero means buffered data could not

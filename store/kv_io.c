@@ -230,9 +230,12 @@ static ssize_t do_write(struct kv_store *kv, uint64_t id, const void *buf, size_
 	uint64_t old;
 	ssize_t ret;
 
-	if (off > kv->opts.max_value_size || len > kv->opts.max_value_size - off)
-		return -EFBIG;
 	pthread_mutex_lock(&kv->lock);
+	/* Under the lock: a reload may change the limit. */
+	if (off > kv->opts.max_value_size || len > kv->opts.max_value_size - off) {
+		ret = -EFBIG;
+		goto out;
+	}
 	n = kv_node_live(kv, id);
 	if (!n) {
 		ret = -ENOENT;

@@ -221,6 +221,22 @@ int kv_start(struct kv_store *kv)
 	return ret;
 }
 
+void kv_reconfigure(struct kv_store *kv, const struct kv_options *o)
+{
+	pthread_mutex_lock(&kv->lock);
+	kv->opts.buffer_size = o->buffer_size;
+	kv->opts.flush_interval_ms = o->flush_interval_ms;
+	kv->opts.backend_timeout_ms = o->backend_timeout_ms;
+	kv->opts.max_value_size = o->max_value_size;
+	kv->opts.default_ttl_s = o->default_ttl_s;
+	kv->opts.ttl_sweep_ms = o->ttl_sweep_ms ? o->ttl_sweep_ms : kv->opts.ttl_sweep_ms;
+	/* New deadlines for the sleeping threads; writers may have room now. */
+	pthread_cond_signal(&kv->flush_cond);
+	pthread_cond_signal(&kv->sweep_cond);
+	pthread_cond_broadcast(&kv->done_cond);
+	pthread_mutex_unlock(&kv->lock);
+}
+
 int kv_close(struct kv_store *kv)
 {
 	struct kv_node *n;

@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <regex.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -220,6 +222,57 @@ static void test_nadbctl(void **state)
 	mnt_stop(m);
 }
 
+static bool wait_flushed(struct mnt *m, int deadline_ms)
+{
+	int64_t until = now_ms() + deadline_ms;
+
+	while (now_ms() < until) {
+		json_t *o = read_stats(m);
+		json_int_t keys = stat_int(o, "buffer.keys");
+
+		json_decref(o);
+		if (keys == 0)
+			return true;
+		struct timespec ts = { 0, 20 * 1000000 };
+		nanosleep(&ts, NULL);
+	}
+	return false;
+}
+
+/* SIGHUP and the ctl command re-read the configuration; a bad one is
+ * refused with its FILE:LINE message and changes nothing; the daemon lives
+ * on either way. */
+static void test_reload(void **state)
+{
+	struct mnt *m = *state;
+	const char *conf;
+	char *out = NULL;
+
+	mnt_init(m);
+	conf = mnt_str(m, "%s/kv.conf", m->root);
+	put_str(conf, "[store]\nflush_interval = 1h\n");
+	mnt_start(m, mnt_str(m, "config=%s", conf));
+	put_str(mnt_path(m, "a"), "1");
+	assert_false(wait_flushed(m, 300)); /* an hour away */
+	put_str(conf, "[store]\nflush_interval = 50ms\n");
+	ASSERT_SYS(kill(m->pid, SIGHUP));
+	assert_true(wait_flushed(m, 5000));
+
+	put_str(conf, "[store]\nflush_interval = 1h\nbogus = 1\n");
+	assert_int_equal(run_cmd_out(&out, "%s -m %s reload", nadbctl(), shq(m, m->dir)), 1);
+	assert_non_null(strstr(out, "kv.conf:3: unknown key 'bogus'"));
+	free(out);
+	ASSERT_SYS(kill(m->pid, SIGHUP)); /* refused the same way, and survived */
+	put_str(mnt_path(m, "b"), "2");
+	assert_true(wait_flushed(m, 5000)); /* still 50ms: nothing changed */
+
+	put_str(conf, "[store]\nflush_interval = 1h\n");
+	assert_int_equal(run_cmd_out(&out, "%s -m %s reload", nadbctl(), shq(m, m->dir)), 0);
+	assert_string_equal(out, "ok\n");
+	free(out);
+	mnt_stop(m);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, mnt_setup, mnt_teardown)
 
 int main(void)
@@ -230,6 +283,7 @@ int main(void)
 		T(test_ctl_sessions),
 		T(test_control_files_are_protected),
 		T(test_nadbctl),
+		T(test_reload),
 	};
 
 	return cmocka_run_group_tests_name("ctl", tests, NULL, NULL);
