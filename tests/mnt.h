@@ -11,6 +11,9 @@
  *
  * Strings returned as const char * (mnt_path, mnt_str, shq) belong to the
  * struct mnt and are freed by mnt_cleanup().
+ *
+ * mnt.c runs the daemon; mnt_util.c has the helpers that need none: shq,
+ * whole files, run_cmd, tree_snapshot. Tests link both.
  */
 #ifndef NADB_TESTS_MNT_H
 #define NADB_TESTS_MNT_H
