@@ -98,6 +98,9 @@ void fs_drain(struct fs *fs)
 	struct fs_defer *d = &fs->defer;
 	bool started;
 
+	/* The session is about to go: no more kernel notifications. */
+	kv_set_expire_fn(fs->kv, NULL, NULL);
+
 	pthread_mutex_lock(&d->lock);
 	d->stopping = true;
 	started = d->started;

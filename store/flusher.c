@@ -71,6 +71,12 @@ static ssize_t take_batch(struct kv_store *kv, struct kv_op *ops, struct batch_e
 			node_settle(kv, n);
 			continue;
 		}
+		if ((n->flags & KV_NODE_DELETED) && n->open_count && !n->value && n->m.vver) {
+			/* Removed (by expiry) while open, its value not in memory:
+			 * the DEL would take the bytes the handles still read.
+			 * It waits for the last release. */
+			continue;
+		}
 		if (n->flags & KV_NODE_DELETED) {
 			op->type = KV_OP_DEL;
 			op->meta.id = n->m.id;

@@ -123,6 +123,8 @@ static size_t subtree_max_len(const struct kv_node *dir)
 	return max;
 }
 
+static void expire_children(struct kv_store *kv, struct kv_node *dir);
+
 void kv_mark_dirty(struct kv_store *kv, struct kv_node *n)
 {
 	n->version++;
@@ -232,6 +234,11 @@ void kv_dir_touch(struct kv_store *kv, struct kv_node *dir, int64_t now)
  * DEL still needs it. */
 void kv_node_remove(struct kv_store *kv, struct kv_node *n)
 {
+	/* Its deadline leaves with it (the heap entry goes stale). */
+	if (n->m.expires_ms) {
+		kv->ttl_live--;
+		n->m.expires_ms = 0;
+	}
 	node_detach(n);
 	n->flags |= KV_NODE_DELETED;
 	if (is_dir(n))
@@ -404,9 +411,12 @@ int kv_create(struct kv_store *kv, uint64_t parent, const char *name, uint32_t m
 		goto out;
 	}
 	ret = node_create(kv, dir, name, S_IFREG | (mode & 07777), uid, gid, &n);
-	if (!ret && kv->opts.default_ttl_s)
+	if (!ret && kv->opts.default_ttl_s) {
 		ret = kv_set_deadline(kv, n,
 				      kv_now_ms() + (int64_t)kv->opts.default_ttl_s * 1000);
+		if (ret) /* no key without the TTL it should have */
+			kv_node_remove(kv, n);
+	}
 	if (!ret)
 		kv_fill_attr(n, out);
 out:
@@ -448,6 +458,8 @@ static int remove_entry(struct kv_store *kv, uint64_t parent, const char *name, 
 		ret = -EISDIR;
 		goto out;
 	}
+	if (want_dir)
+		expire_children(kv, n);
 	if (want_dir && n->children && htab_count(n->children)) {
 		ret = -ENOTEMPTY;
 		goto out;
@@ -544,6 +556,8 @@ int kv_rename(struct kv_store *kv, uint64_t parent, const char *name, uint64_t n
 	victim = kv_live_child(kv, dst, newname);
 	if (victim == n)
 		goto out;
+	if (victim && is_dir(victim))
+		expire_children(kv, victim);
 	ret = check_rename(n, dst, newname, victim, flags);
 	if (ret)
 		goto out;
@@ -692,7 +706,7 @@ void kv_get_stats(struct kv_store *kv, struct kv_stats *out)
 	out->flushes = kv->flushes;
 	out->flush_failures = kv->flush_failures;
 	out->last_flush_ms = kv->last_flush_ms;
-	out->ttl_pending = kv->heap_len;
+	out->ttl_pending = kv->ttl_live;
 	out->ttl_expired = kv->ttl_expired;
 	pthread_mutex_unlock(&kv->lock);
 }

@@ -80,7 +80,8 @@ struct kv_dirent {
  * filesystem can drop kernel caches of (parent, name) and of id.
  */
 typedef void (*kv_expire_fn)(void *arg, uint64_t parent, const char *name, uint64_t id);
-/* Sets the expiry callback; before kv_start. */
+/* Sets the expiry callback, or removes it (NULL): then returns only once a
+ * call in progress has finished, so its argument may be freed after. */
 void kv_set_expire_fn(struct kv_store *kv, kv_expire_fn fn, void *arg);
 /* Expires everything past its deadline now (the ctl command "sweep"). */
 int kv_sweep(struct kv_store *kv);

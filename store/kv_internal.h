@@ -83,8 +83,12 @@ struct kv_store {
 	struct kv_expired_ent *gone;	/* [L] expired, kernel not told yet */
 	size_t gone_len, gone_cap;	/* [L] */
 	uint64_t ttl_expired;		/* [L] keys expired since mount */
-	kv_expire_fn on_expire;		/* set before kv_start */
-	void *on_expire_arg;
+	uint64_t ttl_live;		/* [L] records in the tree with a deadline */
+	/* notify_lock: held while the callback runs, so that unregistering it
+	 * (NULL) waits for a call in progress. Never taken with kv->lock held. */
+	pthread_mutex_t notify_lock;
+	kv_expire_fn on_expire;		/* notify_lock */
+	void *on_expire_arg;		/* notify_lock */
 	pthread_cond_t sweep_cond;	/* wakes the sweeper */
 	pthread_t sweeper;
 	bool sweeper_running;

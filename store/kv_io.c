@@ -129,7 +129,10 @@ static int set_size(struct kv_store *kv, uint64_t id, uint64_t size)
 		ret = kv_load_value(kv, id);
 		if (ret)
 			return ret;
+		/* The lock was dropped: the key may have expired meanwhile. */
 		n = kv_node_live(kv, id);
+		if (!n || !n->value)
+			return -ENOENT;
 		old = kv_value_size(n->value);
 		kv->buffer_bytes -= old;
 		ret = kv_value_truncate(n->value, size);

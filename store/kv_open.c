@@ -35,6 +35,8 @@ static int load_record(const struct kv_meta *m, void *arg)
 	ret = htab_insert(&kv->by_id, n);
 	if (ret)
 		goto out_clear;
+	/* Indexed (and counted) like a deadline set now. */
+	n->m.expires_ms = 0;
 	if (m->expires_ms && kv_set_deadline(kv, n, m->expires_ms))
 		return -ENOMEM;
 	if (m->id > kv->max_id)
@@ -46,6 +48,17 @@ out_clear:
 out_free:
 	free(n);
 	return ret;
+}
+
+/* A loaded record that has no place in the tree: deleted at the next flush. */
+static void drop_loaded(struct kv_store *kv, struct kv_node *n)
+{
+	if (n->m.expires_ms) {
+		kv->ttl_live--;
+		n->m.expires_ms = 0;
+	}
+	n->flags |= KV_NODE_DELETED;
+	kv_mark_dirty(kv, n);
 }
 
 /*
@@ -79,8 +92,7 @@ static int link_tree(struct kv_store *kv)
 			log_msg(NLOG_WARN, "store",
 				"record %llu cannot be placed in the tree (parent %llu); dropped",
 				(unsigned long long)n->m.id, (unsigned long long)n->m.parent);
-			n->flags |= KV_NODE_DELETED;
-			kv_mark_dirty(kv, n);
+			drop_loaded(kv, n);
 			continue;
 		}
 		ret = kv_node_attach(parent, n);
@@ -90,6 +102,39 @@ static int link_tree(struct kv_store *kv)
 			kv->ndirs++;
 		else
 			kv->nkeys++;
+	}
+	/*
+	 * Below a dropped directory, or in a cycle of parents, records were
+	 * attached but never reach the root: drop them too, deepest first is
+	 * not needed since each one is checked on its own chain.
+	 */
+	for (size_t i = 0; !ret && i < k; i++) {
+		struct kv_node *p = nodes[i];
+		unsigned depth = 0;
+
+		n = nodes[i];
+		if (n == kv->root || (n->flags & KV_NODE_DELETED))
+			continue;
+		/* A key of 1024 bytes has at most 512 levels. */
+		while (p && p != kv->root && !(p->flags & KV_NODE_DELETED) && depth++ <= KV_KEY_MAX)
+			p = p->parent;
+		if (p == kv->root)
+			continue;
+		log_msg(NLOG_WARN, "store", "record %llu does not reach the root; dropped",
+			(unsigned long long)n->m.id);
+		/* Unhooked like a removal, but its children stay linked to it for
+		 * their own check; they fail it the same way. */
+		if (n->parent) {
+			htab_remove(n->parent->children, n);
+			if (S_ISDIR_NODE(n))
+				n->parent->nsubdirs--;
+			n->parent = NULL;
+		}
+		if (S_ISDIR_NODE(n))
+			kv->ndirs--;
+		else
+			kv->nkeys--;
+		drop_loaded(kv, n);
 	}
 	free(nodes);
 	return ret;
@@ -149,6 +194,7 @@ int kv_open(const struct kv_options *o, struct kv_store **out, char *err, size_t
 	if (!kv)
 		return -ENOMEM;
 	pthread_mutex_init(&kv->lock, NULL);
+	pthread_mutex_init(&kv->notify_lock, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -246,6 +292,10 @@ int kv_close(struct kv_store *kv)
 		return 0;
 	kv_sweeper_stop(kv);
 	kv_flusher_stop(kv);
+	/* No request comes any more: handles the kernel never released are
+	 * gone with the session, so a DEL that waited for them is due now. */
+	for (size_t i = 0; (n = htab_next(&kv->by_id, &i));)
+		n->open_count = 0;
 	if (kv->backend) {
 		/* The flusher's last pass may have failed: keep trying for as
 		 * long as any writer would have waited. */
@@ -278,6 +328,7 @@ int kv_close(struct kv_store *kv)
 	pthread_cond_destroy(&kv->sweep_cond);
 	kv_ttl_destroy(kv);
 	pthread_mutex_destroy(&kv->lock);
+	pthread_mutex_destroy(&kv->notify_lock);
 	free(kv->data_dir);
 	free(kv->db);
 	free(kv->ns);

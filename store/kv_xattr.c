@@ -133,7 +133,7 @@ static ssize_t get_ttl(const struct kv_node *n, void *buf, size_t size)
 }
 
 static int change_ttl(struct kv_store *kv, uint64_t id, const void *value, size_t len,
-		      bool remove)
+		      bool remove, int flags)
 {
 	struct kv_node *n;
 	uint64_t secs = 0;
@@ -150,8 +150,10 @@ static int change_ttl(struct kv_store *kv, uint64_t id, const void *value, size_
 		ret = -ENOENT;
 	else if (S_ISDIR(n->m.mode))
 		ret = -ENOTSUP;
-	else if (remove && !n->m.expires_ms)
+	else if ((remove || (flags & KV_XATTR_REPLACE)) && !n->m.expires_ms)
 		ret = -ENODATA;
+	else if (!remove && (flags & KV_XATTR_CREATE) && n->m.expires_ms)
+		ret = -EEXIST;
 	else
 		ret = kv_set_deadline(kv, n, remove ? 0 : kv_now_ms() + (int64_t)secs * 1000);
 	if (!ret) {
@@ -373,13 +375,13 @@ int kv_setxattr(struct kv_store *kv, uint64_t id, const char *name, const void *
 		size_t len, int flags)
 {
 	if (!strcmp(name, TTL_NAME))
-		return change_ttl(kv, id, value, len, false);
+		return change_ttl(kv, id, value, len, false, flags);
 	return change(kv, id, name, value ? value : "", len, flags);
 }
 
 int kv_removexattr(struct kv_store *kv, uint64_t id, const char *name)
 {
 	if (!strcmp(name, TTL_NAME))
-		return change_ttl(kv, id, NULL, 0, true);
+		return change_ttl(kv, id, NULL, 0, true, 0);
 	return change(kv, id, name, NULL, 0, 0);
 }

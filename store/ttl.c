@@ -43,9 +43,48 @@ static void heap_swap(struct kv_deadline *h, size_t a, size_t b)
 	h[b] = t;
 }
 
+static void sift_down(struct kv_deadline *h, size_t n, size_t i)
+{
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, m = i;
+
+		if (l < n && h[l].at < h[m].at)
+			m = l;
+		if (r < n && h[r].at < h[m].at)
+			m = r;
+		if (m == i)
+			return;
+		heap_swap(h, i, m);
+		i = m;
+	}
+}
+
+/*
+ * Drops the entries that no longer match their record's deadline (changed,
+ * removed, or the record gone), so that the heap stays within twice the
+ * number of live deadlines however often TTLs are rewritten.
+ */
+static void heap_compact(struct kv_store *kv)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < kv->heap_len; i++) {
+		struct kv_node *n = kv_node_get(kv, kv->heap[i].id);
+
+		if (n && !(n->flags & KV_NODE_DELETED) && n->m.expires_ms == kv->heap[i].at)
+			kv->heap[k++] = kv->heap[i];
+	}
+	kv->heap_len = k;
+	for (size_t i = k / 2; i-- > 0;)
+		sift_down(kv->heap, k, i);
+}
+
 static int heap_push(struct kv_store *kv, int64_t at, uint64_t id)
 {
 	size_t i;
+
+	if (kv->heap_len >= 64 && kv->heap_len > 2 * kv->ttl_live)
+		heap_compact(kv);
 
 	if (kv->heap_len == kv->heap_cap) {
 		size_t cap = kv->heap_cap ? kv->heap_cap * 2 : 64;
@@ -67,21 +106,10 @@ static int heap_push(struct kv_store *kv, int64_t at, uint64_t id)
 
 static void heap_pop(struct kv_store *kv)
 {
-	size_t i = 0, n = --kv->heap_len;
+	size_t n = --kv->heap_len;
 
 	kv->heap[0] = kv->heap[n];
-	for (;;) {
-		size_t l = 2 * i + 1, r = l + 1, m = i;
-
-		if (l < n && kv->heap[l].at < kv->heap[m].at)
-			m = l;
-		if (r < n && kv->heap[r].at < kv->heap[m].at)
-			m = r;
-		if (m == i)
-			break;
-		heap_swap(kv->heap, i, m);
-		i = m;
-	}
+	sift_down(kv->heap, n, 0);
 }
 
 int kv_set_deadline(struct kv_store *kv, struct kv_node *n, int64_t at_ms)
@@ -96,6 +124,10 @@ int kv_set_deadline(struct kv_store *kv, struct kv_node *n, int64_t at_ms)
 		if (kv->heap[0].id == n->m.id)
 			pthread_cond_signal(&kv->sweep_cond);
 	}
+	if (!n->m.expires_ms && at_ms)
+		kv->ttl_live++;
+	else if (n->m.expires_ms && !at_ms)
+		kv->ttl_live--;
 	n->m.expires_ms = at_ms;
 	return 0;
 }
@@ -173,11 +205,13 @@ static void notify_gone(struct kv_store *kv)
 	kv->gone = NULL;
 	kv->gone_len = kv->gone_cap = 0;
 	pthread_mutex_unlock(&kv->lock);
+	pthread_mutex_lock(&kv->notify_lock);
 	for (size_t i = 0; i < n; i++) {
 		if (kv->on_expire)
 			kv->on_expire(kv->on_expire_arg, g[i].parent, g[i].name, g[i].id);
 		free(g[i].name);
 	}
+	pthread_mutex_unlock(&kv->notify_lock);
 	free(g);
 }
 
@@ -226,8 +260,10 @@ static void *sweeper_main(void *arg)
 
 void kv_set_expire_fn(struct kv_store *kv, kv_expire_fn fn, void *arg)
 {
+	pthread_mutex_lock(&kv->notify_lock);
 	kv->on_expire = fn;
 	kv->on_expire_arg = arg;
+	pthread_mutex_unlock(&kv->notify_lock);
 }
 
 int kv_sweeper_start(struct kv_store *kv)

@@ -25,6 +25,8 @@
 #include <dirent.h>
 #include <cmocka.h>
 
+#include <jansson.h>
+
 #include "mnt.h"
 
 #define MOUNT_TIMEOUT_MS 10000
@@ -466,6 +468,51 @@ static bool log_line_is_error(const char *line, size_t len)
 	return false;
 }
 
+/*
+ * A daemon line is one JSON object with ts (RFC 3339 UTC), level,
+ * component and msg (spec section 11), or a "nadbfs: " line the program
+ * prints for whoever ran it. NULL when fine, else why not.
+ */
+static const char *log_line_problem(const char *line, size_t len)
+{
+	static const char *const levels[] = { "debug", "info", "warn", "error", NULL };
+	static const char *const comps[] = { "fs", "store", "backend", "sync", "ttl", "tx",
+					     "backup", "conf", NULL };
+	const char *ts, *level, *comp, *msg;
+	const char *problem = NULL;
+	json_t *o;
+
+	if (len >= 8 && strncmp(line, "nadbfs: ", 8) == 0)
+		return NULL;
+	o = json_loadb(line, len, 0, NULL);
+	if (!o || !json_is_object(o)) {
+		json_decref(o);
+		return "not a JSON object";
+	}
+	ts = json_string_value(json_object_get(o, "ts"));
+	level = json_string_value(json_object_get(o, "level"));
+	comp = json_string_value(json_object_get(o, "component"));
+	msg = json_string_value(json_object_get(o, "msg"));
+	if (!ts || strlen(ts) < 20 || ts[10] != 'T' || ts[strlen(ts) - 1] != 'Z')
+		problem = "no RFC 3339 UTC ts";
+	else if (!msg)
+		problem = "no msg";
+	if (!problem) {
+		problem = "unknown level";
+		for (size_t i = 0; level && levels[i]; i++)
+			if (!strcmp(level, levels[i]))
+				problem = NULL;
+	}
+	if (!problem) {
+		problem = "unknown component";
+		for (size_t i = 0; comp && comps[i]; i++)
+			if (!strcmp(comp, comps[i]))
+				problem = NULL;
+	}
+	json_decref(o);
+	return problem;
+}
+
 void mnt_check_log(struct mnt *m)
 {
 	char *log = mnt_log_text(m);
@@ -476,8 +523,13 @@ void mnt_check_log(struct mnt *m)
 		const char *nl = strchr(p, '\n');
 		size_t len = nl ? (size_t)(nl - p) : strlen(p);
 
+		const char *problem = len ? log_line_problem(p, len) : NULL;
+
 		if (log_line_is_error(p, len)) {
 			print_error("daemon log: %.*s\n", (int)len, p);
+			bad = true;
+		} else if (problem) {
+			print_error("daemon log line (%s): %.*s\n", problem, (int)len, p);
 			bad = true;
 		}
 		p += len + (nl ? 1 : 0);

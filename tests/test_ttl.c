@@ -230,6 +230,83 @@ static void test_default_ttl(void **state)
 	assert_int_equal(ttl_of(f, a.id), -ENOTSUP); /* keys only */
 }
 
+/* An open key that expires keeps its bytes for its handles, as after unlink;
+ * the DEL waits for the last release. */
+static void test_expired_open_key_keeps_its_bytes(void **state)
+{
+	struct fx *f = *state;
+	uint64_t id = mkkey(f, "k");
+	struct kv_attr a;
+	char buf[16];
+	int64_t until;
+
+	assert_int_equal(kv_flush(f->kv), 0);
+	kv_close(f->kv);
+	reopen(f); /* the value is only in the backend now */
+	assert_int_equal(kv_open_file(f->kv, id, false), 0);
+	set_ttl(f, id, "1", 0);
+	until = time(NULL) + 5;
+	while (kv_lookup(f->kv, KV_ROOT_ID, "k", &a) == 0 && time(NULL) < until) {
+		struct timespec ts = { 0, 20 * 1000000 };
+
+		nanosleep(&ts, NULL);
+	}
+	assert_int_equal(kv_lookup(f->kv, KV_ROOT_ID, "k", &a), -ENOENT);
+	assert_int_equal(kv_flush(f->kv), 0);
+	assert_int_equal(kv_read(f->kv, id, buf, sizeof(buf), 0), 5);
+	assert_memory_equal(buf, "value", 5);
+	kv_release_file(f->kv, id);
+	assert_int_equal(kv_flush(f->kv), 0);
+	assert_null(mem_find_id(&f->s, id));
+}
+
+/* Records that cannot reach the root (below a dropped directory, or in a
+ * cycle) are dropped with it and deleted from the backend. */
+static void test_unreachable_records_dropped(void **state)
+{
+	struct fx *f = *state;
+	struct kv_meta lost = { .id = 800, .parent = 999, .name = "lost", .mode = S_IFDIR | 0755 };
+	struct kv_meta child = { .id = 801, .parent = 800, .name = "c", .mode = S_IFREG | 0644,
+				 .expires_ms = 4000000000000 };
+	struct kv_meta c1 = { .id = 810, .parent = 811, .name = "a", .mode = S_IFDIR | 0755 };
+	struct kv_meta c2 = { .id = 811, .parent = 810, .name = "b", .mode = S_IFDIR | 0755 };
+	struct kv_stats st;
+
+	assert_int_equal(kv_close(f->kv), 0);
+	mem_put_raw(&f->s, &lost);
+	mem_put_raw(&f->s, &child);
+	mem_put_raw(&f->s, &c1);
+	mem_put_raw(&f->s, &c2);
+	reopen(f);
+	kv_get_stats(f->kv, &st);
+	assert_int_equal(st.keys, 0);
+	assert_int_equal(st.dirs, 0);
+	assert_int_equal(st.ttl_pending, 0);
+	assert_int_equal(kv_flush(f->kv), 0);
+	assert_null(mem_find_id(&f->s, 800));
+	assert_null(mem_find_id(&f->s, 801));
+	assert_null(mem_find_id(&f->s, 810));
+	assert_null(mem_find_id(&f->s, 811));
+}
+
+static void test_ttl_flags_and_pending_count(void **state)
+{
+	struct fx *f = *state;
+	uint64_t id = mkkey(f, "k");
+	struct kv_stats st;
+
+	assert_int_equal(kv_setxattr(f->kv, id, "user.ttl", "5", 1, KV_XATTR_REPLACE), -ENODATA);
+	assert_int_equal(kv_setxattr(f->kv, id, "user.ttl", "5", 1, KV_XATTR_CREATE), 0);
+	assert_int_equal(kv_setxattr(f->kv, id, "user.ttl", "6", 1, KV_XATTR_CREATE), -EEXIST);
+	for (int i = 0; i < 200; i++)
+		set_ttl(f, id, "100", 0);
+	kv_get_stats(f->kv, &st);
+	assert_int_equal(st.ttl_pending, 1);
+	assert_int_equal(kv_unlink(f->kv, KV_ROOT_ID, "k"), 0);
+	kv_get_stats(f->kv, &st);
+	assert_int_equal(st.ttl_pending, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -242,6 +319,10 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_ttl_never_rewrites_the_value, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_default_ttl, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_expired_open_key_keeps_its_bytes, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_unreachable_records_dropped, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ttl_flags_and_pending_count, setup, teardown),
 	};
 
 	return cmocka_run_group_tests_name("ttl", tests, NULL, NULL);
