@@ -81,6 +81,8 @@ bool kv_fs_should_compact(const struct kv_fs *fs);
 /* backend_fs_value.c */
 /* "xx/<id>.<vver>" relative to valfd; buf holds at least KV_FS_NAME_MAX. */
 #define KV_FS_NAME_MAX 64
+/* Writes all of data at off, retrying short writes and EINTR. 0 or -errno. */
+int kv_fs_pwrite_all(int fd, const void *data, size_t len, uint64_t off);
 void kv_fs_value_name(char *buf, uint64_t id, uint64_t vver);
 /* Writes v durably as values/xx/<id>.<vver> (temp file, fsync, rename); the
  * caller fsyncs the directory. *new_dir: values/xx was created. */

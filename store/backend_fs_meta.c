@@ -298,34 +298,16 @@ struct snap_writer {
 	uint64_t count, bytes;
 };
 
-static int write_all(int fd, const void *data, size_t len)
-{
-	const uint8_t *p = data;
-
-	while (len) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -EIO;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 static int sw_frame(struct snap_writer *w, uint8_t type, const void *p, size_t len)
 {
 	uint8_t hdr[JOURNAL_HDR_SIZE];
 	int ret;
 
 	journal_frame(hdr, type, p, len);
-	ret = write_all(w->fd, hdr, sizeof(hdr));
+	/* The file is new (O_TRUNC) and written in order: bytes is the offset. */
+	ret = kv_fs_pwrite_all(w->fd, hdr, sizeof(hdr), w->bytes);
 	if (!ret && len)
-		ret = write_all(w->fd, p, len);
+		ret = kv_fs_pwrite_all(w->fd, p, len, w->bytes + sizeof(hdr));
 	if (!ret)
 		w->bytes += sizeof(hdr) + len;
 	return ret;

@@ -35,7 +35,7 @@ static void tmp_name(char *buf, uint64_t id, uint64_t vver)
 		 id, vver);
 }
 
-static int pwrite_all(int fd, const void *data, size_t len, uint64_t off)
+int kv_fs_pwrite_all(int fd, const void *data, size_t len, uint64_t off)
 {
 	const uint8_t *p = data;
 
@@ -63,7 +63,7 @@ struct raw_writer {
 static int raw_piece(const void *data, size_t len, void *arg)
 {
 	struct raw_writer *w = arg;
-	int ret = pwrite_all(w->fd, data, len, w->off);
+	int ret = kv_fs_pwrite_all(w->fd, data, len, w->off);
 
 	w->off += len;
 	return ret;
@@ -85,7 +85,7 @@ static int zflush(struct zwriter *z)
 
 	if (z->off + z->out.pos >= z->limit)
 		return NO_GAIN;
-	ret = pwrite_all(z->fd, z->out.dst, z->out.pos, z->off);
+	ret = kv_fs_pwrite_all(z->fd, z->out.dst, z->out.pos, z->off);
 	z->off += z->out.pos;
 	z->out.pos = 0;
 	return ret;
