@@ -136,18 +136,20 @@ static void fs_op_destroy(void *userdata)
 	log_msg(NLOG_DEBUG, "fs", "fuse session destroyed");
 }
 
-/* Ids are permanent and nothing is kept per lookup, so there is nothing to forget. */
+/* Ids are permanent and nothing is kept per lookup of a record: only tag
+ * directories, known by their expression, are counted. */
 static void fs_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
-	(void)ino;
-	(void)nlookup;
+	if (fs_is_tagdir(ino))
+		fs_tags_forget(fs_of(req), ino, nlookup);
 	fuse_reply_none(req);
 }
 
 static void fs_op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
 {
-	(void)count;
-	(void)forgets;
+	for (size_t i = 0; i < count; i++)
+		if (fs_is_tagdir(forgets[i].ino))
+			fs_tags_forget(fs_of(req), forgets[i].ino, forgets[i].nlookup);
 	fuse_reply_none(req);
 }
 
@@ -159,7 +161,14 @@ static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	int ret;
 
 	(void)fi;
-	if (fs_is_virt(ino)) {
+	if (fs_is_tagdir(ino) || fs_is_link(ino)) {
+		ret = fs_tags_getattr(fs, ino, &st);
+		if (ret)
+			fs_reply_err(req, ret);
+		else
+			fuse_reply_attr(req, &st, 0); /* see fs_tags.c on caching */
+		return;
+	} else if (fs_is_virt(ino)) {
 		fs_virt_stat(fs, ino, &st);
 	} else {
 		ret = kv_getattr(fs->kv, ino, &a);
@@ -188,6 +197,10 @@ static void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int
 	int ret;
 
 	(void)fi;
+	if (fs_is_link(ino)) {
+		fs_tags_setattr(req, ino, attr, to_set);
+		return;
+	}
 	if (fs_is_virt(ino)) {
 		fs_reply_err(req, -EPERM);
 		return;
@@ -354,6 +367,7 @@ static const struct fuse_lowlevel_ops fs_ops = {
 	.unlink = fs_op_unlink,
 	.rmdir = fs_op_rmdir,
 	.symlink = fs_op_symlink,
+	.readlink = fs_op_readlink,
 	.rename = fs_op_rename,
 	.link = fs_op_link,
 	.create = fs_op_create,
@@ -394,6 +408,7 @@ int fs_new(struct kv_store *kv, const struct fs_options *o, struct fs **out)
 	pthread_mutex_init(&fs->dirs_lock, NULL);
 	pthread_mutex_init(&fs->defer.lock, NULL);
 	pthread_cond_init(&fs->defer.cond, NULL);
+	fs_tags_init(fs);
 	clock_gettime(CLOCK_REALTIME, &fs->started);
 	*out = fs;
 	return 0;
@@ -424,6 +439,7 @@ void fs_free(struct fs *fs)
 		return;
 	fs_drain(fs);
 	fs_dirs_free_all(fs);
+	fs_tags_free(fs);
 	pthread_mutex_destroy(&fs->dirs_lock);
 	pthread_mutex_destroy(&fs->defer.lock);
 	pthread_cond_destroy(&fs->defer.cond);

@@ -41,15 +41,21 @@ static char *stats_json(struct fs *fs, size_t *len)
 	char *text;
 
 	kv_get_stats(fs->kv, &s);
-	o = json_pack("{s:I, s:I, s:{s:I, s:I, s:I}, s:{s:I, s:I, s:I}, s:{s:I, s:I}, s:f, s:s}",
+	uint64_t lookups = s.query_hits + s.query_misses;
+
+	o = json_pack("{s:I, s:I, s:{s:I, s:I, s:I}, s:{s:I, s:I, s:I}, s:{s:I, s:I}, s:I,"
+		      " s:{s:I, s:I, s:I, s:f}, s:f, s:s}",
 		      "keys", (json_int_t)s.keys, "dirs", (json_int_t)s.dirs,
 		      "buffer", "keys", (json_int_t)s.buffer_keys, "bytes",
 		      (json_int_t)s.buffer_bytes, "dirty_bytes", (json_int_t)s.dirty_bytes,
 		      "flushes", "count", (json_int_t)s.flushes, "failures",
 		      (json_int_t)s.flush_failures, "last_duration_ms",
 		      (json_int_t)s.last_flush_ms, "ttl", "pending", (json_int_t)s.ttl_pending,
-		      "expired", (json_int_t)s.ttl_expired, "uptime_s", uptime_s(fs), "version",
-		      NADBFS_VERSION);
+		      "expired", (json_int_t)s.ttl_expired, "tags", (json_int_t)s.tags,
+		      "query_cache", "entries", (json_int_t)s.query_cached, "hits",
+		      (json_int_t)s.query_hits, "misses", (json_int_t)s.query_misses, "hit_rate",
+		      lookups ? (double)s.query_hits / (double)lookups : 0.0, "uptime_s",
+		      uptime_s(fs), "version", NADBFS_VERSION);
 	if (!o)
 		return NULL;
 	text = json_dumps(o, JSON_COMPACT);
@@ -92,6 +98,12 @@ static char *metrics_text(struct fs *fs, size_t *len)
 		{ "nadbfs_ttl_expired_total", "counter", "Keys expired.", s.ttl_expired },
 		{ "nadbfs_ttl_pending", "gauge", "Deadlines indexed for the sweeper.",
 		  s.ttl_pending },
+		{ "nadbfs_tags", "gauge", "Tags in use or made with mkdir.", s.tags },
+		{ "nadbfs_query_cache_entries", "gauge", "Query results cached.", s.query_cached },
+		{ "nadbfs_query_cache_hits_total", "counter", "Queries answered from the cache.",
+		  s.query_hits },
+		{ "nadbfs_query_cache_misses_total", "counter", "Queries evaluated.",
+		  s.query_misses },
 	};
 
 	f = open_memstream(&text, &size);

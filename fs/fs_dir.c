@@ -45,6 +45,10 @@ void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fs_reply_err(req, ret);
 		return;
 	}
+	if (fs_in_tags(parent)) {
+		fs_tags_lookup(req, parent, name);
+		return;
+	}
 	vino = fs_virt_ino(parent, name);
 	if (vino) {
 		fs_virt_entry(fs, vino, &e);
@@ -95,6 +99,10 @@ void fs_op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mod
 	uint32_t m = mode & 07777, uid, gid;
 	int ret;
 
+	if (fs_in_tags(parent)) {
+		fs_tags_mkdir(req, parent, name);
+		return;
+	}
 	ret = fs_virt_check_create(parent, name);
 	if (!ret)
 		ret = kv_check_name(name);
@@ -128,11 +136,18 @@ void fs_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mod
 	fs_reply_entry(req, ret, &a);
 }
 
+/* Keys are regular files; a symlink into a tag directory tags the key its
+ * name names, whatever it points to. */
 void fs_op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
-	int ret = fs_virt_check_create(parent, name);
+	int ret;
 
 	(void)link;
+	if (fs_in_tags(parent)) {
+		fs_tags_symlink(req, parent, name);
+		return;
+	}
+	ret = fs_virt_check_create(parent, name);
 	fs_reply_err(req, ret ? ret : -EPERM);
 }
 
@@ -146,7 +161,13 @@ void fs_op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char
 
 void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	int ret = fs_virt_check_remove(parent, name);
+	int ret;
+
+	if (fs_in_tags(parent)) {
+		fs_tags_unlink(req, parent, name);
+		return;
+	}
+	ret = fs_virt_check_remove(parent, name);
 
 	if (!ret)
 		ret = fs_check_name(name);
@@ -157,7 +178,13 @@ void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 void fs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	int ret = fs_virt_check_remove(parent, name);
+	int ret;
+
+	if (fs_in_tags(parent)) {
+		fs_tags_rmdir(req, parent, name);
+		return;
+	}
+	ret = fs_virt_check_remove(parent, name);
 
 	if (!ret)
 		ret = fs_check_name(name);
@@ -196,11 +223,14 @@ static int dirh_snapshot(struct fs *fs, struct fs_dirh *d)
 	size_t kv_n = 0, n = 0, nvirt = 0;
 	int ret;
 
-	if (!fs_is_virt(d->ino)) {
+	if (fs_in_tags(d->ino))
+		ret = fs_tags_list(fs, d->ino, &kv_ents, &kv_n);
+	else if (!fs_is_virt(d->ino))
 		ret = kv_readdir(fs->kv, d->ino, &kv_ents, &kv_n);
-		if (ret)
-			return ret;
-	}
+	else
+		ret = 0;
+	if (ret)
+		return ret;
 	nvirt = fs_virt_count(d->ino);
 	ents = calloc(2 + nvirt + kv_n, sizeof(*ents));
 	if (!ents) {
@@ -210,8 +240,10 @@ static int dirh_snapshot(struct fs *fs, struct fs_dirh *d)
 	uint64_t up = FUSE_ROOT_ID;
 	struct kv_attr self;
 
-	if (!fs_is_virt(d->ino) && d->ino != FUSE_ROOT_ID &&
-	    kv_getattr(fs->kv, d->ino, &self) == 0 && self.parent)
+	if (fs_is_tagdir(d->ino))
+		up = FS_INO_TAGS;
+	else if (!fs_is_virt(d->ino) && d->ino != FUSE_ROOT_ID &&
+		 kv_getattr(fs->kv, d->ino, &self) == 0 && self.parent)
 		up = self.parent;
 	ents[n++] = (struct fs_dent){ ".", d->ino, S_IFDIR };
 	ents[n++] = (struct fs_dent){ "..", up, S_IFDIR };
@@ -313,7 +345,8 @@ void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 }
 
 /* Attributes of one listed entry for readdirplus: 0, or -ENOENT if it is gone. */
-static int dent_entry(struct fs *fs, const struct fs_dent *de, struct fuse_entry_param *e)
+static int dent_entry(struct fs *fs, fuse_ino_t dir, const struct fs_dent *de,
+		      struct fuse_entry_param *e)
 {
 	struct kv_attr a;
 	int ret;
@@ -325,6 +358,8 @@ static int dent_entry(struct fs *fs, const struct fs_dent *de, struct fuse_entry
 		e->attr.st_mode = de->mode;
 		return 0;
 	}
+	if (fs_in_tags(dir))
+		return fs_tags_entry(fs, dir, de->name, e);
 	if (fs_is_virt(de->ino)) {
 		fs_virt_entry(fs, de->ino, e);
 		return 0;
@@ -365,10 +400,13 @@ static void do_readdir(fuse_req_t req, size_t size, off_t off, struct fuse_file_
 			struct fuse_entry_param e;
 
 			/* Removed since the snapshot: leave it out. */
-			if (dent_entry(fs, de, &e))
+			if (dent_entry(fs, d->ino, de, &e))
 				continue;
 			len = fuse_add_direntry_plus(req, buf + pos, size - pos, de->name, &e,
 						     (off_t)(i + 1));
+			/* Left for the next call: the kernel takes no reference. */
+			if (len > size - pos && fs_is_tagdir(e.ino))
+				fs_tags_forget(fs, e.ino, 1);
 		} else {
 			struct stat st = { .st_ino = de->ino, .st_mode = de->mode & S_IFMT };
 

@@ -21,14 +21,19 @@
 #include <time.h>
 
 #include "fs/fs.h"
+#include "store/htab.h"
 #include "store/kv.h"
 
 _Static_assert(KV_ROOT_ID == FUSE_ROOT_ID, "the store's root must be FUSE's root inode");
 
 /*
- * Inode numbers of the reserved directories: far above any record id the
- * store can hand out, so they never collide with a key.
+ * Inode numbers, told apart by their two top bits: 00 store records (ids,
+ * which never get that far), 01 entries of tag directories (the key's id
+ * with FS_INO_LINK_BIT), 10 the reserved directories and control files,
+ * 11 tag and query directories (fs_tags.c).
  */
+#define FS_INO_LINK_BIT (1ULL << 62)
+#define FS_INO_TAGDIR_BIT (3ULL << 62)
 #define FS_INO_VIRT_BASE (1ULL << 63)
 #define FS_INO_TAGS (FS_INO_VIRT_BASE + 1)
 #define FS_INO_NADB (FS_INO_VIRT_BASE + 2)
@@ -61,6 +66,10 @@ struct fs {
 	struct fs_dirh *dirs;	/* dirs_lock */
 	struct fs_defer defer;
 	struct fuse_session *se;	/* set by fs_attach before the loop runs */
+	/* Tag and query directories the kernel holds (fs_tags.c). Never
+	 * held while calling the store. */
+	pthread_mutex_t tagdirs_lock;
+	struct htab tagdirs;	/* tagdirs_lock: struct fs_tagdir by ino */
 };
 
 static inline struct fs *fs_of(fuse_req_t req)
@@ -84,9 +93,23 @@ void fs_reply_entry(fuse_req_t req, int err, const struct kv_attr *a);
 int fs_check_name(const char *name);
 
 /* fs_virt.c */
+/* Not a store record: served by fs/ itself. */
 static inline bool fs_is_virt(fuse_ino_t ino)
 {
-	return ino >= FS_INO_VIRT_BASE;
+	return ino >= FS_INO_LINK_BIT;
+}
+static inline bool fs_is_tagdir(fuse_ino_t ino)
+{
+	return (ino & FS_INO_TAGDIR_BIT) == FS_INO_TAGDIR_BIT;
+}
+static inline bool fs_is_link(fuse_ino_t ino)
+{
+	return (ino & FS_INO_TAGDIR_BIT) == FS_INO_LINK_BIT;
+}
+/* tags/ or a directory inside it: fs_tags.c answers for its entries. */
+static inline bool fs_in_tags(fuse_ino_t ino)
+{
+	return ino == FS_INO_TAGS || fs_is_tagdir(ino);
 }
 /* The reserved directory parent/name names, or 0. */
 fuse_ino_t fs_virt_ino(fuse_ino_t parent, const char *name);
@@ -107,6 +130,24 @@ int fs_virt_check_create(fuse_ino_t parent, const char *name);
 int fs_virt_check_remove(fuse_ino_t parent, const char *name);
 int fs_virt_check_rename(fuse_ino_t parent, const char *name, fuse_ino_t newparent,
 			 const char *newname);
+
+/* fs_tags.c: the directories of tags/ and their symlinks */
+void fs_tags_init(struct fs *fs);
+void fs_tags_free(struct fs *fs);
+/* The entry name in directory parent (tags/ or a tag dir); a directory
+ * entry holds a lookup reference, to be dropped with fs_tags_forget. */
+int fs_tags_entry(struct fs *fs, fuse_ino_t parent, const char *name, struct fuse_entry_param *e);
+void fs_tags_forget(struct fs *fs, fuse_ino_t ino, uint64_t nlookup);
+int fs_tags_getattr(struct fs *fs, fuse_ino_t ino, struct stat *st);
+/* The entries of directory ino, with their inode numbers in id. */
+int fs_tags_list(struct fs *fs, fuse_ino_t ino, struct kv_dirent **out, size_t *n);
+void fs_tags_lookup(fuse_req_t req, fuse_ino_t parent, const char *name);
+void fs_tags_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name);
+void fs_tags_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name);
+void fs_tags_symlink(fuse_req_t req, fuse_ino_t parent, const char *name);
+void fs_tags_unlink(fuse_req_t req, fuse_ino_t parent, const char *name);
+void fs_op_readlink(fuse_req_t req, fuse_ino_t ino);
+void fs_tags_setattr(fuse_req_t req, fuse_ino_t ino, const struct stat *attr, int to_set);
 
 /* fs_dir.c */
 void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name);

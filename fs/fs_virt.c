@@ -3,10 +3,10 @@
  * (control files, transactions). They are served by fs/ itself and never
  * reach the store as keys, so no key can ever take their names.
  *
- * .nadb/ holds the control files (fs_ctl.c); tags/ is empty until the tags
- * feature fills it. Nothing can be created inside them, and neither they nor
- * their contents can be removed or renamed, since a rename across them would
- * turn a key into something else.
+ * .nadb/ holds the control files (fs_ctl.c); fs_tags.c answers for what is
+ * inside tags/. Nothing else can be created inside them, and neither they
+ * nor their contents can be removed or renamed, since a rename across them
+ * would turn a key into something else.
  */
 #include "fs/fs_int.h"
 
@@ -114,6 +114,10 @@ int fs_virt_check_remove(fuse_ino_t parent, const char *name)
 int fs_virt_check_rename(fuse_ino_t parent, const char *name, fuse_ino_t newparent,
 			 const char *newname)
 {
+	/* Between tag directories, EXDEV: mv then falls back to ln -s in
+	 * the target and rm in the source, which moves the tag. */
+	if (fs_is_tagdir(parent) && fs_is_tagdir(newparent))
+		return -EXDEV;
 	if (fs_is_virt(parent) || fs_is_virt(newparent))
 		return -EPERM;
 	if (fs_virt_ino(parent, name) || fs_virt_ino(newparent, newname))

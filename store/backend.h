@@ -64,6 +64,10 @@ int kv_meta_copy(struct kv_meta *dst, const struct kv_meta *src);
 int kv_meta_encode(const struct kv_meta *m, uint8_t **buf, size_t *len, size_t *cap);
 int kv_meta_decode(const uint8_t *data, size_t len, struct kv_meta *m, size_t *used);
 
+/* The tag rules (spec section 4) on tag[0..len): 1..255 bytes of
+ * [A-Za-z0-9_.:@=-], no leading '-', not "." or "..". */
+bool kv_tag_name_ok(const char *tag, size_t len);
+
 enum kv_op_type { KV_OP_PUT = 1, KV_OP_DEL = 2 };
 
 struct kv_op {

@@ -239,6 +239,9 @@ void kv_node_remove(struct kv_store *kv, struct kv_node *n)
 		kv->ttl_live--;
 		n->m.expires_ms = 0;
 	}
+	/* Gone from every tag and query directory at once. */
+	if (!is_dir(n))
+		kv_tags_unindex_node(kv, n);
 	node_detach(n);
 	n->flags |= KV_NODE_DELETED;
 	if (is_dir(n))
@@ -708,5 +711,9 @@ void kv_get_stats(struct kv_store *kv, struct kv_stats *out)
 	out->last_flush_ms = kv->last_flush_ms;
 	out->ttl_pending = kv->ttl_live;
 	out->ttl_expired = kv->ttl_expired;
+	out->tags = htab_count(&kv->tags.by_name);
+	out->query_hits = kv->tags.hits;
+	out->query_misses = kv->tags.misses;
+	out->query_cached = kv_qcache_count(kv->tags.cache);
 	pthread_mutex_unlock(&kv->lock);
 }

@@ -33,6 +33,7 @@ struct kv_options {
 	uint32_t root_uid, root_gid;	/* owner of a new store's root directory */
 	uint64_t default_ttl_s;		/* TTL of new keys; 0 = none */
 	uint64_t ttl_sweep_ms;		/* the sweeper runs at least this often */
+	uint64_t query_cache_size;	/* cached query results; 0 disables */
 	/* If set, kv_open uses this opened backend instead of opening one
 	 * (tests inject a fake this way); kv_open owns it from then on, even
 	 * when it fails. */
@@ -91,6 +92,8 @@ struct kv_stats {
 	uint64_t buffer_keys, buffer_bytes, dirty_bytes;
 	uint64_t flushes, flush_failures, last_flush_ms;
 	uint64_t ttl_pending, ttl_expired;
+	uint64_t tags;			/* tags in use or declared */
+	uint64_t query_hits, query_misses, query_cached;
 };
 
 /*
@@ -104,8 +107,8 @@ int kv_start(struct kv_store *kv);
 /*
  * Applies new values of the settings that may change while mounted:
  * buffer_size, flush_interval_ms, backend_timeout_ms, max_value_size,
- * default_ttl_s, ttl_sweep_ms (the rest of o is ignored). The threads see
- * them at once.
+ * default_ttl_s, ttl_sweep_ms, query_cache_size (the rest of o is
+ * ignored). The threads see them at once.
  */
 void kv_reconfigure(struct kv_store *kv, const struct kv_options *o);
 /*
@@ -170,8 +173,10 @@ void kv_dirents_free(struct kv_dirent *ents, size_t n);
  * -ENODATA without one). "user.ttl" (keys only, -ENOTSUP on directories):
  * seconds left, rounded up; set with a positive decimal integer of seconds
  * (-EINVAL otherwise, nothing changed); removed to make the key permanent.
- * "user.tags" and "user.xdg.tags" belong to the tags feature: -ENOTSUP until
- * it exists.
+ * "user.tags" and its alias "user.xdg.tags" (keys only): the key's tags,
+ * sorted and comma-separated; set replaces them all ("" clears), -EINVAL for
+ * a bad tag, -ENOSPC past 1024 tags; absent (-ENODATA) and not listed while
+ * the key has none.
  * Other namespaces: -ENOTSUP. get/list: size 0 returns the length needed,
  * a smaller buffer -ERANGE; a missing name -ENODATA.
  */
@@ -181,6 +186,43 @@ int kv_setxattr(struct kv_store *kv, uint64_t id, const char *name, const void *
 ssize_t kv_getxattr(struct kv_store *kv, uint64_t id, const char *name, void *buf, size_t size);
 ssize_t kv_listxattr(struct kv_store *kv, uint64_t id, char *buf, size_t size);
 int kv_removexattr(struct kv_store *kv, uint64_t id, const char *name);
+
+/*
+ * Tags (spec section 4). A tag is 1..255 bytes of [A-Za-z0-9_.:@=-], not
+ * starting with '-', and not "." or "..". Only keys carry tags.
+ *
+ * Directories under tags/ are named by an expression: a tag, or a query
+ * "a+b" (AND), "a,b" (OR), "-a" (NOT one term), "a+b,c" = (a AND b) OR c;
+ * every AND-term needs a positive tag. A malformed expression, a pure
+ * negation and a lone unknown tag name nothing: -ENOENT. An unknown tag
+ * inside a query is an empty set.
+ *
+ * An entry of such a directory is named by the key's path with '%' -> "%25"
+ * and '/' -> "%2F"; past 255 bytes by its first 238 bytes, '~' and 16 hex
+ * digits of XXH64 of the path.
+ */
+int kv_tag_check(const char *tag);
+/* Does expr name a directory under tags/? 0, or -ENOENT. *is_query: not a
+ * plain tag (its entries are read-only). */
+int kv_tag_dir(struct kv_store *kv, const char *expr, bool *is_query);
+/* Every tag in use or declared, as kv_dirents (id 0, mode S_IFDIR). */
+int kv_tag_list(struct kv_store *kv, struct kv_dirent **out, size_t *n);
+/* mkdir tags/T: -EEXIST, -EINVAL (bad name), -ENOSPC (too many declared). */
+int kv_tag_mkdir(struct kv_store *kv, const char *tag);
+/* rmdir tags/T: -ENOTEMPTY while keys carry it, -ENOENT. */
+int kv_tag_rmdir(struct kv_store *kv, const char *tag);
+/* The keys a directory lists: id = the key's id, mode S_IFLNK, name = the
+ * entry name. -ENOENT as for kv_tag_dir. */
+int kv_tag_readdir(struct kv_store *kv, const char *expr, struct kv_dirent **out, size_t *n);
+/* The key entry names in directory expr, if it is listed there. */
+int kv_tag_lookup(struct kv_store *kv, const char *expr, const char *entry, struct kv_attr *out);
+/* ln -s / rm in tags/TAG/: tags or untags the key entry names (never its
+ * data). -ENOENT if no such key (or, untagging, it does not carry tag). */
+int kv_tag_link(struct kv_store *kv, const char *tag, const char *entry, struct kv_attr *out);
+int kv_tag_unlink(struct kv_store *kv, const char *tag, const char *entry);
+/* The key's path from the root ("a/b/c"), NUL-terminated; its length, or
+ * -ENOENT (removed), -ERANGE (size too small). */
+ssize_t kv_key_path(struct kv_store *kv, uint64_t id, char *buf, size_t size);
 
 int kv_statfs(struct kv_store *kv, struct kv_backend_statfs *space, uint64_t *keys);
 void kv_get_stats(struct kv_store *kv, struct kv_stats *out);

@@ -17,6 +17,7 @@
 #include "store/backend.h"
 #include "store/htab.h"
 #include "store/kv.h"
+#include "store/tags.h"
 #include "store/value.h"
 
 enum kv_node_flags {
@@ -92,6 +93,8 @@ struct kv_store {
 	pthread_cond_t sweep_cond;	/* wakes the sweeper */
 	pthread_t sweeper;
 	bool sweeper_running;
+
+	struct kv_tag_index tags;	/* [L] tags.c, tag_query.c */
 
 	pthread_t flusher;
 	bool flusher_running;		/* set/cleared by kv_start/kv_close only */

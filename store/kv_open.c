@@ -204,6 +204,8 @@ int kv_open(const struct kv_options *o, struct kv_store **out, char *err, size_t
 	pthread_condattr_destroy(&ca);
 	htab_init(&kv->by_id, kv_node_id_hash, kv_node_id_match);
 	ret = copy_options(kv, o);
+	if (!ret)
+		ret = kv_tags_init(kv, o->query_cache_size);
 	if (ret) {
 		kv_backend_close(o->backend_instance);
 		goto out_free;
@@ -232,6 +234,8 @@ opened:
 	ret = link_tree(kv);
 	if (!ret && !kv->root)
 		ret = make_root(kv);
+	if (!ret)
+		ret = kv_tags_load(kv);
 	if (ret) {
 		snprintf(err, errlen, "cannot build the tree: %s", strerror(-ret));
 		goto out_free;
@@ -276,6 +280,9 @@ void kv_reconfigure(struct kv_store *kv, const struct kv_options *o)
 	kv->opts.max_value_size = o->max_value_size;
 	kv->opts.default_ttl_s = o->default_ttl_s;
 	kv->opts.ttl_sweep_ms = o->ttl_sweep_ms ? o->ttl_sweep_ms : kv->opts.ttl_sweep_ms;
+	kv->opts.query_cache_size = o->query_cache_size;
+	kv->tags.cache_max = o->query_cache_size;
+	kv_qcache_trim(kv);
 	/* New deadlines for the sleeping threads; writers may have room now. */
 	pthread_cond_signal(&kv->flush_cond);
 	pthread_cond_signal(&kv->sweep_cond);
@@ -312,6 +319,7 @@ int kv_close(struct kv_store *kv)
 			NLOG(NLOG_ERROR, "store", "buffered writes could not be flushed at close",
 			     LF_INT("records", kv->ndirty), LF_STR("error", strerror(-ret)));
 	}
+	kv_tags_destroy(kv);
 	for (size_t i = 0; (n = htab_next(&kv->by_id, &i));) {
 		kv_value_free(n->value);
 		if (n->children) {

@@ -91,10 +91,13 @@ static ssize_t copy_out(const void *src, size_t len, void *buf, size_t size);
  * overflow the millisecond arithmetic long before they could matter. */
 #define TTL_MAX_S (100ull * 365 * 24 * 3600)
 
-/* Names reserved for the tags feature, which owns their meaning. */
-static bool reserved(const char *name)
+#define TAGS_NAME "user.tags"
+#define XDG_TAGS_NAME "user.xdg.tags"
+
+/* The key's tag list under its two names (tags.c owns the meaning). */
+static bool is_tags(const char *name)
 {
-	return !strcmp(name, "user.tags") || !strcmp(name, "user.xdg.tags");
+	return !strcmp(name, TAGS_NAME) || !strcmp(name, XDG_TAGS_NAME);
 }
 
 /* A TTL is a plain positive decimal integer of seconds: no sign, no spaces. */
@@ -166,11 +169,69 @@ static int change_ttl(struct kv_store *kv, uint64_t id, const void *value, size_
 	return ret;
 }
 
+/* user.tags: "a,b,c" in sorted order; keys only; absent while untagged. */
+static ssize_t get_tags(const struct kv_node *n, void *buf, size_t size)
+{
+	size_t need = 0, pos = 0;
+
+	if (S_ISDIR(n->m.mode))
+		return -ENOTSUP;
+	if (!n->m.ntags)
+		return -ENODATA;
+	for (uint32_t i = 0; i < n->m.ntags; i++)
+		need += strlen(n->m.tags[i]) + (i ? 1 : 0);
+	if (size == 0)
+		return (ssize_t)need;
+	if (size < need)
+		return -ERANGE;
+	for (uint32_t i = 0; i < n->m.ntags; i++) {
+		size_t l = strlen(n->m.tags[i]);
+
+		if (i)
+			((char *)buf)[pos++] = ',';
+		memcpy((char *)buf + pos, n->m.tags[i], l);
+		pos += l;
+	}
+	return (ssize_t)need;
+}
+
+static int change_tags(struct kv_store *kv, uint64_t id, const void *value, size_t len,
+		       bool remove, int flags)
+{
+	struct kv_node *n;
+	char **tags = NULL;
+	uint32_t ntags = 0;
+	int ret = 0;
+
+	/* Parsed before the lock: a bad list changes nothing. */
+	if (!remove) {
+		ret = kv_tags_parse_list(value, len, &tags, &ntags);
+		if (ret)
+			return ret;
+	}
+	pthread_mutex_lock(&kv->lock);
+	n = kv_node_live(kv, id);
+	if (!n)
+		ret = -ENOENT;
+	else if (S_ISDIR(n->m.mode))
+		ret = -ENOTSUP;
+	else if ((remove || (flags & KV_XATTR_REPLACE)) && !n->m.ntags)
+		ret = -ENODATA;
+	else if (!remove && (flags & KV_XATTR_CREATE) && n->m.ntags)
+		ret = -EEXIST;
+	else
+		ret = kv_node_set_tags(kv, n, tags, ntags);
+	pthread_mutex_unlock(&kv->lock);
+	if (ret)
+		kv_tags_free_list(tags, ntags);
+	return ret;
+}
+
 static int check_name(const char *name)
 {
 	size_t len = strlen(name);
 
-	if (strncmp(name, "user.", 5) != 0 || reserved(name))
+	if (strncmp(name, "user.", 5) != 0 || is_tags(name))
 		return -ENOTSUP;
 	if (len > KV_NAME_MAX)
 		return -ERANGE;
@@ -236,12 +297,14 @@ ssize_t kv_getxattr(struct kv_store *kv, uint64_t id, const char *name, void *bu
 	struct xentry e;
 	ssize_t ret;
 
-	if (strncmp(name, "user.", 5) != 0 || reserved(name))
+	if (strncmp(name, "user.", 5) != 0)
 		return -ENOTSUP;
 	pthread_mutex_lock(&kv->lock);
 	n = kv_node_live(kv, id);
 	if (!n)
 		ret = -ENOENT;
+	else if (is_tags(name))
+		ret = get_tags(n, buf, size);
 	else if (!strncmp(name, META_PREFIX, strlen(META_PREFIX)))
 		ret = get_meta(n, name, buf, size);
 	else if (!strcmp(name, TTL_NAME))
@@ -267,14 +330,21 @@ ssize_t kv_listxattr(struct kv_store *kv, uint64_t id, char *buf, size_t size)
 		ret = -ENOENT;
 		goto out;
 	}
-	if (n->m.expires_ms && !S_ISDIR(n->m.mode)) {
-		need = sizeof(TTL_NAME);
-		if (size && need > size) {
+	/* In the order getfattr -d prints them: the computed names first. */
+	for (int k = 0; k < 3; k++) {
+		static const char *const names[] = { TAGS_NAME, XDG_TAGS_NAME, TTL_NAME };
+		bool has = k < 2 ? n->m.ntags != 0 : n->m.expires_ms != 0;
+		size_t l = strlen(names[k]) + 1;
+
+		if (!has || S_ISDIR(n->m.mode))
+			continue;
+		if (size && need + l > size) {
 			ret = -ERANGE;
 			goto out;
 		}
 		if (size)
-			memcpy(buf, TTL_NAME, sizeof(TTL_NAME));
+			memcpy(buf + need, names[k], l);
+		need += l;
 	}
 	while ((ret = next_entry(n->m.xattrs, n->m.xattrs_len, &pos, &e)) == 1) {
 		if (size && need + e.name_len + 1 > size) {
@@ -376,6 +446,8 @@ int kv_setxattr(struct kv_store *kv, uint64_t id, const char *name, const void *
 {
 	if (!strcmp(name, TTL_NAME))
 		return change_ttl(kv, id, value, len, false, flags);
+	if (is_tags(name))
+		return change_tags(kv, id, value, len, false, flags);
 	return change(kv, id, name, value ? value : "", len, flags);
 }
 
@@ -383,5 +455,7 @@ int kv_removexattr(struct kv_store *kv, uint64_t id, const char *name)
 {
 	if (!strcmp(name, TTL_NAME))
 		return change_ttl(kv, id, NULL, 0, true, 0);
+	if (is_tags(name))
+		return change_tags(kv, id, NULL, 0, true, 0);
 	return change(kv, id, name, NULL, 0, 0);
 }

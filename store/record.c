@@ -24,7 +24,7 @@
 #include "store/backend.h"
 
 #define REC_VERSION 1u
-#define REC_TAGS_MAX 1024u
+#define REC_TAGS_MAX 65535u
 #define REC_TAG_MAX 255u
 /* Bytes before the name: version, the numeric fields, encoding. */
 #define REC_FIXED (1 + 2 * 8 + 3 * 4 + 5 * 8 + 3 * 8 + 1)
@@ -97,9 +97,25 @@ static bool name_ok(const char *name, size_t len, uint64_t id)
 	return true;
 }
 
+bool kv_tag_name_ok(const char *tag, size_t len)
+{
+	static const char ok[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:@=-";
+
+	if (len == 0 || len > REC_TAG_MAX || tag[0] == '-')
+		return false;
+	if ((len == 1 && tag[0] == '.') || (len == 2 && tag[0] == '.' && tag[1] == '.'))
+		return false;
+	/* The set excludes '/', ',' and '+', so a tag is always a valid file
+	 * name and never reads as a query. */
+	for (size_t i = 0; i < len; i++)
+		if (!tag[i] || !memchr(ok, tag[i], sizeof(ok) - 1))
+			return false;
+	return true;
+}
+
 static bool tag_ok(const char *tag, size_t len)
 {
-	return len >= 1 && len <= REC_TAG_MAX && !memchr(tag, '\0', len);
+	return kv_tag_name_ok(tag, len);
 }
 
 /* Sorted and unique, as the store keeps them; a < b by bytes. */
@@ -335,7 +351,7 @@ int kv_meta_decode(const uint8_t *data, size_t len, struct kv_meta *out, size_t 
 	if (!m.name)
 		return -ENOMEM;
 
-	if (!get_u16(&r, &ntags) || ntags > REC_TAGS_MAX)
+	if (!get_u16(&r, &ntags))
 		goto out_clear;
 	/* Each tag takes at least two bytes: refuse a count the input cannot
 	 * hold before allocating for it. */

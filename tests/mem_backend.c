@@ -1,6 +1,10 @@
 #include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <cmocka.h>
 
 #include "tests/mem_backend.h"
 
@@ -228,4 +232,40 @@ struct kv_backend *mem_backend_new(struct mem_state *s)
 	b->base.ops = &mem_ops;
 	b->s = s;
 	return &b->base;
+}
+
+static void mem_store_start(struct mem_store *f, bool start)
+{
+	char err[256];
+
+	f->o.backend_instance = mem_backend_new(&f->s);
+	assert_int_equal(kv_open(&f->o, &f->kv, err, sizeof(err)), 0);
+	if (start)
+		assert_int_equal(kv_start(f->kv), 0);
+}
+
+void mem_store_open(struct mem_store *f, bool start)
+{
+	memset(f, 0, sizeof(*f));
+	mem_state_init(&f->s);
+	f->o.buffer_size = 1 << 20;
+	f->o.flush_interval_ms = 60000;
+	f->o.backend_timeout_ms = 5000;
+	f->o.max_value_size = 1 << 20;
+	f->o.ttl_sweep_ms = 60000;
+	f->o.query_cache_size = 100;
+	mem_store_start(f, start);
+}
+
+void mem_store_reopen(struct mem_store *f, bool start)
+{
+	assert_int_equal(kv_close(f->kv), 0);
+	mem_store_start(f, start);
+}
+
+void mem_store_close(struct mem_store *f)
+{
+	assert_int_equal(kv_close(f->kv), 0);
+	f->kv = NULL;
+	mem_state_destroy(&f->s);
 }

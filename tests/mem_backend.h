@@ -42,4 +42,23 @@ void mem_gate_close(struct mem_state *s);
 void mem_wait_in_commit(struct mem_state *s);
 void mem_gate_open(struct mem_state *s);
 
+/*
+ * A store over the in-memory backend that a test can close and reopen on the
+ * same committed state (the fixture the store tests share).
+ */
+#include "store/kv.h"
+
+struct mem_store {
+	struct mem_state s;
+	struct kv_options o;	/* sensible defaults; change them before a reopen */
+	struct kv_store *kv;
+};
+
+/* Initialises f with default options and opens it (threads started if start). */
+void mem_store_open(struct mem_store *f, bool start);
+/* Closes f's store (asserting a clean final flush) and opens it again. */
+void mem_store_reopen(struct mem_store *f, bool start);
+/* Closes the store and frees the state. */
+void mem_store_close(struct mem_store *f);
+
 #endif

@@ -251,9 +251,8 @@ static void test_renames_across_reserved_dirs(void **state)
 	ASSERT_ERRNO(rename(mnt_path(m, "d"), mnt_path(m, ".nadb/d")), EPERM);
 	ASSERT_ERRNO(rename(mnt_path(m, "d"), mnt_path(m, "tags/d")), EPERM);
 	/*
-	 * Renames out of .nadb/ are checked with its files in test_ctl.c; out
-	 * of tags/ needs tag entries, which the tags feature brings.
-	 * Nothing moved.
+	 * Renames out of .nadb/ are checked with its files in test_ctl.c, out
+	 * of tags/ in test_tags_mnt.c. Nothing moved.
 	 */
 	assert_file_str(mnt_path(m, "k"), "v");
 	ASSERT_SYS(stat(mnt_path(m, "d"), &st));
