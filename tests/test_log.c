@@ -1,6 +1,7 @@
 /*
  * util/log: JSON and text lines, level filter, NULL and hostile strings,
- * destinations, and whole lines under concurrent writers.
+ * destinations, whole lines under concurrent writers, and the rate limiting
+ * of repeated warnings and errors (with a clock the tests move).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -9,6 +10,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -396,6 +398,281 @@ static void test_concurrent_lines(void **state)
 	free(text);
 }
 
+/* --- rate limiting -------------------------------------------------------- */
+
+static _Atomic unsigned long long fake_ms = 1000;
+
+static unsigned long long fake_clock(void)
+{
+	return atomic_load(&fake_ms);
+}
+
+static int rl_setup(void **state)
+{
+	atomic_store(&fake_ms, 1000);
+	log_ratelimit_configure(10, 10000, fake_clock);
+	return setup(state);
+}
+
+static int rl_teardown(void **state)
+{
+	log_close();
+	log_ratelimit_configure(LOG_RATELIMIT_BURST, LOG_RATELIMIT_WINDOW_MS, NULL);
+	return teardown(state);
+}
+
+/* Every line of the log, parsed, in a JSON array. */
+static json_t *all_lines(const char *path)
+{
+	char *text = slurp(path), *line, *save = NULL;
+	json_t *arr = json_array();
+	json_error_t jerr;
+
+	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		json_t *j = json_loads(line, 0, &jerr);
+
+		if (!j)
+			fail_msg("not JSON (%s): %s", jerr.text, line);
+		json_array_append_new(arr, j);
+	}
+	free(text);
+	return arr;
+}
+
+static const char *jstr(json_t *arr, size_t i, const char *key)
+{
+	return json_string_value(json_object_get(json_array_get(arr, i), key));
+}
+
+static long long jint(json_t *arr, size_t i, const char *key)
+{
+	return json_integer_value(json_object_get(json_array_get(arr, i), key));
+}
+
+static void assert_summary(json_t *arr, size_t i, const char *level, const char *component,
+			   const char *msg, long long n)
+{
+	assert_string_equal(jstr(arr, i, "msg"), "repeated messages suppressed");
+	assert_string_equal(jstr(arr, i, "level"), level);
+	assert_string_equal(jstr(arr, i, "component"), component);
+	assert_string_equal(jstr(arr, i, "repeated_msg"), msg);
+	assert_int_equal(jint(arr, i, "suppressed"), n);
+}
+
+static void test_ratelimit_burst(void **state)
+{
+	json_t *arr;
+	int i;
+
+	(void)state;
+	/* Fields differ, the pair is the same: one pair. */
+	for (i = 0; i < 25; i++)
+		NLOG(i == 20 ? NLOG_ERROR : NLOG_WARN, "backend", "cannot connect",
+		     LF_INT("attempt", i));
+	atomic_store(&fake_ms, 1000 + 9999);
+	log_msg(NLOG_WARN, "backend", "cannot connect");
+	arr = all_lines(logpath);
+	assert_int_equal(json_array_size(arr), 10);
+	for (i = 0; i < 10; i++)
+		assert_int_equal(jint(arr, (size_t)i, "attempt"), i);
+	json_decref(arr);
+
+	/* The window has ended: the summary comes first, at the highest level dropped. */
+	atomic_store(&fake_ms, 1000 + 10000);
+	NLOG(NLOG_WARN, "backend", "cannot connect", LF_INT("attempt", 99));
+	arr = all_lines(logpath);
+	assert_int_equal(json_array_size(arr), 12);
+	assert_summary(arr, 10, "error", "backend", "cannot connect", 16);
+	assert_int_equal(jint(arr, 10, "window_ms"), 10000);
+	assert_int_equal(jint(arr, 11, "attempt"), 99);
+	json_decref(arr);
+
+	/* A new window: ten more pass, then the summary comes with any later call. */
+	for (i = 0; i < 13; i++)
+		log_msg(NLOG_ERROR, "backend", "cannot connect");
+	atomic_store(&fake_ms, 1000 + 30000);
+	log_msg(NLOG_INFO, "fs", "unrelated");
+	log_msg(NLOG_INFO, "fs", "unrelated");
+	arr = all_lines(logpath);
+	assert_int_equal(json_array_size(arr), 12 + 9 + 1 + 2);
+	assert_summary(arr, 21, "error", "backend", "cannot connect", 4);
+	assert_string_equal(jstr(arr, 22, "msg"), "unrelated");
+	json_decref(arr);
+
+	/* Pending counts are written before the destination changes. */
+	for (i = 0; i < 12; i++)
+		log_msg(NLOG_WARN, NULL, "x");
+	assert_int_equal(log_open(logpath2, false), 0);
+	log_msg(NLOG_WARN, NULL, "x");
+	arr = all_lines(logpath);
+	assert_int_equal(json_array_size(arr), 24 + 10 + 1);
+	assert_true(json_is_null(json_object_get(json_array_get(arr, 34), "component")));
+	assert_int_equal(jint(arr, 34, "suppressed"), 2);
+	json_decref(arr);
+	/* Still the same window: the pair stays limited in the new file. */
+	arr = all_lines(logpath2);
+	assert_int_equal(json_array_size(arr), 0);
+	json_decref(arr);
+	log_close();
+	arr = all_lines(logpath2);
+	assert_int_equal(json_array_size(arr), 1);
+	assert_int_equal(jint(arr, 0, "suppressed"), 1);
+	json_decref(arr);
+	unlink(logpath2);
+}
+
+/* The defaults and the real clock: ten lines pass, the rest are counted. */
+static void test_ratelimit_defaults(void **state)
+{
+	json_t *arr;
+	int i;
+
+	(void)state;
+	log_ratelimit_configure(LOG_RATELIMIT_BURST, LOG_RATELIMIT_WINDOW_MS, NULL);
+	for (i = 0; i < 30; i++)
+		log_msg(NLOG_ERROR, "store", "flush failed: %s", "input/output error");
+	log_close();
+	arr = all_lines(logpath);
+	assert_int_equal(json_array_size(arr), LOG_RATELIMIT_BURST + 1);
+	assert_summary(arr, LOG_RATELIMIT_BURST, "error", "store",
+		       "flush failed: input/output error", 30 - LOG_RATELIMIT_BURST);
+	json_decref(arr);
+}
+
+static void test_ratelimit_distinct(void **state)
+{
+	char longmsg[400];
+	json_t *arr;
+	int i;
+
+	(void)state;
+	memset(longmsg, 'm', sizeof(longmsg) - 1);
+	longmsg[sizeof(longmsg) - 1] = '\0';
+	for (i = 0; i < 15; i++) {
+		log_msg(NLOG_WARN, "store", "a");
+		log_msg(NLOG_WARN, "store", "b");
+		log_msg(NLOG_WARN, "backend", "a");	/* same msg, other component */
+		log_msg(NLOG_INFO, "store", "a");	/* info is never limited */
+		log_msg(NLOG_DEBUG, "store", "filtered out");
+		/* Long texts that agree beyond what the table keeps are still two pairs. */
+		longmsg[sizeof(longmsg) - 2] = 'x';
+		log_msg(NLOG_ERROR, "store", "%s", longmsg);
+		longmsg[sizeof(longmsg) - 2] = 'y';
+		log_msg(NLOG_ERROR, "store", "%s", longmsg);
+	}
+	arr = all_lines(logpath);
+	assert_int_equal(json_array_size(arr), 5 * 10 + 15);
+	json_decref(arr);
+	log_close();
+	arr = all_lines(logpath);
+	assert_int_equal(json_array_size(arr), 5 * 10 + 15 + 5);
+	for (i = 65; i < 70; i++) {
+		assert_int_equal(jint(arr, (size_t)i, "suppressed"), 5);
+		/* A long message is kept cut, and says so. */
+		if (strlen(jstr(arr, (size_t)i, "repeated_msg")) > 10)
+			assert_non_null(strstr(jstr(arr, (size_t)i, "repeated_msg"), "mmm..."));
+	}
+	json_decref(arr);
+
+	/* A pair forgotten for a new one has its pending count written first. */
+	unlink(logpath);
+	assert_int_equal(log_open(logpath, false), 0);
+	for (i = 0; i < 15; i++)
+		log_msg(NLOG_WARN, "store", "evicted");
+	atomic_fetch_add(&fake_ms, 1);
+	for (i = 0; i < LOG_RATELIMIT_SLOTS - 1; i++)
+		log_msg(NLOG_WARN, "store", "filler %d", i);
+	arr = all_lines(logpath);
+	assert_int_equal(json_array_size(arr), 10 + LOG_RATELIMIT_SLOTS - 1);
+	json_decref(arr);
+	log_msg(NLOG_WARN, "store", "one too many");
+	arr = all_lines(logpath);
+	assert_int_equal(json_array_size(arr), 10 + LOG_RATELIMIT_SLOTS + 1);
+	assert_summary(arr, 10 + LOG_RATELIMIT_SLOTS - 1, "warn", "store", "evicted", 5);
+	json_decref(arr);
+
+	/* Burst 0: no limiting at all. */
+	unlink(logpath);
+	log_ratelimit_configure(0, 10000, fake_clock);
+	assert_int_equal(log_open(logpath, false), 0);
+	for (i = 0; i < 50; i++)
+		log_msg(NLOG_ERROR, "store", "a");
+	arr = all_lines(logpath);
+	assert_int_equal(json_array_size(arr), 50);
+	json_decref(arr);
+}
+
+#define RL_THREADS 6
+#define RL_LINES 3000
+#define RL_HOT 5	/* pairs that most calls repeat */
+#define RL_PAIRS 105	/* the others, more than LOG_RATELIMIT_SLOTS: pairs are evicted */
+#define RL_STEPS 10	/* windows that end during the run */
+
+static atomic_int rl_progress;
+
+static void *rl_writer(void *arg)
+{
+	long id = (long)arg;
+	int i, pair;
+
+	for (i = 0; i < RL_LINES; i++) {
+		pair = i % 4 ? i % RL_HOT : RL_HOT + (int)((i / 4 + id) % (RL_PAIRS - RL_HOT));
+		log_msg(i % 3 ? NLOG_ERROR : NLOG_WARN, "test", "failure %d", pair);
+		atomic_fetch_add(&rl_progress, 1);
+	}
+	return NULL;
+}
+
+/* Threads, evictions and windows ending mid-run: every dropped line is counted once. */
+static void test_ratelimit_threads(void **state)
+{
+	long long seen[RL_PAIRS] = { 0 };
+	pthread_t t[RL_THREADS];
+	long long total = 0;
+	unsigned steps = 0;
+	json_t *arr, *j;
+	size_t i;
+	int pair;
+
+	(void)state;
+	/* Windows end at points of the run, not of time, so a slow machine sees the same. */
+	log_ratelimit_configure(3, 10000, fake_clock);
+	atomic_store(&rl_progress, 0);
+	for (i = 0; i < RL_THREADS; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, rl_writer, (void *)i), 0);
+	for (steps = 1; steps < RL_STEPS; steps++) {
+		while (atomic_load(&rl_progress) < (int)(steps * RL_THREADS * RL_LINES / RL_STEPS))
+			usleep(200);
+		atomic_fetch_add(&fake_ms, 10000);
+	}
+	for (i = 0; i < RL_THREADS; i++)
+		pthread_join(t[i], NULL);
+	log_close();
+	arr = all_lines(logpath);
+	json_array_foreach(arr, i, j) {
+		const char *msg = json_string_value(json_object_get(j, "msg"));
+		const char *rep = json_string_value(json_object_get(j, "repeated_msg"));
+
+		if (rep) {
+			assert_string_equal(msg, "repeated messages suppressed");
+			assert_int_equal(sscanf(rep, "failure %d", &pair), 1);
+			seen[pair] += json_integer_value(json_object_get(j, "suppressed"));
+		} else {
+			assert_int_equal(sscanf(msg, "failure %d", &pair), 1);
+			seen[pair]++;
+		}
+		assert_true(pair >= 0 && pair < RL_PAIRS);
+	}
+	for (pair = 0; pair < RL_PAIRS; pair++)
+		total += seen[pair];
+	assert_int_equal(total, (long long)RL_THREADS * RL_LINES);
+	/* Limiting did happen: the hot pairs alone get three quarters of the calls. */
+	assert_true(json_array_size(arr) < (size_t)RL_THREADS * RL_LINES / 2);
+	print_message("%zu lines for %d calls, %u clock steps\n", json_array_size(arr),
+		      RL_THREADS * RL_LINES, steps);
+	json_decref(arr);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -408,6 +685,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_destinations, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_errno_kept, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent_lines, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ratelimit_burst, rl_setup, rl_teardown),
+		cmocka_unit_test_setup_teardown(test_ratelimit_defaults, rl_setup, rl_teardown),
+		cmocka_unit_test_setup_teardown(test_ratelimit_distinct, rl_setup, rl_teardown),
+		cmocka_unit_test_setup_teardown(test_ratelimit_threads, rl_setup, rl_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -6,12 +6,17 @@
  * can never close the descriptor under a writer and lines of different threads
  * never interleave. The level and the format are atomics read without the lock:
  * a filtered-out message must cost one load, not a lock round trip.
+ *
+ * The rate limiter's table is protected by rl_lock. Lock order: rl_lock, then
+ * log_lock (a summary line is written while rl_lock is held, so that it
+ * cannot be overtaken by a later count of the same pair).
  */
 #include "util/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -356,20 +361,14 @@ static void emit_locked(enum log_level level, const char *line, size_t len)
 	}
 }
 
-void log_fields(enum log_level level, const char *component, const char *msg,
-		const struct log_field *fields, size_t nfields)
+/* Formats and writes one line; the level is valid and already filtered. */
+static void emit_line(enum log_level level, const char *component, const char *msg,
+		      const struct log_field *fields, size_t nfields)
 {
 	char ts[40], fallback[160];
 	const char *lvl;
 	char *line;
-	int saved_errno = errno;
 
-	if ((unsigned)level > NLOG_ERROR)
-		level = NLOG_ERROR;
-	if ((int)level < atomic_load_explicit(&min_level, memory_order_relaxed))
-		return;
-	if (!fields)
-		nfields = 0;
 	lvl = level_names[level];
 	format_ts(ts, sizeof(ts));
 	if (atomic_load_explicit(&out_format, memory_order_relaxed) == LOG_FORMAT_TEXT)
@@ -390,6 +389,236 @@ void log_fields(enum log_level level, const char *component, const char *msg,
 	}
 	pthread_mutex_unlock(&log_lock);
 	free(line);
+}
+
+/* --- rate limiting of repeated warnings and errors (see log.h) ------------- */
+
+/*
+ * One (component, msg) pair. The texts are kept, cut if long, because the
+ * summary may be written at a call about another pair; the 64-bit hash of the
+ * whole texts tells apart pairs whose kept prefixes agree.
+ */
+struct rl_entry {
+	uint64_t hash;			/* 0: free slot */
+	unsigned long long start_ms;	/* the window began here */
+	unsigned long long last_ms;	/* latest line of the pair, for eviction */
+	unsigned count;			/* lines of the pair in this window */
+	unsigned suppressed;		/* of which dropped and not yet reported */
+	int level;			/* highest level among the dropped ones */
+	bool null_component, null_msg;
+	char component[32];
+	char msg[128];
+};
+
+typedef unsigned long long (*rl_clock_fn)(void);
+
+static pthread_mutex_t rl_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct rl_entry rl_table[LOG_RATELIMIT_SLOTS];	/* rl_lock */
+static unsigned rl_burst = LOG_RATELIMIT_BURST;		/* rl_lock */
+static unsigned long long rl_window_ms = LOG_RATELIMIT_WINDOW_MS; /* rl_lock */
+/*
+ * Earliest end of a window with dropped lines, ULLONG_MAX if none: written
+ * under rl_lock, read without it so that calls with nothing to report (info
+ * lines above all) pay one load instead of a lock round trip.
+ */
+static _Atomic unsigned long long rl_deadline = ULLONG_MAX;
+static _Atomic rl_clock_fn rl_clock;
+
+static unsigned long long rl_monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (unsigned long long)ts.tv_sec * 1000ULL + (unsigned long long)ts.tv_nsec / 1000000;
+}
+
+static unsigned long long rl_now(void)
+{
+	rl_clock_fn fn = atomic_load_explicit(&rl_clock, memory_order_acquire);
+
+	return fn ? fn() : rl_monotonic_ms();
+}
+
+/* FNV-1a over both texts; a NULL differs from "" through its own marker byte. */
+static uint64_t rl_hash(const char *component, const char *msg)
+{
+	const char *parts[2] = { component, msg };
+	uint64_t h = 0xcbf29ce484222325ULL;
+	const unsigned char *p;
+	int i;
+
+	for (i = 0; i < 2; i++) {
+		h = (h ^ (parts[i] ? 0x01u : 0x02u)) * 0x100000001b3ULL;
+		for (p = (const unsigned char *)parts[i]; p && *p; p++)
+			h = (h ^ *p) * 0x100000001b3ULL;
+	}
+	return h ? h : 1;
+}
+
+/* Copies s into a kept text, ending a cut one with "..." so readers see it was cut. */
+static void rl_keep(char *dst, size_t size, const char *s)
+{
+	size_t n = s ? strlen(s) : 0;
+
+	if (n < size) {
+		memcpy(dst, s ? s : "", n + 1);
+		return;
+	}
+	memcpy(dst, s, size - 4);
+	memcpy(dst + size - 4, "...", 4);
+}
+
+static bool rl_same(const struct rl_entry *e, uint64_t hash, const char *component,
+		    const char *msg)
+{
+	return e->hash == hash && e->null_component == !component && e->null_msg == !msg &&
+	       strncmp(e->component, component ? component : "", sizeof(e->component) - 4) == 0 &&
+	       strncmp(e->msg, msg ? msg : "", sizeof(e->msg) - 4) == 0;
+}
+
+/* Called with rl_lock held: writes the summary of e's dropped lines, if any. */
+static void rl_report_locked(struct rl_entry *e)
+{
+	unsigned n = e->suppressed;
+
+	if (n == 0)
+		return;
+	e->suppressed = 0;
+	/* The level may have been raised since: the summary obeys it like any line. */
+	if (e->level < atomic_load_explicit(&min_level, memory_order_relaxed))
+		return;
+	emit_line((enum log_level)e->level, e->null_component ? NULL : e->component,
+		  "repeated messages suppressed",
+		  (const struct log_field[]){ LF_INT("suppressed", n),
+					      LF_STR("repeated_msg", e->null_msg ? NULL : e->msg),
+					      LF_INT("window_ms", rl_window_ms) },
+		  3);
+}
+
+/*
+ * Called with rl_lock held: reports every pair whose window ended by now
+ * (all of them with everything = true) and recomputes rl_deadline.
+ */
+static void rl_flush_locked(unsigned long long now, bool everything)
+{
+	unsigned long long next = ULLONG_MAX, end;
+	struct rl_entry *e;
+
+	for (e = rl_table; e < rl_table + LOG_RATELIMIT_SLOTS; e++) {
+		if (!e->hash || !e->suppressed)
+			continue;
+		end = e->start_ms + rl_window_ms;
+		if (everything || now >= end) {
+			rl_report_locked(e);
+			/* Ended: the next line of the pair opens a new window. */
+			if (now >= end)
+				e->hash = 0;
+		} else if (end < next) {
+			next = end;
+		}
+	}
+	atomic_store_explicit(&rl_deadline, next, memory_order_relaxed);
+}
+
+/* Called with rl_lock held: the slot of a pair, a new one if it has none. */
+static struct rl_entry *rl_slot_locked(uint64_t hash, const char *component, const char *msg,
+				       unsigned long long now)
+{
+	struct rl_entry *e, *victim = NULL;
+
+	for (e = rl_table; e < rl_table + LOG_RATELIMIT_SLOTS; e++) {
+		if (e->hash && rl_same(e, hash, component, msg))
+			return e;
+		if (!victim || (victim->hash && (!e->hash || e->last_ms < victim->last_ms)))
+			victim = e;
+	}
+	/* A forgotten pair's count is reported, never lost. */
+	if (victim->hash)
+		rl_report_locked(victim);
+	*victim = (struct rl_entry){ .hash = hash, .start_ms = now, .level = NLOG_DEBUG,
+				     .null_component = !component, .null_msg = !msg };
+	rl_keep(victim->component, sizeof(victim->component), component);
+	rl_keep(victim->msg, sizeof(victim->msg), msg);
+	return victim;
+}
+
+/*
+ * Whether a line that passed the level filter is to be written; writes the
+ * summaries that are due first, so that they precede it.
+ */
+static bool ratelimit_pass(enum log_level level, const char *component, const char *msg)
+{
+	unsigned long long now = rl_now(), end;
+	uint64_t hash;
+	struct rl_entry *e;
+	bool pass = true;
+
+	if (level < NLOG_WARN && now < atomic_load_explicit(&rl_deadline, memory_order_relaxed))
+		return true;
+	hash = level >= NLOG_WARN ? rl_hash(component, msg) : 0;
+	pthread_mutex_lock(&rl_lock);
+	if (now >= atomic_load_explicit(&rl_deadline, memory_order_relaxed))
+		rl_flush_locked(now, false);
+	if (level < NLOG_WARN || rl_burst == 0)
+		goto out_unlock;
+	e = rl_slot_locked(hash, component, msg, now);
+	/* A clock set back by a test counts as a new window as well. */
+	if (now >= e->start_ms + rl_window_ms || now < e->start_ms) {
+		rl_report_locked(e);
+		e->start_ms = now;
+		e->count = 0;
+	}
+	e->last_ms = now;
+	if (++e->count <= rl_burst)
+		goto out_unlock;
+	if (e->count > rl_burst + 1)
+		e->count = rl_burst + 1;	/* no wrap-around after 4 G lines */
+	pass = false;
+	e->suppressed++;
+	if ((int)level > e->level)
+		e->level = (int)level;
+	end = e->start_ms + rl_window_ms;
+	if (end < atomic_load_explicit(&rl_deadline, memory_order_relaxed))
+		atomic_store_explicit(&rl_deadline, end, memory_order_relaxed);
+out_unlock:
+	pthread_mutex_unlock(&rl_lock);
+	return pass;
+}
+
+/* Reports every pending count now: before the destination changes, and at exit. */
+static void ratelimit_flush_all(void)
+{
+	pthread_mutex_lock(&rl_lock);
+	rl_flush_locked(rl_now(), true);
+	pthread_mutex_unlock(&rl_lock);
+}
+
+void log_ratelimit_configure(unsigned burst, unsigned long long window_ms,
+			     unsigned long long (*clock_ms)(void))
+{
+	pthread_mutex_lock(&rl_lock);
+	rl_flush_locked(rl_now(), true);
+	memset(rl_table, 0, sizeof(rl_table));
+	rl_burst = burst;
+	rl_window_ms = window_ms;
+	atomic_store_explicit(&rl_clock, clock_ms, memory_order_release);
+	atomic_store_explicit(&rl_deadline, ULLONG_MAX, memory_order_relaxed);
+	pthread_mutex_unlock(&rl_lock);
+}
+
+void log_fields(enum log_level level, const char *component, const char *msg,
+		const struct log_field *fields, size_t nfields)
+{
+	int saved_errno = errno;
+
+	if ((unsigned)level > NLOG_ERROR)
+		level = NLOG_ERROR;
+	if ((int)level < atomic_load_explicit(&min_level, memory_order_relaxed))
+		return;
+	if (!fields)
+		nfields = 0;
+	if (ratelimit_pass(level, component, msg))
+		emit_line(level, component, msg, fields, nfields);
 	/* Logging an error must not clobber the errno the caller reports next. */
 	errno = saved_errno;
 }
@@ -435,6 +664,8 @@ int log_open(const char *file, bool use_syslog)
 	}
 	if (use_syslog)
 		openlog("nadbfs", LOG_PID, LOG_DAEMON);
+	/* Counts of dropped lines belong with the lines, in the old destination. */
+	ratelimit_flush_all();
 
 	pthread_mutex_lock(&log_lock);
 	old_fd = dest_fd;

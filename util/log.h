@@ -5,6 +5,21 @@
  * Thread-safe: every function may be called from any thread; a line is written
  * with one write(2) so lines from different threads never interleave.
  * Never pass a value's content or a secret as a field.
+ *
+ * Rate limiting: a warning or error whose (component, msg) pair was already
+ * logged LOG_RATELIMIT_BURST times in the current window of
+ * LOG_RATELIMIT_WINDOW_MS is dropped and counted, so that a failing backend
+ * cannot flood the journal. The window of a pair starts at its first line;
+ * at the first log call after it ends (whichever pair or level that call has),
+ * or at log_open()/log_close(), one line with the same component and the
+ * highest level among the dropped ones says
+ *   msg "repeated messages suppressed", suppressed N, repeated_msg "<msg>",
+ *   window_ms W
+ * Fields play no part in the identity of a line: callers put what varies
+ * (key, error) in fields or in the printf arguments of log_msg(), which make
+ * different messages. Debug and info lines are never limited. The limiter
+ * keeps LOG_RATELIMIT_SLOTS pairs; when a new pair needs a slot the pair seen
+ * least recently is forgotten (its pending count is reported first).
  */
 #ifndef NADB_UTIL_LOG_H
 #define NADB_UTIL_LOG_H
@@ -54,6 +69,19 @@ void log_vmsg(enum log_level level, const char *component, const char *fmt, va_l
 /* A fixed message with typed fields: log_fields(NLOG_WARN, "store", "x", f, n). */
 void log_fields(enum log_level level, const char *component, const char *msg,
 		const struct log_field *fields, size_t nfields);
+
+#define LOG_RATELIMIT_BURST 10
+#define LOG_RATELIMIT_WINDOW_MS 10000
+#define LOG_RATELIMIT_SLOTS 64
+
+/*
+ * For tests: sets the burst (0 turns limiting off) and the window, and the
+ * clock that measures it (milliseconds, monotonic; NULL = CLOCK_MONOTONIC).
+ * Pending counts are reported first and every pair is forgotten.
+ * The daemon never calls it: the defaults above hold.
+ */
+void log_ratelimit_configure(unsigned burst, unsigned long long window_ms,
+			     unsigned long long (*clock_ms)(void));
 
 #define NLOG(level, component, msg, ...)                                                      \
 	log_fields((level), (component), (msg), (const struct log_field[]){ __VA_ARGS__ },    \
