@@ -1,9 +1,11 @@
 /*
  * nadbctl: a thin client of a mount's control files. Commands go through
- * .nadb/ctl (one session per run); stats reads .nadb/stats.
+ * .nadb/ctl (one session per run); stats reads .nadb/stats; query lists
+ * tags/EXPR and reads each entry's link.
  *
  * Exit status: 0 on success, 1 with a message on stderr on any failure.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -26,6 +28,9 @@ static const char usage[] =
 	"  flush            make every buffered write durable now\n"
 	"  sweep            expire every key past its deadline now\n"
 	"  reload           re-read the configuration (as SIGHUP does)\n"
+	"  query EXPR [--page N] [--page-size N] [--json]\n"
+	"                   the keys a tag or query names (tags/EXPR: a+b AND, a,b OR,\n"
+	"                   -a NOT), sorted, one page (default 1, of 100 keys)\n"
 	"\n"
 	"-m MOUNTPOINT      the nadbfs mount (default: the one containing the current\n"
 	"                   directory)\n"
@@ -184,6 +189,122 @@ static int stats(const char *mnt, int as_json)
 	return 0;
 }
 
+static int str_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The keys of directory tags/EXPR, read through their links; sorted. */
+static int query_keys(const char *mnt, const char *expr, char ***out, size_t *n)
+{
+	char dir[PATH_MAX], target[8192];
+	size_t cap = 0, k = 0;
+	char **keys = NULL;
+	struct dirent *de;
+	DIR *d;
+
+	if (!*expr || strchr(expr, '/')) {
+		fprintf(stderr, "nadbctl: '%s' is not a tag or query expression\n", expr);
+		return 1;
+	}
+	snprintf(dir, sizeof(dir), "%s/tags/%s", mnt, expr);
+	d = opendir(dir);
+	if (!d) {
+		if (errno == ENOENT)
+			fprintf(stderr, "nadbctl: no tag or query '%s' (an unknown tag, or a "
+					"malformed expression)\n", expr);
+		else
+			fprintf(stderr, "nadbctl: cannot list %s: %s\n", dir, strerror(errno));
+		return 1;
+	}
+	while ((de = readdir(d))) {
+		ssize_t len;
+
+		if (de->d_name[0] == '.')
+			continue;
+		len = readlinkat(dirfd(d), de->d_name, target, sizeof(target) - 1);
+		/* Gone since the listing (deleted, untagged, expired): skip it. */
+		if (len < 0 || len < 6)
+			continue;
+		target[len] = '\0';
+		if (k == cap) {
+			char **nk = realloc(keys, (cap = cap ? 2 * cap : 64) * sizeof(*keys));
+
+			if (!nk)
+				goto out_nomem;
+			keys = nk;
+		}
+		/* "../../PATH": the key's path from the mount's root. */
+		if (!(keys[k] = strdup(target + 6)))
+			goto out_nomem;
+		k++;
+	}
+	closedir(d);
+	if (k)
+		qsort(keys, k, sizeof(*keys), str_cmp);
+	*out = keys;
+	*n = k;
+	return 0;
+
+out_nomem:
+	closedir(d);
+	while (k--)
+		free(keys[k]);
+	free(keys);
+	fprintf(stderr, "nadbctl: out of memory\n");
+	return 1;
+}
+
+static int query(const char *mnt, const char *expr, unsigned long page, unsigned long size,
+		 int as_json)
+{
+	char **keys;
+	size_t n, first, last;
+	json_t *o, *arr;
+
+	if (query_keys(mnt, expr, &keys, &n))
+		return 1;
+	first = (page - 1) * size < n ? (page - 1) * size : n;
+	last = n - first < size ? n : first + size;
+	if (as_json) {
+		arr = json_array();
+		for (size_t i = first; i < last; i++)
+			json_array_append_new(arr, json_string(keys[i]));
+		o = json_pack("{s:s, s:I, s:I, s:I, s:I, s:o}", "query", expr, "total",
+			      (json_int_t)n, "page", (json_int_t)page, "page_size",
+			      (json_int_t)size, "pages", (json_int_t)((n + size - 1) / size), "keys",
+			      arr);
+		if (o) {
+			json_dumpf(o, stdout, JSON_COMPACT);
+			putchar('\n');
+			json_decref(o);
+		}
+	} else {
+		for (size_t i = first; i < last; i++)
+			puts(keys[i]);
+	}
+	for (size_t i = 0; i < n; i++)
+		free(keys[i]);
+	free(keys);
+	return 0;
+}
+
+/* A positive decimal count for an option; 0 and an error message otherwise. */
+static unsigned long count_arg(const char *opt, const char *v)
+{
+	char *end;
+	unsigned long x;
+
+	errno = 0;
+	x = v && *v >= '0' && *v <= '9' ? strtoul(v, &end, 10) : 0;
+	if (!v || errno || *end || x == 0 || x > 1000000000ul) {
+		fprintf(stderr, "nadbctl: %s takes a positive number, not '%s'\n", opt,
+			v ? v : "");
+		return 0;
+	}
+	return x;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -193,7 +314,8 @@ int main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	char mnt[PATH_MAX];
-	const char *cmd;
+	const char *cmd, *arg = NULL;
+	unsigned long page = 1, page_size = 100;
 	int c, as_json = 0;
 
 	mnt[0] = '\0';
@@ -222,11 +344,27 @@ int main(int argc, char **argv)
 	}
 	cmd = argv[optind++];
 	for (; optind < argc; optind++) {
-		if (!strcmp(argv[optind], "--json")) {
+		const char *a = argv[optind];
+
+		if (!strcmp(a, "--json")) {
 			as_json = 1;
-			continue;
+		} else if (!strcmp(cmd, "query") && (!strcmp(a, "--page") ||
+						     !strcmp(a, "--page-size"))) {
+			unsigned long v = count_arg(a, argv[optind + 1]);
+
+			if (!v)
+				return 1;
+			*(!strcmp(a, "--page") ? &page : &page_size) = v;
+			optind++;
+		} else if (!strcmp(cmd, "query") && !arg) {
+			arg = a;
+		} else {
+			fprintf(stderr, "nadbctl: unexpected argument '%s'\n", a);
+			return 1;
 		}
-		fprintf(stderr, "nadbctl: unexpected argument '%s'\n", argv[optind]);
+	}
+	if (!strcmp(cmd, "query") && !arg) {
+		fprintf(stderr, "nadbctl: query needs an expression (a tag, a+b, a,b, a+-b)\n");
 		return 1;
 	}
 	if (!mnt[0] && find_mount(mnt, sizeof(mnt))) {
@@ -235,6 +373,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(cmd, "stats"))
 		return stats(mnt, as_json);
+	if (!strcmp(cmd, "query"))
+		return query(mnt, arg, page, page_size, as_json);
 	if (!strcmp(cmd, "flush") || !strcmp(cmd, "sweep") || !strcmp(cmd, "reload"))
 		return run_command(mnt, cmd);
 	fprintf(stderr, "nadbctl: unknown command '%s'\n%s", cmd, usage);

@@ -141,16 +141,26 @@ static void live_forget_dir(const char *dir)
 			live_dir[i][0] = '\0';
 }
 
-const char *nadbfs_bin(void)
+static const char *bin_from_env(const char *var, const char *prog)
 {
-	const char *bin = getenv("NADBFS_BIN");
+	const char *bin = getenv(var);
 
 	if (!bin || !*bin)
-		fail_msg("NADBFS_BIN is not set: run the mount tests through `meson test`, "
-			 "or export NADBFS_BIN=/path/to/build/mount/nadbfs");
+		fail_msg("%s is not set: run the mount tests through `meson test`, "
+			 "or export %s=/path/to/build/mount/%s", var, var, prog);
 	if (access(bin, X_OK))
-		fail_msg("NADBFS_BIN=%s is not executable: %s", bin, strerror(errno));
+		fail_msg("%s=%s is not executable: %s", var, bin, strerror(errno));
 	return bin;
+}
+
+const char *nadbfs_bin(void)
+{
+	return bin_from_env("NADBFS_BIN", "nadbfs");
+}
+
+const char *nadbctl_bin(void)
+{
+	return bin_from_env("NADBCTL_BIN", "nadbctl");
 }
 
 static char *xstrdup(const char *s)

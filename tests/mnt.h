@@ -39,6 +39,8 @@ struct mnt {
 
 /* $NADBFS_BIN; fails the test loudly when it is not set. */
 const char *nadbfs_bin(void);
+/* $NADBCTL_BIN, likewise. */
+const char *nadbctl_bin(void);
 
 /* Creates root, data's parent, the mountpoint; no daemon. Idempotent. */
 void mnt_init(struct mnt *m);

@@ -26,11 +26,7 @@
 
 static const char *nadbctl(void)
 {
-	const char *p = getenv("NADBCTL_BIN");
-
-	if (!p)
-		fail_msg("NADBCTL_BIN is not set");
-	return p;
+	return nadbctl_bin();
 }
 
 static json_t *read_stats(struct mnt *m)

@@ -396,6 +396,56 @@ static void test_long_key_names(void **state)
 	mnt_stop(m);
 }
 
+static void test_nadbctl_query(void **state)
+{
+	struct mnt *m = *state;
+	char *out = NULL;
+	json_t *o;
+
+	mnt_start(m, NULL);
+	ASSERT_SYS(mkdir(mnt_path(m, "d"), 0755));
+	for (int i = 0; i < 5; i++) {
+		put_str(mnt_path(m, "d/k%d", i), "v");
+		tag(m, mnt_str(m, "d/k%d", i), i % 2 ? "odd,n" : "even,n");
+	}
+	assert_int_equal(run_cmd_out(&out, "%s -m %s query odd", nadbctl_bin(), shq(m, m->dir)),
+			 0);
+	assert_string_equal(out, "d/k1\nd/k3\n");
+	free(out);
+	/* Pages of a sorted listing. */
+	assert_int_equal(run_cmd_out(&out, "%s -m %s query n+-odd --page 2 --page-size 2",
+				     nadbctl_bin(), shq(m, m->dir)),
+			 0);
+	assert_string_equal(out, "d/k4\n");
+	free(out);
+	assert_int_equal(run_cmd_out(&out, "cd %s && %s query even,odd --json --page-size 3",
+				     shq(m, m->dir), nadbctl_bin()),
+			 0);
+	o = json_loads(out, 0, NULL);
+	free(out);
+	assert_non_null(o);
+	assert_int_equal(json_integer_value(json_object_get(o, "total")), 5);
+	assert_int_equal(json_integer_value(json_object_get(o, "pages")), 2);
+	assert_int_equal(json_array_size(json_object_get(o, "keys")), 3);
+	assert_string_equal(json_string_value(json_array_get(json_object_get(o, "keys"), 0)),
+			    "d/k0");
+	json_decref(o);
+	/* Bad input: a message and exit 1. */
+	assert_int_equal(run_cmd_out(&out, "%s -m %s query 'a,,b'", nadbctl_bin(), shq(m, m->dir)),
+			 1);
+	assert_non_null(strstr(out, "no tag or query 'a,,b'"));
+	free(out);
+	assert_int_equal(run_cmd_out(&out, "%s -m %s query odd --page 0", nadbctl_bin(),
+				     shq(m, m->dir)),
+			 1);
+	assert_non_null(strstr(out, "--page takes a positive number"));
+	free(out);
+	assert_int_equal(run_cmd_out(&out, "%s -m %s query", nadbctl_bin(), shq(m, m->dir)), 1);
+	assert_non_null(strstr(out, "query needs an expression"));
+	free(out);
+	mnt_stop(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -410,6 +460,7 @@ int main(void)
 						mnt_teardown),
 		cmocka_unit_test_setup_teardown(test_query_directories, mnt_setup, mnt_teardown),
 		cmocka_unit_test_setup_teardown(test_stats, mnt_setup, mnt_teardown),
+		cmocka_unit_test_setup_teardown(test_nadbctl_query, mnt_setup, mnt_teardown),
 		cmocka_unit_test_setup_teardown(test_listings_follow_every_change, mnt_setup,
 						mnt_teardown),
 		cmocka_unit_test_setup_teardown(test_expired_keys_leave_their_tags, mnt_setup,
