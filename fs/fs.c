@@ -102,7 +102,7 @@ int fs_check_name(const char *name)
 	return 0;
 }
 
-static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
+void fs_op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	(void)userdata;
 
@@ -129,7 +129,7 @@ static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
 		conn->proto_major, conn->proto_minor, conn->max_write);
 }
 
-static void fs_op_destroy(void *userdata)
+void fs_op_destroy(void *userdata)
 {
 	(void)userdata;
 	/* The store is flushed and closed by the daemon once the loop ends. */
@@ -138,14 +138,14 @@ static void fs_op_destroy(void *userdata)
 
 /* Ids are permanent and nothing is kept per lookup of a record: only tag
  * directories, known by their expression, are counted. */
-static void fs_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+void fs_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
 	if (fs_is_tagdir(ino))
 		fs_tags_forget(fs_of(req), ino, nlookup);
 	fuse_reply_none(req);
 }
 
-static void fs_op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+void fs_op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
 {
 	for (size_t i = 0; i < count; i++)
 		if (fs_is_tagdir(forgets[i].ino))
@@ -153,7 +153,7 @@ static void fs_op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_
 	fuse_reply_none(req);
 }
 
-static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
 	struct kv_attr a;
@@ -187,8 +187,8 @@ static int64_t timespec_to_ns(const struct timespec *ts)
 }
 
 /* ftruncate (fi != NULL) and truncate take the same path: handles carry no state. */
-static void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
-			  struct fuse_file_info *fi)
+void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		   struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
 	struct kv_setattr sa = { 0 };
@@ -248,7 +248,7 @@ static void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int
 	fuse_reply_attr(req, &st, fs->o.attr_timeout);
 }
 
-static void fs_op_statfs(fuse_req_t req, fuse_ino_t ino)
+void fs_op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
 	struct fs *fs = fs_of(req);
 	struct kv_backend_statfs space = { 0 };
@@ -301,8 +301,8 @@ static void reply_xattr(fuse_req_t req, ssize_t ret, const char *buf, size_t siz
 		fuse_reply_buf(req, buf, (size_t)ret);
 }
 
-static void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
-			   size_t size, int flags)
+void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+		    size_t size, int flags)
 {
 	int ret = xattr_target(ino, name);
 
@@ -311,7 +311,7 @@ static void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, con
 	fs_reply_err(req, ret);
 }
 
-static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	char *buf = NULL;
 	ssize_t ret = xattr_target(ino, name);
@@ -324,7 +324,7 @@ static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, siz
 	free(buf);
 }
 
-static void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	char *buf = NULL;
 	ssize_t ret = 0;
@@ -341,57 +341,13 @@ static void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	free(buf);
 }
 
-static void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
 	int ret = xattr_target(ino, name);
 
 	if (!ret)
 		ret = kv_removexattr(fs_of(req)->kv, ino, name);
 	fs_reply_err(req, ret);
-}
-
-/*
- * No access(): the mount always uses default_permissions, so the kernel
- * checks modes itself. Locks are left to the kernel (local to this mount).
- */
-static const struct fuse_lowlevel_ops fs_ops = {
-	.init = fs_op_init,
-	.destroy = fs_op_destroy,
-	.lookup = fs_op_lookup,
-	.forget = fs_op_forget,
-	.forget_multi = fs_op_forget_multi,
-	.getattr = fs_op_getattr,
-	.setattr = fs_op_setattr,
-	.mknod = fs_op_mknod,
-	.mkdir = fs_op_mkdir,
-	.unlink = fs_op_unlink,
-	.rmdir = fs_op_rmdir,
-	.symlink = fs_op_symlink,
-	.readlink = fs_op_readlink,
-	.rename = fs_op_rename,
-	.link = fs_op_link,
-	.create = fs_op_create,
-	.open = fs_op_open,
-	.read = fs_op_read,
-	.write = fs_op_write,
-	.flush = fs_op_flush,
-	.release = fs_op_release,
-	.fsync = fs_op_fsync,
-	.opendir = fs_op_opendir,
-	.readdir = fs_op_readdir,
-	.readdirplus = fs_op_readdirplus,
-	.releasedir = fs_op_releasedir,
-	.fsyncdir = fs_op_fsyncdir,
-	.statfs = fs_op_statfs,
-	.setxattr = fs_op_setxattr,
-	.getxattr = fs_op_getxattr,
-	.listxattr = fs_op_listxattr,
-	.removexattr = fs_op_removexattr,
-};
-
-const struct fuse_lowlevel_ops *fs_lowlevel_ops(void)
-{
-	return &fs_ops;
 }
 
 int fs_new(struct kv_store *kv, const struct fs_options *o, struct fs **out)

@@ -34,6 +34,29 @@ static double uptime_s(const struct fs *fs)
 	       (double)(now.tv_nsec - fs->started.tv_nsec) / 1e9;
 }
 
+/* "ops": per operation count, p50_ms, p99_ms; "backend": its health. */
+static int add_ops_and_backend(struct fs *fs, const struct kv_stats *s, json_t *o)
+{
+	json_t *ops = json_object(), *be;
+
+	if (!ops || json_object_set_new(o, "ops", ops))
+		return -ENOMEM;
+	for (int op = 0; op < FS_OP_COUNT; op++) {
+		struct fs_op_summary sum;
+
+		fs_op_summary(fs, (enum fs_op)op, &sum);
+		if (json_object_set_new(ops, fs_op_name((enum fs_op)op),
+					json_pack("{s:I, s:f, s:f}", "count", (json_int_t)sum.count,
+						  "p50_ms", sum.p50_ms, "p99_ms", sum.p99_ms)))
+			return -ENOMEM;
+	}
+	be = json_pack("{s:s, s:b, s:s?}", "name", s->backend, "healthy", !s->backend_error,
+		       "last_error", s->backend_error ? strerror(-s->backend_error) : NULL);
+	if (!be || json_object_set_new(o, "backend", be))
+		return -ENOMEM;
+	return 0;
+}
+
 static char *stats_json(struct fs *fs, size_t *len)
 {
 	struct kv_stats s;
@@ -58,6 +81,10 @@ static char *stats_json(struct fs *fs, size_t *len)
 		      uptime_s(fs), "version", NADBFS_VERSION);
 	if (!o)
 		return NULL;
+	if (add_ops_and_backend(fs, &s, o)) {
+		json_decref(o);
+		return NULL;
+	}
 	text = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
 	if (!text)
@@ -76,6 +103,33 @@ struct metric {
 	const char *name, *type, *help;
 	uint64_t value;
 };
+
+/* Per operation: a request counter and the p50/p99 latencies, labelled by op. */
+static void op_metrics(struct fs *fs, FILE *f)
+{
+	static const struct {
+		const char *name, *type, *help;
+	} fam[] = {
+		{ "nadbfs_op_requests_total", "counter", "FUSE requests served." },
+		{ "nadbfs_op_latency_p50_seconds", "gauge", "Median request latency." },
+		{ "nadbfs_op_latency_p99_seconds", "gauge", "99th percentile request latency." },
+	};
+
+	for (size_t k = 0; k < sizeof(fam) / sizeof(fam[0]); k++) {
+		fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", fam[k].name, fam[k].help, fam[k].name,
+			fam[k].type);
+		for (int op = 0; op < FS_OP_COUNT; op++) {
+			struct fs_op_summary sum;
+
+			fs_op_summary(fs, (enum fs_op)op, &sum);
+			fprintf(f, "%s{op=\"%s\"} ", fam[k].name, fs_op_name((enum fs_op)op));
+			if (k == 0)
+				fprintf(f, "%llu\n", (unsigned long long)sum.count);
+			else
+				fprintf(f, "%.6f\n", (k == 1 ? sum.p50_ms : sum.p99_ms) / 1000);
+		}
+	}
+}
 
 static char *metrics_text(struct fs *fs, size_t *len)
 {
@@ -112,9 +166,13 @@ static char *metrics_text(struct fs *fs, size_t *len)
 	for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++)
 		fprintf(f, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", m[i].name, m[i].help,
 			m[i].name, m[i].type, m[i].name, (unsigned long long)m[i].value);
+	fprintf(f, "# HELP nadbfs_backend_healthy 1 if the last flush succeeded.\n"
+		   "# TYPE nadbfs_backend_healthy gauge\nnadbfs_backend_healthy %d\n",
+		!s.backend_error);
 	fprintf(f, "# HELP nadbfs_uptime_seconds Seconds since the mount.\n"
 		   "# TYPE nadbfs_uptime_seconds gauge\nnadbfs_uptime_seconds %.3f\n",
 		uptime_s(fs));
+	op_metrics(fs, f);
 	if (fclose(f)) {
 		free(text);
 		return NULL;

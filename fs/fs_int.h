@@ -44,6 +44,35 @@ _Static_assert(KV_ROOT_ID == FUSE_ROOT_ID, "the store's root must be FUSE's root
 struct fs_dirh;
 struct fs_deferred;
 
+/* The operations timed per request (fs_opstats.c), as X(id, name). */
+#define FS_OPS(X)                                                                              \
+	X(FS_OP_LOOKUP, "lookup") X(FS_OP_GETATTR, "getattr") X(FS_OP_SETATTR, "setattr")      \
+	X(FS_OP_READLINK, "readlink") X(FS_OP_MKNOD, "mknod") X(FS_OP_MKDIR, "mkdir")          \
+	X(FS_OP_UNLINK, "unlink") X(FS_OP_RMDIR, "rmdir") X(FS_OP_SYMLINK, "symlink")          \
+	X(FS_OP_RENAME, "rename") X(FS_OP_LINK, "link") X(FS_OP_CREATE, "create")              \
+	X(FS_OP_OPEN, "open") X(FS_OP_READ, "read") X(FS_OP_WRITE, "write")                    \
+	X(FS_OP_FLUSH, "flush") X(FS_OP_RELEASE, "release") X(FS_OP_FSYNC, "fsync")            \
+	X(FS_OP_OPENDIR, "opendir") X(FS_OP_READDIR, "readdir")                                \
+	X(FS_OP_READDIRPLUS, "readdirplus") X(FS_OP_RELEASEDIR, "releasedir")                  \
+	X(FS_OP_FSYNCDIR, "fsyncdir") X(FS_OP_STATFS, "statfs") X(FS_OP_SETXATTR, "setxattr")  \
+	X(FS_OP_GETXATTR, "getxattr") X(FS_OP_LISTXATTR, "listxattr")                          \
+	X(FS_OP_REMOVEXATTR, "removexattr")
+
+enum fs_op {
+#define FS_OP_ENUM(id, name) id,
+	FS_OPS(FS_OP_ENUM)
+#undef FS_OP_ENUM
+	FS_OP_COUNT
+};
+
+/* Four buckets per power of two of microseconds, up to about an hour. */
+#define FS_LAT_BUCKETS 128
+
+struct fs_opstat {
+	_Atomic uint64_t count;
+	_Atomic uint64_t buckets[FS_LAT_BUCKETS];
+};
+
 /* Writes waiting for buffer space off the FUSE workers (fs_defer.c). */
 struct fs_defer {
 	pthread_mutex_t lock;
@@ -70,6 +99,7 @@ struct fs {
 	 * held while calling the store. */
 	pthread_mutex_t tagdirs_lock;
 	struct htab tagdirs;	/* tagdirs_lock: struct fs_tagdir by ino */
+	struct fs_opstat opstats[FS_OP_COUNT]; /* atomics, no lock */
 };
 
 static inline struct fs *fs_of(fuse_req_t req)
@@ -77,7 +107,32 @@ static inline struct fs *fs_of(fuse_req_t req)
 	return fuse_req_userdata(req);
 }
 
+/* fs_opstats.c */
+const char *fs_op_name(enum fs_op op);
+/* A monotonic start time for fs_op_done. */
+int64_t fs_op_start(void);
+/* Records one request of op that started at start_ns. */
+void fs_op_done(struct fs *fs, enum fs_op op, int64_t start_ns);
+struct fs_op_summary {
+	uint64_t count;
+	double p50_ms, p99_ms;
+};
+void fs_op_summary(struct fs *fs, enum fs_op op, struct fs_op_summary *out);
+
 /* fs.c */
+void fs_op_init(void *userdata, struct fuse_conn_info *conn);
+void fs_op_destroy(void *userdata);
+void fs_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup);
+void fs_op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets);
+void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		   struct fuse_file_info *fi);
+void fs_op_statfs(fuse_req_t req, fuse_ino_t ino);
+void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+		    size_t size, int flags);
+void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size);
+void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
 /* Replies err (0 or a negative errno) to req. */
 void fs_reply_err(fuse_req_t req, int err);
 void fs_attr_to_stat(const struct kv_attr *a, struct stat *st);

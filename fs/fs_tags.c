@@ -28,12 +28,12 @@
 #include "store/htab.h"
 
 /* "../../": from tags/EXPR/ back to the mount's root. */
-#define LINK_UP "../../"
+#define LINK_UP	    "../../"
 #define LINK_UP_LEN (sizeof(LINK_UP) - 1)
 
 struct fs_tagdir {
 	fuse_ino_t ino;
-	uint64_t nlookup;	/* fs->tagdirs_lock */
+	uint64_t nlookup; /* fs->tagdirs_lock */
 	bool query;
 	char expr[];
 };

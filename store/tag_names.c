@@ -15,7 +15,7 @@
 
 /* Long names keep this many bytes of the escaped path, then "~" and 16 hex
  * digits: 238 + 1 + 16 = 255. */
-#define ENTRY_KEEP 238u
+#define ENTRY_KEEP     238u
 #define ENTRY_HASH_HEX 16u
 
 ssize_t kv_node_path(const struct kv_node *n, char *buf, size_t size)

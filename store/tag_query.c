@@ -19,7 +19,7 @@
 #define Q_MAX_FACTORS (KV_NAME_MAX / 2 + 1)
 
 struct q_factor {
-	const char *tag;	/* into query.buf */
+	const char *tag; /* into query.buf */
 	bool neg;
 };
 
@@ -29,7 +29,7 @@ struct query {
 	size_t nf;
 	size_t term_end[Q_MAX_FACTORS]; /* term t is f[term_end[t-1] .. term_end[t]) */
 	size_t nterms;
-	bool plain;			/* one positive tag and nothing else */
+	bool plain; /* one positive tag and nothing else */
 };
 
 /* 0, or -ENOENT for anything that is not a well-formed expression. */
@@ -152,11 +152,11 @@ static int evaluate(struct kv_store *kv, const struct query *q, uint64_t **out, 
 
 struct qc_dep {
 	char *tag;
-	uint64_t gen;		/* 0: the tag did not exist */
+	uint64_t gen; /* 0: the tag did not exist */
 };
 
 struct qc_ent {
-	struct qc_ent *prev, *next;	/* LRU order, most recent first */
+	struct qc_ent *prev, *next; /* LRU order, most recent first */
 	char *expr;
 	uint64_t *ids;
 	size_t nids;
@@ -165,7 +165,7 @@ struct qc_ent {
 };
 
 struct kv_qcache {
-	struct htab by_expr;	/* struct qc_ent * */
+	struct htab by_expr; /* struct qc_ent * */
 	struct qc_ent *head, *tail;
 };
 
@@ -264,8 +264,8 @@ static bool ent_valid(struct kv_store *kv, const struct qc_ent *e)
 }
 
 /* Caches ids for expr (taking ownership of ids); on -ENOMEM ids stay the caller's. */
-static int cache_store(struct kv_store *kv, const char *expr, const struct query *q,
-		       uint64_t *ids, size_t nids)
+static int cache_store(struct kv_store *kv, const char *expr, const struct query *q, uint64_t *ids,
+		       size_t nids)
 {
 	struct kv_qcache *c = kv->tags.cache;
 	struct qc_ent *e = calloc(1, sizeof(*e) + q->nf * sizeof(e->deps[0]));
@@ -302,8 +302,8 @@ out_free:
  * The result of a query: *ids points into the cache (valid while kv->lock is
  * held) or, with *owned set, to an array the caller frees.
  */
-static int query_ids(struct kv_store *kv, const char *expr, const struct query *q,
-		     uint64_t **ids, size_t *n, bool *owned)
+static int query_ids(struct kv_store *kv, const char *expr, const struct query *q, uint64_t **ids,
+		     size_t *n, bool *owned)
 {
 	struct kv_qcache *c = kv->tags.cache;
 	struct qc_ent *e = NULL;

@@ -31,23 +31,23 @@ struct kv_store;
 struct kv_node;
 
 /* A key carries at most this many tags; the store at most this many declared. */
-#define KV_TAGS_PER_KEY 1024u
+#define KV_TAGS_PER_KEY	     1024u
 #define KV_TAGS_DECLARED_MAX 65535u
 
 struct kv_tag {
-	char *name;		/* owned */
-	struct htab members;	/* struct kv_node *, by id */
-	uint64_t gen;		/* renewed by every membership change */
-	bool declared;		/* made with mkdir: kept while empty */
+	char *name;	     /* owned */
+	struct htab members; /* struct kv_node *, by id */
+	uint64_t gen;	     /* renewed by every membership change */
+	bool declared;	     /* made with mkdir: kept while empty */
 };
 
 struct kv_qcache;
 
 struct kv_tag_index {
-	struct htab by_name;	/* struct kv_tag * */
-	uint64_t clock;		/* last generation handed out */
+	struct htab by_name; /* struct kv_tag * */
+	uint64_t clock;	     /* last generation handed out */
 	struct kv_qcache *cache;
-	uint64_t cache_max;	/* entries; 0 disables the cache */
+	uint64_t cache_max; /* entries; 0 disables the cache */
 	uint64_t hits, misses;
 };
 

@@ -105,8 +105,11 @@ static void test_metrics_parse(void **state)
 
 	mnt_start(m, NULL);
 	put_str(mnt_path(m, "a"), "1");
-	assert_int_equal(regcomp(&sample, "^nadbfs_[a-z_]+ [0-9]+(\\.[0-9]+)?$", REG_EXTENDED), 0);
-	assert_int_equal(regcomp(&comment, "^# (HELP|TYPE) nadbfs_[a-z_]+ .+$", REG_EXTENDED), 0);
+	assert_int_equal(regcomp(&sample,
+				 "^nadbfs_[a-z0-9_]+(\\{op=\"[a-z]+\"\\})? [0-9]+(\\.[0-9]+)?$",
+				 REG_EXTENDED),
+			 0);
+	assert_int_equal(regcomp(&comment, "^# (HELP|TYPE) nadbfs_[a-z0-9_]+ .+$", REG_EXTENDED), 0);
 	text = read_file(mnt_path(m, ".nadb/metrics"), NULL);
 	assert_non_null(strstr(text, "\nnadbfs_keys 1\n"));
 	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
@@ -123,6 +126,40 @@ static void test_metrics_parse(void **state)
 	free(text);
 	regfree(&sample);
 	regfree(&comment);
+	mnt_stop(m);
+}
+
+/* Per-operation counts and latencies, backend health, and op timings in a
+ * debug log. */
+static void test_op_figures(void **state)
+{
+	struct mnt *m = *state;
+	json_t *o, *create;
+	char *text;
+
+	mnt_start(m, "log_level=debug");
+	for (int i = 0; i < 5; i++)
+		put_str(mnt_path(m, "k%d", i), "v");
+	o = read_stats(m);
+	create = json_object_get(json_object_get(o, "ops"), "create");
+	assert_non_null(create);
+	assert_int_equal(json_integer_value(json_object_get(create, "count")), 5);
+	assert_true(json_real_value(json_object_get(create, "p50_ms")) > 0);
+	assert_true(json_real_value(json_object_get(create, "p99_ms")) >=
+		    json_real_value(json_object_get(create, "p50_ms")));
+	assert_true(stat_int(o, "ops.write.count") >= 5);
+	assert_true(json_is_true(json_object_get(json_object_get(o, "backend"), "healthy")));
+	assert_string_equal(json_string_value(json_object_get(json_object_get(o, "backend"),
+							      "name")),
+			    "fs");
+	json_decref(o);
+	text = read_file(mnt_path(m, ".nadb/metrics"), NULL);
+	assert_non_null(strstr(text, "\nnadbfs_op_requests_total{op=\"create\"} 5\n"));
+	assert_non_null(strstr(text, "\nnadbfs_backend_healthy 1\n"));
+	free(text);
+	text = mnt_log_text(m);
+	assert_non_null(strstr(text, "\"msg\":\"operation\",\"op\":\"create\",\"duration_ms\":"));
+	free(text);
 	mnt_stop(m);
 }
 
@@ -276,6 +313,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		T(test_stats_is_a_snapshot_at_open),
 		T(test_metrics_parse),
+		T(test_op_figures),
 		T(test_ctl_sessions),
 		T(test_control_files_are_protected),
 		T(test_nadbctl),
