@@ -50,8 +50,12 @@ static int add_ops_and_backend(struct fs *fs, const struct kv_stats *s, json_t *
 						  "p50_ms", sum.p50_ms, "p99_ms", sum.p99_ms)))
 			return -ENOMEM;
 	}
-	be = json_pack("{s:s, s:b, s:s?}", "name", s->backend, "healthy", !s->backend_error,
-		       "last_error", s->backend_error ? strerror(-s->backend_error) : NULL);
+	/* The local backend has no connection: it is "connected" while it
+	 * takes flushes, and never reconnects. */
+	be = json_pack("{s:s, s:b, s:b, s:I, s:s?}", "name", s->backend, "healthy",
+		       !s->backend_error, "connected", !s->backend_error, "reconnects",
+		       (json_int_t)0, "last_error",
+		       s->backend_error ? strerror(-s->backend_error) : NULL);
 	if (!be || json_object_set_new(o, "backend", be))
 		return -ENOMEM;
 	return 0;
@@ -66,15 +70,15 @@ static char *stats_json(struct fs *fs, size_t *len)
 	kv_get_stats(fs->kv, &s);
 	uint64_t lookups = s.query_hits + s.query_misses;
 
-	o = json_pack("{s:I, s:I, s:{s:I, s:I, s:I}, s:{s:I, s:I, s:I}, s:{s:I, s:I}, s:I,"
-		      " s:{s:I, s:I, s:I, s:f}, s:f, s:s}",
+	o = json_pack("{s:I, s:I, s:{s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I},"
+		      " s:{s:I, s:I}, s:{s:I, s:I, s:I, s:f}, s:f, s:s}",
 		      "keys", (json_int_t)s.keys, "dirs", (json_int_t)s.dirs,
 		      "buffer", "keys", (json_int_t)s.buffer_keys, "bytes",
 		      (json_int_t)s.buffer_bytes, "dirty_bytes", (json_int_t)s.dirty_bytes,
 		      "flushes", "count", (json_int_t)s.flushes, "failures",
 		      (json_int_t)s.flush_failures, "last_duration_ms",
-		      (json_int_t)s.last_flush_ms, "ttl", "pending", (json_int_t)s.ttl_pending,
-		      "expired", (json_int_t)s.ttl_expired, "tags", (json_int_t)s.tags,
+		      (json_int_t)s.last_flush_ms, "backlog", (json_int_t)s.buffer_keys, "ttl", "pending", (json_int_t)s.ttl_pending,
+		      "expired", (json_int_t)s.ttl_expired, "tags", "count", (json_int_t)s.tags, "entries", (json_int_t)s.tag_entries,
 		      "query_cache", "entries", (json_int_t)s.query_cached, "hits",
 		      (json_int_t)s.query_hits, "misses", (json_int_t)s.query_misses, "hit_rate",
 		      lookups ? (double)s.query_hits / (double)lookups : 0.0, "uptime_s",
@@ -153,6 +157,7 @@ static char *metrics_text(struct fs *fs, size_t *len)
 		{ "nadbfs_ttl_pending", "gauge", "Deadlines indexed for the sweeper.",
 		  s.ttl_pending },
 		{ "nadbfs_tags", "gauge", "Tags in use or made with mkdir.", s.tags },
+		{ "nadbfs_tag_entries", "gauge", "Tag memberships of keys.", s.tag_entries },
 		{ "nadbfs_query_cache_entries", "gauge", "Query results cached.", s.query_cached },
 		{ "nadbfs_query_cache_hits_total", "counter", "Queries answered from the cache.",
 		  s.query_hits },

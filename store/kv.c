@@ -712,6 +712,7 @@ void kv_get_stats(struct kv_store *kv, struct kv_stats *out)
 	out->ttl_pending = kv->ttl_live;
 	out->ttl_expired = kv->ttl_expired;
 	out->tags = htab_count(&kv->tags.by_name);
+	out->tag_entries = kv->tags.entries;
 	out->query_hits = kv->tags.hits;
 	out->query_misses = kv->tags.misses;
 	out->query_cached = kv_qcache_count(kv->tags.cache);

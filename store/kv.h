@@ -93,6 +93,7 @@ struct kv_stats {
 	uint64_t flushes, flush_failures, last_flush_ms;
 	uint64_t ttl_pending, ttl_expired;
 	uint64_t tags;			/* tags in use or declared */
+	uint64_t tag_entries;		/* (tag, key) memberships */
 	uint64_t query_hits, query_misses, query_cached;
 	const char *backend;		/* its name: "fs", "redis" */
 	int backend_error;		/* of the last flush: 0, or a negative errno */

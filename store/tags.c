@@ -95,6 +95,7 @@ static void tag_del_member(struct kv_store *kv, const char *name, struct kv_node
 
 	if (!t || !htab_remove(&t->members, n))
 		return;
+	kv->tags.entries--;
 	t->gen = ++kv->tags.clock;
 	tag_maybe_drop(kv, t);
 }
@@ -111,6 +112,7 @@ static int tag_add_member(struct kv_store *kv, const char *name, struct kv_node 
 		tag_maybe_drop(kv, t);
 		return ret;
 	}
+	kv->tags.entries++;
 	t->gen = ++kv->tags.clock;
 	return 0;
 }

@@ -46,6 +46,7 @@ struct kv_qcache;
 struct kv_tag_index {
 	struct htab by_name; /* struct kv_tag * */
 	uint64_t clock;	     /* last generation handed out */
+	uint64_t entries;    /* (tag, key) memberships */
 	struct kv_qcache *cache;
 	uint64_t cache_max; /* entries; 0 disables the cache */
 	uint64_t hits, misses;

@@ -439,6 +439,8 @@ static void test_query_cache_hits_and_invalidation(void **state)
 	assert_int_equal(st.query_misses, 1);
 	assert_int_equal(st.query_hits, 1);
 	assert_int_equal(st.query_cached, 1);
+	assert_int_equal(st.tags, 3);
+	assert_int_equal(st.tag_entries, 4);
 	/* A tag the query does not involve: still a hit. */
 	set_tags(f, k3, "other,more");
 	assert_string_equal(listing(f, "a+b"), "1");

@@ -293,7 +293,9 @@ static void test_stats(void **state)
 	o = json_loads(text, 0, NULL);
 	free(text);
 	assert_non_null(o);
-	assert_int_equal(json_integer_value(json_object_get(o, "tags")), 3);
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(o, "tags"), "count")), 3);
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(o, "tags"), "entries")),
+			 2);
 	qc = json_object_get(o, "query_cache");
 	assert_int_equal(json_integer_value(json_object_get(qc, "misses")), 1);
 	assert_int_equal(json_integer_value(json_object_get(qc, "hits")), 1);
