@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -142,6 +143,9 @@ static int spawn(struct redis_server *s)
 		return -errno;
 	if (pid == 0) {
 		int null = open("/dev/null", O_RDWR);
+
+		/* Never outlives a test program killed by a timeout. */
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
 
 		if (null >= 0) {
 			dup2(null, 0);
