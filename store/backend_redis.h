@@ -74,6 +74,10 @@ struct kv_redis {
 	bool down;			/* lock: the last attempt failed */
 	uint64_t reconnects;		/* lock: connections made after the first */
 	bool connected_once;		/* lock */
+	/* lock: after a failed connect, none is tried before this (monotonic
+	 * ms), so a down server costs callers no connect timeout each. */
+	int64_t next_connect_ms;
+	int64_t backoff_ms;		/* lock: 0 while connects succeed */
 
 	/* Owned by the committing thread. */
 	char script_sha[41];

@@ -18,6 +18,9 @@
 #include "util/log.h"
 
 #define ERR_LOG_EVERY_MS 10000
+/* Reconnect backoff: doubles from MIN to MAX while connects fail. */
+#define BACKOFF_MIN_MS 50
+#define BACKOFF_MAX_MS 1000
 
 static int64_t mono_ms(void)
 {
@@ -263,15 +266,29 @@ int kv_redis_get(struct kv_redis *r, struct kv_redis_conn **out)
 		*out = conn;
 		return 0;
 	}
+	pthread_mutex_lock(&r->lock);
+	if (r->backoff_ms && mono_ms() < r->next_connect_ms) {
+		pthread_mutex_unlock(&r->lock);
+		kv_redis_put(r, conn, false);
+		return -EIO;
+	}
+	pthread_mutex_unlock(&r->lock);
 	ret = kv_redis_connect(r, &conn->c, err, sizeof(err));
 	if (ret) {
 		conn->c = NULL;
 		log_error(r, "connect", err);
+		pthread_mutex_lock(&r->lock);
+		r->backoff_ms = r->backoff_ms ? r->backoff_ms * 2 : BACKOFF_MIN_MS;
+		if (r->backoff_ms > BACKOFF_MAX_MS)
+			r->backoff_ms = BACKOFF_MAX_MS;
+		r->next_connect_ms = mono_ms() + r->backoff_ms;
+		pthread_mutex_unlock(&r->lock);
 		kv_redis_put(r, conn, false);
 		/* Whatever the cause, the caller sees an I/O error it may retry. */
 		return ret == -ENOMEM ? -ENOMEM : -EIO;
 	}
 	pthread_mutex_lock(&r->lock);
+	r->backoff_ms = 0;
 	if (r->connected_once)
 		r->reconnects++;
 	r->connected_once = true;
