@@ -137,8 +137,9 @@ static int setup_params(struct kv_redis *r, const struct kv_backend_params *p, c
 	if (!ret)
 		ret = encode_ident(p->ns ? p->ns : "", &ens);
 	if (ret == -EINVAL)
-		snprintf(err, errlen, "invalid store name (key prefix \"%s\", db \"%s\", "
-			 "namespace \"%s\"): empty", prefix, p->db ? p->db : "", p->ns ? p->ns : "");
+		snprintf(err, errlen,
+			 "invalid store name (key prefix \"%s\", db \"%s\", namespace \"%s\"): "
+			 "empty", prefix, p->db ? p->db : "", p->ns ? p->ns : "");
 	if (!ret && asprintf(&r->tag, "{%s:%s:%s}:", eprefix, edb, ens) < 0) {
 		r->tag = NULL;
 		ret = -ENOMEM;

@@ -390,7 +390,8 @@ int kv_redis_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
 	ret = check_ops(ops, n);
 	if (ret)
 		return ret;
-	if (n > (SIZE_MAX / sizeof(char *) - HDR_ARGS) / OP_ARGS || n * OP_ARGS + HDR_ARGS > INT32_MAX)
+	/* hiredis takes the argument count as an int. */
+	if (n > (size_t)(INT32_MAX - HDR_ARGS) / OP_ARGS)
 		return -E2BIG;
 	p = calloc(n, sizeof(*p));
 	argc = HDR_ARGS + n * OP_ARGS;
