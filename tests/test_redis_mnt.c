@@ -6,6 +6,7 @@
  * suites run on Redis too with NADBFS_TEST_BACKEND=redis (tests/mnt.h).
  */
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -172,6 +173,62 @@ static void test_password_from_config(void **state)
 	redis_server_stop(&srv);
 }
 
+#define WRITERS 32
+
+struct writer {
+	struct mnt *m;
+	int idx;
+	int err;
+};
+
+/* Each writer: its own key, written in pieces and fsync'ed (a commit per
+ * fsync, from many FUSE workers sharing the connection pool). */
+static void *writer_main(void *arg)
+{
+	struct writer *w = arg;
+	char buf[4096];
+	int fd = open(mnt_path(w->m, "w%02d", w->idx), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+	if (fd < 0) {
+		w->err = errno;
+		return NULL;
+	}
+	for (int i = 0; i < 16 && !w->err; i++) {
+		memset(buf, 'a' + (w->idx + i) % 26, sizeof(buf));
+		if (write(fd, buf, sizeof(buf)) != (ssize_t)sizeof(buf) || fsync(fd))
+			w->err = errno ? errno : EIO;
+	}
+	if (close(fd) && !w->err)
+		w->err = errno;
+	return NULL;
+}
+
+static void test_concurrent_writers(void **state)
+{
+	struct mnt *m = redis_mnt(state);
+	struct writer w[WRITERS];
+	pthread_t t[WRITERS];
+	char want[16 * 4096];
+
+	mnt_start(m, "max_threads=16");
+	for (int i = 0; i < WRITERS; i++) {
+		w[i] = (struct writer){ .m = m, .idx = i };
+		assert_int_equal(pthread_create(&t[i], NULL, writer_main, &w[i]), 0);
+	}
+	for (int i = 0; i < WRITERS; i++) {
+		pthread_join(t[i], NULL);
+		if (w[i].err)
+			fail_msg("writer %d: %s", i, strerror(w[i].err));
+	}
+	mnt_restart(m, NULL);
+	for (int i = 0; i < WRITERS; i++) {
+		for (int k = 0; k < 16; k++)
+			memset(want + k * 4096, 'a' + (i + k) % 26, 4096);
+		assert_file(mnt_path(m, "w%02d", i), want, sizeof(want));
+	}
+	mnt_stop(m);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, mnt_setup, mnt_teardown)
 
 int main(void)
@@ -180,6 +237,7 @@ int main(void)
 		T(test_smoke),
 		T(test_unreachable_refused),
 		T(test_password_from_config),
+		T(test_concurrent_writers),
 	};
 
 	return cmocka_run_group_tests_name("redis mount", tests, NULL, NULL);
