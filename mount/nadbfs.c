@@ -242,7 +242,7 @@ static int check_mountpoint(const char *path)
 static void kv_options_from_conf(const struct conf *c, struct kv_options *o)
 {
 	memset(o, 0, sizeof(*o));
-	o->backend = KV_BACKEND_FS;
+	o->backend = c->backend == CONF_BACKEND_REDIS ? KV_BACKEND_REDIS : KV_BACKEND_FS;
 	o->params.data_dir = c->data_dir;
 	o->params.db = c->db;
 	o->params.ns = c->ns;
@@ -250,6 +250,15 @@ static void kv_options_from_conf(const struct conf *c, struct kv_options *o)
 		c->compression == CONF_COMPRESSION_ZSTD ? KV_ENC_ZSTD : KV_ENC_NONE;
 	o->params.compression_min_size = c->compression_min_size;
 	o->params.lock_timeout_ms = NADBFS_LOCK_TIMEOUT_MS;
+	o->params.redis_host = c->redis_host;
+	o->params.redis_port = c->redis_port;
+	o->params.redis_socket = c->redis_socket;
+	o->params.redis_password = c->redis_password;
+	o->params.redis_database = c->redis_database;
+	o->params.redis_timeout_ms = c->redis_timeout_ms;
+	/* One connection per FUSE worker, plus the flusher's and the sweeper's. */
+	o->params.redis_pool_size = c->redis_pool_size ? c->redis_pool_size : c->max_threads + 2;
+	o->params.redis_key_prefix = c->redis_key_prefix;
 	o->buffer_size = c->buffer_size;
 	o->flush_interval_ms = c->flush_interval_ms;
 	o->backend_timeout_ms = c->backend_timeout_ms;
@@ -342,7 +351,7 @@ int main(int argc, char **argv)
 	struct fs *fs = NULL;
 	struct conf conf;
 	sigset_t hupset, stopset, oldset;
-	char err[512], see[PATH_MAX + 8] = "see the message above";
+	char err[512], see[PATH_MAX + 8] = "see the message above", *shown = NULL;
 	int status = 1, ret;
 
 	/*
@@ -373,16 +382,19 @@ int main(int argc, char **argv)
 	}
 	if (cli.debug)
 		conf.log_level = NLOG_DEBUG;
-	if (conf.backend == CONF_BACKEND_REDIS) {
-		fprintf(stderr, "nadbfs: the redis backend is not available in this build\n");
-		goto out_conf;
-	}
-	if (!conf.data_dir) {
+	if (conf.backend == CONF_BACKEND_FS && !conf.data_dir) {
 		fprintf(stderr, "nadbfs: no data directory: give one as SOURCE\n");
 		goto out_conf;
 	}
 	if (check_mountpoint(cli.mountpoint))
 		goto out_conf;
+	/* What messages name as the source: never with a password. */
+	shown = conf.backend == CONF_BACKEND_FS ? strdup(conf.data_dir)
+						: nadbfs_public_source(cli.source);
+	if (!shown) {
+		fprintf(stderr, "nadbfs: %s\n", strerror(ENOMEM));
+		goto out_conf;
+	}
 
 	/*
 	 * A configured log file gets everything from the start, the store's
@@ -445,8 +457,8 @@ int main(int argc, char **argv)
 	}
 	sigaction(SIGHUP, &(struct sigaction){ .sa_handler = hup_ignore }, NULL);
 	if (fuse_session_mount(se, cli.mountpoint)) {
-		fprintf(stderr, "nadbfs: cannot mount %s on %s (%s)\n", conf.data_dir,
-			cli.mountpoint, see);
+		fprintf(stderr, "nadbfs: cannot mount %s on %s (%s)\n", shown, cli.mountpoint,
+			see);
 		goto out_signals;
 	}
 	if (fuse_daemonize(cli.foreground)) {
@@ -484,7 +496,7 @@ int main(int argc, char **argv)
 	fuse_loop_cfg_set_clone_fd(loop_cfg, 0);
 
 	sd_notify(0, "READY=1");
-	NLOG(NLOG_INFO, "fs", "mounted", LF_STR("source", conf.data_dir),
+	NLOG(NLOG_INFO, "fs", "mounted", LF_STR("source", shown),
 	     LF_STR("mountpoint", cli.mountpoint), LF_INT("pid", getpid()));
 	ret = fuse_session_loop_mt(se, loop_cfg);
 	sd_notify(0, "STOPPING=1");
@@ -523,6 +535,7 @@ out_kv:
 		log_msg(NLOG_INFO, "fs", "stopped cleanly");
 	}
 out_conf:
+	free(shown);
 	nadbfs_fuse_opts_free(&fo);
 	conf_free(&conf);
 	nadbfs_cli_free(&cli);

@@ -134,6 +134,15 @@ struct kv_backend_params {
 	enum kv_encoding compression;
 	uint64_t compression_min_size;	/* values smaller than this are stored as is */
 	uint64_t lock_timeout_ms;	/* fs: how long to wait for another daemon's lock */
+	/* redis: the server (socket wins over host/port when set). */
+	const char *redis_host;		/* NULL: 127.0.0.1 */
+	unsigned redis_port;		/* 0: 6379 */
+	const char *redis_socket;	/* unix socket path, or NULL */
+	const char *redis_password;	/* NULL: no AUTH; never logged */
+	unsigned redis_database;	/* SELECT */
+	uint64_t redis_timeout_ms;	/* connect and command timeout; 0: 2 s */
+	unsigned redis_pool_size;	/* connections; 0: 4 */
+	const char *redis_key_prefix;	/* NULL: "nadb" */
 };
 
 /*
@@ -143,6 +152,15 @@ struct kv_backend_params {
  */
 int kv_fs_open(const struct kv_backend_params *p, struct kv_backend **out, char *err,
 	       size_t errlen);
+
+/*
+ * The Redis backend (store/backend_redis.c), the same records by id in one
+ * Redis hash-tag. On failure err holds a one-line message ("cannot connect
+ * to redis 127.0.0.1:6399: connection refused", "redis rejected the
+ * password"). The password is never logged nor put in err.
+ */
+int kv_redis_open(const struct kv_backend_params *p, struct kv_backend **out, char *err,
+		  size_t errlen);
 
 static inline void kv_backend_close(struct kv_backend *b)
 {

@@ -219,10 +219,19 @@ int kv_open(const struct kv_options *o, struct kv_store **out, char *err, size_t
 	case KV_BACKEND_FS:
 		ret = kv_fs_open(&kv->opts.params, &kv->backend, err, errlen);
 		break;
+	case KV_BACKEND_REDIS:
+		ret = kv_redis_open(&kv->opts.params, &kv->backend, err, errlen);
+		break;
 	default:
 		snprintf(err, errlen, "this backend is not available in this build");
 		ret = -ENOTSUP;
 	}
+	/* The backend copied what it needs; the caller's strings (the password
+	 * among them) may go away with a configuration reload. */
+	kv->opts.params.redis_host = NULL;
+	kv->opts.params.redis_socket = NULL;
+	kv->opts.params.redis_password = NULL;
+	kv->opts.params.redis_key_prefix = NULL;
 	if (ret)
 		goto out_free;
 opened:

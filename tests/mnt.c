@@ -28,6 +28,7 @@
 #include <jansson.h>
 
 #include "mnt.h"
+#include "redis_server.h"
 
 #define MOUNT_TIMEOUT_MS 10000
 #define EXIT_TIMEOUT_MS 30000
@@ -252,13 +253,39 @@ void mnt_init(struct mnt *m)
 	m->log = xasprintf("%s/daemon.log", m->root);
 	if (mkdir(m->dir, 0755))
 		fail_msg("mkdir %s: %s", m->dir, strerror(errno));
+	if (m->backend == MNT_BACKEND_DEFAULT)
+		m->backend = mnt_default_backend();
+	if (m->backend == MNT_BACKEND_REDIS) {
+		int ret;
+
+		m->redis = calloc(1, sizeof(*m->redis));
+		assert_non_null(m->redis);
+		ret = redis_server_start(m->redis, NULL);
+		if (ret)
+			fail_msg("cannot start redis-server for a mount on the redis backend: %s",
+				 strerror(-ret));
+		m->source = xasprintf("redis+unix://%s", m->redis->sock);
+	} else {
+		m->source = xstrdup(m->data);
+	}
+}
+
+enum mnt_backend mnt_default_backend(void)
+{
+	const char *b = getenv("NADBFS_TEST_BACKEND");
+
+	return b && !strcmp(b, "redis") ? MNT_BACKEND_REDIS : MNT_BACKEND_FS;
 }
 
 void mnt_init_shared(struct mnt *m, const struct mnt *other, const char *name)
 {
 	memset(m, 0, sizeof(*m));
+	m->backend = other->backend;
 	m->root = xstrdup(other->root);
 	m->data = xstrdup(other->data);
+	m->source = xstrdup(other->source);
+	/* Not owned: the other mount's cleanup stops it. */
+	m->redis = other->redis;
 	m->dir = xasprintf("%s/%s", other->root, name);
 	m->log = xasprintf("%s/%s.log", other->root, name);
 	m->owns_root = false;
@@ -314,11 +341,11 @@ void mnt_spawn(struct mnt *m, const char *opts)
 {
 	mnt_init(m);
 	if (opts && *opts) {
-		const char *argv[] = { "-f", "-o", opts, m->data, m->dir, NULL };
+		const char *argv[] = { "-f", "-o", opts, m->source, m->dir, NULL };
 
 		mnt_spawn_argv(m, argv);
 	} else {
-		const char *argv[] = { "-f", m->data, m->dir, NULL };
+		const char *argv[] = { "-f", m->source, m->dir, NULL };
 
 		mnt_spawn_argv(m, argv);
 	}
@@ -724,13 +751,20 @@ void mnt_cleanup(struct mnt *m)
 			lazy_unmount_raw(found);
 		/* FTW_MOUNT: even then, never cross into another filesystem. */
 		nftw(m->root, rm_one, 32, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+		/* After the daemon: it never sees its server vanish first. */
+		if (m->redis) {
+			redis_server_stop(m->redis);
+			free(m->redis);
+		}
 	}
+	m->redis = NULL;
 	for (a = m->allocs; a; a = next) {
 		next = a->next;
 		free(a);
 	}
 	free(m->root);
 	free(m->data);
+	free(m->source);
 	free(m->dir);
 	free(m->log);
 	memset(m, 0, sizeof(*m));

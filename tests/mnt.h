@@ -25,10 +25,22 @@
 #include <sys/types.h>
 
 struct mnt_alloc;
+struct redis_server;
+
+/*
+ * Which backend a mount uses. MNT_BACKEND_DEFAULT follows the environment:
+ * NADBFS_TEST_BACKEND=redis runs the mount-level tests on a private
+ * redis-server (tests/redis_server.h), anything else (or unset) on the
+ * filesystem backend; that is how one suite runs on both backends.
+ */
+enum mnt_backend { MNT_BACKEND_DEFAULT = 0, MNT_BACKEND_FS, MNT_BACKEND_REDIS };
 
 struct mnt {
+	enum mnt_backend backend; /* set before mnt_init; resolved by it */
 	char *root;	/* mkdtemp("/tmp/nadbfs-t-XXXXXX"), realpath'd */
 	char *data;	/* root/data: SOURCE of the filesystem backend */
+	char *source;	/* what mnt_spawn passes as SOURCE: data, or redis+unix:///SOCKET */
+	struct redis_server *redis; /* the Redis backend's server (owned with the root) */
 	char *dir;	/* root/mnt: the mountpoint */
 	char *log;	/* root/daemon.log: the daemon's stdout and stderr */
 	pid_t pid;	/* the running daemon, 0 when none */
@@ -42,7 +54,8 @@ const char *nadbfs_bin(void);
 /* $NADBCTL_BIN, likewise. */
 const char *nadbctl_bin(void);
 
-/* Creates root, data's parent, the mountpoint; no daemon. Idempotent. */
+/* Creates root, data's parent, the mountpoint and, for the Redis backend,
+ * starts its server; no daemon. Idempotent. */
 void mnt_init(struct mnt *m);
 /*
  * A second mountpoint over the same data: shares other's root and data,
@@ -51,7 +64,7 @@ void mnt_init(struct mnt *m);
  */
 void mnt_init_shared(struct mnt *m, const struct mnt *other, const char *name);
 
-/* mnt_init + `$NADBFS_BIN -f [-o OPTS] data dir`, then waits until mounted. */
+/* mnt_init + `$NADBFS_BIN -f [-o OPTS] source dir`, then waits until mounted. */
 void mnt_start(struct mnt *m, const char *opts);
 /* Starts the daemon, does not wait. argv without the program name; NULL-ended. */
 void mnt_spawn_argv(struct mnt *m, const char *const *argv);
@@ -154,6 +167,9 @@ uint64_t fnv1a(const void *p, size_t n);
  */
 int run_cmd(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int run_cmd_out(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The backend tests run on: MNT_BACKEND_FS or MNT_BACKEND_REDIS. */
+enum mnt_backend mnt_default_backend(void);
 
 /* Monotonic milliseconds, for deadlines. */
 int64_t now_ms(void);

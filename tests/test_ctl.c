@@ -151,7 +151,7 @@ static void test_op_figures(void **state)
 	assert_true(json_is_true(json_object_get(json_object_get(o, "backend"), "healthy")));
 	assert_string_equal(json_string_value(json_object_get(json_object_get(o, "backend"),
 							      "name")),
-			    "fs");
+			    m->backend == MNT_BACKEND_REDIS ? "redis" : "fs");
 	json_decref(o);
 	text = read_file(mnt_path(m, ".nadb/metrics"), NULL);
 	assert_non_null(strstr(text, "\nnadbfs_op_requests_total{op=\"create\"} 5\n"));

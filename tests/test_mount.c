@@ -472,10 +472,16 @@ static void test_statfs(void **state)
 	for (int i = 0; i < 50; i++)
 		put_str(mnt_path(m, "k%d", i), "v");
 	ASSERT_SYS(statvfs(m->dir, &s));
-	ASSERT_SYS(statvfs(m->data, &back));
 	if (s.f_files < 50)
 		fail_msg("statfs f_files = %llu with 50 keys", (unsigned long long)s.f_files);
 	assert_int_equal(s.f_namemax, 255);
+	if (m->redis) {
+		/* Redis reports its memory (README): some, and some of it free. */
+		assert_true(s.f_blocks > 0 && s.f_bfree > 0 && s.f_bfree <= s.f_blocks);
+		mnt_stop(m);
+		return;
+	}
+	ASSERT_SYS(statvfs(m->data, &back));
 	/* The filesystem backend reports the space of its data directory. */
 	fs_total = (double)s.f_blocks * (double)s.f_frsize;
 	back_total = (double)back.f_blocks * (double)back.f_frsize;

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -25,6 +26,7 @@
 #include <cmocka.h>
 
 #include "mnt.h"
+#include "redis_server.h"
 
 #define WRITERS 8
 #define CHUNK (64 * 1024)
@@ -54,9 +56,24 @@ static void set_immutable(const char *path, bool on)
  */
 static void backend_stall(struct mnt *m, bool stalled)
 {
-	const char *values = mnt_str(m, "%s/stores/default/default/values", m->data);
-	DIR *d = opendir(values);
+	const char *values;
 	struct dirent *de;
+	DIR *d;
+
+	/*
+	 * On Redis: a memory limit below what it uses, with the default
+	 * noeviction policy, refuses every write (OOM) and still serves reads,
+	 * as the immutable directories do for the filesystem backend.
+	 */
+	if (m->redis) {
+		char *out = redis_cli(m->redis, "CONFIG SET maxmemory %s", stalled ? "1" : "0");
+
+		assert_non_null(out);
+		free(out);
+		return;
+	}
+	values = mnt_str(m, "%s/stores/default/default/values", m->data);
+	d = opendir(values);
 
 	if (!d)
 		fail_msg("%s: %s", values, strerror(errno));

@@ -1,0 +1,134 @@
+/*
+ * The Redis backend's private interface, shared by its files:
+ * backend_redis.c (open, load, commit, reads, statfs), backend_redis_conn.c
+ * (the connection pool and error translation) and backend_redis_value.c
+ * (value encoding). These are the only files that include hiredis.
+ *
+ * Layout of one store: every key starts with the hash tag
+ * T = "{PREFIX:DB:NS}" (each part percent-encoded: bytes outside
+ * [A-Za-z0-9_-] become %XX, so ':', '{', '}' and '%' never appear raw and
+ * ("a:b", "c") cannot collide with ("a", "b:c")), so that a whole store
+ * lives in one Redis Cluster slot. Ids and value versions are decimal.
+ *
+ *	T:r:<id>		hash, m = the record (kv_meta_encode); PEXPIREAT
+ *				at the record's deadline
+ *	T:i:<id>		hash, p = parent, n = name, t = tags (NUL-joined),
+ *				v = value version: what the record is indexed
+ *				under, kept without expiry so that a record Redis
+ *				expired on its own can still be unindexed
+ *	T:v:<id>:<vver>		string, the stored value bytes; same deadline
+ *	T:ids			set of live ids (SSCAN at load)
+ *	T:maxid			highest id ever committed
+ *	T:vver			counter of value versions (INCRBY per commit)
+ *	T:d:<parent id>		hash, name -> id (directory entries)
+ *	T:t:<tag>		set of ids carrying the tag
+ *	T:exp			sorted set, id scored by its deadline (ms)
+ *	T:tmp:<vver>		a large value being uploaded in pieces; renamed
+ *				to T:v:... by the commit script, expires after an
+ *				hour if the commit never happens
+ *
+ * Threads: commit() runs on one thread at a time; load(), pread(),
+ * read_value() and statfs() may run concurrently with it. Each takes its own
+ * pooled connection for the duration of the call, so hiredis contexts are
+ * never shared between threads.
+ */
+#ifndef NADB_STORE_BACKEND_REDIS_H
+#define NADB_STORE_BACKEND_REDIS_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <hiredis/hiredis.h>
+
+#include "store/backend.h"
+
+struct ZSTD_CCtx_s;
+
+/* One pooled connection: used by one thread between get and put. */
+struct kv_redis_conn {
+	redisContext *c;	/* NULL: not connected (connects on next get) */
+	bool busy;		/* pool lock */
+};
+
+struct kv_redis {
+	struct kv_backend base;
+	/* Fixed after open. */
+	char *host, *socket, *password; /* password: never logged */
+	unsigned port, database;
+	uint64_t timeout_ms;
+	char *where;		/* "127.0.0.1:6379" or "unix:/path", for messages */
+	char *tag;		/* "{PREFIX:DB:NS}:", the prefix of every key */
+	size_t taglen;
+	enum kv_encoding compression;
+	uint64_t compression_min_size;
+
+	/* The pool. lock protects every conn's busy flag and the fields below;
+	 * a conn's c belongs to the thread that marked it busy. */
+	pthread_mutex_t lock;
+	pthread_cond_t freed;
+	struct kv_redis_conn *conns;
+	unsigned nconns;
+	int64_t last_err_log_ms;	/* lock: rate limit of error lines */
+	unsigned long errors_quiet;	/* lock: errors not logged since */
+	bool down;			/* lock: the last attempt failed */
+	uint64_t reconnects;		/* lock: connections made after the first */
+	bool connected_once;		/* lock */
+	/* lock: after a failed connect, none is tried before this (monotonic
+	 * ms), so a down server costs callers no connect timeout each. */
+	int64_t next_connect_ms;
+	int64_t backoff_ms;		/* lock: 0 while connects succeed */
+
+	/* Owned by the committing thread. */
+	char script_sha[41];
+	struct ZSTD_CCtx_s *cctx;
+};
+
+/* backend_redis_conn.c */
+/*
+ * Connects, authenticates and selects the database. 0, or a negative errno
+ * with a one-line message in err (no password in it).
+ */
+int kv_redis_connect(struct kv_redis *r, redisContext **out, char *err, size_t errlen);
+/* Takes a connection (connecting if needed; waits while all are busy). 0 or
+ * -EIO (logged). */
+int kv_redis_get(struct kv_redis *r, struct kv_redis_conn **out);
+/* Gives it back; failed: the context is broken or in an unknown state, so it
+ * is freed and the next user reconnects. */
+void kv_redis_put(struct kv_redis *r, struct kv_redis_conn *conn, bool failed);
+int kv_redis_pool_init(struct kv_redis *r, unsigned size);
+void kv_redis_pool_destroy(struct kv_redis *r);
+/*
+ * Error translation, at the call site: what went wrong with c (or with
+ * reply, when it is an error reply), as a negative errno, logged with detail
+ * (rate-limited). what names the operation ("commit", "load").
+ */
+int kv_redis_error(struct kv_redis *r, redisContext *c, const redisReply *reply,
+		   const char *what);
+/* Marks the server as answering again after errors (logs the recovery). */
+void kv_redis_ok(struct kv_redis *r);
+
+/* Builds "T:<fmt>" into a malloc'd string; NULL on ENOMEM. */
+char *kv_redis_key(const struct kv_redis *r, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* backend_redis_commit.c */
+/* The commit script's text (loaded at open, re-sent if the server lost it). */
+extern const char kv_redis_script[];
+int kv_redis_commit(struct kv_backend *b, struct kv_op *ops, size_t n);
+
+/* backend_redis_value.c */
+/* A value as it is sent: flat bytes (compressed or not). */
+struct kv_redis_blob {
+	uint8_t *data;
+	size_t len;
+	uint8_t encoding;
+};
+/* Encodes v per the store's compression settings into b (malloc'd). */
+int kv_redis_encode_value(struct kv_redis *r, const struct kv_value *v, struct kv_redis_blob *b);
+/* Decodes stored bytes per m (encoding, size) into a new value. -EIO when
+ * they do not decode to exactly m->size bytes. */
+int kv_redis_decode_value(const struct kv_meta *m, const uint8_t *data, size_t len,
+			  struct kv_value **out);
+
+#endif

@@ -1,0 +1,476 @@
+/*
+ * The Redis backend's commits. A batch is applied by one Lua script, which
+ * Redis runs atomically: no client ever sees part of a batch, and the
+ * script changes each record together with its value, its directory entry,
+ * its tag sets, the set of ids and the deadline index. The script checks
+ * everything that could fail (the uploaded values) before it writes
+ * anything, because Redis does not roll a script back.
+ *
+ * Values up to INLINE_MAX ride in the script call itself, as long as the
+ * batch's inline bytes stay under INLINE_BUDGET; larger ones are uploaded
+ * first, in pipelined APPENDs of at most PIECE bytes, to a temporary key
+ * that the script renames into place, so no batch needs one giant command.
+ * A temporary key of a commit that never ran expires by itself.
+ *
+ * Durability is what Redis acknowledges: its own appendfsync decides the
+ * rest (spec section 2).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "store/backend_redis.h"
+#include "util/log.h"
+
+#define INLINE_MAX ((size_t)64 * 1024)
+#define INLINE_BUDGET ((size_t)4 * 1024 * 1024)
+#define PIECE ((size_t)1024 * 1024)
+/* Replies are read (and the output buffer sent) every this many bytes. */
+#define PIPE_BYTES ((size_t)16 * 1024 * 1024)
+#define TMP_TTL_MS "3600000"
+
+/* Arguments per op; see the script. */
+#define OP_ARGS 12
+#define HDR_ARGS 7
+
+/*
+ * ARGV[1] key prefix, [2] now (ms, the client's clock like the store's
+ * deadlines), [3] the batch's highest id; then per op, from b = 3 + i*12:
+ * b+1 'P' or 'D', b+2 id, b+3 record, b+4 parent, b+5 name, b+6 tags
+ * (NUL-joined), b+7 vver, b+8 expires_ms, b+9 value source ('' none, 'i'
+ * inline, 't' uploaded), b+10 the bytes or the temporary key, b+11 stored
+ * size, b+12 the version the op makes obsolete.
+ *
+ * A deadline already past at commit time gets no PEXPIREAT: the record is
+ * kept (with its deadline) for the store, which removes it itself; Redis
+ * would otherwise drop it before the store had decided.
+ */
+const char kv_redis_script[] =
+	"local P, now, maxid = ARGV[1], tonumber(ARGV[2]), ARGV[3]\n"
+	"local K = 12\n"
+	"local n = (#ARGV - 3) / K\n"
+	"for i = 0, n - 1 do\n"
+	"  local b = 3 + i * K\n"
+	"  if ARGV[b+9] == 't' and redis.call('STRLEN', ARGV[b+10]) ~= tonumber(ARGV[b+11]) then\n"
+	"    return redis.error_reply('ERR nadb: an uploaded value is missing or incomplete')\n"
+	"  end\n"
+	"end\n"
+	"local function split(s)\n"
+	"  local t = {}\n"
+	"  for x in string.gmatch(s, '[^%z]+') do t[#t+1] = x end\n"
+	"  return t\n"
+	"end\n"
+	"for i = 0, n - 1 do\n"
+	"  local b = 3 + i * K\n"
+	"  local typ, id = ARGV[b+1], ARGV[b+2]\n"
+	"  local rk, ik = P..'r:'..id, P..'i:'..id\n"
+	"  local old = redis.call('HMGET', ik, 'p', 'n', 't', 'v')\n"
+	"  if old[1] then\n"
+	"    local dk = P..'d:'..old[1]\n"
+	"    if redis.call('HGET', dk, old[2]) == id then redis.call('HDEL', dk, old[2]) end\n"
+	"    for _, tg in ipairs(split(old[3] or '')) do redis.call('SREM', P..'t:'..tg, id) end\n"
+	"  end\n"
+	"  local vver = '0'\n"
+	"  if typ == 'D' then\n"
+	"    redis.call('DEL', rk, ik)\n"
+	"    redis.call('SREM', P..'ids', id)\n"
+	"    redis.call('ZREM', P..'exp', id)\n"
+	"  else\n"
+	"    local parent, name, tags, exp = ARGV[b+4], ARGV[b+5], ARGV[b+6], ARGV[b+8]\n"
+	"    vver = ARGV[b+7]\n"
+	"    if parent ~= '0' then redis.call('HSET', P..'d:'..parent, name, id) end\n"
+	"    for _, tg in ipairs(split(tags)) do redis.call('SADD', P..'t:'..tg, id) end\n"
+	"    redis.call('HSET', rk, 'm', ARGV[b+3])\n"
+	"    redis.call('HSET', ik, 'p', parent, 'n', name, 't', tags, 'v', vver)\n"
+	"    local vk = P..'v:'..id..':'..vver\n"
+	"    if ARGV[b+9] == 'i' then redis.call('SET', vk, ARGV[b+10])\n"
+	"    elseif ARGV[b+9] == 't' then redis.call('RENAME', ARGV[b+10], vk) end\n"
+	"    redis.call('SADD', P..'ids', id)\n"
+	"    if exp ~= '0' then redis.call('ZADD', P..'exp', exp, id)\n"
+	"    else redis.call('ZREM', P..'exp', id) end\n"
+	"    if exp ~= '0' and tonumber(exp) > now then\n"
+	"      redis.call('PEXPIREAT', rk, exp)\n"
+	"      if vver ~= '0' then redis.call('PEXPIREAT', vk, exp) end\n"
+	"    else\n"
+	"      redis.call('PERSIST', rk)\n"
+	"      if vver ~= '0' then redis.call('PERSIST', vk) end\n"
+	"    end\n"
+	"  end\n"
+	"  local ov = ARGV[b+12]\n"
+	"  if old[4] and old[4] ~= '0' and old[4] ~= vver then\n"
+	"    redis.call('DEL', P..'v:'..id..':'..old[4])\n"
+	"  end\n"
+	"  if ov ~= '0' and ov ~= vver and ov ~= old[4] then\n"
+	"    redis.call('DEL', P..'v:'..id..':'..ov)\n"
+	"  end\n"
+	"end\n"
+	"local cur = tonumber(redis.call('GET', P..'maxid') or '0')\n"
+	"if tonumber(maxid) > cur then redis.call('SET', P..'maxid', maxid) end\n"
+	"return n\n";
+
+/* What one op sends, and what commit changed in it (to undo on failure). */
+struct prep {
+	char id[24], parent[24], vver[24], exp[24], stored[24], oldv[24];
+	uint8_t *rec;
+	size_t reclen, reccap;
+	char *tags;
+	size_t tagslen;
+	struct kv_redis_blob blob;
+	char *tmpkey;		/* uploaded through this key */
+	bool stores;		/* a new value version is written */
+	/* undo */
+	uint64_t vver0, stored0;
+	uint8_t enc0;
+};
+
+static int64_t wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int check_ops(const struct kv_op *ops, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		const struct kv_op *op = &ops[i];
+
+		if ((op->type != KV_OP_PUT && op->type != KV_OP_DEL) || op->meta.id == 0)
+			return -EINVAL;
+		if (op->type == KV_OP_PUT && op->value &&
+		    kv_value_size(op->value) != op->meta.size) {
+			log_msg(NLOG_ERROR, "store",
+				"backend_redis: refusing a commit: id %" PRIu64 " has size %" PRIu64
+				" but its value has %" PRIu64 " bytes",
+				op->meta.id, op->meta.size, kv_value_size(op->value));
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+static int join_tags(const struct kv_meta *m, struct prep *p)
+{
+	size_t len = 0;
+
+	for (uint32_t i = 0; i < m->ntags; i++)
+		len += strlen(m->tags[i]) + 1;
+	p->tags = malloc(len + 1);
+	if (!p->tags)
+		return -ENOMEM;
+	p->tagslen = 0;
+	for (uint32_t i = 0; i < m->ntags; i++) {
+		size_t l = strlen(m->tags[i]);
+
+		memcpy(p->tags + p->tagslen, m->tags[i], l);
+		p->tagslen += l;
+		/* NUL between tags, which no tag may contain. */
+		if (i + 1 < m->ntags)
+			p->tags[p->tagslen++] = '\0';
+	}
+	return 0;
+}
+
+/* Reads every pending reply; the first failure wins, the rest are drained. */
+static int drain(struct kv_redis *r, redisContext *c, size_t *pending, const char *what)
+{
+	int ret = 0;
+
+	while (*pending) {
+		redisReply *rep = NULL;
+
+		if (redisGetReply(c, (void **)&rep) != REDIS_OK) {
+			*pending = 0;
+			return kv_redis_error(r, c, NULL, what);
+		}
+		(*pending)--;
+		if (!ret && rep->type == REDIS_REPLY_ERROR)
+			ret = kv_redis_error(r, c, rep, what);
+		freeReplyObject(rep);
+	}
+	return ret;
+}
+
+/* Uploads p's bytes to its temporary key in pipelined pieces. */
+static int upload(struct kv_redis *r, redisContext *c, struct prep *p, size_t *pending,
+		  size_t *queued)
+{
+	const char *del[] = { "DEL", p->tmpkey };
+	const char *exp[] = { "PEXPIRE", p->tmpkey, TMP_TTL_MS };
+	int ret = 0;
+
+	if (redisAppendCommandArgv(c, 2, del, NULL) != REDIS_OK)
+		return kv_redis_error(r, c, NULL, "commit upload");
+	(*pending)++;
+	for (size_t off = 0; off < p->blob.len; off += PIECE) {
+		size_t len = p->blob.len - off < PIECE ? p->blob.len - off : PIECE;
+		const char *argv[] = { "APPEND", p->tmpkey, (const char *)p->blob.data + off };
+		size_t lens[] = { 6, strlen(p->tmpkey), len };
+
+		if (redisAppendCommandArgv(c, 3, argv, lens) != REDIS_OK)
+			return kv_redis_error(r, c, NULL, "commit upload");
+		(*pending)++;
+		*queued += len;
+		if (*queued >= PIPE_BYTES) {
+			ret = drain(r, c, pending, "commit upload");
+			*queued = 0;
+			if (ret)
+				return ret;
+		}
+	}
+	if (redisAppendCommandArgv(c, 3, exp, NULL) != REDIS_OK)
+		return kv_redis_error(r, c, NULL, "commit upload");
+	(*pending)++;
+	return 0;
+}
+
+static void prep_free(struct prep *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(p[i].rec);
+		free(p[i].tags);
+		free(p[i].blob.data);
+		free(p[i].tmpkey);
+	}
+	free(p);
+}
+
+/* Runs the script (by SHA; by text when the server lost its cache, e.g.
+ * after a restart). */
+static redisReply *run_script(struct kv_redis *r, redisContext *c, int argc, const char **argv,
+			      size_t *lens)
+{
+	redisReply *rep;
+
+	argv[0] = "EVALSHA";
+	argv[1] = r->script_sha;
+	lens[0] = 7;
+	lens[1] = strlen(r->script_sha);
+	rep = redisCommandArgv(c, argc, argv, lens);
+	if (!rep || rep->type != REDIS_REPLY_ERROR || strncmp(rep->str, "NOSCRIPT", 8))
+		return rep;
+	freeReplyObject(rep);
+	argv[0] = "EVAL";
+	argv[1] = kv_redis_script;
+	lens[0] = 4;
+	lens[1] = strlen(kv_redis_script);
+	return redisCommandArgv(c, argc, argv, lens);
+}
+
+/* Builds every op's arguments: new value versions, encoded values and
+ * records. Sets the ops' stored-value fields (undone by the caller on
+ * failure). */
+static int prepare(struct kv_redis *r, redisContext *c, struct kv_op *ops, struct prep *p,
+		   size_t n)
+{
+	uint64_t want = 0, next = 0;
+	size_t inline_used = 0;
+	int ret = 0;
+
+	for (size_t i = 0; i < n; i++)
+		if (ops[i].type == KV_OP_PUT && ops[i].value && ops[i].meta.size)
+			want++;
+	if (want) {
+		/* Value versions come from Redis, so they are never reused even
+		 * by another mount of the same store. */
+		char num[24];
+		const char *argv[] = { "INCRBY", NULL, num };
+		char *k = kv_redis_key(r, "vver");
+		redisReply *rep;
+
+		if (!k)
+			return -ENOMEM;
+		snprintf(num, sizeof(num), "%" PRIu64, want);
+		argv[1] = k;
+		rep = redisCommandArgv(c, 3, argv, NULL);
+		free(k);
+		if (!rep || rep->type != REDIS_REPLY_INTEGER) {
+			ret = kv_redis_error(r, c, rep, "commit");
+			freeReplyObject(rep);
+			return ret;
+		}
+		next = (uint64_t)rep->integer - want + 1;
+		freeReplyObject(rep);
+	}
+	for (size_t i = 0; i < n && !ret; i++) {
+		struct kv_op *op = &ops[i];
+		struct prep *q = &p[i];
+
+		snprintf(q->id, sizeof(q->id), "%" PRIu64, op->meta.id);
+		snprintf(q->oldv, sizeof(q->oldv), "%" PRIu64, op->old_vver);
+		if (op->type == KV_OP_DEL)
+			continue;
+		if (op->value && !op->meta.size) {
+			op->meta.vver = 0;
+			op->meta.stored_size = 0;
+			op->meta.encoding = KV_ENC_NONE;
+		} else if (op->value) {
+			ret = kv_redis_encode_value(r, op->value, &q->blob);
+			if (ret)
+				break;
+			op->meta.vver = next++;
+			op->meta.stored_size = q->blob.len;
+			op->meta.encoding = q->blob.encoding;
+			q->stores = true;
+			if (q->blob.len > INLINE_MAX || inline_used + q->blob.len > INLINE_BUDGET) {
+				q->tmpkey = kv_redis_key(r, "tmp:%" PRIu64, op->meta.vver);
+				if (!q->tmpkey)
+					ret = -ENOMEM;
+			} else {
+				inline_used += q->blob.len;
+			}
+		}
+		snprintf(q->parent, sizeof(q->parent), "%" PRIu64, op->meta.parent);
+		snprintf(q->vver, sizeof(q->vver), "%" PRIu64, op->meta.vver);
+		snprintf(q->exp, sizeof(q->exp), "%" PRId64, op->meta.expires_ms);
+		snprintf(q->stored, sizeof(q->stored), "%" PRIu64, op->meta.stored_size);
+		if (!ret)
+			ret = join_tags(&op->meta, q);
+		if (!ret)
+			ret = kv_meta_encode(&op->meta, &q->rec, &q->reclen, &q->reccap);
+		if (ret == -EINVAL)
+			log_msg(NLOG_ERROR, "store", "backend_redis: refusing a commit with a "
+				"malformed record (name, tags or xattrs out of bounds)");
+	}
+	return ret;
+}
+
+static void fill_args(const struct kv_op *ops, const struct prep *p, size_t n, const char **argv,
+		      size_t *lens)
+{
+	static const char none[] = "";
+
+	for (size_t i = 0; i < n; i++) {
+		const struct prep *q = &p[i];
+		const char **a = argv + HDR_ARGS + i * OP_ARGS;
+		size_t *l = lens + HDR_ARGS + i * OP_ARGS;
+		bool put = ops[i].type == KV_OP_PUT;
+
+		a[0] = put ? "P" : "D";
+		a[1] = q->id;
+		a[2] = put ? (const char *)q->rec : none;
+		l[2] = put ? q->reclen : 0;
+		a[3] = put ? q->parent : "0";
+		a[4] = put ? ops[i].meta.name : none;
+		a[5] = put ? q->tags : none;
+		l[5] = put ? q->tagslen : 0;
+		a[6] = put ? q->vver : "0";
+		a[7] = put ? q->exp : "0";
+		a[8] = !q->stores ? none : q->tmpkey ? "t" : "i";
+		a[9] = !q->stores ? none : q->tmpkey ? q->tmpkey : (const char *)q->blob.data;
+		l[9] = !q->stores ? 0 : q->tmpkey ? strlen(q->tmpkey) : q->blob.len;
+		a[10] = put ? q->stored : "0";
+		a[11] = q->oldv;
+		for (int k = 0; k < OP_ARGS; k++)
+			if (k != 2 && k != 5 && k != 9)
+				l[k] = strlen(a[k]);
+	}
+}
+
+int kv_redis_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
+{
+	struct kv_redis *r = (struct kv_redis *)b;
+	struct kv_redis_conn *conn = NULL;
+	char now[24], maxid[24], *idskey = NULL;
+	size_t pending = 0, queued = 0, argc;
+	const char **argv = NULL;
+	size_t *lens = NULL;
+	uint64_t max_id = 0;
+	redisReply *rep = NULL;
+	struct prep *p;
+	bool failed = false;
+	int ret;
+
+	if (n == 0)
+		return 0;
+	ret = check_ops(ops, n);
+	if (ret)
+		return ret;
+	/* hiredis takes the argument count as an int. */
+	if (n > (size_t)(INT32_MAX - HDR_ARGS) / OP_ARGS)
+		return -E2BIG;
+	p = calloc(n, sizeof(*p));
+	argc = HDR_ARGS + n * OP_ARGS;
+	argv = calloc(argc, sizeof(*argv));
+	lens = calloc(argc, sizeof(*lens));
+	idskey = kv_redis_key(r, "ids");
+	if (!p || !argv || !lens || !idskey) {
+		ret = -ENOMEM;
+		goto out_free;
+	}
+	for (size_t i = 0; i < n; i++) {
+		p[i].vver0 = ops[i].meta.vver;
+		p[i].stored0 = ops[i].meta.stored_size;
+		p[i].enc0 = ops[i].meta.encoding;
+		if (ops[i].meta.id > max_id)
+			max_id = ops[i].meta.id;
+	}
+	ret = kv_redis_get(r, &conn);
+	if (ret)
+		goto out_undo;
+	ret = prepare(r, conn->c, ops, p, n);
+	if (ret) {
+		failed = conn->c->err != 0;
+		goto out_undo;
+	}
+	for (size_t i = 0; i < n && !ret; i++) {
+		if (!p[i].tmpkey)
+			continue;
+		ret = upload(r, conn->c, &p[i], &pending, &queued);
+		/* Sent (or failed): its bytes are not needed any more. */
+		free(p[i].blob.data);
+		p[i].blob.data = NULL;
+	}
+	if (!ret)
+		ret = drain(r, conn->c, &pending, "commit upload");
+	if (ret) {
+		failed = true;
+		goto out_undo;
+	}
+
+	snprintf(now, sizeof(now), "%" PRId64, wall_ms());
+	snprintf(maxid, sizeof(maxid), "%" PRIu64, max_id);
+	argv[2] = "1";
+	argv[3] = idskey;
+	argv[4] = r->tag;
+	argv[5] = now;
+	argv[6] = maxid;
+	for (int k = 2; k < HDR_ARGS; k++)
+		lens[k] = strlen(argv[k]);
+	fill_args(ops, p, n, argv, lens);
+	rep = run_script(r, conn->c, (int)argc, argv, lens);
+	if (!rep || rep->type == REDIS_REPLY_ERROR) {
+		ret = kv_redis_error(r, conn->c, rep, "commit");
+		failed = true;
+		goto out_undo;
+	}
+	freeReplyObject(rep);
+	kv_redis_put(r, conn, false);
+	kv_redis_ok(r);
+	prep_free(p, n);
+	free(argv);
+	free(lens);
+	free(idskey);
+	return 0;
+
+out_undo:
+	freeReplyObject(rep);
+	for (size_t i = 0; i < n; i++) {
+		ops[i].meta.vver = p[i].vver0;
+		ops[i].meta.stored_size = p[i].stored0;
+		ops[i].meta.encoding = p[i].enc0;
+	}
+	if (conn)
+		kv_redis_put(r, conn, failed);
+out_free:
+	if (p)
+		prep_free(p, n);
+	free(argv);
+	free(lens);
+	free(idskey);
+	return ret;
+}
