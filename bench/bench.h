@@ -49,6 +49,7 @@ struct sizes {
 
 struct bench {
 	bool quick;
+	int repeat;	  /* passes of the create..flush workloads, best kept */
 	const char *only; /* comma-separated workload names, NULL = all */
 	char *nadbfs_bin;
 	char *root;	  /* mkdtemp("/tmp/nadbfs-bench-XXXXXX") */
