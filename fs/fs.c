@@ -67,14 +67,23 @@ void fs_attr_to_stat(const struct kv_attr *a, struct stat *st)
 	ns_to_timespec(a->ctime_ns, &st->st_ctim);
 }
 
+/* A transaction's view shows the store through it, which changes without
+ * telling the kernel: no caching there. */
+double fs_attr_timeout(const struct fs *fs, uint64_t ino)
+{
+	return kv_is_tx_id(ino) ? 0 : fs->o.attr_timeout;
+}
+
 void fs_fill_entry(const struct fs *fs, const struct kv_attr *a, struct fuse_entry_param *e)
 {
 	memset(e, 0, sizeof(*e));
 	e->ino = a->id;
 	/* Ids are never reused, so one generation serves the whole life of a store. */
 	e->generation = 1;
-	e->attr_timeout = fs->o.attr_timeout;
-	e->entry_timeout = fs->o.entry_timeout;
+	e->attr_timeout = fs_attr_timeout(fs, a->id);
+	e->entry_timeout = fs_attr_timeout(fs, a->id);
+	if (!kv_is_tx_id(a->id))
+		e->entry_timeout = fs->o.entry_timeout;
 	fs_attr_to_stat(a, &e->attr);
 }
 
@@ -178,7 +187,7 @@ void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		}
 		fs_attr_to_stat(&a, &st);
 	}
-	fuse_reply_attr(req, &st, fs->o.attr_timeout);
+	fuse_reply_attr(req, &st, fs_attr_timeout(fs, ino));
 }
 
 static int64_t timespec_to_ns(const struct timespec *ts)
@@ -381,6 +390,25 @@ static void fs_on_expire(void *arg, uint64_t parent, const char *name, uint64_t 
 	/* -ENOENT only means the kernel had nothing cached: nothing to drop. */
 	fuse_lowlevel_notify_inval_entry(fs->se, parent, name, strlen(name));
 	fuse_lowlevel_notify_inval_inode(fs->se, id, 0, 0);
+}
+
+/*
+ * A commit changed (parent, name) and record id behind the kernel's back.
+ * This runs on the worker serving the ctl write, which is safe here: it
+ * holds no lock of the inodes invalidated (the kernel only holds the ctl
+ * file's), and a request those inodes' holders wait for is served by
+ * another worker.
+ */
+void fs_notify_changed(void *arg, uint64_t parent, const char *name, uint64_t id)
+{
+	struct fs *fs = arg;
+
+	if (!fs->se)
+		return;
+	fuse_lowlevel_notify_inval_entry(fs->se, parent, name, strlen(name));
+	fuse_lowlevel_notify_inval_inode(fs->se, parent, 0, 0);
+	if (id)
+		fuse_lowlevel_notify_inval_inode(fs->se, id, 0, 0);
 }
 
 void fs_attach(struct fs *fs, struct fuse_session *se)

@@ -34,7 +34,8 @@ static double uptime_s(const struct fs *fs)
 	       (double)(now.tv_nsec - fs->started.tv_nsec) / 1e9;
 }
 
-/* "ops": per operation count, p50_ms, p99_ms; "backend": its health. */
+/* "ops": per operation count, p50_ms, p99_ms; "transactions"; "backend":
+ * its health. */
 static int add_ops_and_backend(struct fs *fs, const struct kv_stats *s, json_t *o)
 {
 	json_t *ops = json_object(), *be;
@@ -52,6 +53,12 @@ static int add_ops_and_backend(struct fs *fs, const struct kv_stats *s, json_t *
 	}
 	/* The local backend has no connection: it is "connected" while it
 	 * takes flushes, and never reconnects. */
+	if (json_object_set_new(o, "transactions",
+				json_pack("{s:I, s:I, s:I, s:I}", "active", (json_int_t)s->tx_active,
+					  "committed", (json_int_t)s->tx_committed, "aborted",
+					  (json_int_t)s->tx_aborted, "conflicted",
+					  (json_int_t)s->tx_conflicted)))
+		return -ENOMEM;
 	be = json_pack("{s:s, s:b, s:b, s:I, s:s?}", "name", s->backend, "healthy",
 		       !s->backend_error, "connected", !s->backend_error, "reconnects",
 		       (json_int_t)0, "last_error",
@@ -158,6 +165,11 @@ static char *metrics_text(struct fs *fs, size_t *len)
 		  s.ttl_pending },
 		{ "nadbfs_tags", "gauge", "Tags in use or made with mkdir.", s.tags },
 		{ "nadbfs_tag_entries", "gauge", "Tag memberships of keys.", s.tag_entries },
+		{ "nadbfs_tx_active", "gauge", "Open transactions.", s.tx_active },
+		{ "nadbfs_tx_committed_total", "counter", "Transactions committed.", s.tx_committed },
+		{ "nadbfs_tx_aborted_total", "counter", "Transactions aborted.", s.tx_aborted },
+		{ "nadbfs_tx_conflicted_total", "counter", "Commits refused by a conflict.",
+		  s.tx_conflicted },
 		{ "nadbfs_query_cache_entries", "gauge", "Query results cached.", s.query_cached },
 		{ "nadbfs_query_cache_hits_total", "counter", "Queries answered from the cache.",
 		  s.query_hits },
@@ -198,10 +210,67 @@ static char *reply(const char *fmt, const char *arg, size_t *len)
 }
 
 /* Runs one command line; returns the reply (malloc'd). */
+/* "tx begin|commit|abort NAME", "tx list". */
+static char *tx_command(struct fs *fs, const char *args, size_t *len)
+{
+	char verb[16], name[256], msg[1024] = "";
+	struct kv_dirent *ents;
+	struct kv_attr a;
+	size_t n;
+	int ret, end = 0;
+
+	if (sscanf(args, "%15s%n", verb, &end) == 1 && !strcmp(verb, "list") && !args[end]) {
+		char *text = NULL, *p;
+		size_t size = 0;
+		FILE *f;
+
+		ret = kv_tx_list(fs->kv, &ents, &n);
+		if (ret)
+			return reply("error: %s\n", strerror(-ret), len);
+		f = open_memstream(&text, &size);
+		if (f) {
+			fputs("ok\n", f);
+			for (size_t i = 0; i < n; i++)
+				fprintf(f, "%s\n", ents[i].name);
+			if (fclose(f)) {
+				free(text);
+				text = NULL;
+			}
+		}
+		kv_dirents_free(ents, n);
+		p = text ? text : reply("error: %s\n", strerror(ENOMEM), len);
+		if (text)
+			*len = size;
+		return p;
+	}
+	if (sscanf(args, "%15s %255s%n", verb, name, &end) != 2 || args[end])
+		return reply("error: usage: tx begin|commit|abort NAME, or tx list%s\n", "", len);
+	if (!strcmp(verb, "begin"))
+		ret = kv_tx_begin(fs->kv, name, &a);
+	else if (!strcmp(verb, "abort"))
+		ret = kv_tx_abort(fs->kv, name);
+	else if (!strcmp(verb, "commit"))
+		ret = kv_tx_commit(fs->kv, name, msg, sizeof(msg), fs_notify_changed, fs);
+	else
+		return reply("error: unknown tx command '%s' (begin, commit, abort, list)\n", verb,
+			     len);
+	if (!ret)
+		return reply("ok%s\n", "", len);
+	if (!msg[0])
+		snprintf(msg, sizeof(msg), "%s: %s", name,
+			 ret == -ENOENT ? "no such transaction" :
+			 ret == -EEXIST ? "a transaction of that name is open" :
+			 ret == -EINVAL ? "a name is 1-128 bytes of A-Z a-z 0-9 . _ -, not starting with '.'" :
+					 strerror(-ret));
+	return reply("error: %s\n", msg, len);
+}
+
 static char *run_command(struct fs *fs, const char *cmd, size_t *len)
 {
 	int ret;
 
+	if (!strncmp(cmd, "tx ", 3))
+		return tx_command(fs, cmd + 3, len);
 	if (!strcmp(cmd, "flush")) {
 		ret = kv_flush(fs->kv);
 		if (ret)
@@ -221,7 +290,8 @@ static char *run_command(struct fs *fs, const char *cmd, size_t *len)
 	}
 	if (!*cmd)
 		return reply("error: empty command%s\n", "", len);
-	return reply("error: unknown command '%s' (commands: flush, sweep, reload)\n", cmd, len);
+	return reply("error: unknown command '%s' (commands: flush, sweep, reload, tx)\n", cmd,
+		     len);
 }
 
 bool fs_ctl_is_file(fuse_ino_t ino)

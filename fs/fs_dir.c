@@ -49,6 +49,11 @@ void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fs_tags_lookup(req, parent, name);
 		return;
 	}
+	if (parent == FS_INO_TX) {
+		ret = kv_tx_root(fs->kv, name, &a);
+		fs_reply_entry(req, ret, &a);
+		return;
+	}
 	vino = fs_virt_ino(parent, name);
 	if (vino) {
 		fs_virt_entry(fs, vino, &e);
@@ -63,10 +68,11 @@ void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (ret == -ENOENT) {
 		/*
 		 * Every change to the store passes through this kernel, so a
-		 * negative answer may be cached like a positive one.
+		 * negative answer may be cached like a positive one (not in a
+		 * transaction's view, which shows the store through it).
 		 */
 		memset(&e, 0, sizeof(e));
-		e.entry_timeout = fs->o.entry_timeout;
+		e.entry_timeout = kv_is_tx_id(parent) ? 0 : fs->o.entry_timeout;
 		fuse_reply_entry(req, &e);
 		return;
 	}
@@ -101,6 +107,12 @@ void fs_op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mod
 
 	if (fs_in_tags(parent)) {
 		fs_tags_mkdir(req, parent, name);
+		return;
+	}
+	/* mkdir .nadb/tx/NAME begins a transaction. */
+	if (parent == FS_INO_TX) {
+		ret = kv_tx_begin(fs_of(req)->kv, name, &a);
+		fs_reply_entry(req, ret, &a);
 		return;
 	}
 	ret = fs_virt_check_create(parent, name);
@@ -184,6 +196,11 @@ void fs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fs_tags_rmdir(req, parent, name);
 		return;
 	}
+	/* rmdir .nadb/tx/NAME aborts it, whatever it holds. */
+	if (parent == FS_INO_TX) {
+		fs_reply_err(req, kv_tx_abort(fs_of(req)->kv, name));
+		return;
+	}
 	ret = fs_virt_check_remove(parent, name);
 
 	if (!ret)
@@ -225,6 +242,8 @@ static int dirh_snapshot(struct fs *fs, struct fs_dirh *d)
 
 	if (fs_in_tags(d->ino))
 		ret = fs_tags_list(fs, d->ino, &kv_ents, &kv_n);
+	else if (d->ino == FS_INO_TX)
+		ret = kv_tx_list(fs->kv, &kv_ents, &kv_n);
 	else if (!fs_is_virt(d->ino))
 		ret = kv_readdir(fs->kv, d->ino, &kv_ents, &kv_n);
 	else
@@ -243,8 +262,8 @@ static int dirh_snapshot(struct fs *fs, struct fs_dirh *d)
 	if (fs_is_tagdir(d->ino))
 		up = FS_INO_TAGS;
 	else if (!fs_is_virt(d->ino) && d->ino != FUSE_ROOT_ID &&
-		 kv_getattr(fs->kv, d->ino, &self) == 0 && self.parent)
-		up = self.parent;
+		 kv_getattr(fs->kv, d->ino, &self) == 0)
+		up = self.parent ? self.parent : kv_is_tx_id(d->ino) ? FS_INO_TX : up;
 	ents[n++] = (struct fs_dent){ ".", d->ino, S_IFDIR };
 	ents[n++] = (struct fs_dent){ "..", up, S_IFDIR };
 	for (size_t i = 0; i < nvirt; i++) {

@@ -37,6 +37,7 @@ _Static_assert(KV_ROOT_ID == FUSE_ROOT_ID, "the store's root must be FUSE's root
 #define FS_INO_VIRT_BASE (1ULL << 63)
 #define FS_INO_TAGS (FS_INO_VIRT_BASE + 1)
 #define FS_INO_NADB (FS_INO_VIRT_BASE + 2)
+#define FS_INO_TX (FS_INO_VIRT_BASE + 3)	/* .nadb/tx */
 #define FS_INO_STATS (FS_INO_VIRT_BASE + 16)	/* .nadb/stats */
 #define FS_INO_METRICS (FS_INO_VIRT_BASE + 17)	/* .nadb/metrics */
 #define FS_INO_CTL (FS_INO_VIRT_BASE + 18)	/* .nadb/ctl */
@@ -137,6 +138,9 @@ void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
 void fs_reply_err(fuse_req_t req, int err);
 void fs_attr_to_stat(const struct kv_attr *a, struct stat *st);
 void fs_fill_entry(const struct fs *fs, const struct kv_attr *a, struct fuse_entry_param *e);
+double fs_attr_timeout(const struct fs *fs, uint64_t ino);
+/* kv_expire_fn for kv_tx_commit: drops the kernel's copies of a change. */
+void fs_notify_changed(void *arg, uint64_t parent, const char *name, uint64_t id);
 
 /* fs_defer.c */
 /* Queues a write that found the buffer full; its reply comes later. */

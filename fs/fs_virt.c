@@ -27,6 +27,7 @@ static const struct virt_entry virt[] = {
 	{ FS_INO_NADB, "ctl", FS_INO_CTL, S_IFREG | 0600 },
 	{ FS_INO_NADB, "metrics", FS_INO_METRICS, S_IFREG | 0400 },
 	{ FS_INO_NADB, "stats", FS_INO_STATS, S_IFREG | 0400 },
+	{ FS_INO_NADB, "tx", FS_INO_TX, S_IFDIR | 0700 },
 };
 
 #define NVIRT (sizeof(virt) / sizeof(virt[0]))

@@ -1,7 +1,7 @@
 /*
  * nadbctl: a thin client of a mount's control files. Commands go through
  * .nadb/ctl (one session per run); stats reads .nadb/stats; query lists
- * tags/EXPR and reads each entry's link.
+ * tags/EXPR and reads each entry's link; tx is in nadbctl_tx.c.
  *
  * Exit status: 0 on success, 1 with a message on stderr on any failure.
  */
@@ -18,6 +18,7 @@
 
 #include <jansson.h>
 
+#include "mount/nadbctl.h"
 #include "nadbfs-config.h"
 
 static const char usage[] =
@@ -28,6 +29,9 @@ static const char usage[] =
 	"  flush            make every buffered write durable now\n"
 	"  sweep            expire every key past its deadline now\n"
 	"  reload           re-read the configuration (as SIGHUP does)\n"
+	"  tx begin|commit|abort NAME, tx list\n"
+	"                   transactions (also: mkdir/rmdir .nadb/tx/NAME)\n"
+	"  tx apply FILE    run a JSON-lines batch (- for stdin) as one transaction\n"
 	"  query EXPR [--page N] [--page-size N] [--json]\n"
 	"                   the keys a tag or query names (tags/EXPR: a+b AND, a,b OR,\n"
 	"                   -a NOT), sorted, one page (default 1, of 100 keys)\n"
@@ -99,7 +103,7 @@ static int open_control(const char *mnt, const char *file, int flags)
 	return fd;
 }
 
-static int run_command(const char *mnt, const char *cmd)
+int ctl_command(const char *mnt, const char *cmd, bool quiet)
 {
 	int fd = open_control(mnt, "ctl", O_RDWR);
 	size_t len = strlen(cmd);
@@ -126,7 +130,8 @@ static int run_command(const char *mnt, const char *cmd)
 		goto out;
 	}
 	if (strncmp(reply, "ok", 2) == 0 && (reply[2] == '\n' || reply[2] == ' ' || !reply[2])) {
-		fputs(reply, stdout);
+		if (!quiet)
+			fputs(reply, stdout);
 		status = 0;
 	} else {
 		fprintf(stderr, "nadbctl: %s", reply);
@@ -343,6 +348,13 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	cmd = argv[optind++];
+	if (!strcmp(cmd, "tx")) {
+		if (!mnt[0] && find_mount(mnt, sizeof(mnt))) {
+			fprintf(stderr, "nadbctl: not inside a nadbfs mount; give one with -m\n");
+			return 1;
+		}
+		return ctl_tx(mnt, argc - optind, argv + optind);
+	}
 	for (; optind < argc; optind++) {
 		const char *a = argv[optind];
 
@@ -376,7 +388,7 @@ int main(int argc, char **argv)
 	if (!strcmp(cmd, "query"))
 		return query(mnt, arg, page, page_size, as_json);
 	if (!strcmp(cmd, "flush") || !strcmp(cmd, "sweep") || !strcmp(cmd, "reload"))
-		return run_command(mnt, cmd);
+		return ctl_command(mnt, cmd, false);
 	fprintf(stderr, "nadbctl: unknown command '%s'\n%s", cmd, usage);
 	return 1;
 }

@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "store/kv_internal.h"
+#include "store/tx.h"
 #include "util/log.h"
 
 #ifndef RENAME_NOREPLACE
@@ -127,6 +127,8 @@ static void expire_children(struct kv_store *kv, struct kv_node *dir);
 
 void kv_mark_dirty(struct kv_store *kv, struct kv_node *n)
 {
+	if (n->flags & KV_NODE_STAGED)
+		return;
 	n->version++;
 	if (n->flags & KV_NODE_ON_DIRTY)
 		return;
@@ -285,6 +287,8 @@ static int get_dir(struct kv_store *kv, uint64_t id, struct kv_node **out)
 
 int kv_lookup(struct kv_store *kv, uint64_t parent, const char *name, struct kv_attr *out)
 {
+	if (kv_is_tx_id(parent))
+		return kv_tx_lookup(kv, parent, name, out);
 	struct kv_node *dir, *n;
 	int ret;
 
@@ -305,6 +309,8 @@ out:
 
 int kv_getattr(struct kv_store *kv, uint64_t id, struct kv_attr *out)
 {
+	if (kv_is_tx_id(id))
+		return kv_tx_getattr(kv, id, out);
 	struct kv_node *n;
 	int ret = 0;
 
@@ -322,8 +328,8 @@ int kv_getattr(struct kv_store *kv, uint64_t id, struct kv_attr *out)
 }
 
 /* Common part of mkdir and create: a new node under dir. */
-static int node_create(struct kv_store *kv, struct kv_node *dir, const char *name, uint32_t mode,
-		       uint32_t uid, uint32_t gid, struct kv_node **out)
+int kv_node_create(struct kv_store *kv, struct kv_node *dir, const char *name, uint32_t mode,
+		   uint32_t uid, uint32_t gid, struct kv_node **out)
 {
 	struct kv_node *n;
 	int64_t now = kv_now_ns();
@@ -374,6 +380,8 @@ out_free:
 int kv_mkdir(struct kv_store *kv, uint64_t parent, const char *name, uint32_t mode, uint32_t uid,
 	     uint32_t gid, struct kv_attr *out)
 {
+	if (kv_is_tx_id(parent))
+		return kv_tx_make(kv, parent, name, mode, uid, gid, true, true, out);
 	struct kv_node *dir, *n;
 	int ret;
 
@@ -385,7 +393,7 @@ int kv_mkdir(struct kv_store *kv, uint64_t parent, const char *name, uint32_t mo
 		ret = -EEXIST;
 		goto out;
 	}
-	ret = node_create(kv, dir, name, S_IFDIR | (mode & 07777), uid, gid, &n);
+	ret = kv_node_create(kv, dir, name, S_IFDIR | (mode & 07777), uid, gid, &n);
 	if (!ret)
 		kv_fill_attr(n, out);
 out:
@@ -396,6 +404,8 @@ out:
 int kv_create(struct kv_store *kv, uint64_t parent, const char *name, uint32_t mode, uint32_t uid,
 	      uint32_t gid, bool excl, struct kv_attr *out)
 {
+	if (kv_is_tx_id(parent))
+		return kv_tx_make(kv, parent, name, mode, uid, gid, excl, false, out);
 	struct kv_node *dir, *n;
 	int ret;
 
@@ -413,7 +423,7 @@ int kv_create(struct kv_store *kv, uint64_t parent, const char *name, uint32_t m
 			kv_fill_attr(n, out);
 		goto out;
 	}
-	ret = node_create(kv, dir, name, S_IFREG | (mode & 07777), uid, gid, &n);
+	ret = kv_node_create(kv, dir, name, S_IFREG | (mode & 07777), uid, gid, &n);
 	if (!ret && kv->opts.default_ttl_s) {
 		ret = kv_set_deadline(kv, n,
 				      kv_now_ms() + (int64_t)kv->opts.default_ttl_s * 1000);
@@ -492,11 +502,15 @@ out:
 
 int kv_unlink(struct kv_store *kv, uint64_t parent, const char *name)
 {
+	if (kv_is_tx_id(parent))
+		return kv_tx_remove(kv, parent, name, false);
 	return remove_entry(kv, parent, name, false);
 }
 
 int kv_rmdir(struct kv_store *kv, uint64_t parent, const char *name)
 {
+	if (kv_is_tx_id(parent))
+		return kv_tx_remove(kv, parent, name, true);
 	return remove_entry(kv, parent, name, true);
 }
 
@@ -540,6 +554,8 @@ static int check_rename(struct kv_node *n, struct kv_node *dst, const char *newn
 int kv_rename(struct kv_store *kv, uint64_t parent, const char *name, uint64_t newparent,
 	      const char *newname, unsigned flags)
 {
+	if (kv_is_tx_id(parent) || kv_is_tx_id(newparent))
+		return kv_tx_rename(kv, parent, name, newparent, newname, flags);
 	struct kv_node *src, *dst, *n, *victim;
 	char *dupname;
 	int64_t now;
@@ -643,6 +659,8 @@ static void expire_children(struct kv_store *kv, struct kv_node *dir)
 
 int kv_readdir(struct kv_store *kv, uint64_t id, struct kv_dirent **out, size_t *count)
 {
+	if (kv_is_tx_id(id))
+		return kv_tx_readdir(kv, id, out, count);
 	struct kv_node *dir, *c;
 	struct kv_dirent *ents = NULL;
 	size_t n = 0;
@@ -711,6 +729,12 @@ void kv_get_stats(struct kv_store *kv, struct kv_stats *out)
 	out->last_flush_ms = kv->last_flush_ms;
 	out->ttl_pending = kv->ttl_live;
 	out->ttl_expired = kv->ttl_expired;
+	out->tx_active = 0;
+	for (struct kv_txn *tx = kv->txs; tx; tx = tx->next)
+		out->tx_active++;
+	out->tx_committed = kv->tx_committed;
+	out->tx_aborted = kv->tx_aborted;
+	out->tx_conflicted = kv->tx_conflicted;
 	out->tags = htab_count(&kv->tags.by_name);
 	out->tag_entries = kv->tags.entries;
 	out->query_hits = kv->tags.hits;

@@ -34,6 +34,7 @@ struct kv_options {
 	uint64_t default_ttl_s;		/* TTL of new keys; 0 = none */
 	uint64_t ttl_sweep_ms;		/* the sweeper runs at least this often */
 	uint64_t query_cache_size;	/* cached query results; 0 disables */
+	uint64_t tx_max_bytes;		/* staged bytes a transaction may hold */
 	/* If set, kv_open uses this opened backend instead of opening one
 	 * (tests inject a fake this way); kv_open owns it from then on, even
 	 * when it fails. */
@@ -78,7 +79,8 @@ struct kv_dirent {
 /*
  * Called by the sweeper thread (never a caller of this API, never with a
  * store lock held) for each key or directory that expired, so that the
- * filesystem can drop kernel caches of (parent, name) and of id.
+ * filesystem can drop kernel caches of (parent, name) and of id. The same
+ * shape serves kv_tx_commit's report of what a commit changed.
  */
 typedef void (*kv_expire_fn)(void *arg, uint64_t parent, const char *name, uint64_t id);
 /* Sets the expiry callback, or removes it (NULL): then returns only once a
@@ -95,6 +97,7 @@ struct kv_stats {
 	uint64_t tags;			/* tags in use or declared */
 	uint64_t tag_entries;		/* (tag, key) memberships */
 	uint64_t query_hits, query_misses, query_cached;
+	uint64_t tx_active, tx_committed, tx_aborted, tx_conflicted;
 	const char *backend;		/* its name: "fs", "redis" */
 	int backend_error;		/* of the last flush: 0, or a negative errno */
 };
@@ -226,6 +229,35 @@ int kv_tag_unlink(struct kv_store *kv, const char *tag, const char *entry);
 /* The key's path from the root ("a/b/c"), NUL-terminated; its length, or
  * -ENOENT (removed), -ERANGE (size too small). */
 ssize_t kv_key_path(struct kv_store *kv, uint64_t id, char *buf, size_t size);
+
+/*
+ * Transactions (spec section 6a). A transaction is a view of the whole store
+ * overlaid with its own staged changes, rooted at a directory whose id
+ * kv_tx_begin/kv_tx_root return. The view's records have their own ids
+ * (kv_is_tx_id), and every function of this API works on them: changes made
+ * there are staged, invisible elsewhere, until kv_tx_commit applies all of
+ * them at once (one flush batch: one backend write) or kv_tx_abort drops
+ * them. Commit refuses, changing nothing, when a key or directory the
+ * transaction changed was changed outside after the transaction first saw
+ * it (optimistic concurrency on record versions): -ESTALE, with the key in
+ * msg. Staged data is bounded by tx_max_bytes (-EFBIG). Directories that
+ * exist outside the transaction cannot be renamed inside it (-EXDEV: mv
+ * then copies), nor can a name change between file and directory (-EBUSY).
+ * Names: 1..128 bytes of [A-Za-z0-9._-], not starting with '.' (-EINVAL).
+ */
+bool kv_is_tx_id(uint64_t id);
+int kv_tx_begin(struct kv_store *kv, const char *name, struct kv_attr *root);
+int kv_tx_root(struct kv_store *kv, const char *name, struct kv_attr *root);
+/* Open transactions: id = the root's id, mode S_IFDIR, name. */
+int kv_tx_list(struct kv_store *kv, struct kv_dirent **out, size_t *n);
+int kv_tx_abort(struct kv_store *kv, const char *name);
+/* Applies and waits until durable: 0; -ESTALE (conflict), -ENOENT, -EBUSY
+ * (in use), -EIO (applied but not yet durable); msg says which and why.
+ * Then, without the lock, changed (if set) is called for every entry the
+ * commit created, changed or removed (parent, name, the record's id or 0),
+ * so that the caller can drop cached copies. */
+int kv_tx_commit(struct kv_store *kv, const char *name, char *msg, size_t msglen,
+		 kv_expire_fn changed, void *arg);
 
 int kv_statfs(struct kv_store *kv, struct kv_backend_statfs *space, uint64_t *keys);
 void kv_get_stats(struct kv_store *kv, struct kv_stats *out);

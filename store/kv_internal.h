@@ -31,6 +31,8 @@ enum kv_node_flags {
 	KV_NODE_INFLIGHT = 1 << 3,
 	/* On kv->dirty (version > flushed_version, or a DEL is owed). */
 	KV_NODE_ON_DIRTY = 1 << 4,
+	/* A transaction's staged node (tx.c): never flushed, indexed or swept. */
+	KV_NODE_STAGED = 1 << 5,
 };
 
 struct kv_node {
@@ -95,6 +97,9 @@ struct kv_store {
 	bool sweeper_running;
 
 	struct kv_tag_index tags;	/* [L] tags.c, tag_query.c */
+	struct kv_txn *txs;		/* [L] open transactions (tx.c) */
+	uint64_t tx_serial;		/* [L] last staged node number */
+	uint64_t tx_committed, tx_aborted, tx_conflicted; /* [L] */
 
 	pthread_t flusher;
 	bool flusher_running;		/* set/cleared by kv_start/kv_close only */
@@ -120,7 +125,8 @@ void kv_dir_touch(struct kv_store *kv, struct kv_node *dir, int64_t now);
 int64_t kv_now_ms(void);
 static inline bool kv_node_expired(const struct kv_node *n, int64_t now_ms)
 {
-	return n->m.expires_ms && now_ms >= n->m.expires_ms;
+	/* A staged deadline takes effect when its transaction commits. */
+	return n->m.expires_ms && now_ms >= n->m.expires_ms && !(n->flags & KV_NODE_STAGED);
 }
 /* Removes an expired n from the tree, as if unlinked, and queues the kernel
  * cache invalidation for the sweeper thread to send. */
@@ -146,6 +152,16 @@ struct kv_node *kv_node_live(struct kv_store *kv, uint64_t id);
  * Drops kv->lock around the backend read; returns with it held. */
 int kv_load_value(struct kv_store *kv, uint64_t id);
 void kv_value_account(struct kv_store *kv, struct kv_node *n, struct kv_value *newval);
+/* n's value changed by bytes: size, times, dirty bookkeeping. */
+void kv_value_changed(struct kv_store *kv, struct kv_node *n, uint64_t bytes);
+/* Drops n's in-memory value if nothing needs it (closed, clean). */
+void kv_maybe_drop_value(struct kv_store *kv, struct kv_node *n);
+/* mkdir/create's common part: a new node under dir, dirty, dir touched. */
+int kv_node_create(struct kv_store *kv, struct kv_node *dir, const char *name, uint32_t mode,
+		   uint32_t uid, uint32_t gid, struct kv_node **out);
+
+/* tx.c: with kv->lock held */
+void kv_tx_destroy_all(struct kv_store *kv);
 
 /* flusher.c */
 int kv_flusher_start(struct kv_store *kv);

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "store/kv_internal.h"
+#include "store/tx.h"
 
 /* A node reachable by id: in the tree, or removed but still open. */
 struct kv_node *kv_node_live(struct kv_store *kv, uint64_t id)
@@ -80,7 +80,7 @@ int kv_load_value(struct kv_store *kv, uint64_t id)
 }
 
 /* The value is no longer needed in memory once it is committed and closed. */
-static void maybe_drop_value(struct kv_store *kv, struct kv_node *n)
+void kv_maybe_drop_value(struct kv_store *kv, struct kv_node *n)
 {
 	if (n->value && !n->open_count &&
 	    !(n->flags & (KV_NODE_VALUE_DIRTY | KV_NODE_INFLIGHT)))
@@ -88,7 +88,7 @@ static void maybe_drop_value(struct kv_store *kv, struct kv_node *n)
 }
 
 /* Records a change of n's value: dirty unless n has left the tree. */
-static void value_changed(struct kv_store *kv, struct kv_node *n, uint64_t bytes)
+void kv_value_changed(struct kv_store *kv, struct kv_node *n, uint64_t bytes)
 {
 	int64_t now = kv_now_ns();
 
@@ -140,12 +140,14 @@ static int set_size(struct kv_store *kv, uint64_t id, uint64_t size)
 		if (ret)
 			return ret;
 	}
-	value_changed(kv, n, size > old ? size - old : old - size);
+	kv_value_changed(kv, n, size > old ? size - old : old - size);
 	return 0;
 }
 
 int kv_open_file(struct kv_store *kv, uint64_t id, bool trunc)
 {
+	if (kv_is_tx_id(id))
+		return kv_tx_open(kv, id, trunc);
 	struct kv_node *n;
 	int ret = 0;
 
@@ -171,6 +173,9 @@ int kv_open_file(struct kv_store *kv, uint64_t id, bool trunc)
 
 void kv_release_file(struct kv_store *kv, uint64_t id)
 {
+	/* Staged nodes live as long as their transaction. */
+	if (kv_is_tx_id(id))
+		return;
 	struct kv_node *n;
 
 	pthread_mutex_lock(&kv->lock);
@@ -180,13 +185,15 @@ void kv_release_file(struct kv_store *kv, uint64_t id)
 		    !(n->flags & (KV_NODE_ON_DIRTY | KV_NODE_INFLIGHT)))
 			kv_node_free(kv, n);
 		else
-			maybe_drop_value(kv, n);
+			kv_maybe_drop_value(kv, n);
 	}
 	pthread_mutex_unlock(&kv->lock);
 }
 
 ssize_t kv_read(struct kv_store *kv, uint64_t id, void *buf, size_t len, uint64_t off)
 {
+	if (kv_is_tx_id(id))
+		return kv_tx_read(kv, id, buf, len, off);
 	for (int tries = 0; tries < 16; tries++) {
 		struct kv_node *n;
 		struct kv_meta ref;
@@ -229,6 +236,8 @@ ssize_t kv_read(struct kv_store *kv, uint64_t id, void *buf, size_t len, uint64_
 static ssize_t do_write(struct kv_store *kv, uint64_t id, const void *buf, size_t len,
 			uint64_t off, bool may_wait)
 {
+	if (kv_is_tx_id(id))
+		return kv_tx_write(kv, id, buf, len, off);
 	struct kv_node *n;
 	uint64_t old;
 	ssize_t ret;
@@ -266,7 +275,7 @@ static ssize_t do_write(struct kv_store *kv, uint64_t id, const void *buf, size_
 	kv->buffer_bytes += kv_value_size(n->value) - old;
 	if (ret)
 		goto out;
-	value_changed(kv, n, len);
+	kv_value_changed(kv, n, len);
 	ret = (ssize_t)len;
 out:
 	pthread_mutex_unlock(&kv->lock);
@@ -285,6 +294,8 @@ ssize_t kv_write_try(struct kv_store *kv, uint64_t id, const void *buf, size_t l
 
 int kv_setattr(struct kv_store *kv, uint64_t id, const struct kv_setattr *sa, struct kv_attr *out)
 {
+	if (kv_is_tx_id(id))
+		return kv_tx_setattr(kv, id, sa, out);
 	struct kv_node *n;
 	int64_t now = kv_now_ns();
 	int ret = 0;
@@ -327,6 +338,9 @@ out:
 
 int kv_fsync(struct kv_store *kv, uint64_t id)
 {
+	/* Staged data becomes durable when its transaction commits. */
+	if (kv_is_tx_id(id))
+		return 0;
 	struct kv_node *n;
 	int ret = 0;
 

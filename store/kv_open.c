@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "store/kv_internal.h"
+#include "store/tx.h"
 #include "util/log.h"
 
 #define S_ISDIR_NODE(n) S_ISDIR((n)->m.mode)
@@ -290,6 +290,7 @@ void kv_reconfigure(struct kv_store *kv, const struct kv_options *o)
 	kv->opts.default_ttl_s = o->default_ttl_s;
 	kv->opts.ttl_sweep_ms = o->ttl_sweep_ms ? o->ttl_sweep_ms : kv->opts.ttl_sweep_ms;
 	kv->opts.query_cache_size = o->query_cache_size;
+	kv->opts.tx_max_bytes = o->tx_max_bytes;
 	kv->tags.cache_max = o->query_cache_size;
 	kv_qcache_trim(kv);
 	/* New deadlines for the sleeping threads; writers may have room now. */
@@ -328,6 +329,8 @@ int kv_close(struct kv_store *kv)
 			NLOG(NLOG_ERROR, "store", "buffered writes could not be flushed at close",
 			     LF_INT("records", kv->ndirty), LF_STR("error", strerror(-ret)));
 	}
+	/* Unfinished transactions vanish (their nodes are in by_id too). */
+	kv_tx_destroy_all(kv);
 	kv_tags_destroy(kv);
 	for (size_t i = 0; (n = htab_next(&kv->by_id, &i));) {
 		kv_value_free(n->value);

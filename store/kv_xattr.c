@@ -14,7 +14,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "store/kv_internal.h"
+#include "store/tx.h"
 
 #define META_PREFIX "user.nadb."
 
@@ -293,6 +293,8 @@ static ssize_t get_meta(const struct kv_node *n, const char *name, void *buf, si
 
 ssize_t kv_getxattr(struct kv_store *kv, uint64_t id, const char *name, void *buf, size_t size)
 {
+	if (kv_is_tx_id(id) && kv_tx_xattr_target(kv, id, false, &id))
+		return -ENOENT;
 	struct kv_node *n;
 	struct xentry e;
 	ssize_t ret;
@@ -319,6 +321,8 @@ ssize_t kv_getxattr(struct kv_store *kv, uint64_t id, const char *name, void *bu
 
 ssize_t kv_listxattr(struct kv_store *kv, uint64_t id, char *buf, size_t size)
 {
+	if (kv_is_tx_id(id) && kv_tx_xattr_target(kv, id, false, &id))
+		return -ENOENT;
 	struct kv_node *n;
 	struct xentry e;
 	size_t pos = 0, need = 0;
@@ -444,6 +448,11 @@ out:
 int kv_setxattr(struct kv_store *kv, uint64_t id, const char *name, const void *value,
 		size_t len, int flags)
 {
+	int ret;
+
+	/* In a transaction: the staged copy takes the change. */
+	if (kv_is_tx_id(id) && (ret = kv_tx_xattr_target(kv, id, true, &id)))
+		return ret;
 	if (!strcmp(name, TTL_NAME))
 		return change_ttl(kv, id, value, len, false, flags);
 	if (is_tags(name))
@@ -453,6 +462,10 @@ int kv_setxattr(struct kv_store *kv, uint64_t id, const char *name, const void *
 
 int kv_removexattr(struct kv_store *kv, uint64_t id, const char *name)
 {
+	int ret;
+
+	if (kv_is_tx_id(id) && (ret = kv_tx_xattr_target(kv, id, true, &id)))
+		return ret;
 	if (!strcmp(name, TTL_NAME))
 		return change_ttl(kv, id, NULL, 0, true, 0);
 	if (is_tags(name))

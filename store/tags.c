@@ -119,7 +119,7 @@ static int tag_add_member(struct kv_store *kv, const char *name, struct kv_node 
 
 static bool node_indexed(const struct kv_node *n)
 {
-	return !S_ISDIR(n->m.mode) && !(n->flags & KV_NODE_DELETED);
+	return !S_ISDIR(n->m.mode) && !(n->flags & (KV_NODE_DELETED | KV_NODE_STAGED));
 }
 
 int kv_tags_index_node(struct kv_store *kv, struct kv_node *n)

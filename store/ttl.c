@@ -114,6 +114,11 @@ static void heap_pop(struct kv_store *kv)
 
 int kv_set_deadline(struct kv_store *kv, struct kv_node *n, int64_t at_ms)
 {
+	/* Staged: indexed for the sweeper only once committed. */
+	if (n->flags & KV_NODE_STAGED) {
+		n->m.expires_ms = at_ms;
+		return 0;
+	}
 	/* The old entry stays in the heap and is ignored when it surfaces:
 	 * it no longer matches the node's deadline. */
 	if (at_ms) {

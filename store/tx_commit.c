@@ -1,0 +1,470 @@
+/*
+ * Transactions' life cycle (begin, list, abort, free) and commit: validate
+ * every staged change against the store as it is now, then apply all of
+ * them without dropping kv->lock.
+ *
+ * Atomicity comes from the flusher: it snapshots everything dirty at one
+ * instant under kv->lock and commits that snapshot as one backend write (one
+ * journal record, one Redis script). Since the whole transaction is applied
+ * within one hold of the lock, every snapshot holds all of it or none of it,
+ * for readers as across a crash.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "store/tx.h"
+#include "util/log.h"
+
+#define TX_NAME_MAX 128
+
+bool kv_is_tx_id(uint64_t id)
+{
+	return (id & KV_TX_ID_BIT) && id < (KV_TX_ID_BIT << 1);
+}
+
+static int check_tx_name(const char *name)
+{
+	size_t len = strlen(name);
+
+	if (len == 0 || len > TX_NAME_MAX || name[0] == '.')
+		return -EINVAL;
+	if (strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") !=
+	    len)
+		return -EINVAL;
+	return 0;
+}
+
+struct kv_txn *kv_tx_find(struct kv_store *kv, const char *name)
+{
+	for (struct kv_txn *tx = kv->txs; tx; tx = tx->next)
+		if (!strcmp(tx->name, name))
+			return tx;
+	return NULL;
+}
+
+void kv_tx_free(struct kv_store *kv, struct kv_txn *tx)
+{
+	struct kv_txn **pp;
+
+	for (pp = &kv->txs; *pp && *pp != tx; pp = &(*pp)->next)
+		;
+	if (*pp)
+		*pp = tx->next;
+	while (tx->nodes) {
+		struct kv_txnode *t = tx->nodes;
+
+		tx->nodes = t->next;
+		if (!t->dead)
+			htab_remove(&kv->by_id, &t->n);
+		if (t->n.children) {
+			htab_destroy(t->n.children);
+			free(t->n.children);
+		}
+		kv_value_free(t->n.value);
+		kv_meta_clear(&t->n.m);
+		free(t);
+	}
+	free(tx->name);
+	free(tx);
+}
+
+void kv_tx_destroy_all(struct kv_store *kv)
+{
+	while (kv->txs)
+		kv_tx_free(kv, kv->txs);
+}
+
+/* A key's path in the view, for messages: "a/b/c". */
+static void view_path(const struct kv_txnode *t, char *buf, size_t len)
+{
+	const struct kv_node *chain[KV_KEY_MAX / 2 + 1];
+	size_t depth = 0, pos = 0;
+
+	for (const struct kv_node *n = &t->n; n->parent && depth < KV_KEY_MAX / 2 + 1;
+	     n = n->parent)
+		chain[depth++] = n;
+	buf[0] = '\0';
+	while (depth--)
+		pos += (size_t)snprintf(buf + pos, pos < len ? len - pos : 0, "%s%s",
+					chain[depth]->m.name, depth ? "/" : "");
+}
+
+static int conflict(const struct kv_txnode *t, const char *why, char *msg, size_t len)
+{
+	char path[KV_KEY_MAX + 1];
+
+	view_path(t, path, sizeof(path));
+	snprintf(msg, len, "conflict: %s was %s outside the transaction after it first saw it",
+		 path, why);
+	return -ESTALE;
+}
+
+static bool changed_below(const struct kv_txnode *d)
+{
+	struct kv_node *c;
+
+	for (size_t i = 0; d->n.children && (c = htab_next(d->n.children, &i));) {
+		const struct kv_txnode *t = kv_txnode_of(c);
+
+		if (t->state != TXN_UNCHANGED || (S_ISDIR(c->m.mode) && changed_below(t)))
+			return true;
+	}
+	return false;
+}
+
+/* Every change of directory d's subtree still applies to store directory s
+ * (NULL: d is made by the transaction). */
+static int validate(struct kv_store *kv, const struct kv_txnode *d, struct kv_node *s, char *msg,
+		    size_t len)
+{
+	struct kv_node *c;
+	int ret = 0;
+
+	for (size_t i = 0; !ret && d->n.children && (c = htab_next(d->n.children, &i));) {
+		const struct kv_txnode *t = kv_txnode_of(c);
+		struct kv_node *b = kv_tx_base(kv, t);
+
+		switch (t->state) {
+		case TXN_UNCHANGED:
+			if (!S_ISDIR(c->m.mode) || !changed_below(t))
+				break;
+			if (!b || b->parent != s)
+				return conflict(t, "removed or moved", msg, len);
+			ret = validate(kv, t, b, msg, len);
+			break;
+		case TXN_MODIFIED:
+		case TXN_WHITEOUT:
+			if (!b || b->parent != s)
+				return conflict(t, "removed or moved", msg, len);
+			if (b->version != t->base_version)
+				return conflict(t, "changed", msg, len);
+			if (S_ISDIR(c->m.mode))
+				ret = validate(kv, t, b, msg, len);
+			break;
+		case TXN_CREATED:
+			if (s && kv_live_child(kv, s, c->m.name))
+				return conflict(t, "created", msg, len);
+			if (S_ISDIR(c->m.mode))
+				ret = validate(kv, t, NULL, msg, len);
+			break;
+		}
+	}
+	return ret;
+}
+
+/* What the commit changed in the tree, for the kernel's caches. */
+struct notes {
+	struct note {
+		uint64_t parent, id;
+		char *name;
+	} * v;
+	size_t n, cap;
+};
+
+/* A failure to record only costs a cached entry its exactness until its
+ * timeout: nothing to undo. */
+static void note(struct notes *ns, uint64_t parent, const char *name, uint64_t id)
+{
+	if (ns->n == ns->cap) {
+		size_t cap = ns->cap ? 2 * ns->cap : 32;
+		struct note *v = realloc(ns->v, cap * sizeof(*v));
+
+		if (!v)
+			return;
+		ns->v = v;
+		ns->cap = cap;
+	}
+	ns->v[ns->n] = (struct note){ parent, id, strdup(name) };
+	if (ns->v[ns->n].name)
+		ns->n++;
+}
+
+/* The staged metadata (and value) of t become b's. */
+static int apply_node(struct kv_store *kv, struct kv_txnode *t, struct kv_node *b)
+{
+	struct kv_meta *m = &t->n.m;
+	int ret;
+
+	if (t->has_value) {
+		uint64_t size = kv_value_size(t->n.value);
+
+		kv_value_account(kv, b, t->n.value);
+		t->n.value = NULL;
+		t->has_value = false;
+		kv_value_changed(kv, b, size ? size : 1);
+	}
+	b->m.mode = m->mode;
+	b->m.uid = m->uid;
+	b->m.gid = m->gid;
+	b->m.atime_ns = m->atime_ns;
+	b->m.mtime_ns = m->mtime_ns;
+	b->m.ctime_ns = kv_now_ns();
+	b->m.btime_ns = m->btime_ns;
+	free(b->m.xattrs);
+	b->m.xattrs = m->xattrs;
+	b->m.xattrs_len = m->xattrs_len;
+	m->xattrs = NULL;
+	m->xattrs_len = 0;
+	if (!S_ISDIR(b->m.mode)) {
+		ret = kv_node_set_tags(kv, b, m->tags, m->ntags);
+		if (ret)
+			return ret;
+		m->tags = NULL;
+		m->ntags = 0;
+		ret = kv_set_deadline(kv, b, m->expires_ms);
+		if (ret)
+			return ret;
+	}
+	kv_mark_dirty(kv, b);
+	return 0;
+}
+
+/*
+ * Applies d's subtree to store directory s. Removals come after the
+ * subtree below them (a directory is empty by then), creations before it.
+ * Only allocation can fail here; the first failure stops the walk.
+ */
+static int apply(struct kv_store *kv, struct kv_txnode *d, struct kv_node *s, struct notes *ns)
+{
+	struct kv_node *c, *b, *n;
+	int ret = 0;
+
+	for (size_t i = 0; !ret && d->n.children && (c = htab_next(d->n.children, &i));) {
+		struct kv_txnode *t = kv_txnode_of(c);
+
+		b = kv_tx_base(kv, t);
+		if (t->state != TXN_UNCHANGED)
+			note(ns, s->m.id, c->m.name, b ? b->m.id : 0);
+		switch (t->state) {
+		case TXN_UNCHANGED:
+			if (S_ISDIR(c->m.mode) && b)
+				ret = apply(kv, t, b, ns);
+			break;
+		case TXN_MODIFIED:
+			ret = apply_node(kv, t, b);
+			if (!ret && S_ISDIR(c->m.mode))
+				ret = apply(kv, t, b, ns);
+			break;
+		case TXN_CREATED:
+			ret = kv_node_create(kv, s, c->m.name, c->m.mode, c->m.uid, c->m.gid, &n);
+			if (!ret)
+				ret = apply_node(kv, t, n);
+			if (!ret && S_ISDIR(c->m.mode))
+				ret = apply(kv, t, n, ns);
+			break;
+		case TXN_WHITEOUT:
+			if (S_ISDIR(c->m.mode))
+				ret = apply(kv, t, b, ns);
+			if (!ret) {
+				kv_node_remove(kv, b);
+				kv_dir_touch(kv, s, kv_now_ns());
+			}
+			break;
+		}
+	}
+	return ret;
+}
+
+/* Keys the transaction removes that are open somewhere keep their bytes for
+ * those handles (as kv_unlink does): load them now, while the lock may still
+ * be dropped. 1 when the lock was dropped (look again), 0 when none needs
+ * it, or a negative errno. */
+static int load_removed_open(struct kv_store *kv, struct kv_txn *tx)
+{
+	for (struct kv_txnode *t = tx->nodes; t; t = t->next) {
+		struct kv_node *b;
+		int ret;
+
+		if (t->dead || t->state != TXN_WHITEOUT || !(b = kv_tx_base(kv, t)))
+			continue;
+		if (!b->open_count || b->value || !b->m.vver || S_ISDIR(b->m.mode))
+			continue;
+		tx->users++;
+		ret = kv_load_value(kv, b->m.id);
+		tx->users--;
+		return ret ? ret : 1;
+	}
+	return 0;
+}
+
+static int tx_apply(struct kv_store *kv, struct kv_txn *tx, char *msg, size_t msglen, bool *changed,
+		    struct notes *ns)
+{
+	struct kv_txnode *root = tx->root;
+	int ret;
+
+	*changed = false;
+	for (int tries = 0; (ret = load_removed_open(kv, tx)) == 1; tries++)
+		if (tries == 100)
+			return -EAGAIN;
+	if (ret) {
+		snprintf(msg, msglen, "cannot keep the bytes of a removed key: %s", strerror(-ret));
+		return ret;
+	}
+	/* The root's own attributes are rarely staged (chmod or an xattr on
+	 * it); when they are, any change of its entries outside conflicts. */
+	if (root->state == TXN_MODIFIED && kv->root->version != root->base_version)
+		return conflict(root, "changed", msg, msglen);
+	ret = validate(kv, root, kv->root, msg, msglen);
+	if (ret)
+		return ret;
+	*changed = true;
+	if (root->state == TXN_MODIFIED)
+		ret = apply_node(kv, root, kv->root);
+	if (!ret)
+		ret = apply(kv, root, kv->root, ns);
+	if (ret) {
+		/* Cannot happen short of memory; what was applied stays. */
+		NLOG(NLOG_ERROR, "tx", "transaction applied in part", LF_STR("tx", tx->name),
+		     LF_STR("error", strerror(-ret)));
+		snprintf(msg, msglen, "applied in part: %s", strerror(-ret));
+	}
+	return ret;
+}
+
+int kv_tx_commit(struct kv_store *kv, const char *name, char *msg, size_t msglen,
+		 kv_expire_fn changed_fn, void *arg)
+{
+	struct notes ns = { 0 };
+	struct kv_txn *tx;
+	bool changed;
+	int ret;
+
+	msg[0] = '\0';
+	pthread_mutex_lock(&kv->lock);
+	tx = kv_tx_find(kv, name);
+	if (!tx) {
+		snprintf(msg, msglen, "no transaction '%s'", name);
+		ret = -ENOENT;
+		goto out;
+	}
+	if (tx->users) {
+		snprintf(msg, msglen, "transaction '%s' is in use", name);
+		ret = -EBUSY;
+		goto out;
+	}
+	ret = tx_apply(kv, tx, msg, msglen, &changed, &ns);
+	if (ret == -ESTALE) {
+		kv->tx_conflicted++;
+		NLOG(NLOG_INFO, "tx", "commit refused", LF_STR("tx", name), LF_STR("error", msg));
+	}
+	/* Refused before any change: the transaction stays, to be looked at
+	 * and aborted. */
+	if (!changed)
+		goto out;
+	kv_tx_free(kv, tx);
+	if (ret)
+		goto out;
+	kv->tx_committed++;
+	ret = kv_wait_flushed(kv);
+	if (ret)
+		snprintf(msg, msglen, "applied, but not yet durable: %s", strerror(-ret));
+out:
+	pthread_mutex_unlock(&kv->lock);
+	for (size_t i = 0; i < ns.n; i++) {
+		if (changed_fn)
+			changed_fn(arg, ns.v[i].parent, ns.v[i].name, ns.v[i].id);
+		free(ns.v[i].name);
+	}
+	free(ns.v);
+	return ret;
+}
+
+/* --- life cycle ---------------------------------------------------------- */
+
+int kv_tx_begin(struct kv_store *kv, const char *name, struct kv_attr *root)
+{
+	struct kv_txn *tx;
+	int ret = check_tx_name(name);
+
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&kv->lock);
+	if (kv_tx_find(kv, name)) {
+		ret = -EEXIST;
+		goto out;
+	}
+	tx = calloc(1, sizeof(*tx));
+	if (!tx || !(tx->name = strdup(name))) {
+		free(tx);
+		ret = -ENOMEM;
+		goto out;
+	}
+	tx->root = kv_txnode_new(kv, tx, NULL, name, kv->root->m.mode);
+	if (!tx->root) {
+		kv_tx_free(kv, tx);
+		ret = -ENOMEM;
+		goto out;
+	}
+	tx->root->base = KV_ROOT_ID;
+	tx->root->state = TXN_UNCHANGED;
+	tx->root->base_version = kv->root->version;
+	tx->next = kv->txs;
+	kv->txs = tx;
+	kv_txnode_attr(kv, tx->root, root);
+out:
+	pthread_mutex_unlock(&kv->lock);
+	return ret;
+}
+
+int kv_tx_root(struct kv_store *kv, const char *name, struct kv_attr *root)
+{
+	struct kv_txn *tx;
+
+	pthread_mutex_lock(&kv->lock);
+	tx = kv_tx_find(kv, name);
+	if (tx)
+		kv_txnode_attr(kv, tx->root, root);
+	pthread_mutex_unlock(&kv->lock);
+	return tx ? 0 : -ENOENT;
+}
+
+int kv_tx_list(struct kv_store *kv, struct kv_dirent **out, size_t *n)
+{
+	struct kv_dirent *ents;
+	size_t k = 0, count = 0;
+	int ret = 0;
+
+	pthread_mutex_lock(&kv->lock);
+	for (struct kv_txn *tx = kv->txs; tx; tx = tx->next)
+		count++;
+	ents = calloc(count + 1, sizeof(*ents));
+	for (struct kv_txn *tx = kv->txs; ents && tx; tx = tx->next, k++) {
+		ents[k].id = tx->root->n.m.id;
+		ents[k].mode = S_IFDIR;
+		if (!(ents[k].name = strdup(tx->name))) {
+			kv_dirents_free(ents, k);
+			ents = NULL;
+		}
+	}
+	if (!ents)
+		ret = -ENOMEM;
+	else {
+		*out = ents;
+		*n = k;
+	}
+	pthread_mutex_unlock(&kv->lock);
+	return ret;
+}
+
+int kv_tx_abort(struct kv_store *kv, const char *name)
+{
+	struct kv_txn *tx;
+	int ret = 0;
+
+	pthread_mutex_lock(&kv->lock);
+	tx = kv_tx_find(kv, name);
+	if (!tx)
+		ret = -ENOENT;
+	else if (tx->users)
+		ret = -EBUSY;
+	else {
+		kv_tx_free(kv, tx);
+		kv->tx_aborted++;
+	}
+	pthread_mutex_unlock(&kv->lock);
+	return ret;
+}

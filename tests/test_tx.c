@@ -1,0 +1,430 @@
+/*
+ * Transactions in the store (store/tx.c, tx_commit.c) against the in-memory
+ * backend: the staged view, isolation, atomic commit in one backend write,
+ * conflicts, limits, concurrency.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <cmocka.h>
+
+#include "store/kv.h"
+#include "tests/mem_backend.h"
+
+static int setup(void **state)
+{
+	struct mem_store *f = malloc(sizeof(*f));
+
+	mem_store_open(f, true);
+	f->o.tx_max_bytes = 1 << 20;
+	mem_store_reopen(f, true);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	mem_store_close(*state);
+	free(*state);
+	return 0;
+}
+
+/* id of path below dir (directories made as needed when make is set). */
+static uint64_t walk(struct mem_store *f, uint64_t dir, const char *path, bool make)
+{
+	char buf[256], *comp, *save = NULL;
+	struct kv_attr a;
+
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (comp = strtok_r(buf, "/", &save); comp; comp = strtok_r(NULL, "/", &save)) {
+		int ret = kv_lookup(f->kv, dir, comp, &a);
+
+		if (ret == -ENOENT && make)
+			ret = kv_mkdir(f->kv, dir, comp, 0755, 0, 0, &a);
+		if (ret)
+			return 0;
+		dir = a.id;
+	}
+	return dir;
+}
+
+/* Writes value to the key name in dir (created if needed). */
+static uint64_t put(struct mem_store *f, uint64_t dir, const char *name, const char *value)
+{
+	struct kv_attr a;
+
+	assert_int_equal(kv_create(f->kv, dir, name, 0644, 0, 0, false, &a), 0);
+	assert_int_equal(kv_open_file(f->kv, a.id, true), 0);
+	assert_int_equal(kv_write(f->kv, a.id, value, strlen(value), 0), (ssize_t)strlen(value));
+	kv_release_file(f->kv, a.id);
+	return a.id;
+}
+
+/* The value of path below dir, or "E<errno>". */
+static const char *get(struct mem_store *f, uint64_t dir, const char *path)
+{
+	static char buf[4][128];
+	static int k;
+	char *out = buf[k++ % 4];
+	uint64_t id = walk(f, dir, path, false);
+	ssize_t n;
+
+	if (!id) {
+		snprintf(out, 128, "E%d", ENOENT);
+		return out;
+	}
+	n = kv_read(f->kv, id, out, 127, 0);
+	if (n < 0)
+		snprintf(out, 128, "E%d", (int)-n);
+	else
+		out[n] = '\0';
+	return out;
+}
+
+static uint64_t begin(struct mem_store *f, const char *name)
+{
+	struct kv_attr a;
+
+	assert_int_equal(kv_tx_begin(f->kv, name, &a), 0);
+	assert_true(kv_is_tx_id(a.id));
+	assert_true(S_ISDIR(a.mode));
+	return a.id;
+}
+
+static int commit(struct mem_store *f, const char *name, char *msg, size_t len)
+{
+	char buf[512];
+
+	return kv_tx_commit(f->kv, name, msg ? msg : buf, msg ? len : sizeof(buf), NULL, NULL);
+}
+
+static void test_names_and_life_cycle(void **state)
+{
+	struct mem_store *f = *state;
+	struct kv_dirent *ents;
+	struct kv_attr a;
+	size_t n;
+
+	assert_int_equal(kv_tx_begin(f->kv, "", &a), -EINVAL);
+	assert_int_equal(kv_tx_begin(f->kv, ".hidden", &a), -EINVAL);
+	assert_int_equal(kv_tx_begin(f->kv, "a/b", &a), -EINVAL);
+	assert_int_equal(kv_tx_begin(f->kv, "a b", &a), -EINVAL);
+	begin(f, "t1");
+	assert_int_equal(kv_tx_begin(f->kv, "t1", &a), -EEXIST);
+	begin(f, "t2");
+	assert_int_equal(kv_tx_list(f->kv, &ents, &n), 0);
+	assert_int_equal(n, 2);
+	kv_dirents_free(ents, n);
+	assert_int_equal(kv_tx_abort(f->kv, "t1"), 0);
+	assert_int_equal(kv_tx_abort(f->kv, "t1"), -ENOENT);
+	assert_int_equal(kv_tx_root(f->kv, "t2", &a), 0);
+	assert_int_equal(commit(f, "nope", NULL, 0), -ENOENT);
+}
+
+static void test_staged_changes_are_isolated_then_applied_at_once(void **state)
+{
+	struct mem_store *f = *state;
+	uint64_t d = walk(f, KV_ROOT_ID, "d", true), root;
+	unsigned commits;
+	struct kv_attr a;
+
+	put(f, KV_ROOT_ID, "a", "old");
+	put(f, d, "gone", "bye");
+	put(f, d, "moved", "m");
+	assert_int_equal(kv_flush(f->kv), 0);
+	root = begin(f, "t");
+	/* The view shows the store... */
+	assert_string_equal(get(f, root, "a"), "old");
+	assert_string_equal(get(f, root, "d/gone"), "bye");
+	/* ... and takes changes that nobody else sees. */
+	put(f, root, "a", "new");
+	put(f, root, "b", "created");
+	assert_int_equal(kv_unlink(f->kv, walk(f, root, "d", false), "gone"), 0);
+	assert_int_equal(kv_rename(f->kv, walk(f, root, "d", false), "moved", root, "m2", 0), 0);
+	assert_int_equal(kv_mkdir(f->kv, root, "e", 0700, 0, 0, &a), 0);
+	put(f, a.id, "z", "zz");
+	assert_string_equal(get(f, root, "a"), "new");
+	assert_string_equal(get(f, root, "d/gone"), "E2");
+	assert_string_equal(get(f, root, "m2"), "m");
+	assert_string_equal(get(f, root, "e/z"), "zz");
+	assert_string_equal(get(f, KV_ROOT_ID, "a"), "old");
+	assert_string_equal(get(f, KV_ROOT_ID, "b"), "E2");
+	assert_string_equal(get(f, KV_ROOT_ID, "d/gone"), "bye");
+	assert_string_equal(get(f, KV_ROOT_ID, "e/z"), "E2");
+	/* A rename of a directory that exists outside: mv copies instead. */
+	assert_int_equal(kv_rename(f->kv, root, "d", root, "d2", 0), -EXDEV);
+	commits = f->s.commits;
+	assert_int_equal(commit(f, "t", NULL, 0), 0);
+	/* All of it, durable, in one backend write. */
+	assert_int_equal(f->s.commits, commits + 1);
+	assert_string_equal(get(f, KV_ROOT_ID, "a"), "new");
+	assert_string_equal(get(f, KV_ROOT_ID, "b"), "created");
+	assert_string_equal(get(f, KV_ROOT_ID, "d/gone"), "E2");
+	assert_string_equal(get(f, KV_ROOT_ID, "d/moved"), "E2");
+	assert_string_equal(get(f, KV_ROOT_ID, "m2"), "m");
+	assert_string_equal(get(f, KV_ROOT_ID, "e/z"), "zz");
+	assert_int_equal(kv_lookup(f->kv, KV_ROOT_ID, "e", &a), 0);
+	assert_int_equal(a.mode & 07777, 0700);
+	assert_int_equal(kv_tx_root(f->kv, "t", &a), -ENOENT);
+	mem_store_reopen(f, true);
+	assert_string_equal(get(f, KV_ROOT_ID, "a"), "new");
+	assert_string_equal(get(f, KV_ROOT_ID, "e/z"), "zz");
+}
+
+static void test_xattrs_tags_and_ttl_are_staged(void **state)
+{
+	struct mem_store *f = *state;
+	uint64_t k = put(f, KV_ROOT_ID, "k", "v"), root = begin(f, "t"), tk;
+	struct kv_dirent *ents;
+	char buf[64];
+	size_t n;
+
+	(void)k;
+	tk = walk(f, root, "k", false);
+	assert_int_equal(kv_setxattr(f->kv, tk, "user.tags", "red", 3, 0), 0);
+	assert_int_equal(kv_setxattr(f->kv, tk, "user.ttl", "100", 3, 0), 0);
+	assert_int_equal(kv_setxattr(f->kv, tk, "user.note", "hi", 2, 0), 0);
+	assert_int_equal(kv_getxattr(f->kv, tk, "user.tags", buf, sizeof(buf)), 3);
+	assert_int_equal(kv_getxattr(f->kv, k, "user.tags", buf, sizeof(buf)), -ENODATA);
+	assert_int_equal(kv_tag_readdir(f->kv, "red", &ents, &n), -ENOENT);
+	assert_int_equal(commit(f, "t", NULL, 0), 0);
+	assert_int_equal(kv_tag_readdir(f->kv, "red", &ents, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(ents[0].id, k);
+	kv_dirents_free(ents, n);
+	assert_int_equal(kv_getxattr(f->kv, k, "user.note", buf, sizeof(buf)), 2);
+	assert_true(kv_getxattr(f->kv, k, "user.ttl", buf, sizeof(buf)) > 0);
+	assert_string_equal(get(f, KV_ROOT_ID, "k"), "v"); /* the value was not touched */
+}
+
+static void test_conflicts_apply_nothing(void **state)
+{
+	struct mem_store *f = *state;
+	uint64_t root = begin(f, "t"), k = put(f, KV_ROOT_ID, "k", "v1");
+	char msg[512];
+
+	(void)k;
+	put(f, root, "k", "tx");
+	put(f, root, "other", "o");
+	/* Changed outside after the transaction saw it. */
+	put(f, KV_ROOT_ID, "k", "v2");
+	assert_int_equal(commit(f, "t", msg, sizeof(msg)), -ESTALE);
+	assert_non_null(strstr(msg, "conflict: k was changed"));
+	assert_string_equal(get(f, KV_ROOT_ID, "k"), "v2");
+	assert_string_equal(get(f, KV_ROOT_ID, "other"), "E2");
+	/* It stays until aborted. */
+	assert_int_equal(kv_tx_abort(f->kv, "t"), 0);
+	/* Made outside under a name the transaction creates. */
+	root = begin(f, "u");
+	put(f, root, "fresh", "tx");
+	put(f, KV_ROOT_ID, "fresh", "outside");
+	assert_int_equal(commit(f, "u", msg, sizeof(msg)), -ESTALE);
+	assert_non_null(strstr(msg, "fresh was created"));
+	assert_string_equal(get(f, KV_ROOT_ID, "fresh"), "outside");
+	kv_tx_abort(f->kv, "u");
+	{
+		struct kv_stats st;
+
+		kv_get_stats(f->kv, &st);
+		assert_int_equal(st.tx_conflicted, 2);
+		assert_int_equal(st.tx_aborted, 2);
+		assert_int_equal(st.tx_active, 0);
+	}
+}
+
+static void test_staged_bytes_are_bounded(void **state)
+{
+	struct mem_store *f = *state;
+	uint64_t root = begin(f, "t");
+	char *big = calloc(1, 700 << 10);
+	struct kv_attr a;
+
+	assert_int_equal(kv_create(f->kv, root, "a", 0644, 0, 0, true, &a), 0);
+	assert_int_equal(kv_write(f->kv, a.id, big, 700 << 10, 0), 700 << 10);
+	assert_int_equal(kv_create(f->kv, root, "b", 0644, 0, 0, true, &a), 0);
+	assert_int_equal(kv_write(f->kv, a.id, big, 400 << 10, 0), -EFBIG);
+	/* Removing staged data gives the room back. */
+	assert_int_equal(kv_unlink(f->kv, root, "a"), 0);
+	assert_int_equal(kv_write(f->kv, a.id, big, 400 << 10, 0), 400 << 10);
+	free(big);
+}
+
+static void test_recreate_and_type_change(void **state)
+{
+	struct mem_store *f = *state;
+	uint64_t root, d = walk(f, KV_ROOT_ID, "d", true);
+	struct kv_attr a;
+
+	put(f, d, "x", "1");
+	put(f, KV_ROOT_ID, "f", "file");
+	root = begin(f, "t");
+	/* rm -r d; mkdir d: an empty d. */
+	assert_int_equal(kv_rmdir(f->kv, root, "d"), -ENOTEMPTY);
+	assert_int_equal(kv_unlink(f->kv, walk(f, root, "d", false), "x"), 0);
+	assert_int_equal(kv_rmdir(f->kv, root, "d"), 0);
+	assert_int_equal(kv_mkdir(f->kv, root, "d", 0755, 0, 0, &a), 0);
+	assert_string_equal(get(f, root, "d/x"), "E2");
+	/* A file cannot become a directory within one transaction. */
+	assert_int_equal(kv_unlink(f->kv, root, "f"), 0);
+	assert_int_equal(kv_mkdir(f->kv, root, "f", 0755, 0, 0, &a), -EBUSY);
+	assert_int_equal(commit(f, "t", NULL, 0), 0);
+	assert_string_equal(get(f, KV_ROOT_ID, "d/x"), "E2");
+	assert_int_equal(kv_lookup(f->kv, KV_ROOT_ID, "d", &a), 0);
+	assert_int_equal(kv_lookup(f->kv, KV_ROOT_ID, "f", &a), -ENOENT);
+}
+
+static void test_unfinished_transactions_vanish_at_close(void **state)
+{
+	struct mem_store *f = *state;
+	uint64_t root = begin(f, "t");
+	struct kv_dirent *ents;
+	size_t n;
+
+	put(f, root, "k", "staged");
+	mem_store_reopen(f, true);
+	assert_int_equal(kv_tx_list(f->kv, &ents, &n), 0);
+	assert_int_equal(n, 0);
+	kv_dirents_free(ents, n);
+	assert_string_equal(get(f, KV_ROOT_ID, "k"), "E2");
+}
+
+struct worker {
+	struct mem_store *f;
+	int n;
+	int ret;
+};
+
+static void *tx_worker(void *arg)
+{
+	struct worker *w = arg;
+	char name[16], key[16], val[16];
+	struct kv_attr a;
+
+	snprintf(name, sizeof(name), "w%d", w->n);
+	w->ret = kv_tx_begin(w->f->kv, name, &a);
+	for (int i = 0; !w->ret && i < 5; i++) {
+		struct kv_attr k;
+
+		snprintf(key, sizeof(key), "k%d-%d", w->n, i);
+		snprintf(val, sizeof(val), "v%d", w->n);
+		w->ret = kv_create(w->f->kv, a.id, key, 0644, 0, 0, true, &k);
+		if (!w->ret && kv_write(w->f->kv, k.id, val, strlen(val), 0) < 0)
+			w->ret = -EIO;
+	}
+	if (!w->ret) {
+		char msg[256];
+
+		w->ret = kv_tx_commit(w->f->kv, name, msg, sizeof(msg), NULL, NULL);
+	}
+	return NULL;
+}
+
+static void test_three_concurrent_transactions_commit(void **state)
+{
+	struct mem_store *f = *state;
+	struct worker w[3];
+	pthread_t th[3];
+
+	for (int i = 0; i < 3; i++) {
+		w[i] = (struct worker){ f, i, 0 };
+		assert_int_equal(pthread_create(&th[i], NULL, tx_worker, &w[i]), 0);
+	}
+	for (int i = 0; i < 3; i++) {
+		pthread_join(th[i], NULL);
+		assert_int_equal(w[i].ret, 0);
+	}
+	for (int i = 0; i < 3; i++)
+		for (int k = 0; k < 5; k++) {
+			char key[16], want[16];
+
+			snprintf(key, sizeof(key), "k%d-%d", i, k);
+			snprintf(want, sizeof(want), "v%d", i);
+			assert_string_equal(get(f, KV_ROOT_ID, key), want);
+		}
+}
+
+struct reader {
+	struct mem_store *f;
+	atomic_bool stop;
+	atomic_int mixed, reads;
+};
+
+static void *pair_reader(void *arg)
+{
+	struct reader *r = arg;
+
+	while (!atomic_load(&r->stop)) {
+		char a[8] = "", b[8] = "";
+		struct kv_attr x;
+		ssize_t n;
+
+		/* Both keys read inside one snapshot is not possible through
+		 * the API, so read b after a: a commit that made a newer
+		 * than b would have been seen out of order. */
+		if (kv_lookup(r->f->kv, KV_ROOT_ID, "a", &x) == 0 &&
+		    (n = kv_read(r->f->kv, x.id, a, 7, 0)) >= 0)
+			a[n] = '\0';
+		if (kv_lookup(r->f->kv, KV_ROOT_ID, "b", &x) == 0 &&
+		    (n = kv_read(r->f->kv, x.id, b, 7, 0)) >= 0)
+			b[n] = '\0';
+		if (atoi(b) < atoi(a))
+			atomic_fetch_add(&r->mixed, 1);
+		atomic_fetch_add(&r->reads, 1);
+	}
+	return NULL;
+}
+
+/* Readers never see part of a commit: a and b change together. */
+static void test_readers_never_see_half_a_commit(void **state)
+{
+	struct mem_store *f = *state;
+	struct reader r = { .f = f };
+	pthread_t th;
+
+	put(f, KV_ROOT_ID, "a", "0");
+	put(f, KV_ROOT_ID, "b", "0");
+	assert_int_equal(pthread_create(&th, NULL, pair_reader, &r), 0);
+	for (int i = 1; i <= 50; i++) {
+		char v[8];
+		uint64_t root = begin(f, "t");
+
+		snprintf(v, sizeof(v), "%d", i);
+		put(f, root, "a", v);
+		put(f, root, "b", v);
+		assert_int_equal(commit(f, "t", NULL, 0), 0);
+	}
+	atomic_store(&r.stop, true);
+	pthread_join(th, NULL);
+	assert_true(atomic_load(&r.reads) > 0);
+	assert_int_equal(atomic_load(&r.mixed), 0);
+	assert_string_equal(get(f, KV_ROOT_ID, "a"), "50");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_names_and_life_cycle, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_staged_changes_are_isolated_then_applied_at_once,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_xattrs_tags_and_ttl_are_staged, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_conflicts_apply_nothing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_staged_bytes_are_bounded, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_recreate_and_type_change, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unfinished_transactions_vanish_at_close,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_three_concurrent_transactions_commit, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_readers_never_see_half_a_commit, setup,
+						teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,295 @@
+/*
+ * Transactions on the mount: mkdir .nadb/tx/NAME, changes staged under it
+ * with the usual tools, nadbctl tx commit/abort/apply, conflicts, all or
+ * nothing across a SIGKILL during commit, concurrent transactions, stats.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "mnt.h"
+
+static int ctl(struct mnt *m, char **out, const char *args)
+{
+	return run_cmd_out(out, "%s -m %s %s 2>&1", nadbctl_bin(), shq(m, m->dir), args);
+}
+
+static void test_stage_then_commit(void **state)
+{
+	struct mnt *m = *state;
+	char *out = NULL, buf[64];
+	struct stat st;
+
+	mnt_start(m, NULL);
+	put_str(mnt_path(m, "a"), "old");
+	ASSERT_SYS(mkdir(mnt_path(m, "d"), 0755));
+	put_str(mnt_path(m, "d/x"), "x");
+	ASSERT_SYS(mkdir(mnt_path(m, ".nadb/tx/t1"), 0700));
+	assert_file_str(mnt_path(m, ".nadb/tx/t1/a"), "old");
+	put_str(mnt_path(m, ".nadb/tx/t1/a"), "new");
+	put_str(mnt_path(m, ".nadb/tx/t1/b"), "created");
+	assert_int_equal(run_cmd("rm %s", shq(m, mnt_path(m, ".nadb/tx/t1/d/x"))), 0);
+	assert_int_equal(run_cmd("mv %s %s", shq(m, mnt_path(m, ".nadb/tx/t1/b")),
+				 shq(m, mnt_path(m, ".nadb/tx/t1/c"))),
+			 0);
+	assert_int_equal(run_cmd("setfattr -n user.tags -v red %s",
+				 shq(m, mnt_path(m, ".nadb/tx/t1/a"))),
+			 0);
+	/* Invisible outside. */
+	assert_file_str(mnt_path(m, "a"), "old");
+	ASSERT_ERRNO(stat(mnt_path(m, "c"), &st), ENOENT);
+	assert_file_str(mnt_path(m, "d/x"), "x");
+	ASSERT_ERRNO(getxattr(mnt_path(m, "a"), "user.tags", buf, sizeof(buf)), ENODATA);
+	assert_int_equal(run_cmd_out(&out, "ls %s", shq(m, mnt_path(m, ".nadb/tx"))), 0);
+	assert_string_equal(out, "t1\n");
+	free(out);
+	assert_int_equal(ctl(m, &out, "tx commit t1"), 0);
+	free(out);
+	assert_file_str(mnt_path(m, "a"), "new");
+	assert_file_str(mnt_path(m, "c"), "created");
+	ASSERT_ERRNO(stat(mnt_path(m, "d/x"), &st), ENOENT);
+	assert_int_equal(getxattr(mnt_path(m, "a"), "user.tags", buf, sizeof(buf)), 3);
+	assert_file_str(mnt_path(m, "tags/red/a"), "new");
+	ASSERT_ERRNO(stat(mnt_path(m, ".nadb/tx/t1"), &st), ENOENT);
+	mnt_restart(m, NULL);
+	assert_file_str(mnt_path(m, "a"), "new");
+	assert_file_str(mnt_path(m, "c"), "created");
+	mnt_stop(m);
+}
+
+static void test_abort_and_bad_commands(void **state)
+{
+	struct mnt *m = *state;
+	char *out = NULL;
+	struct stat st;
+
+	mnt_start(m, NULL);
+	ASSERT_SYS(mkdir(mnt_path(m, ".nadb/tx/t"), 0700));
+	put_str(mnt_path(m, ".nadb/tx/t/k"), "v");
+	/* rmdir aborts, whatever the transaction holds. */
+	ASSERT_SYS(rmdir(mnt_path(m, ".nadb/tx/t")));
+	ASSERT_ERRNO(stat(mnt_path(m, "k"), &st), ENOENT);
+	ASSERT_ERRNO(mkdir(mnt_path(m, ".nadb/tx/a b"), 0700), EINVAL);
+	assert_int_equal(ctl(m, &out, "tx begin u"), 0);
+	free(out);
+	put_str(mnt_path(m, ".nadb/tx/u/k"), "v");
+	assert_int_equal(ctl(m, &out, "tx abort u"), 0);
+	free(out);
+	ASSERT_ERRNO(stat(mnt_path(m, "k"), &st), ENOENT);
+	assert_int_equal(ctl(m, &out, "tx commit u"), 1);
+	assert_non_null(strstr(out, "no transaction 'u'"));
+	free(out);
+	assert_int_equal(ctl(m, &out, "tx frob u"), 1);
+	free(out);
+	/* Nothing can be made in .nadb/tx but transactions. */
+	ASSERT_ERRNO(open(mnt_path(m, ".nadb/tx/file"), O_CREAT | O_WRONLY, 0600), EPERM);
+	mnt_stop(m);
+}
+
+static void test_conflict_is_refused(void **state)
+{
+	struct mnt *m = *state;
+	char *out = NULL;
+
+	mnt_start(m, NULL);
+	put_str(mnt_path(m, "k"), "v1");
+	ASSERT_SYS(mkdir(mnt_path(m, ".nadb/tx/t"), 0700));
+	put_str(mnt_path(m, ".nadb/tx/t/k"), "tx");
+	put_str(mnt_path(m, ".nadb/tx/t/other"), "o");
+	put_str(mnt_path(m, "k"), "v2");
+	assert_int_equal(ctl(m, &out, "tx commit t"), 1);
+	assert_non_null(strstr(out, "conflict: k was changed outside the transaction"));
+	free(out);
+	assert_file_str(mnt_path(m, "k"), "v2");
+	assert_int_equal(access(mnt_path(m, "other"), F_OK), -1);
+	assert_int_equal(ctl(m, &out, "tx abort t"), 0);
+	free(out);
+	mnt_stop(m);
+}
+
+static void test_apply_a_batch(void **state)
+{
+	struct mnt *m = *state;
+	const char *good, *bad;
+	char *out = NULL, buf[64];
+	struct stat st;
+
+	mnt_start(m, NULL);
+	good = mnt_str(m, "%s/good.jsonl", m->root);
+	bad = mnt_str(m, "%s/bad.jsonl", m->root);
+	put_str(mnt_path(m, "old"), "x");
+	put_str(good, "{\"op\":\"put\",\"key\":\"users/1\",\"value\":\"alice\",\"tags\":\"u,a\"}\n"
+		      "\n"
+		      "{\"op\":\"put\",\"key\":\"s/1\",\"value\":\"tok\",\"ttl\":100}\n"
+		      "{\"op\":\"delete\",\"key\":\"old\"}\n"
+		      "{\"op\":\"xattr\",\"key\":\"users/1\",\"name\":\"user.n\",\"value\":\"1\"}\n");
+	assert_int_equal(ctl(m, &out, mnt_str(m, "tx apply %s", shq(m, good))), 0);
+	assert_string_equal(out, "ok 4 operations\n");
+	free(out);
+	assert_file_str(mnt_path(m, "users/1"), "alice");
+	assert_int_equal(getxattr(mnt_path(m, "users/1"), "user.tags", buf, sizeof(buf)), 3);
+	assert_true(getxattr(mnt_path(m, "s/1"), "user.ttl", buf, sizeof(buf)) > 0);
+	ASSERT_ERRNO(stat(mnt_path(m, "old"), &st), ENOENT);
+	/* One bad line rejects the whole batch, before anything starts. */
+	put_str(bad, "{\"op\":\"put\",\"key\":\"new\",\"value\":\"v\"}\n"
+		     "{\"op\":\"put\",\"key\":\"../escape\",\"value\":\"v\"}\n");
+	assert_int_equal(ctl(m, &out, mnt_str(m, "tx apply %s", shq(m, bad))), 1);
+	assert_non_null(strstr(out, "bad.jsonl:2:"));
+	free(out);
+	put_str(bad, "{\"op\":\"put\",\"key\":\"new\",\"value\":\"v\"}\nnot json\n");
+	assert_int_equal(ctl(m, &out, mnt_str(m, "tx apply %s", shq(m, bad))), 1);
+	assert_non_null(strstr(out, "bad.jsonl:2: not JSON"));
+	free(out);
+	/* A line that fails while running aborts the lot. */
+	put_str(bad, "{\"op\":\"put\",\"key\":\"new\",\"value\":\"v\"}\n"
+		     "{\"op\":\"delete\",\"key\":\"missing\"}\n");
+	assert_int_equal(ctl(m, &out, mnt_str(m, "tx apply %s", shq(m, bad))), 1);
+	assert_non_null(strstr(out, "nothing applied"));
+	free(out);
+	ASSERT_ERRNO(stat(mnt_path(m, "new"), &st), ENOENT);
+	assert_int_equal(run_cmd_out(&out, "ls -A %s", shq(m, mnt_path(m, ".nadb/tx"))), 0);
+	assert_string_equal(out, "");
+	free(out);
+	mnt_stop(m);
+}
+
+struct txw {
+	struct mnt *m;
+	int n, ret;
+};
+
+static void *tx_thread(void *arg)
+{
+	struct txw *w = arg;
+	char *out = NULL;
+
+	if (mkdir(mnt_path(w->m, ".nadb/tx/w%d", w->n), 0700)) {
+		w->ret = -errno;
+		return NULL;
+	}
+	for (int i = 0; i < 5 && !w->ret; i++)
+		w->ret = write_file(mnt_path(w->m, ".nadb/tx/w%d/k%d-%d", w->n, w->n, i), "v", 1);
+	if (!w->ret)
+		w->ret = ctl(w->m, &out, mnt_str(w->m, "tx commit w%d", w->n));
+	free(out);
+	return NULL;
+}
+
+static void test_three_concurrent_transactions(void **state)
+{
+	struct mnt *m = *state;
+	struct txw w[3];
+	pthread_t th[3];
+
+	mnt_start(m, NULL);
+	for (int i = 0; i < 3; i++) {
+		w[i] = (struct txw){ m, i, 0 };
+		assert_int_equal(pthread_create(&th[i], NULL, tx_thread, &w[i]), 0);
+	}
+	for (int i = 0; i < 3; i++) {
+		pthread_join(th[i], NULL);
+		assert_int_equal(w[i].ret, 0);
+		for (int k = 0; k < 5; k++)
+			assert_file_str(mnt_path(m, "k%d-%d", i, k), "v");
+	}
+	{
+		char *text = read_file(mnt_path(m, ".nadb/stats"), NULL);
+		json_t *o = json_loads(text, 0, NULL), *t = json_object_get(o, "transactions");
+
+		free(text);
+		assert_int_equal(json_integer_value(json_object_get(t, "committed")), 3);
+		assert_int_equal(json_integer_value(json_object_get(t, "active")), 0);
+		json_decref(o);
+	}
+	mnt_stop(m);
+}
+
+/*
+ * SIGKILL while a commit of 20 keys is on its way: after a remount either
+ * every key has its new value or none has. The kill lands at a different
+ * moment each round, from before the commit starts to after it is durable.
+ */
+static void test_kill_during_commit_is_all_or_nothing(void **state)
+{
+	struct mnt *m = *state;
+	int seen_new = 0, seen_old = 0;
+
+	for (int round = 0; round < 9; round++) {
+		int fd, news = 0;
+
+		mnt_start(m, "flush_interval=1h");
+		for (int i = 0; i < 20; i++)
+			put_str(mnt_path(m, "k%d", i), "old");
+		ASSERT_SYS(fd = open(mnt_path(m, "."), O_RDONLY | O_DIRECTORY));
+		ASSERT_SYS(fsync(fd)); /* the old values are durable */
+		close(fd);
+		ASSERT_SYS(mkdir(mnt_path(m, ".nadb/tx/t"), 0700));
+		for (int i = 0; i < 20; i++)
+			put_str(mnt_path(m, ".nadb/tx/t/k%d", i), "new");
+		/* The command returns once the commit is durable: send it from
+		 * a child and kill the daemon without waiting, from at once
+		 * to after the reply. */
+		pid_t child = fork();
+
+		assert_true(child >= 0);
+		if (child == 0) {
+			fd = open(mnt_path(m, ".nadb/ctl"), O_RDWR);
+			_exit(fd < 0 || write(fd, "tx commit t\n", 12) != 12);
+		}
+		if (round) {
+			/* 1 ms to 128 ms: a commit's flush here takes some. */
+			long ns = (1L << (round - 1)) * 1000000L;
+			struct timespec ts = { ns / 1000000000L, ns % 1000000000L };
+
+			nanosleep(&ts, NULL);
+		}
+		mnt_kill(m);
+		assert_int_equal(wait_pid(child, 10000, &fd), 0);
+		mnt_start(m, NULL);
+		for (int i = 0; i < 20; i++) {
+			size_t len;
+			char *v = read_file(mnt_path(m, "k%d", i), &len);
+
+			assert_non_null(v);
+			news += !strcmp(v, "new");
+			free(v);
+		}
+		if (news != 0 && news != 20)
+			fail_msg("round %d: %d of 20 keys committed", round, news);
+		seen_new += news == 20;
+		seen_old += news == 0;
+		mnt_stop(m);
+	}
+	print_message("all-or-nothing: %d rounds committed, %d not\n", seen_new, seen_old);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_stage_then_commit, mnt_setup, mnt_teardown),
+		cmocka_unit_test_setup_teardown(test_abort_and_bad_commands, mnt_setup,
+						mnt_teardown),
+		cmocka_unit_test_setup_teardown(test_conflict_is_refused, mnt_setup, mnt_teardown),
+		cmocka_unit_test_setup_teardown(test_apply_a_batch, mnt_setup, mnt_teardown),
+		cmocka_unit_test_setup_teardown(test_three_concurrent_transactions, mnt_setup,
+						mnt_teardown),
+		cmocka_unit_test_setup_teardown(test_kill_during_commit_is_all_or_nothing,
+						mnt_setup, mnt_teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
