@@ -115,7 +115,7 @@ void fs_op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mod
 		fs_reply_entry(req, ret, &a);
 		return;
 	}
-	ret = fs_virt_check_create(parent, name);
+	ret = fs_virt_check_create(fs_of(req), parent, name);
 	if (!ret)
 		ret = kv_check_name(name);
 	if (!ret)
@@ -136,7 +136,7 @@ void fs_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mod
 	int ret;
 
 	(void)rdev;
-	ret = fs_virt_check_create(parent, name);
+	ret = fs_virt_check_create(fs_of(req), parent, name);
 	if (!ret && (mode & S_IFMT) != S_IFREG && (mode & S_IFMT) != 0)
 		ret = -EPERM;
 	if (!ret)
@@ -159,13 +159,13 @@ void fs_op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const ch
 		fs_tags_symlink(req, parent, name);
 		return;
 	}
-	ret = fs_virt_check_create(parent, name);
+	ret = fs_virt_check_create(fs_of(req), parent, name);
 	fs_reply_err(req, ret ? ret : -EPERM);
 }
 
 void fs_op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
-	int ret = fs_virt_check_create(newparent, newname);
+	int ret = fs_virt_check_create(fs_of(req), newparent, newname);
 
 	(void)ino;
 	fs_reply_err(req, ret ? ret : -EPERM);
@@ -222,7 +222,7 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 	if (flags & ~(unsigned)RENAME_NOREPLACE)
 		ret = -EINVAL;
 	if (!ret)
-		ret = fs_virt_check_rename(parent, name, newparent, newname);
+		ret = fs_virt_check_rename(fs_of(req), parent, name, newparent, newname);
 	if (!ret)
 		ret = fs_check_name(name);
 	if (!ret)

@@ -30,7 +30,7 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
 	bool trunc = fi->flags & O_TRUNC;
 	int ret;
 
-	ret = fs_virt_check_create(parent, name);
+	ret = fs_virt_check_create(fs_of(req), parent, name);
 	if (!ret)
 		ret = kv_check_name(name);
 	if (!ret)

@@ -185,10 +185,10 @@ void fs_ctl_read(fuse_req_t req, struct fuse_file_info *fi, size_t size, off_t o
 void fs_ctl_write(fuse_req_t req, struct fuse_file_info *fi, const char *buf, size_t size);
 void fs_ctl_release(struct fuse_file_info *fi);
 /* Policy for the namespace operations, before the store is asked: 0 or -errno. */
-int fs_virt_check_create(fuse_ino_t parent, const char *name);
+int fs_virt_check_create(struct fs *fs, fuse_ino_t parent, const char *name);
 int fs_virt_check_remove(fuse_ino_t parent, const char *name);
-int fs_virt_check_rename(fuse_ino_t parent, const char *name, fuse_ino_t newparent,
-			 const char *newname);
+int fs_virt_check_rename(struct fs *fs, fuse_ino_t parent, const char *name,
+			 fuse_ino_t newparent, const char *newname);
 
 /* fs_tags.c: the directories of tags/ and their symlinks */
 void fs_tags_init(struct fs *fs);

@@ -93,9 +93,21 @@ void fs_virt_get(fuse_ino_t dir, size_t i, const char **name, fuse_ino_t *ino, m
 	}
 }
 
-int fs_virt_check_create(fuse_ino_t parent, const char *name)
+/* The root of a transaction's view stands for the mount's root: a key
+ * there must not take a reserved name, which it would have once committed. */
+static bool reserved_here(struct fs *fs, fuse_ino_t parent, const char *name)
 {
+	struct kv_attr a;
+
 	if (fs_virt_ino(parent, name))
+		return true;
+	return kv_is_tx_id(parent) && fs_virt_ino(FUSE_ROOT_ID, name) &&
+	       kv_getattr(fs->kv, parent, &a) == 0 && a.parent == 0;
+}
+
+int fs_virt_check_create(struct fs *fs, fuse_ino_t parent, const char *name)
+{
+	if (reserved_here(fs, parent, name))
 		return -EEXIST;
 	if (fs_is_virt(parent))
 		return -EPERM;
@@ -112,8 +124,8 @@ int fs_virt_check_remove(fuse_ino_t parent, const char *name)
 	return 0;
 }
 
-int fs_virt_check_rename(fuse_ino_t parent, const char *name, fuse_ino_t newparent,
-			 const char *newname)
+int fs_virt_check_rename(struct fs *fs, fuse_ino_t parent, const char *name,
+			 fuse_ino_t newparent, const char *newname)
 {
 	/* Between tag directories, EXDEV: mv then falls back to ln -s in
 	 * the target and rm in the source, which moves the tag. */
@@ -121,7 +133,7 @@ int fs_virt_check_rename(fuse_ino_t parent, const char *name, fuse_ino_t newpare
 		return -EXDEV;
 	if (fs_is_virt(parent) || fs_is_virt(newparent))
 		return -EPERM;
-	if (fs_virt_ino(parent, name) || fs_virt_ino(newparent, newname))
+	if (fs_virt_ino(parent, name) || reserved_here(fs, newparent, newname))
 		return -EPERM;
 	return 0;
 }

@@ -95,6 +95,12 @@ static void test_abort_and_bad_commands(void **state)
 	free(out);
 	assert_int_equal(ctl(m, &out, "tx frob u"), 1);
 	free(out);
+	/* The view's root stands for the mount's: no key takes a reserved name. */
+	assert_int_equal(ctl(m, &out, "tx begin v"), 0);
+	free(out);
+	ASSERT_ERRNO(mkdir(mnt_path(m, ".nadb/tx/v/tags"), 0755), EEXIST);
+	ASSERT_ERRNO(open(mnt_path(m, ".nadb/tx/v/.nadb"), O_CREAT | O_WRONLY, 0600), EEXIST);
+	ASSERT_SYS(rmdir(mnt_path(m, ".nadb/tx/v")));
 	/* Nothing can be made in .nadb/tx but transactions. */
 	ASSERT_ERRNO(open(mnt_path(m, ".nadb/tx/file"), O_CREAT | O_WRONLY, 0600), EPERM);
 	mnt_stop(m);
