@@ -27,6 +27,7 @@ struct fs_options {
 	double attr_timeout;	/* seconds the kernel may cache attributes */
 	double entry_timeout;	/* seconds the kernel may cache names */
 	bool allow_other;	/* the mount is shared with other users */
+	uint32_t ctl_mode;	/* permission bits of .nadb/ctl; 0 means 0600 */
 	uint32_t uid, gid;	/* the mounting user: owns the reserved directories */
 	/* The ctl command "reload": 0, or a negative errno with the reason in
 	 * msg. NULL: the command answers that reload is not available. */

@@ -48,13 +48,41 @@ fuse_ino_t fs_virt_ino(fuse_ino_t parent, const char *name)
 	return 0;
 }
 
+/*
+ * .nadb/ and what is in it belong to the mounting user (the modes in the
+ * table); ctl_mode opens them to others: ctl gets ctl_mode itself, the
+ * read-only files its read bits, the directories search (and, for tx/,
+ * write) to the classes ctl_mode lets in.
+ */
+static mode_t virt_mode(const struct fs *fs, const struct virt_entry *v)
+{
+	mode_t cm = fs->o.ctl_mode ? fs->o.ctl_mode & 0777 : 0600, grant = 0;
+
+	for (int shift = 0; shift <= 3; shift += 3)
+		if (cm & (07 << shift))
+			grant |= (cm & (02 << shift)) ? (07 << shift) : (05 << shift);
+	switch (v->ino) {
+	case FS_INO_CTL:
+		return S_IFREG | cm;
+	case FS_INO_STATS:
+	case FS_INO_METRICS:
+		return v->mode | (cm & 0044);
+	case FS_INO_NADB:
+		return v->mode | (grant & 0055);
+	case FS_INO_TX:
+		return v->mode | grant;
+	default:
+		return v->mode;
+	}
+}
+
 void fs_virt_stat(const struct fs *fs, fuse_ino_t ino, struct stat *st)
 {
 	const struct virt_entry *v = virt_by_ino(ino);
 
 	memset(st, 0, sizeof(*st));
 	st->st_ino = ino;
-	st->st_mode = v ? v->mode : S_IFDIR | 0500;
+	st->st_mode = v ? virt_mode(fs, v) : S_IFDIR | 0500;
 	st->st_nlink = v && S_ISREG(v->mode) ? 1 : 2;
 	st->st_uid = fs->o.uid;
 	st->st_gid = fs->o.gid;

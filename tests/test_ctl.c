@@ -163,6 +163,47 @@ static void test_op_figures(void **state)
 	mnt_stop(m);
 }
 
+static mode_t mode_of(struct mnt *m, const char *path)
+{
+	struct stat st;
+
+	ASSERT_SYS(stat(mnt_path(m, "%s", path), &st));
+	return st.st_mode & 07777;
+}
+
+/* .nadb/ is the mounting user's; ctl_mode opens it to others (allow_other). */
+static void test_ctl_mode(void **state)
+{
+	struct mnt *m = *state;
+	const char *as_nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups";
+
+	mnt_start(m, NULL);
+	assert_int_equal(mode_of(m, ".nadb"), 0700);
+	assert_int_equal(mode_of(m, ".nadb/ctl"), 0600);
+	assert_int_equal(mode_of(m, ".nadb/stats"), 0400);
+	assert_int_equal(mode_of(m, ".nadb/tx"), 0700);
+	mnt_stop(m);
+	mnt_start(m, "allow_other,ctl_mode=0666");
+	ASSERT_SYS(chmod(m->root, 0755));
+	assert_int_equal(mode_of(m, ".nadb"), 0755);
+	assert_int_equal(mode_of(m, ".nadb/ctl"), 0666);
+	assert_int_equal(mode_of(m, ".nadb/stats"), 0444);
+	assert_int_equal(mode_of(m, ".nadb/tx"), 0777);
+	assert_int_equal(run_cmd("%s cat %s >/dev/null", as_nobody,
+				 shq(m, mnt_path(m, ".nadb/stats"))),
+			 0);
+	assert_int_equal(run_cmd("%s %s -m %s flush >/dev/null", as_nobody, nadbctl(),
+				 shq(m, m->dir)),
+			 0);
+	mnt_stop(m);
+	/* Without it, another user is kept out. */
+	mnt_start(m, "allow_other");
+	assert_int_not_equal(run_cmd("%s cat %s >/dev/null 2>&1", as_nobody,
+				     shq(m, mnt_path(m, ".nadb/stats"))),
+			     0);
+	mnt_stop(m);
+}
+
 static void test_ctl_sessions(void **state)
 {
 	struct mnt *m = *state;
@@ -314,6 +355,7 @@ int main(void)
 		T(test_stats_is_a_snapshot_at_open),
 		T(test_metrics_parse),
 		T(test_op_figures),
+		T(test_ctl_mode),
 		T(test_ctl_sessions),
 		T(test_control_files_are_protected),
 		T(test_nadbctl),
