@@ -257,6 +257,7 @@ static void kv_options_from_conf(const struct conf *c, struct kv_options *o)
 	o->default_ttl_s = c->default_ttl_s;
 	o->ttl_sweep_ms = c->ttl_sweep_ms;
 	o->query_cache_size = c->query_cache_size;
+	o->backup_dir = c->backup_dir;
 	o->root_uid = getuid();
 	o->root_gid = getgid();
 }

@@ -34,6 +34,9 @@ struct kv_options {
 	uint64_t default_ttl_s;		/* TTL of new keys; 0 = none */
 	uint64_t ttl_sweep_ms;		/* the sweeper runs at least this often */
 	uint64_t query_cache_size;	/* cached query results; 0 disables */
+	/* Where backups go; NULL: backups/ in params.data_dir, if there is one
+	 * (otherwise backup commands fail with a message saying so). */
+	const char *backup_dir;
 	/* If set, kv_open uses this opened backend instead of opening one
 	 * (tests inject a fake this way); kv_open owns it from then on, even
 	 * when it fails. */

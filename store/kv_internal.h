@@ -96,6 +96,18 @@ struct kv_store {
 
 	struct kv_tag_index tags;	/* [L] tags.c, tag_query.c */
 
+	/* Backups (backup.c): while backup_pins > 0 a backup is reading stored
+	 * value versions by reference, so the flusher must not let the backend
+	 * delete superseded ones: it passes old_vver = 0 and keeps {id, vver}
+	 * here, handed to backend reclaim() once the last pin is released. */
+	uint32_t backup_pins;		/* [L] */
+	uint64_t (*deferred)[2];	/* [L] */
+	size_t ndeferred, deferred_cap;	/* [L] */
+	/* Serializes backup operations (create, restore, prune) of this store;
+	 * taken before kv->lock, never while holding it. */
+	pthread_mutex_t backup_lock;
+	char *backup_dir;		/* immutable after open; NULL: none known */
+
 	pthread_t flusher;
 	bool flusher_running;		/* set/cleared by kv_start/kv_close only */
 	bool stopping;			/* [L] */
@@ -147,7 +159,15 @@ struct kv_node *kv_node_live(struct kv_store *kv, uint64_t id);
 int kv_load_value(struct kv_store *kv, uint64_t id);
 void kv_value_account(struct kv_store *kv, struct kv_node *n, struct kv_value *newval);
 
+/* Queues a kernel cache invalidation of (n's parent, name) and of n for the
+ * sweeper thread to send (ttl.c), as expiry does; with kv->lock held. */
+void kv_queue_inval(struct kv_store *kv, const struct kv_node *n);
+
 /* flusher.c */
+/* Backups: pin/unpin stored value versions (see backup_pins); with kv->lock
+ * held. Unpinning the last wakes the flusher to reclaim what was deferred. */
+void kv_backup_pin(struct kv_store *kv);
+void kv_backup_unpin(struct kv_store *kv);
 int kv_flusher_start(struct kv_store *kv);
 void kv_flusher_stop(struct kv_store *kv);
 /* One flush of everything dirty now; called by the flusher thread, or by

@@ -132,12 +132,12 @@ int kv_set_deadline(struct kv_store *kv, struct kv_node *n, int64_t at_ms)
 	return 0;
 }
 
-void kv_expire(struct kv_store *kv, struct kv_node *n)
+void kv_queue_inval(struct kv_store *kv, const struct kv_node *n)
 {
 	struct kv_node *dir = n->parent;
 	struct kv_expired_ent *e;
 
-	if (!dir || (n->flags & KV_NODE_DELETED))
+	if (!dir)
 		return;
 	if (kv->gone_len == kv->gone_cap) {
 		size_t cap = kv->gone_cap ? kv->gone_cap * 2 : 16;
@@ -159,6 +159,16 @@ void kv_expire(struct kv_store *kv, struct kv_node *n)
 			kv->gone_len++;
 		}
 	}
+	pthread_cond_signal(&kv->sweep_cond);
+}
+
+void kv_expire(struct kv_store *kv, struct kv_node *n)
+{
+	struct kv_node *dir = n->parent;
+
+	if (!dir || (n->flags & KV_NODE_DELETED))
+		return;
+	kv_queue_inval(kv, n);
 	NLOG(NLOG_DEBUG, "ttl", "key expired", LF_INT("id", n->m.id));
 	kv->ttl_expired++;
 	kv_node_remove(kv, n);
