@@ -621,7 +621,7 @@ int kv_bk_read(const char *path, const struct kv_bk_manifest *want, kv_bk_value_
 	archive_read_support_format_tar(a);
 	if (archive_read_open_filename(a, path, 64 * 1024) != ARCHIVE_OK) {
 		snprintf(err, errlen, "cannot read %s: %s", path, archive_error_string(a));
-		ret = errno == ENOENT ? -ENOENT : -EBADMSG;
+		ret = archive_errno(a) == ENOENT ? -ENOENT : -EBADMSG;
 		goto out;
 	}
 	while ((r = archive_read_next_header(a, &ae)) == ARCHIVE_OK || r == ARCHIVE_WARN) {

@@ -64,9 +64,11 @@ static int snap_add(struct snapshot *s, const struct kv_node *n)
 		s->items = p;
 		s->cap = cap;
 	}
-	len = kv_node_path(n, path, sizeof(path));
+	/* The root has no path of its own: "". */
+	len = n->parent ? kv_node_path(n, path, sizeof(path)) : 0;
 	if (len < 0)
 		return (int)len;
+	path[len] = '\0';
 	it = &s->items[s->n];
 	memset(it, 0, sizeof(*it));
 	it->dir = S_ISDIR(n->m.mode);
