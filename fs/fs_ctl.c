@@ -156,9 +156,12 @@ static char *run_command(struct fs *fs, const char *cmd, size_t *len)
 			return reply("error: %s\n", msg, len);
 		return reply("ok%s\n", "", len);
 	}
+	if (!strncmp(cmd, "backup", 6) && (cmd[6] == ' ' || !cmd[6]))
+		return fs_ctl_backup(fs, cmd + 6, len);
 	if (!*cmd)
 		return reply("error: empty command%s\n", "", len);
-	return reply("error: unknown command '%s' (commands: flush, sweep, reload)\n", cmd, len);
+	return reply("error: unknown command '%s' (commands: flush, sweep, reload, backup)\n",
+		     cmd, len);
 }
 
 bool fs_ctl_is_file(fuse_ino_t ino)

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,16 @@ static const char usage[] =
 	"  query EXPR [--page N] [--page-size N] [--json]\n"
 	"                   the keys a tag or query names (tags/EXPR: a+b AND, a,b OR,\n"
 	"                   -a NOT), sorted, one page (default 1, of 100 keys)\n"
+	"  backup create [--incremental-from ID] [ID]\n"
+	"                   a consistent snapshot into backup_dir (default id: the UTC\n"
+	"                   time); with --incremental-from only the changes since ID\n"
+	"  backup list [--json]\n"
+	"  backup verify ID recompute every checksum of ID and the backups it needs\n"
+	"  backup restore ID [--clear]\n"
+	"                   restore ID (its chain, oldest first); --clear first removes\n"
+	"                   every key and directory the backup does not have\n"
+	"  backup prune --keep N\n"
+	"                   keep the N newest backups and the ones they need\n"
 	"\n"
 	"-m MOUNTPOINT      the nadbfs mount (default: the one containing the current\n"
 	"                   directory)\n"
@@ -99,7 +110,9 @@ static int open_control(const char *mnt, const char *file, int flags)
 	return fd;
 }
 
-static int run_command(const char *mnt, const char *cmd)
+/* Runs cmd in .nadb/ctl; prints the reply (without its "ok" line if
+ * skip_ok) and returns the exit status. */
+static int run_command_opt(const char *mnt, const char *cmd, bool skip_ok)
 {
 	int fd = open_control(mnt, "ctl", O_RDWR);
 	size_t len = strlen(cmd);
@@ -126,7 +139,9 @@ static int run_command(const char *mnt, const char *cmd)
 		goto out;
 	}
 	if (strncmp(reply, "ok", 2) == 0 && (reply[2] == '\n' || reply[2] == ' ' || !reply[2])) {
-		fputs(reply, stdout);
+		const char *nl = strchr(reply, '\n');
+
+		fputs(skip_ok && nl ? nl + 1 : reply, stdout);
 		status = 0;
 	} else {
 		fprintf(stderr, "nadbctl: %s", reply);
@@ -136,6 +151,52 @@ out:
 	free(line);
 	close(fd);
 	return status;
+}
+
+static int run_command(const char *mnt, const char *cmd)
+{
+	return run_command_opt(mnt, cmd, false);
+}
+
+/* backup ...: the arguments checked enough for a clear message here, then
+ * passed on as one ctl line. */
+static int backup(const char *mnt, char **args, int n, int as_json)
+{
+	char line[1024] = "backup";
+	const char *sub = n ? args[0] : "";
+
+	if (!n || (strcmp(sub, "create") && strcmp(sub, "list") && strcmp(sub, "verify") &&
+		   strcmp(sub, "restore") && strcmp(sub, "prune"))) {
+		fprintf(stderr, "nadbctl: backup needs one of create, list, verify, restore, "
+				"prune\n");
+		return 1;
+	}
+	if ((!strcmp(sub, "verify") || !strcmp(sub, "restore")) && n < 2) {
+		fprintf(stderr, "nadbctl: backup %s needs a backup id\n", sub);
+		return 1;
+	}
+	for (int i = 0; i < n; i++) {
+		if (!*args[i] || strpbrk(args[i], " \t\n\r")) {
+			fprintf(stderr, "nadbctl: bad argument '%s' (no spaces in backup ids)\n",
+				args[i]);
+			return 1;
+		}
+		if (strlen(line) + strlen(args[i]) + 2 > sizeof(line)) {
+			fprintf(stderr, "nadbctl: arguments too long\n");
+			return 1;
+		}
+		strcat(line, " ");
+		strcat(line, args[i]);
+	}
+	if (as_json && !strcmp(sub, "list")) {
+		strcat(line, " --json");
+		return run_command_opt(mnt, line, true);
+	}
+	if (as_json) {
+		fprintf(stderr, "nadbctl: --json is for backup list\n");
+		return 1;
+	}
+	return run_command(mnt, line);
 }
 
 /* Prints a JSON object as "a.b: value" lines, for humans. */
@@ -343,6 +404,23 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	cmd = argv[optind++];
+	if (!strcmp(cmd, "backup")) {
+		/* Its own arguments, checked there; --json anywhere. */
+		char **rest = argv + optind;
+		int n = 0;
+
+		for (int i = optind; i < argc; i++) {
+			if (!strcmp(argv[i], "--json"))
+				as_json = 1;
+			else
+				rest[n++] = argv[i];
+		}
+		if (!mnt[0] && find_mount(mnt, sizeof(mnt))) {
+			fprintf(stderr, "nadbctl: not inside a nadbfs mount; give one with -m\n");
+			return 1;
+		}
+		return backup(mnt, rest, n, as_json);
+	}
 	for (; optind < argc; optind++) {
 		const char *a = argv[optind];
 

@@ -75,11 +75,26 @@ static int set_meta(struct kv_store *kv, uint64_t id, const struct kv_meta *w, b
 	n->m.ctime_ns = w->ctime_ns;
 	n->m.btime_ns = w->btime_ns;
 	kv_mark_dirty(kv, n);
-	kv_queue_inval(kv, n);
+	if (n->parent)
+		kv_queue_inval(kv, n->parent->m.id, n->m.name, n->m.id);
 out_unlock:
 	pthread_mutex_unlock(&kv->lock);
 	kv_tags_free_list(tags, tags ? w->ntags : 0);
 	free(x);
+	return ret;
+}
+
+/* Removes a key or an empty directory, and has the kernel forget it. */
+static int remove_one(struct kv_store *kv, uint64_t parent, const char *name, uint64_t id,
+		      bool dir)
+{
+	int ret = dir ? kv_rmdir(kv, parent, name) : kv_unlink(kv, parent, name);
+
+	if (!ret) {
+		pthread_mutex_lock(&kv->lock);
+		kv_queue_inval(kv, parent, name, id);
+		pthread_mutex_unlock(&kv->lock);
+	}
 	return ret;
 }
 
@@ -111,9 +126,9 @@ static int remove_tree(struct kv_store *kv, uint64_t parent, const char *name, i
 	if (ret)
 		return ret == -ENOENT ? 0 : ret;
 	if (!S_ISDIR(a.mode))
-		return kv_unlink(kv, parent, name);
+		return remove_one(kv, parent, name, a.id, false);
 	ret = empty_dir(kv, a.id, depth);
-	return ret ? ret : kv_rmdir(kv, parent, name);
+	return ret ? ret : remove_one(kv, parent, name, a.id, true);
 }
 
 static const struct kv_bk_ent *find_dir(const struct kv_bk_manifest *mf, const char *path)
@@ -142,7 +157,7 @@ static int ensure_dir(struct restore *r, const char *path, size_t len, uint64_t 
 		name[end - pos] = '\0';
 		ret = kv_lookup(r->kv, id, name, &a);
 		if (!ret && !S_ISDIR(a.mode)) {
-			ret = kv_unlink(r->kv, id, name);
+			ret = remove_one(r->kv, id, name, a.id, false);
 			if (ret)
 				return ret;
 			ret = -ENOENT;
@@ -255,12 +270,12 @@ static int clear_other(struct restore *r, const struct kv_bk_state *st, uint64_t
 		if (!S_ISDIR(ents[i].mode)) {
 			e = kv_bk_state_find(st, sub);
 			if (!e || (e->m.expires_ms && e->m.expires_ms <= r->now_ms))
-				ret = kv_unlink(r->kv, id, ents[i].name);
+				ret = remove_one(r->kv, id, ents[i].name, ents[i].id, false);
 			continue;
 		}
 		ret = clear_other(r, st, ents[i].id, sub, depth + 1);
 		if (!ret && !find_dir(r->last, sub) && !is_ancestor(sub, st))
-			ret = kv_rmdir(r->kv, id, ents[i].name);
+			ret = remove_one(r->kv, id, ents[i].name, ents[i].id, true);
 	}
 	kv_dirents_free(ents, n);
 	return ret == -ENOENT ? 0 : ret;
@@ -374,6 +389,8 @@ int kv_backup_restore(struct kv_store *kv, const char *id, bool clear, uint64_t 
 	}
 	if (ret && !*err)
 		snprintf(err, errlen, "restore failed part-way: %s", strerror(-ret));
+	/* The reply should find the kernel's caches already told. */
+	kv_wait_invals(kv, 5000);
 	*restored = r.restored;
 	NLOG(ret ? NLOG_ERROR : NLOG_INFO, "backup", ret ? "restore failed" : "backup restored",
 	     LF_STR("id", id), LF_INT("keys", r.restored));

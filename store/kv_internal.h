@@ -83,6 +83,7 @@ struct kv_store {
 	size_t heap_len, heap_cap;	/* [L] */
 	struct kv_expired_ent *gone;	/* [L] expired, kernel not told yet */
 	size_t gone_len, gone_cap;	/* [L] */
+	bool gone_sending;		/* [L] the sweeper is sending a taken list */
 	uint64_t ttl_expired;		/* [L] keys expired since mount */
 	uint64_t ttl_live;		/* [L] records in the tree with a deadline */
 	/* notify_lock: held while the callback runs, so that unregistering it
@@ -159,9 +160,12 @@ struct kv_node *kv_node_live(struct kv_store *kv, uint64_t id);
 int kv_load_value(struct kv_store *kv, uint64_t id);
 void kv_value_account(struct kv_store *kv, struct kv_node *n, struct kv_value *newval);
 
-/* Queues a kernel cache invalidation of (n's parent, name) and of n for the
+/* Queues a kernel cache invalidation of (parent, name) and of id for the
  * sweeper thread to send (ttl.c), as expiry does; with kv->lock held. */
-void kv_queue_inval(struct kv_store *kv, const struct kv_node *n);
+void kv_queue_inval(struct kv_store *kv, uint64_t parent, const char *name, uint64_t id);
+/* Waits (without kv->lock) up to timeout_ms until the sweeper has sent
+ * every invalidation queued so far: 0 or -ETIMEDOUT. */
+int kv_wait_invals(struct kv_store *kv, int timeout_ms);
 
 /* flusher.c */
 /* Backups: pin/unpin stored value versions (see backup_pins); with kv->lock
