@@ -72,15 +72,10 @@ static int fsync_dir(const char *dir)
 
 int kv_bk_archive_path(const char *dir, const char *id, char *out, size_t len)
 {
-	static const char *const ext[] = { ".tar.zst", ".tar.gz" };
 	struct stat st;
 
-	for (size_t i = 0; i < 2; i++) {
-		snprintf(out, len, "%s/%s%s", dir, id, ext[i]);
-		if (stat(out, &st) == 0)
-			return 0;
-	}
-	return -ENOENT;
+	snprintf(out, len, "%s/%s.tar.zst", dir, id);
+	return stat(out, &st) == 0 ? 0 : -ENOENT;
 }
 
 /* --- index.json ----------------------------------------------------------- */

@@ -1,5 +1,5 @@
 /*
- * Backup archives: a tar stream (zstd, else gzip) of values/N entries, then
+ * Backup archives: a zstd-compressed tar stream of values/N entries, then
  * manifest.json, then manifest.xxh3 (the manifest's own checksum, so that a
  * flipped bit in it is caught like one in a value). The manifest comes last
  * because it holds every value's checksum, known only once the values were
@@ -14,498 +14,136 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <archive.h>
 #include <archive_entry.h>
-#include <jansson.h>
 #include <xxhash.h>
+#include <zstd.h>
 
 #include "store/backup_int.h"
-#include "store/tags.h"
 
 #define MANIFEST "manifest.json"
 #define MANIFEST_SUM "manifest.xxh3"
 #define VALUES "values/"
 
-/* --- manifest ----------------------------------------------------------- */
-
-static void ent_free(struct kv_bk_ent *e)
-{
-	free(e->path);
-	kv_meta_clear(&e->m);
-}
-
-void kv_bk_manifest_free(struct kv_bk_manifest *mf)
-{
-	if (!mf)
-		return;
-	free(mf->id);
-	free(mf->parent);
-	for (size_t i = 0; i < mf->nkeys; i++)
-		ent_free(&mf->keys[i]);
-	free(mf->keys);
-	for (size_t i = 0; i < mf->ndirs; i++)
-		ent_free(&mf->dirs[i]);
-	free(mf->dirs);
-	for (size_t i = 0; i < mf->ndeleted; i++)
-		free(mf->deleted[i]);
-	free(mf->deleted);
-	for (size_t i = 0; i < mf->ndeclared; i++)
-		free(mf->declared[i]);
-	free(mf->declared);
-	free(mf->by_file);
-	memset(mf, 0, sizeof(*mf));
-}
-
-static char *hex(const void *data, size_t len)
-{
-	static const char digits[] = "0123456789abcdef";
-	const uint8_t *p = data;
-	char *out = malloc(2 * len + 1);
-
-	if (!out)
-		return NULL;
-	for (size_t i = 0; i < len; i++) {
-		out[2 * i] = digits[p[i] >> 4];
-		out[2 * i + 1] = digits[p[i] & 15];
-	}
-	out[2 * len] = '\0';
-	return out;
-}
-
-static int unhex_digit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
-
-static int unhex(const char *s, uint8_t **out, size_t *len)
-{
-	size_t n = strlen(s);
-
-	if (n % 2)
-		return -EINVAL;
-	*out = malloc(n / 2 + 1);
-	if (!*out)
-		return -ENOMEM;
-	for (size_t i = 0; i < n / 2; i++) {
-		int hi = unhex_digit(s[2 * i]), lo = unhex_digit(s[2 * i + 1]);
-
-		if (hi < 0 || lo < 0) {
-			free(*out);
-			*out = NULL;
-			return -EINVAL;
-		}
-		(*out)[i] = (uint8_t)(hi << 4 | lo);
-	}
-	*len = n / 2;
-	return 0;
-}
-
-/* A path as JSON: "path" when it is UTF-8, else "path_hex" (keys are bytes). */
-static int set_path(json_t *o, const char *key, const char *path)
-{
-	json_t *s = json_string(path);
-	char name[32];
-
-	if (s)
-		return json_object_set_new(o, key, s);
-	snprintf(name, sizeof(name), "%s_hex", key);
-	char *h = hex(path, strlen(path));
-
-	if (!h)
-		return -1;
-	int r = json_object_set_new(o, name, json_string(h));
-
-	free(h);
-	return r;
-}
-
-static json_t *tags_json(char *const *tags, size_t n)
-{
-	json_t *a = json_array();
-
-	for (size_t i = 0; a && i < n; i++)
-		if (json_array_append_new(a, json_string(tags[i]))) {
-			json_decref(a);
-			return NULL;
-		}
-	return a;
-}
-
-static json_t *ent_json(const struct kv_bk_ent *e, bool key)
-{
-	const struct kv_meta *m = &e->m;
-	json_t *o = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "mode", (json_int_t)m->mode,
-			      "uid", (json_int_t)m->uid, "gid", (json_int_t)m->gid, "atime_ns",
-			      (json_int_t)m->atime_ns, "mtime_ns", (json_int_t)m->mtime_ns,
-			      "ctime_ns", (json_int_t)m->ctime_ns, "btime_ns",
-			      (json_int_t)m->btime_ns);
-	char sum[17];
-	int r = 0;
-
-	if (!o)
-		return NULL;
-	r |= set_path(o, "path", e->path);
-	if (key) {
-		snprintf(sum, sizeof(sum), "%016" PRIx64, e->sum);
-		r |= json_object_set_new(o, "size", json_integer((json_int_t)m->size));
-		r |= json_object_set_new(o, "xxh3", json_string(sum));
-		r |= json_object_set_new(o, "expires_ms", json_integer(m->expires_ms));
-		r |= json_object_set_new(o, "tags", tags_json(m->tags, m->ntags));
-		if (e->file >= 0) {
-			char file[40];
-
-			snprintf(file, sizeof(file), VALUES "%" PRId64, e->file);
-			r |= json_object_set_new(o, "file", json_string(file));
-		}
-	}
-	if (m->xattrs_len) {
-		char *h = hex(m->xattrs, m->xattrs_len);
-
-		r |= h ? json_object_set_new(o, "xattrs_hex", json_string(h)) : -1;
-		free(h);
-	}
-	if (r) {
-		json_decref(o);
-		return NULL;
-	}
-	return o;
-}
-
-char *kv_bk_manifest_dump(const struct kv_bk_manifest *mf)
-{
-	json_t *keys = json_array(), *dirs = json_array(), *del = json_array(), *o = NULL;
-	char *text = NULL;
-	int r = !keys || !dirs || !del;
-
-	for (size_t i = 0; !r && i < mf->nkeys; i++)
-		r = json_array_append_new(keys, ent_json(&mf->keys[i], true));
-	for (size_t i = 0; !r && i < mf->ndirs; i++)
-		r = json_array_append_new(dirs, ent_json(&mf->dirs[i], false));
-	for (size_t i = 0; !r && i < mf->ndeleted; i++) {
-		json_t *d = json_object();
-
-		r = !d || set_path(d, "path", mf->deleted[i]) || json_array_append_new(del, d);
-	}
-	if (!r)
-		o = json_pack("{s:s, s:i, s:s, s:s?, s:I, s:I, s:s, s:I, s:I, s:o, s:o, s:o, s:o}",
-			      "format", "nadbfs-backup", "version", KV_BK_FORMAT, "id", mf->id,
-			      "parent", mf->parent, "started_ms", (json_int_t)mf->started_ms,
-			      "finished_ms", (json_int_t)mf->finished_ms, "checksum", "xxh3-64",
-			      "total_keys", (json_int_t)mf->total_keys, "bytes",
-			      (json_int_t)mf->bytes, "declared_tags",
-			      tags_json(mf->declared, mf->ndeclared), "dirs", dirs, "keys", keys,
-			      "deleted", del);
-	else {
-		json_decref(keys);
-		json_decref(dirs);
-		json_decref(del);
-	}
-	if (o)
-		text = json_dumps(o, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
-	json_decref(o);
-	return text;
-}
-
-/* A key path: components valid, whole at most KV_KEY_MAX; "" only if root_ok. */
-static bool path_ok(const char *p, bool root_ok)
-{
-	size_t len = strlen(p);
-
-	if (!len)
-		return root_ok;
-	if (len > KV_KEY_MAX)
-		return false;
-	for (const char *c = p; c;) {
-		const char *slash = strchr(c, '/');
-		size_t n = slash ? (size_t)(slash - c) : strlen(c);
-		char name[KV_NAME_MAX + 1];
-
-		if (n == 0 || n > KV_NAME_MAX)
-			return false;
-		memcpy(name, c, n);
-		name[n] = '\0';
-		if (kv_check_name(name))
-			return false;
-		c = slash ? slash + 1 : NULL;
-	}
-	return true;
-}
-
-static char *get_path(json_t *o, bool root_ok)
-{
-	const char *s = json_string_value(json_object_get(o, "path"));
-	const char *h = json_string_value(json_object_get(o, "path_hex"));
-	char *out = NULL;
-
-	if (s) {
-		out = strdup(s);
-	} else if (h) {
-		uint8_t *raw;
-		size_t len;
-
-		if (unhex(h, &raw, &len) || memchr(raw, 0, len)) {
-			if (raw)
-				free(raw);
-			return NULL;
-		}
-		raw[len] = '\0';
-		out = (char *)raw;
-	}
-	if (out && !path_ok(out, root_ok)) {
-		free(out);
-		return NULL;
-	}
-	return out;
-}
-
-static int get_int(json_t *o, const char *key, int64_t min, int64_t max, int64_t *out)
-{
-	json_t *v = json_object_get(o, key);
-
-	if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max)
-		return -EINVAL;
-	*out = json_integer_value(v);
-	return 0;
-}
-
-static int str_cmp(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* A list of valid tags, sorted and unique as kv_meta wants it. */
-static int get_tags(json_t *a, char ***out, size_t *n)
-{
-	size_t k = 0, len = json_array_size(a);
-	char **tags;
-
-	*out = NULL;
-	*n = 0;
-	if (!json_is_array(a) || len > KV_TAGS_DECLARED_MAX)
-		return -EINVAL;
-	if (!len)
-		return 0;
-	tags = calloc(len, sizeof(*tags));
-	if (!tags)
-		return -ENOMEM;
-	for (size_t i = 0; i < len; i++) {
-		const char *t = json_string_value(json_array_get(a, i));
-
-		if (!t || !kv_tag_name_ok(t, strlen(t)) || !(tags[k] = strdup(t)))
-			goto out_bad;
-		k++;
-	}
-	qsort(tags, k, sizeof(*tags), str_cmp);
-	for (size_t i = 1; i < k; i++)
-		if (!strcmp(tags[i - 1], tags[i]))
-			goto out_bad;
-	*out = tags;
-	*n = k;
-	return 0;
-
-out_bad:
-	while (k--)
-		free(tags[k]);
-	free(tags);
-	return -EINVAL;
-}
-
-static int parse_ent(json_t *o, bool key, struct kv_bk_ent *e, size_t *nfiles)
-{
-	struct kv_meta *m = &e->m;
-	int64_t v[8];
-	size_t ntags = 0;
-	const char *x;
-	int ret = -EINVAL;
-
-	e->file = -1;
-	e->path = get_path(o, !key);
-	if (!e->path || get_int(o, "mode", 0, UINT32_MAX, &v[0]) ||
-	    get_int(o, "uid", 0, UINT32_MAX, &v[1]) || get_int(o, "gid", 0, UINT32_MAX, &v[2]) ||
-	    get_int(o, "atime_ns", INT64_MIN, INT64_MAX, &v[3]) ||
-	    get_int(o, "mtime_ns", INT64_MIN, INT64_MAX, &v[4]) ||
-	    get_int(o, "ctime_ns", INT64_MIN, INT64_MAX, &v[5]) ||
-	    get_int(o, "btime_ns", INT64_MIN, INT64_MAX, &v[6]))
-		return ret;
-	m->mode = (uint32_t)v[0];
-	if ((key && !S_ISREG(m->mode)) || (!key && !S_ISDIR(m->mode)))
-		return ret;
-	m->uid = (uint32_t)v[1];
-	m->gid = (uint32_t)v[2];
-	m->atime_ns = v[3];
-	m->mtime_ns = v[4];
-	m->ctime_ns = v[5];
-	m->btime_ns = v[6];
-	x = json_string_value(json_object_get(o, "xattrs_hex"));
-	if (x) {
-		size_t len;
-
-		if (unhex(x, (uint8_t **)&m->xattrs, &len) || len > KV_XATTRS_MAX || !len)
-			return ret;
-		m->xattrs_len = (uint32_t)len;
-	}
-	if (!key)
-		return 0;
-	const char *sum = json_string_value(json_object_get(o, "xxh3"));
-	const char *file = json_string_value(json_object_get(o, "file"));
-	char *end;
-
-	if (get_int(o, "size", 0, INT64_MAX, &v[0]) ||
-	    get_int(o, "expires_ms", 0, INT64_MAX, &v[1]) || !sum || strlen(sum) != 16)
-		return ret;
-	m->size = (uint64_t)v[0];
-	m->expires_ms = v[1];
-	errno = 0;
-	e->sum = strtoull(sum, &end, 16);
-	if (*end || errno)
-		return ret;
-	ret = get_tags(json_object_get(o, "tags"), &m->tags, &ntags);
-	if (ret)
-		return ret;
-	if (ntags > KV_TAGS_PER_KEY)
-		return -EINVAL;
-	m->ntags = (uint32_t)ntags;
-	if (file) {
-		if (strncmp(file, VALUES, strlen(VALUES)))
-			return -EINVAL;
-		errno = 0;
-		e->file = (int64_t)strtoull(file + strlen(VALUES), &end, 10);
-		if (*end || errno || e->file < 0 || e->file > 1000000000)
-			return -EINVAL;
-		if ((size_t)e->file + 1 > *nfiles)
-			*nfiles = (size_t)e->file + 1;
-	}
-	return 0;
-}
-
-static int parse_list(json_t *a, bool key, struct kv_bk_ent **out, size_t *n, size_t *nfiles)
-{
-	size_t len = json_array_size(a);
-	int ret;
-
-	if (!json_is_array(a))
-		return -EINVAL;
-	*out = calloc(len ? len : 1, sizeof(**out));
-	if (!*out)
-		return -ENOMEM;
-	for (*n = 0; *n < len; (*n)++) {
-		ret = parse_ent(json_array_get(a, *n), key, &(*out)[*n], nfiles);
-		if (ret) {
-			(*n)++; /* so that the partial entry is freed */
-			return ret;
-		}
-	}
-	return 0;
-}
-
-static int manifest_parse(const char *text, size_t len, struct kv_bk_manifest *mf, char *err,
-			  size_t errlen)
-{
-	json_error_t jerr;
-	json_t *o = json_loadb(text, len, 0, &jerr), *a;
-	const char *id, *parent;
-	int64_t v;
-	int ret = -EBADMSG;
-
-	memset(mf, 0, sizeof(*mf));
-	if (!o) {
-		snprintf(err, errlen, "manifest.json is not JSON (line %d: %s)", jerr.line,
-			 jerr.text);
-		return ret;
-	}
-	id = json_string_value(json_object_get(o, "id"));
-	parent = json_string_value(json_object_get(o, "parent"));
-	if (get_int(o, "version", 1, 1, &v) || !id || kv_backup_check_id(id) ||
-	    (parent && kv_backup_check_id(parent))) {
-		snprintf(err, errlen, "manifest.json has no valid format version, id or parent");
-		goto out;
-	}
-	mf->id = strdup(id);
-	mf->parent = parent ? strdup(parent) : NULL;
-	if (!mf->id || (parent && !mf->parent) ||
-	    get_int(o, "started_ms", 0, INT64_MAX, &mf->started_ms) ||
-	    get_int(o, "finished_ms", 0, INT64_MAX, &mf->finished_ms) ||
-	    get_int(o, "total_keys", 0, INT64_MAX, &v)) {
-		snprintf(err, errlen, "manifest.json lacks its time window or key count");
-		goto out;
-	}
-	mf->total_keys = (uint64_t)v;
-	if (parse_list(json_object_get(o, "keys"), true, &mf->keys, &mf->nkeys, &mf->nfiles) ||
-	    parse_list(json_object_get(o, "dirs"), false, &mf->dirs, &mf->ndirs, &mf->nfiles) ||
-	    get_tags(json_object_get(o, "declared_tags"), &mf->declared, &mf->ndeclared)) {
-		snprintf(err, errlen, "manifest.json has a malformed key, directory or tag");
-		goto out;
-	}
-	a = json_object_get(o, "deleted");
-	mf->deleted = calloc(json_array_size(a) + 1, sizeof(char *));
-	if (!json_is_array(a) || !mf->deleted) {
-		snprintf(err, errlen, "manifest.json has no list of deleted keys");
-		goto out;
-	}
-	for (size_t i = 0; i < json_array_size(a); i++) {
-		mf->deleted[i] = get_path(json_array_get(a, i), false);
-		if (!mf->deleted[i]) {
-			snprintf(err, errlen, "manifest.json names a malformed deleted key");
-			goto out;
-		}
-		mf->ndeleted++;
-	}
-	mf->by_file = calloc(mf->nfiles + 1, sizeof(*mf->by_file));
-	if (!mf->by_file)
-		goto out;
-	for (size_t i = 0; i < mf->nkeys; i++) {
-		struct kv_bk_ent *e = &mf->keys[i];
-
-		if (e->file < 0)
-			continue;
-		if (mf->by_file[e->file]) {
-			snprintf(err, errlen, "manifest.json names one value file twice");
-			goto out;
-		}
-		mf->by_file[e->file] = e;
-	}
-	ret = 0;
-out:
-	json_decref(o);
-	if (ret)
-		kv_bk_manifest_free(mf);
-	return ret;
-}
-
 /* --- writer ------------------------------------------------------------- */
 
+/*
+ * The tar stream is compressed here with libzstd rather than by libarchive's
+ * zstd filter: that filter writes frames without a content checksum, so a
+ * flipped bit in tar padding or the end-of-archive blocks went unnoticed.
+ * With ZSTD_c_checksumFlag every byte of the stream is covered, and `tar`
+ * (through zstd) reads the file as usual.
+ */
 struct kv_bk_writer {
 	struct archive *a;
 	struct archive_entry *e;
+	int fd;
+	ZSTD_CCtx *z;
+	XXH3_state_t *h;	/* of every byte written, for the trailer */
+	uint8_t out[64 * 1024];
 };
 
-int kv_bk_writer_open(int fd, bool *zstd, struct kv_bk_writer **out, char *err, size_t errlen)
+/*
+ * The file ends with a zstd skippable frame holding XXH3-64 of every byte
+ * before it: decoders (and so `tar`) skip it, and it catches the rare flip
+ * that leaves the decompressed bytes unchanged (a match offset inside a run
+ * of zeros, the window size): nothing in a damaged file goes unreported.
+ */
+#define TRAILER_MAGIC 0x184D2A5Eu
+#define TRAILER_LEN 16u
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t get_le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static int write_all(int fd, const uint8_t *p, size_t len)
+{
+	while (len) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int zpump(struct archive *a, struct kv_bk_writer *w, const void *buf, size_t len,
+		 ZSTD_EndDirective mode)
+{
+	ZSTD_inBuffer in = { buf, len, 0 };
+	size_t left;
+
+	do {
+		ZSTD_outBuffer out = { w->out, sizeof(w->out), 0 };
+		int ret;
+
+		left = ZSTD_compressStream2(w->z, &out, &in, mode);
+		if (ZSTD_isError(left)) {
+			archive_set_error(a, EIO, "zstd: %s", ZSTD_getErrorName(left));
+			return -1;
+		}
+		XXH3_64bits_update(w->h, w->out, out.pos);
+		ret = write_all(w->fd, w->out, out.pos);
+		if (ret) {
+			archive_set_error(a, -ret, "%s", strerror(-ret));
+			return -1;
+		}
+	} while (mode == ZSTD_e_end ? left != 0 : in.pos < in.size);
+	return 0;
+}
+
+static la_ssize_t zwrite_cb(struct archive *a, void *arg, const void *buf, size_t len)
+{
+	return zpump(a, arg, buf, len, ZSTD_e_continue) ? -1 : (la_ssize_t)len;
+}
+
+static int zclose_cb(struct archive *a, void *arg)
+{
+	return zpump(a, arg, NULL, 0, ZSTD_e_end) ? ARCHIVE_FATAL : ARCHIVE_OK;
+}
+
+int kv_bk_writer_open(int fd, struct kv_bk_writer **out, char *err, size_t errlen)
 {
 	struct kv_bk_writer *w = calloc(1, sizeof(*w));
 
 	if (!w)
 		return -ENOMEM;
+	w->fd = fd;
 	w->a = archive_write_new();
 	w->e = archive_entry_new();
-	if (!w->a || !w->e)
+	w->z = ZSTD_createCCtx();
+	w->h = XXH3_createState();
+	if (!w->a || !w->e || !w->z || !w->h)
 		goto out_free;
-	/* zstd if this libarchive has it (and can run it), else gzip. */
-	*zstd = archive_write_add_filter_zstd(w->a) == ARCHIVE_OK;
-	if (!*zstd && archive_write_add_filter_gzip(w->a) != ARCHIVE_OK)
-		goto out_err;
+	XXH3_64bits_reset(w->h);
+	if (ZSTD_isError(ZSTD_CCtx_setParameter(w->z, ZSTD_c_checksumFlag, 1)) ||
+	    ZSTD_isError(ZSTD_CCtx_setParameter(w->z, ZSTD_c_compressionLevel, 3)))
+		goto out_free;
 	if (archive_write_set_format_pax_restricted(w->a) != ARCHIVE_OK ||
-	    archive_write_open_fd(w->a, fd) != ARCHIVE_OK)
-		goto out_err;
+	    archive_write_open(w->a, w, NULL, zwrite_cb, zclose_cb) != ARCHIVE_OK) {
+		snprintf(err, errlen, "cannot start the archive: %s", archive_error_string(w->a));
+		goto out_free;
+	}
 	*out = w;
 	return 0;
 
-out_err:
-	snprintf(err, errlen, "cannot start the archive: %s", archive_error_string(w->a));
 out_free:
+	ZSTD_freeCCtx(w->z);
+	XXH3_freeState(w->h);
 	archive_entry_free(w->e);
 	archive_write_free(w->a);
 	free(w);
@@ -550,12 +188,27 @@ int kv_bk_writer_close(struct kv_bk_writer *w, char *err, size_t errlen)
 {
 	int ret = 0;
 
+	uint8_t trailer[TRAILER_LEN];
+	uint64_t sum;
+
 	if (archive_write_close(w->a) != ARCHIVE_OK) {
 		snprintf(err, errlen, "cannot finish the archive: %s", archive_error_string(w->a));
 		ret = -EIO;
 	}
+	if (!ret) {
+		sum = XXH3_64bits_digest(w->h);
+		put_le32(trailer, TRAILER_MAGIC);
+		put_le32(trailer + 4, 8);
+		put_le32(trailer + 8, (uint32_t)sum);
+		put_le32(trailer + 12, (uint32_t)(sum >> 32));
+		ret = write_all(w->fd, trailer, sizeof(trailer));
+		if (ret)
+			snprintf(err, errlen, "cannot finish the archive: %s", strerror(-ret));
+	}
 	archive_entry_free(w->e);
 	archive_write_free(w->a);
+	ZSTD_freeCCtx(w->z);
+	XXH3_freeState(w->h);
 	free(w);
 	return ret;
 }
@@ -566,6 +219,93 @@ struct seen {
 	uint64_t sum, size;
 	bool present;
 };
+
+/* The decompressing side: libarchive parses tar from what this hands it. */
+struct zreader {
+	int fd;
+	ZSTD_DCtx *z;
+	XXH3_state_t *h;	/* of the raw bytes before the trailer */
+	uint64_t size, pos;	/* the file's size; raw bytes read so far */
+	uint8_t trailer[TRAILER_LEN];
+	ZSTD_inBuffer in;
+	size_t frame_left;	/* ZSTD_decompressStream's last hint: 0 at a frame's end */
+	bool eof;
+	uint8_t ibuf[64 * 1024];
+	uint8_t obuf[128 * 1024];
+};
+
+/* Raw bytes just read into ibuf: hashed up to the trailer, which is kept. */
+static void raw_account(struct zreader *r, size_t n)
+{
+	uint64_t from = r->pos, to = r->pos + n, body_end = r->size - TRAILER_LEN;
+
+	if (from < body_end)
+		XXH3_64bits_update(r->h, r->ibuf, (size_t)((to < body_end ? to : body_end) - from));
+	for (uint64_t p = from > body_end ? from : body_end; p < to && p < r->size; p++)
+		r->trailer[p - body_end] = r->ibuf[p - from];
+	r->pos = to;
+}
+
+static la_ssize_t zread_cb(struct archive *a, void *arg, const void **buf)
+{
+	struct zreader *r = arg;
+
+	for (;;) {
+		ZSTD_outBuffer out = { r->obuf, sizeof(r->obuf), 0 };
+		size_t ret;
+
+		if (r->in.pos == r->in.size && !r->eof) {
+			ssize_t n = read(r->fd, r->ibuf, sizeof(r->ibuf));
+
+			if (n < 0) {
+				archive_set_error(a, errno, "%s", strerror(errno));
+				return -1;
+			}
+			r->eof = n == 0;
+			r->in = (ZSTD_inBuffer){ r->ibuf, (size_t)n, 0 };
+			raw_account(r, (size_t)n);
+		}
+		if (r->in.pos == r->in.size && r->eof) {
+			if (r->frame_left) {
+				archive_set_error(a, EBADMSG, "truncated (the zstd frame ends early)");
+				return -1;
+			}
+			return 0;
+		}
+		ret = ZSTD_decompressStream(r->z, &out, &r->in);
+		if (ZSTD_isError(ret)) {
+			archive_set_error(a, EBADMSG, "zstd: %s", ZSTD_getErrorName(ret));
+			return -1;
+		}
+		r->frame_left = ret;
+		if (out.pos) {
+			*buf = r->obuf;
+			return (la_ssize_t)out.pos;
+		}
+	}
+}
+
+/* After the tar end: the rest of the stream must decompress too, up to and
+ * including the frame's checksum, which covers every byte. */
+static int zdrain(struct archive *a, struct zreader *r)
+{
+	const void *buf;
+	la_ssize_t n;
+
+	while ((n = zread_cb(a, r, &buf)) > 0)
+		;
+	if (n < 0)
+		return -EBADMSG;
+	uint64_t sum = XXH3_64bits_digest(r->h);
+
+	if (r->pos != r->size || get_le32(r->trailer) != TRAILER_MAGIC ||
+	    get_le32(r->trailer + 4) != 8 || get_le32(r->trailer + 8) != (uint32_t)sum ||
+	    get_le32(r->trailer + 12) != (uint32_t)(sum >> 32)) {
+		archive_set_error(a, EBADMSG, "the whole-file checksum does not match");
+		return -EBADMSG;
+	}
+	return 0;
+}
 
 /* Reads the current entry whole: hashes it, and keeps it in *v if v. */
 static int read_entry(struct archive *a, XXH3_state_t *h, struct kv_value **v, uint64_t *size,
@@ -604,6 +344,8 @@ int kv_bk_read(const char *path, const struct kv_bk_manifest *want, kv_bk_value_
 	       void *arg, struct kv_bk_manifest *out, char *err, size_t errlen)
 {
 	struct archive *a = archive_read_new();
+	struct zreader *zr = NULL;
+	struct stat st;
 	struct archive_entry *ae;
 	XXH3_state_t *h = XXH3_createState();
 	struct seen *seen = NULL;
@@ -617,11 +359,29 @@ int kv_bk_read(const char *path, const struct kv_bk_manifest *want, kv_bk_value_
 		ret = -ENOMEM;
 		goto out;
 	}
-	archive_read_support_filter_all(a);
+	zr = calloc(1, sizeof(*zr));
+	if (zr)
+		zr->fd = -1;
+	if (!zr || !(zr->z = ZSTD_createDCtx())) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	zr->fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (zr->fd < 0 || fstat(zr->fd, &st)) {
+		ret = -errno;
+		snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+		goto out;
+	}
+	zr->size = (uint64_t)st.st_size;
+	if (zr->size < TRAILER_LEN || !(zr->h = XXH3_createState())) {
+		snprintf(err, errlen, "%s is truncated", path);
+		goto out;
+	}
+	XXH3_64bits_reset(zr->h);
+	archive_read_support_filter_none(a);
 	archive_read_support_format_tar(a);
-	if (archive_read_open_filename(a, path, 64 * 1024) != ARCHIVE_OK) {
-		snprintf(err, errlen, "cannot read %s: %s", path, archive_error_string(a));
-		ret = archive_errno(a) == ENOENT ? -ENOENT : -EBADMSG;
+	if (archive_read_open(a, zr, NULL, zread_cb, NULL) != ARCHIVE_OK) {
+		snprintf(err, errlen, "%s is damaged: %s", path, archive_error_string(a));
 		goto out;
 	}
 	while ((r = archive_read_next_header(a, &ae)) == ARCHIVE_OK || r == ARCHIVE_WARN) {
@@ -708,7 +468,7 @@ int kv_bk_read(const char *path, const struct kv_bk_manifest *want, kv_bk_value_
 			goto out;
 		}
 	}
-	if (r != ARCHIVE_EOF) {
+	if (r != ARCHIVE_EOF || zdrain(a, zr)) {
 		snprintf(err, errlen, "%s is damaged or truncated: %s", path,
 			 archive_error_string(a) ? archive_error_string(a) : "read error");
 		goto out;
@@ -727,7 +487,7 @@ int kv_bk_read(const char *path, const struct kv_bk_manifest *want, kv_bk_value_
 	}
 	if (want)
 		goto out_ok;
-	ret = manifest_parse(mtext, msize, &mf, err, errlen);
+	ret = kv_bk_manifest_parse(mtext, msize, &mf, err, errlen);
 	if (ret)
 		goto out;
 	ret = -EBADMSG;
@@ -761,5 +521,12 @@ out:
 	free(seen);
 	XXH3_freeState(h);
 	archive_read_free(a);
+	if (zr) {
+		if (zr->fd >= 0)
+			close(zr->fd);
+		XXH3_freeState(zr->h);
+		ZSTD_freeDCtx(zr->z);
+		free(zr);
+	}
 	return ret;
 }

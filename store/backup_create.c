@@ -322,7 +322,7 @@ static void unpin(struct kv_store *kv, bool *pinned)
 	pthread_mutex_unlock(&kv->lock);
 }
 
-/* Writes the archive of mf/snapshot as dir/id.tar.{zst,gz}, durably;
+/* Writes the archive of mf/snapshot as dir/id.tar.zst, durably;
  * releases the snapshot's pin once the values are read. */
 static int write_archive(struct kv_store *kv, const char *dir, struct snapshot *s,
 			 const struct kv_bk_state *base, struct kv_bk_manifest *mf, char *final,
@@ -330,7 +330,7 @@ static int write_archive(struct kv_store *kv, const char *dir, struct snapshot *
 {
 	char tmp[4096], sum[20];
 	struct kv_bk_writer *w;
-	bool zstd = false, pinned = true;
+	bool pinned = true;
 	char *text = NULL;
 	int fd, ret;
 
@@ -343,7 +343,7 @@ static int write_archive(struct kv_store *kv, const char *dir, struct snapshot *
 		unpin(kv, &pinned);
 		return ret;
 	}
-	ret = kv_bk_writer_open(fd, &zstd, &w, err, errlen);
+	ret = kv_bk_writer_open(fd, &w, err, errlen);
 	if (ret)
 		goto out_unlink;
 	ret = write_values(kv, s, base, mf, w, err, errlen);
@@ -370,7 +370,7 @@ static int write_archive(struct kv_store *kv, const char *dir, struct snapshot *
 	}
 	close(fd);
 	fd = -1;
-	snprintf(final, flen, "%s/%s.tar.%s", dir, mf->id, zstd ? "zst" : "gz");
+	snprintf(final, flen, "%s/%s.tar.zst", dir, mf->id);
 	if (rename(tmp, final)) {
 		ret = -errno;
 		snprintf(err, errlen, "cannot rename %s to %s: %s", tmp, final, strerror(errno));

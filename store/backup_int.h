@@ -44,12 +44,15 @@ struct kv_bk_manifest {
 };
 
 void kv_bk_manifest_free(struct kv_bk_manifest *mf);
-/* The manifest as JSON text (malloc'd), for the archive. */
+/* backup_manifest.c: the manifest as JSON text (malloc'd), for the archive;
+ * and back, every field checked (-EBADMSG with err). */
 char *kv_bk_manifest_dump(const struct kv_bk_manifest *mf);
+int kv_bk_manifest_parse(const char *text, size_t len, struct kv_bk_manifest *mf, char *err,
+			 size_t errlen);
 
 /* The writer: values/N entries, then the manifest, into a new file. */
 struct kv_bk_writer;
-int kv_bk_writer_open(int fd, bool *zstd, struct kv_bk_writer **out, char *err, size_t errlen);
+int kv_bk_writer_open(int fd, struct kv_bk_writer **out, char *err, size_t errlen);
 int kv_bk_writer_add(struct kv_bk_writer *w, const char *name, const struct kv_value *v,
 		     const void *buf, size_t len, char *err, size_t errlen);
 /* Ends the archive and frees w (also on error). */
@@ -68,7 +71,7 @@ int kv_bk_read(const char *path, const struct kv_bk_manifest *want, kv_bk_value_
 	       void *arg, struct kv_bk_manifest *out, char *err, size_t errlen);
 
 /* backup.c */
-/* The archive of id in dir ("dir/id.tar.zst" or .tar.gz): 0 or -ENOENT. */
+/* The archive of id in dir ("dir/id.tar.zst"): 0 or -ENOENT. */
 int kv_bk_archive_path(const char *dir, const char *id, char *out, size_t len);
 /* Reads and verifies the chain ending at id, oldest first. */
 int kv_bk_load_chain(const char *dir, const char *id, struct kv_bk_manifest **out, size_t *n,

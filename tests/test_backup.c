@@ -490,7 +490,37 @@ static void check_damage_refused(struct fx *f, bool truncate_it)
 
 static void test_bit_flip_refused(void **state)
 {
-	check_damage_refused(*state, false);
+	struct fx *f = *state;
+	struct kv_backup_info info;
+	char path[512];
+	size_t len;
+	unsigned char *orig;
+	FILE *fp;
+
+	check_damage_refused(f, false);
+	/* Any byte, anywhere: value data, tar headers and padding, the
+	 * manifest, the compressed stream's framing, the trailer. */
+	assert_int_equal(kv_backup_create(KV(f), "every", NULL, &info, f->err, sizeof(f->err)),
+			 0);
+	snprintf(path, sizeof(path), "%s/%s", f->dir, info.file);
+	fp = fopen(path, "rb");
+	assert_non_null(fp);
+	fseek(fp, 0, SEEK_END);
+	len = (size_t)ftell(fp);
+	rewind(fp);
+	orig = malloc(len);
+	assert_int_equal(fread(orig, 1, len, fp), len);
+	fclose(fp);
+	for (size_t i = 0; i < len; i++) {
+		orig[i] ^= 0x04;
+		fp = fopen(path, "wb");
+		assert_int_equal(fwrite(orig, 1, len, fp), len);
+		fclose(fp);
+		orig[i] ^= 0x04;
+		if (kv_backup_verify(KV(f), "every", &info, f->err, sizeof(f->err)) != -EBADMSG)
+			fail_msg("a flipped bit at byte %zu of %zu went unnoticed", i, len);
+	}
+	free(orig);
 }
 
 static void test_truncation_refused(void **state)
