@@ -76,18 +76,17 @@ static bool reclaim_due(const struct kv_store *kv)
 }
 
 /* Hands the deferred versions to the backend once nothing pins them. Called
- * from kv_flush_once (one thread at a time, like commit). Takes the lock. */
+ * from kv_flush_once (one thread at a time, like commit) with the lock held,
+ * which it drops around the backend call; before the flush counts as done,
+ * so that kv_flush after the last unpin returns with them reclaimed. */
 static void reclaim_deferred(struct kv_store *kv)
 {
 	uint64_t(*refs)[2];
 	size_t n;
 	int ret;
 
-	pthread_mutex_lock(&kv->lock);
-	if (!reclaim_due(kv)) {
-		pthread_mutex_unlock(&kv->lock);
+	if (!reclaim_due(kv))
 		return;
-	}
 	refs = kv->deferred;
 	n = kv->ndeferred;
 	kv->deferred = NULL;
@@ -98,6 +97,7 @@ static void reclaim_deferred(struct kv_store *kv)
 		NLOG(NLOG_WARN, "sync", "cannot reclaim value versions kept for a backup",
 		     LF_INT("count", n), LF_STR("error", strerror(-ret)));
 	free(refs);
+	pthread_mutex_lock(&kv->lock);
 }
 
 void kv_dirty_unlink(struct kv_store *kv, struct kv_node *n)
@@ -283,6 +283,8 @@ int kv_flush_once(struct kv_store *kv)
 	/* What is still dirty changed after this batch was taken. */
 	if (kv->ndirty)
 		kv->dirty_since_ms = ret ? kv->dirty_since_ms : started_ms;
+	if (!ret)
+		reclaim_deferred(kv);
 out_unlock:
 	if (!ret && gen > kv->flush_done)
 		kv->flush_done = gen;
@@ -291,8 +293,6 @@ out_unlock:
 	pthread_mutex_unlock(&kv->lock);
 	free_ops(ops, k > 0 ? (size_t)k : 0);
 	free(ents);
-	if (!ret)
-		reclaim_deferred(kv);
 	if (ret)
 		NLOG(NLOG_WARN, "sync", "flush failed; will retry", LF_INT("records", k),
 		     LF_STR("error", strerror(-ret)));
