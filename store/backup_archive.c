@@ -349,7 +349,7 @@ int kv_bk_read(const char *path, const struct kv_bk_manifest *want, kv_bk_value_
 	struct archive_entry *ae;
 	XXH3_state_t *h = XXH3_createState();
 	struct seen *seen = NULL;
-	size_t nseen = 0;
+	size_t nseen = 0, nvalues = 0;
 	char *mtext = NULL, *sumtext = NULL;
 	uint64_t msize = 0, msum = 0;
 	struct kv_bk_manifest mf = { 0 };
@@ -396,10 +396,13 @@ int kv_bk_read(const char *path, const struct kv_bk_manifest *want, kv_bk_value_
 
 			errno = 0;
 			k = strtoull(name + strlen(VALUES), &end, 10);
-			if (*end || errno || k > 1000000000ull) {
+			/* Written as values/0, values/1, ...: anything else is
+			 * damage (and never makes us allocate for a huge N). */
+			if (*end || errno || k != nvalues) {
 				snprintf(err, errlen, "%s: unexpected entry %s", path, name);
 				goto out;
 			}
+			nvalues++;
 			if (want) {
 				e = k < want->nfiles ? want->by_file[k] : NULL;
 				if (!e) {

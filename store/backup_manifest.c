@@ -327,7 +327,7 @@ static bool xattrs_ok(const uint8_t *b, size_t len)
 	return true;
 }
 
-static int parse_ent(json_t *o, bool key, struct kv_bk_ent *e, size_t *nfiles)
+static int parse_ent(json_t *o, bool key, struct kv_bk_ent *e, size_t *nfiles, size_t nkeys)
 {
 	struct kv_meta *m = &e->m;
 	int64_t v[8];
@@ -388,7 +388,7 @@ static int parse_ent(json_t *o, bool key, struct kv_bk_ent *e, size_t *nfiles)
 			return -EINVAL;
 		errno = 0;
 		e->file = (int64_t)strtoull(file + strlen(VALUES), &end, 10);
-		if (*end || errno || e->file < 0 || e->file > 1000000000)
+		if (*end || errno || e->file < 0 || (size_t)e->file >= nkeys)
 			return -EINVAL;
 		if ((size_t)e->file + 1 > *nfiles)
 			*nfiles = (size_t)e->file + 1;
@@ -407,7 +407,7 @@ static int parse_list(json_t *a, bool key, struct kv_bk_ent **out, size_t *n, si
 	if (!*out)
 		return -ENOMEM;
 	for (*n = 0; *n < len; (*n)++) {
-		ret = parse_ent(json_array_get(a, *n), key, &(*out)[*n], nfiles);
+		ret = parse_ent(json_array_get(a, *n), key, &(*out)[*n], nfiles, len);
 		if (ret) {
 			(*n)++; /* so that the partial entry is freed */
 			return ret;
