@@ -58,6 +58,13 @@ static char *stats_json(struct fs *fs, size_t *len)
 		      uptime_s(fs), "version", NADBFS_VERSION);
 	if (!o)
 		return NULL;
+	/* What nadbctl shows as progress while a backup command runs. */
+	json_object_set_new(o, "backup",
+			    json_pack("{s:s?, s:I, s:I, s:I, s:I}", "running", s.backup_op, "keys",
+				      (json_int_t)s.backup_keys, "keys_total",
+				      (json_int_t)s.backup_keys_total, "bytes",
+				      (json_int_t)s.backup_bytes, "bytes_total",
+				      (json_int_t)s.backup_bytes_total));
 	text = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
 	if (!text)

@@ -10,11 +10,14 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -110,6 +113,82 @@ static int open_control(const char *mnt, const char *file, int flags)
 	return fd;
 }
 
+/* Progress of a long backup command, on a terminal only: the daemon's
+ * figures in .nadb/stats ("backup"), polled while the command runs. */
+struct progress {
+	const char *mnt;
+	atomic_bool stop;
+	pthread_t thread;
+};
+
+/* The one running, stopped (its line cleared) before a reply is printed. */
+static struct progress *progress_running;
+
+static double mono_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void *progress_main(void *arg)
+{
+	struct progress *p = arg;
+	double start = mono_s();
+	char path[PATH_MAX + 16];
+	bool shown = false;
+
+	snprintf(path, sizeof(path), "%s/.nadb/stats", p->mnt);
+	while (!atomic_load(&p->stop)) {
+		struct timespec nap = { 0, 50 * 1000000 };
+		json_t *o, *b;
+		char *text;
+		int fd;
+
+		for (int i = 0; i < 5 && !atomic_load(&p->stop); i++)
+			nanosleep(&nap, NULL);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		text = read_all(fd);
+		close(fd);
+		o = text ? json_loads(text, 0, NULL) : NULL;
+		free(text);
+		b = json_object_get(o, "backup");
+		if (b && json_is_string(json_object_get(b, "running")) && !atomic_load(&p->stop)) {
+			double keys = (double)json_integer_value(json_object_get(b, "keys"));
+			double ktot = (double)json_integer_value(json_object_get(b, "keys_total"));
+			double bytes = (double)json_integer_value(json_object_get(b, "bytes"));
+			double btot = (double)json_integer_value(json_object_get(b, "bytes_total"));
+			double el = mono_s() - start, rate = el > 0 ? bytes / el : 0;
+
+			fprintf(stderr, "\r\033[K%s: %.0f", json_string_value(json_object_get(
+								      b, "running")), keys);
+			if (ktot > 0)
+				fprintf(stderr, "/%.0f", ktot);
+			fprintf(stderr, " keys, %.1f/%.1f MiB, %.1f MiB/s", bytes / 1048576,
+				btot / 1048576, rate / 1048576);
+			if (rate > 0 && btot > bytes)
+				fprintf(stderr, ", %.0f s left", (btot - bytes) / rate);
+			shown = true;
+		}
+		json_decref(o);
+	}
+	if (shown)
+		fputs("\r\033[K", stderr);
+	return NULL;
+}
+
+static void progress_stop(void)
+{
+	if (!progress_running)
+		return;
+	atomic_store(&progress_running->stop, true);
+	pthread_join(progress_running->thread, NULL);
+	progress_running = NULL;
+}
+
 /* Runs cmd in .nadb/ctl; prints the reply (without its "ok" line if
  * skip_ok) and returns the exit status. */
 static int run_command_opt(const char *mnt, const char *cmd, bool skip_ok)
@@ -133,6 +212,7 @@ static int run_command_opt(const char *mnt, const char *cmd, bool skip_ok)
 		goto out;
 	}
 	reply = read_all(fd);
+	progress_stop();
 	if (!reply) {
 		fprintf(stderr, "nadbctl: cannot read the reply to '%s': %s\n", cmd,
 			strerror(errno));
@@ -195,6 +275,16 @@ static int backup(const char *mnt, char **args, int n, int as_json)
 	if (as_json) {
 		fprintf(stderr, "nadbctl: --json is for backup list\n");
 		return 1;
+	}
+	if (strcmp(sub, "list") && strcmp(sub, "prune") && isatty(STDERR_FILENO)) {
+		struct progress p = { .mnt = mnt };
+		int status;
+
+		if (pthread_create(&p.thread, NULL, progress_main, &p) == 0)
+			progress_running = &p;
+		status = run_command(mnt, line);
+		progress_stop();
+		return status;
 	}
 	return run_command(mnt, line);
 }

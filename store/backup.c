@@ -192,7 +192,7 @@ void kv_bk_chain_free(struct kv_bk_manifest *chain, size_t n)
 }
 
 int kv_bk_load_chain(const char *dir, const char *id, struct kv_bk_manifest **out, size_t *n,
-		     char *err, size_t errlen)
+		     struct kv_bk_progress *pg, char *err, size_t errlen)
 {
 	struct kv_bk_manifest *chain = NULL;
 	size_t k = 0;
@@ -221,7 +221,7 @@ int kv_bk_load_chain(const char *dir, const char *id, struct kv_bk_manifest **ou
 			goto out_free;
 		}
 		chain = c;
-		ret = kv_bk_read(path, NULL, NULL, NULL, &chain[k], err, errlen);
+		ret = kv_bk_read(path, NULL, NULL, NULL, &chain[k], pg, err, errlen);
 		if (ret)
 			goto out_free;
 		k++;
@@ -381,7 +381,11 @@ int kv_backup_verify(struct kv_store *kv, const char *id, struct kv_backup_info 
 	if (kv_backup_check_id(id))
 		return bad_id(id, err, errlen);
 	/* The whole chain: a backup is only as good as what it needs. */
-	ret = kv_bk_load_chain(dir, id, &chain, &n, err, errlen);
+	pthread_mutex_lock(&kv->backup_lock);
+	kv_bk_progress_start(&kv->backup_progress, KV_BK_VERIFY);
+	ret = kv_bk_load_chain(dir, id, &chain, &n, &kv->backup_progress, err, errlen);
+	kv_bk_progress_start(&kv->backup_progress, KV_BK_NONE);
+	pthread_mutex_unlock(&kv->backup_lock);
 	if (ret)
 		return ret;
 	kv_bk_archive_path(dir, id, path, sizeof(path));

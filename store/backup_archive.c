@@ -23,6 +23,7 @@
 #include <zstd.h>
 
 #include "store/backup_int.h"
+#include "store/kv_internal.h"
 
 #define MANIFEST "manifest.json"
 #define MANIFEST_SUM "manifest.xxh3"
@@ -226,6 +227,7 @@ struct zreader {
 	ZSTD_DCtx *z;
 	XXH3_state_t *h;	/* of the raw bytes before the trailer */
 	uint64_t size, pos;	/* the file's size; raw bytes read so far */
+	struct kv_bk_progress *pg;
 	uint8_t trailer[TRAILER_LEN];
 	ZSTD_inBuffer in;
 	size_t frame_left;	/* ZSTD_decompressStream's last hint: 0 at a frame's end */
@@ -244,6 +246,8 @@ static void raw_account(struct zreader *r, size_t n)
 	for (uint64_t p = from > body_end ? from : body_end; p < to && p < r->size; p++)
 		r->trailer[p - body_end] = r->ibuf[p - from];
 	r->pos = to;
+	if (r->pg)
+		atomic_fetch_add(&r->pg->bytes, n);
 }
 
 static la_ssize_t zread_cb(struct archive *a, void *arg, const void **buf)
@@ -340,8 +344,20 @@ static int read_entry(struct archive *a, XXH3_state_t *h, struct kv_value **v, u
 	return ret;
 }
 
+void kv_bk_progress_start(struct kv_bk_progress *pg, int op)
+{
+	if (op) {
+		atomic_store(&pg->keys, 0);
+		atomic_store(&pg->keys_total, 0);
+		atomic_store(&pg->bytes, 0);
+		atomic_store(&pg->bytes_total, 0);
+	}
+	atomic_store(&pg->op, op);
+}
+
 int kv_bk_read(const char *path, const struct kv_bk_manifest *want, kv_bk_value_fn fn,
-	       void *arg, struct kv_bk_manifest *out, char *err, size_t errlen)
+	       void *arg, struct kv_bk_manifest *out, struct kv_bk_progress *pg, char *err,
+	       size_t errlen)
 {
 	struct archive *a = archive_read_new();
 	struct zreader *zr = NULL;
@@ -373,6 +389,9 @@ int kv_bk_read(const char *path, const struct kv_bk_manifest *want, kv_bk_value_
 		goto out;
 	}
 	zr->size = (uint64_t)st.st_size;
+	zr->pg = pg;
+	if (pg)
+		atomic_fetch_add(&pg->bytes_total, zr->size);
 	if (zr->size < TRAILER_LEN || !(zr->h = XXH3_createState())) {
 		snprintf(err, errlen, "%s is truncated", path);
 		goto out;
@@ -403,6 +422,8 @@ int kv_bk_read(const char *path, const struct kv_bk_manifest *want, kv_bk_value_
 				goto out;
 			}
 			nvalues++;
+			if (pg)
+				atomic_fetch_add(&pg->keys, 1);
 			if (want) {
 				e = k < want->nfiles ? want->by_file[k] : NULL;
 				if (!e) {

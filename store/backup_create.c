@@ -246,6 +246,8 @@ static int write_values(struct kv_store *kv, struct snapshot *s, const struct kv
 			return ret;
 		}
 		sum = value_sum(v);
+		atomic_fetch_add(&kv->backup_progress.keys, 1);
+		atomic_fetch_add(&kv->backup_progress.bytes, kv_value_size(v));
 		old = base ? kv_bk_state_find(base, it->path) : NULL;
 		if (old && unchanged(old, &it->m, sum)) {
 			kv_value_free(v);
@@ -431,7 +433,7 @@ int kv_backup_create(struct kv_store *kv, const char *id, const char *parent,
 		goto out_unlock;
 	if (parent) {
 		/* An increment on a damaged chain would be worthless. */
-		ret = kv_bk_load_chain(dir, parent, &chain, &nchain, err, errlen);
+		ret = kv_bk_load_chain(dir, parent, &chain, &nchain, NULL, err, errlen);
 		if (!ret)
 			ret = kv_bk_state_build(chain, nchain, &base);
 		if (ret)
@@ -456,6 +458,12 @@ int kv_backup_create(struct kv_store *kv, const char *id, const char *parent,
 		snprintf(err, errlen, "cannot take the snapshot: %s", strerror(-ret));
 		goto out_free;
 	}
+	kv_bk_progress_start(&kv->backup_progress, KV_BK_CREATE);
+	for (size_t i = 0; i < s.n; i++)
+		if (!s.items[i].dir) {
+			atomic_fetch_add(&kv->backup_progress.keys_total, 1);
+			atomic_fetch_add(&kv->backup_progress.bytes_total, s.items[i].m.size);
+		}
 	mf.started_ms = s.started_ms;
 	mf.declared = s.declared;
 	mf.ndeclared = s.ndeclared;
@@ -463,6 +471,7 @@ int kv_backup_create(struct kv_store *kv, const char *id, const char *parent,
 	s.ndeclared = 0;
 	ret = write_archive(kv, dir, &s, parent ? &base : NULL, &mf, final, sizeof(final), err,
 			    errlen);
+	kv_bk_progress_start(&kv->backup_progress, KV_BK_NONE);
 	if (ret)
 		goto out_free;
 	kv_bk_info_from(info, &mf, final);

@@ -67,15 +67,20 @@ int kv_bk_writer_close(struct kv_bk_writer *w, char *err, size_t errlen);
  * value is fn's to keep or free). -EBADMSG with err for a damaged archive.
  */
 typedef int (*kv_bk_value_fn)(void *arg, struct kv_bk_ent *e, struct kv_value *v);
+struct kv_bk_progress;
+/* pg (NULL: none) counts the archive bytes read and the values seen. */
 int kv_bk_read(const char *path, const struct kv_bk_manifest *want, kv_bk_value_fn fn,
-	       void *arg, struct kv_bk_manifest *out, char *err, size_t errlen);
+	       void *arg, struct kv_bk_manifest *out, struct kv_bk_progress *pg, char *err,
+	       size_t errlen);
+/* Starts (op != 0: counters zeroed) or ends (op 0) a progress report. */
+void kv_bk_progress_start(struct kv_bk_progress *pg, int op);
 
 /* backup.c */
 /* The archive of id in dir ("dir/id.tar.zst"): 0 or -ENOENT. */
 int kv_bk_archive_path(const char *dir, const char *id, char *out, size_t len);
 /* Reads and verifies the chain ending at id, oldest first. */
 int kv_bk_load_chain(const char *dir, const char *id, struct kv_bk_manifest **out, size_t *n,
-		     char *err, size_t errlen);
+		     struct kv_bk_progress *pg, char *err, size_t errlen);
 void kv_bk_chain_free(struct kv_bk_manifest *chain, size_t n);
 /* index.json: read (missing = empty), replace atomically. */
 int kv_bk_index_read(const char *dir, struct kv_backup_info **out, size_t *n, char *err,

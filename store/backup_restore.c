@@ -352,7 +352,8 @@ int kv_backup_restore(struct kv_store *kv, const char *id, bool clear, uint64_t 
 	}
 	pthread_mutex_lock(&kv->backup_lock);
 	/* Every archive whole and every checksum right, before any change. */
-	ret = kv_bk_load_chain(dir, id, &chain, &n, err, errlen);
+	kv_bk_progress_start(&kv->backup_progress, KV_BK_RESTORE);
+	ret = kv_bk_load_chain(dir, id, &chain, &n, &kv->backup_progress, err, errlen);
 	if (ret)
 		goto out_unlock;
 	ret = kv_bk_state_build(chain, n, &st);
@@ -378,7 +379,8 @@ int kv_backup_restore(struct kv_store *kv, const char *id, bool clear, uint64_t 
 			ret = -ENOENT;
 			break;
 		}
-		ret = kv_bk_read(path, &chain[i], put_key, &r, NULL, err, errlen);
+		ret = kv_bk_read(path, &chain[i], put_key, &r, NULL, &kv->backup_progress, err,
+				 errlen);
 	}
 	if (!ret)
 		ret = apply_dirs(&r, true);
@@ -398,6 +400,7 @@ out_free:
 	kv_bk_state_free(&st);
 	kv_bk_chain_free(chain, n);
 out_unlock:
+	kv_bk_progress_start(&kv->backup_progress, KV_BK_NONE);
 	pthread_mutex_unlock(&kv->backup_lock);
 	return ret;
 }

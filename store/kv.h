@@ -97,6 +97,10 @@ struct kv_stats {
 	uint64_t ttl_pending, ttl_expired;
 	uint64_t tags;			/* tags in use or declared */
 	uint64_t query_hits, query_misses, query_cached;
+	/* The backup command running, if any, and how far it is (keys and
+	 * bytes; the totals may grow while a chain is being read). */
+	const char *backup_op;		/* "create", "verify", "restore" or NULL */
+	uint64_t backup_keys, backup_keys_total, backup_bytes, backup_bytes_total;
 };
 
 /*

@@ -11,6 +11,7 @@
 #define NADB_STORE_KV_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -19,6 +20,13 @@
 #include "store/kv.h"
 #include "store/tags.h"
 #include "store/value.h"
+
+/* How far the running backup command is; atomics, read by kv_get_stats. */
+enum kv_bk_op { KV_BK_NONE, KV_BK_CREATE, KV_BK_VERIFY, KV_BK_RESTORE };
+struct kv_bk_progress {
+	_Atomic int op;			/* enum kv_bk_op */
+	_Atomic uint64_t keys, keys_total, bytes, bytes_total;
+};
 
 enum kv_node_flags {
 	/* The value changed since the last snapshot taken by the flusher. */
@@ -108,6 +116,7 @@ struct kv_store {
 	 * taken before kv->lock, never while holding it. */
 	pthread_mutex_t backup_lock;
 	char *backup_dir;		/* immutable after open; NULL: none known */
+	struct kv_bk_progress backup_progress;
 
 	pthread_t flusher;
 	bool flusher_running;		/* set/cleared by kv_start/kv_close only */
