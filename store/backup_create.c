@@ -484,6 +484,13 @@ int kv_backup_create(struct kv_store *kv, const char *id, const char *parent,
 			goto out_free;
 		}
 		idx = v;
+		/* An entry whose archive was removed by hand names this id no more. */
+		for (size_t i = 0; i < nidx; i++)
+			if (!strcmp(idx[i].id, info->id)) {
+				memmove(&idx[i], &idx[i + 1], (nidx - i - 1) * sizeof(*idx));
+				nidx--;
+				break;
+			}
 		idx[nidx++] = *info;
 		ret = kv_bk_index_write(dir, idx, nidx, err, errlen);
 	}
