@@ -96,6 +96,13 @@ static char *stats_json(struct fs *fs, size_t *len)
 		json_decref(o);
 		return NULL;
 	}
+	/* What nadbctl shows as progress while a backup command runs. */
+	json_object_set_new(o, "backup",
+			    json_pack("{s:s?, s:I, s:I, s:I, s:I}", "running", s.backup_op, "keys",
+				      (json_int_t)s.backup_keys, "keys_total",
+				      (json_int_t)s.backup_keys_total, "bytes",
+				      (json_int_t)s.backup_bytes, "bytes_total",
+				      (json_int_t)s.backup_bytes_total));
 	text = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
 	if (!text)
@@ -288,10 +295,12 @@ static char *run_command(struct fs *fs, const char *cmd, size_t *len)
 			return reply("error: %s\n", msg, len);
 		return reply("ok%s\n", "", len);
 	}
+	if (!strncmp(cmd, "backup", 6) && (cmd[6] == ' ' || !cmd[6]))
+		return fs_ctl_backup(fs, cmd + 6, len);
 	if (!*cmd)
 		return reply("error: empty command%s\n", "", len);
-	return reply("error: unknown command '%s' (commands: flush, sweep, reload, tx)\n", cmd,
-		     len);
+	return reply("error: unknown command '%s' (commands: flush, sweep, reload, tx, backup)\n",
+		     cmd, len);
 }
 
 bool fs_ctl_is_file(fuse_ino_t ino)

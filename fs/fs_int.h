@@ -184,6 +184,9 @@ void fs_ctl_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void fs_ctl_read(fuse_req_t req, struct fuse_file_info *fi, size_t size, off_t off);
 void fs_ctl_write(fuse_req_t req, struct fuse_file_info *fi, const char *buf, size_t size);
 void fs_ctl_release(struct fuse_file_info *fi);
+/* fs_ctl_backup.c: runs "backup ARGS" (args: the text after "backup"); the
+ * reply (malloc'd, *len bytes), or NULL without memory. */
+char *fs_ctl_backup(struct fs *fs, const char *args, size_t *len);
 /* Policy for the namespace operations, before the store is asked: 0 or -errno. */
 int fs_virt_check_create(struct fs *fs, fuse_ino_t parent, const char *name);
 int fs_virt_check_remove(fuse_ino_t parent, const char *name);

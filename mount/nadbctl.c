@@ -10,10 +10,14 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -35,6 +39,16 @@ static const char usage[] =
 	"  query EXPR [--page N] [--page-size N] [--json]\n"
 	"                   the keys a tag or query names (tags/EXPR: a+b AND, a,b OR,\n"
 	"                   -a NOT), sorted, one page (default 1, of 100 keys)\n"
+	"  backup create [--incremental-from ID] [ID]\n"
+	"                   a consistent snapshot into backup_dir (default id: the UTC\n"
+	"                   time); with --incremental-from only the changes since ID\n"
+	"  backup list [--json]\n"
+	"  backup verify ID recompute every checksum of ID and the backups it needs\n"
+	"  backup restore ID [--clear]\n"
+	"                   restore ID (its chain, oldest first); --clear first removes\n"
+	"                   every key and directory the backup does not have\n"
+	"  backup prune --keep N\n"
+	"                   keep the N newest backups and the ones they need\n"
 	"\n"
 	"-m MOUNTPOINT      the nadbfs mount (default: the one containing the current\n"
 	"                   directory)\n"
@@ -103,7 +117,85 @@ static int open_control(const char *mnt, const char *file, int flags)
 	return fd;
 }
 
-int ctl_command(const char *mnt, const char *cmd, bool quiet)
+/* Progress of a long backup command, on a terminal only: the daemon's
+ * figures in .nadb/stats ("backup"), polled while the command runs. */
+struct progress {
+	const char *mnt;
+	atomic_bool stop;
+	pthread_t thread;
+};
+
+/* The one running, stopped (its line cleared) before a reply is printed. */
+static struct progress *progress_running;
+
+static double mono_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void *progress_main(void *arg)
+{
+	struct progress *p = arg;
+	double start = mono_s();
+	char path[PATH_MAX + 16];
+	bool shown = false;
+
+	snprintf(path, sizeof(path), "%s/.nadb/stats", p->mnt);
+	while (!atomic_load(&p->stop)) {
+		struct timespec nap = { 0, 50 * 1000000 };
+		json_t *o, *b;
+		char *text;
+		int fd;
+
+		for (int i = 0; i < 5 && !atomic_load(&p->stop); i++)
+			nanosleep(&nap, NULL);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		text = read_all(fd);
+		close(fd);
+		o = text ? json_loads(text, 0, NULL) : NULL;
+		free(text);
+		b = json_object_get(o, "backup");
+		if (b && json_is_string(json_object_get(b, "running")) && !atomic_load(&p->stop)) {
+			double keys = (double)json_integer_value(json_object_get(b, "keys"));
+			double ktot = (double)json_integer_value(json_object_get(b, "keys_total"));
+			double bytes = (double)json_integer_value(json_object_get(b, "bytes"));
+			double btot = (double)json_integer_value(json_object_get(b, "bytes_total"));
+			double el = mono_s() - start, rate = el > 0 ? bytes / el : 0;
+
+			fprintf(stderr, "\r\033[K%s: %.0f", json_string_value(json_object_get(
+								      b, "running")), keys);
+			if (ktot > 0)
+				fprintf(stderr, "/%.0f", ktot);
+			fprintf(stderr, " keys, %.1f/%.1f MiB, %.1f MiB/s", bytes / 1048576,
+				btot / 1048576, rate / 1048576);
+			if (rate > 0 && btot > bytes)
+				fprintf(stderr, ", %.0f s left", (btot - bytes) / rate);
+			shown = true;
+		}
+		json_decref(o);
+	}
+	if (shown)
+		fputs("\r\033[K", stderr);
+	return NULL;
+}
+
+static void progress_stop(void)
+{
+	if (!progress_running)
+		return;
+	atomic_store(&progress_running->stop, true);
+	pthread_join(progress_running->thread, NULL);
+	progress_running = NULL;
+}
+
+/* Runs cmd in .nadb/ctl; prints the reply (without its "ok" line if
+ * skip_ok) and returns the exit status. */
+static int run_command_opt(const char *mnt, const char *cmd, bool skip_ok, bool quiet)
 {
 	int fd = open_control(mnt, "ctl", O_RDWR);
 	size_t len = strlen(cmd);
@@ -124,14 +216,17 @@ int ctl_command(const char *mnt, const char *cmd, bool quiet)
 		goto out;
 	}
 	reply = read_all(fd);
+	progress_stop();
 	if (!reply) {
 		fprintf(stderr, "nadbctl: cannot read the reply to '%s': %s\n", cmd,
 			strerror(errno));
 		goto out;
 	}
 	if (strncmp(reply, "ok", 2) == 0 && (reply[2] == '\n' || reply[2] == ' ' || !reply[2])) {
+		const char *nl = strchr(reply, '\n');
+
 		if (!quiet)
-			fputs(reply, stdout);
+			fputs(skip_ok && nl ? nl + 1 : reply, stdout);
 		status = 0;
 	} else {
 		fprintf(stderr, "nadbctl: %s", reply);
@@ -141,6 +236,67 @@ out:
 	free(line);
 	close(fd);
 	return status;
+}
+
+int ctl_command(const char *mnt, const char *cmd, bool quiet)
+{
+	return run_command_opt(mnt, cmd, false, quiet);
+}
+
+static int run_command(const char *mnt, const char *cmd)
+{
+	return run_command_opt(mnt, cmd, false, false);
+}
+
+/* backup ...: the arguments checked enough for a clear message here, then
+ * passed on as one ctl line. */
+static int backup(const char *mnt, char **args, int n, int as_json)
+{
+	char line[1024] = "backup";
+	const char *sub = n ? args[0] : "";
+
+	if (!n || (strcmp(sub, "create") && strcmp(sub, "list") && strcmp(sub, "verify") &&
+		   strcmp(sub, "restore") && strcmp(sub, "prune"))) {
+		fprintf(stderr, "nadbctl: backup needs one of create, list, verify, restore, "
+				"prune\n");
+		return 1;
+	}
+	if ((!strcmp(sub, "verify") || !strcmp(sub, "restore")) && n < 2) {
+		fprintf(stderr, "nadbctl: backup %s needs a backup id\n", sub);
+		return 1;
+	}
+	for (int i = 0; i < n; i++) {
+		if (!*args[i] || strpbrk(args[i], " \t\n\r")) {
+			fprintf(stderr, "nadbctl: bad argument '%s' (no spaces in backup ids)\n",
+				args[i]);
+			return 1;
+		}
+		if (strlen(line) + strlen(args[i]) + 2 > sizeof(line)) {
+			fprintf(stderr, "nadbctl: arguments too long\n");
+			return 1;
+		}
+		strcat(line, " ");
+		strcat(line, args[i]);
+	}
+	if (as_json && !strcmp(sub, "list")) {
+		strcat(line, " --json");
+		return run_command_opt(mnt, line, true, false);
+	}
+	if (as_json) {
+		fprintf(stderr, "nadbctl: --json is for backup list\n");
+		return 1;
+	}
+	if (strcmp(sub, "list") && strcmp(sub, "prune") && isatty(STDERR_FILENO)) {
+		struct progress p = { .mnt = mnt };
+		int status;
+
+		if (pthread_create(&p.thread, NULL, progress_main, &p) == 0)
+			progress_running = &p;
+		status = run_command(mnt, line);
+		progress_stop();
+		return status;
+	}
+	return run_command(mnt, line);
 }
 
 /* Prints a JSON object as "a.b: value" lines, for humans. */
@@ -354,6 +510,23 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		return ctl_tx(mnt, argc - optind, argv + optind);
+	}
+	if (!strcmp(cmd, "backup")) {
+		/* Its own arguments, checked there; --json anywhere. */
+		char **rest = argv + optind;
+		int n = 0;
+
+		for (int i = optind; i < argc; i++) {
+			if (!strcmp(argv[i], "--json"))
+				as_json = 1;
+			else
+				rest[n++] = argv[i];
+		}
+		if (!mnt[0] && find_mount(mnt, sizeof(mnt))) {
+			fprintf(stderr, "nadbctl: not inside a nadbfs mount; give one with -m\n");
+			return 1;
+		}
+		return backup(mnt, rest, n, as_json);
 	}
 	for (; optind < argc; optind++) {
 		const char *a = argv[optind];

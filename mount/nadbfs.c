@@ -267,6 +267,7 @@ static void kv_options_from_conf(const struct conf *c, struct kv_options *o)
 	o->ttl_sweep_ms = c->ttl_sweep_ms;
 	o->query_cache_size = c->query_cache_size;
 	o->tx_max_bytes = c->tx_max_bytes;
+	o->backup_dir = c->backup_dir;
 	o->root_uid = getuid();
 	o->root_gid = getgid();
 }

@@ -120,6 +120,14 @@ struct kv_backend_ops {
 	/* Optional: the store's threads start, in the process that will serve
 	 * (after the daemon forked): e.g. record the owner's pid. */
 	void (*started)(struct kv_backend *b);
+	/*
+	 * Optional: deletes stored value versions refs[i] = {id, vver} that no
+	 * record names any more (commits made while a backup was reading them
+	 * passed old_vver = 0 instead). Called by the flusher's thread, never
+	 * concurrently with commit(). A version already gone is not an error.
+	 * NULL: the store keeps the list (an open-time sweep may reclaim them).
+	 */
+	int (*reclaim)(struct kv_backend *b, const uint64_t (*refs)[2], size_t n);
 };
 
 /* Every backend's handle starts with this. */

@@ -619,6 +619,22 @@ static int fs_statfs(struct kv_backend *b, struct kv_backend_statfs *out)
 	return 0;
 }
 
+/* Versions kept while a backup read them: nothing names them any more, so a
+ * crash before this only leaves files the next open's sweep removes. */
+static int fs_reclaim(struct kv_backend *b, const uint64_t (*refs)[2], size_t n)
+{
+	struct kv_fs *fs = (struct kv_fs *)b;
+	int ret = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		int r = kv_fs_value_unlink(fs, refs[i][0], refs[i][1]);
+
+		if (r && !ret)
+			ret = r;
+	}
+	return ret;
+}
+
 static const struct kv_backend_ops fs_ops = {
 	.name = "fs",
 	.caps = { .native_ttl = false, .shared = false },
@@ -629,4 +645,5 @@ static const struct kv_backend_ops fs_ops = {
 	.read_value = kv_fs_read_value,
 	.statfs = fs_statfs,
 	.started = fs_started,
+	.reclaim = fs_reclaim,
 };

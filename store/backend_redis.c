@@ -671,6 +671,44 @@ static int redis_statfs(struct kv_backend *b, struct kv_backend_statfs *out)
 	return 0;
 }
 
+/* Superseded value versions a backup kept alive: one pipelined UNLINK each. */
+static int redis_reclaim(struct kv_backend *b, const uint64_t (*refs)[2], size_t n)
+{
+	struct kv_redis *r = (struct kv_redis *)b;
+	struct kv_redis_conn *conn;
+	size_t sent = 0;
+	int ret;
+
+	ret = kv_redis_get(r, &conn);
+	if (ret)
+		return ret;
+	for (; sent < n; sent++) {
+		char *key = kv_redis_key(r, "v:%" PRIu64 ":%" PRIu64, refs[sent][0], refs[sent][1]);
+
+		if (!key || redisAppendCommand(conn->c, "UNLINK %s", key) != REDIS_OK) {
+			free(key);
+			ret = -ENOMEM;
+			break;
+		}
+		free(key);
+	}
+	for (size_t i = 0; i < sent; i++) {
+		redisReply *rep = NULL;
+
+		if (redisGetReply(conn->c, (void **)&rep) != REDIS_OK || !rep ||
+		    rep->type == REDIS_REPLY_ERROR) {
+			ret = kv_redis_error(r, conn->c, rep, "reclaim");
+			freeReplyObject(rep);
+			/* The connection is out of step with its replies now. */
+			kv_redis_put(r, conn, true);
+			return ret;
+		}
+		freeReplyObject(rep);
+	}
+	kv_redis_put(r, conn, ret != 0);
+	return ret;
+}
+
 static const struct kv_backend_ops redis_ops = {
 	.name = "redis",
 	.caps = { .native_ttl = true, .shared = true },
@@ -680,4 +718,5 @@ static const struct kv_backend_ops redis_ops = {
 	.pread = redis_pread,
 	.read_value = redis_read_value,
 	.statfs = redis_statfs,
+	.reclaim = redis_reclaim,
 };

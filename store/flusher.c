@@ -26,7 +26,79 @@ struct batch_ent {
 	struct kv_node *node;
 	uint64_t version;	/* node->version when snapshotted */
 	uint64_t dirty_bytes;	/* moved from the node into inflight_bytes */
+	uint64_t kept_vver;	/* superseded version kept for a backup's pin */
 };
+
+/* With the lock held: op would make a stored version obsolete while a backup
+ * may still read it; keep it until the pin goes (recorded if the commit
+ * succeeds, since on failure that version stays current). */
+static void keep_if_pinned(struct kv_store *kv, struct kv_op *op, struct batch_ent *e)
+{
+	e->kept_vver = 0;
+	if (!kv->backup_pins || !op->old_vver)
+		return;
+	e->kept_vver = op->old_vver;
+	op->old_vver = 0;
+}
+
+static void defer_reclaim(struct kv_store *kv, uint64_t id, uint64_t vver)
+{
+	if (kv->ndeferred == kv->deferred_cap) {
+		size_t cap = kv->deferred_cap ? kv->deferred_cap * 2 : 64;
+		uint64_t(*d)[2] = realloc(kv->deferred, cap * sizeof(*d));
+
+		/* Without memory only space is lost: the backend's open-time
+		 * sweep removes value versions no record names. */
+		if (!d)
+			return;
+		kv->deferred = d;
+		kv->deferred_cap = cap;
+	}
+	kv->deferred[kv->ndeferred][0] = id;
+	kv->deferred[kv->ndeferred][1] = vver;
+	kv->ndeferred++;
+}
+
+void kv_backup_pin(struct kv_store *kv)
+{
+	kv->backup_pins++;
+}
+
+void kv_backup_unpin(struct kv_store *kv)
+{
+	if (--kv->backup_pins == 0 && kv->ndeferred)
+		pthread_cond_signal(&kv->flush_cond);
+}
+
+static bool reclaim_due(const struct kv_store *kv)
+{
+	return !kv->backup_pins && kv->ndeferred && kv->backend->ops->reclaim;
+}
+
+/* Hands the deferred versions to the backend once nothing pins them. Called
+ * from kv_flush_once (one thread at a time, like commit) with the lock held,
+ * which it drops around the backend call; before the flush counts as done,
+ * so that kv_flush after the last unpin returns with them reclaimed. */
+static void reclaim_deferred(struct kv_store *kv)
+{
+	uint64_t(*refs)[2];
+	size_t n;
+	int ret;
+
+	if (!reclaim_due(kv))
+		return;
+	refs = kv->deferred;
+	n = kv->ndeferred;
+	kv->deferred = NULL;
+	kv->ndeferred = kv->deferred_cap = 0;
+	pthread_mutex_unlock(&kv->lock);
+	ret = kv->backend->ops->reclaim(kv->backend, (const uint64_t(*)[2])refs, n);
+	if (ret)
+		NLOG(NLOG_WARN, "sync", "cannot reclaim value versions kept for a backup",
+		     LF_INT("count", n), LF_STR("error", strerror(-ret)));
+	free(refs);
+	pthread_mutex_lock(&kv->lock);
+}
 
 void kv_dirty_unlink(struct kv_store *kv, struct kv_node *n)
 {
@@ -81,6 +153,7 @@ static ssize_t take_batch(struct kv_store *kv, struct kv_op *ops, struct batch_e
 			op->type = KV_OP_DEL;
 			op->meta.id = n->m.id;
 			op->old_vver = n->m.vver;
+			keep_if_pinned(kv, op, &ents[k]);
 		} else {
 			op->type = KV_OP_PUT;
 			if (kv_meta_copy(&op->meta, &n->m))
@@ -92,6 +165,7 @@ static ssize_t take_batch(struct kv_store *kv, struct kv_op *ops, struct batch_e
 					return -ENOMEM;
 				}
 				op->old_vver = n->m.vver;
+				keep_if_pinned(kv, op, &ents[k]);
 				n->flags &= ~KV_NODE_VALUE_DIRTY;
 			}
 		}
@@ -127,6 +201,11 @@ static void apply_batch(struct kv_store *kv, struct kv_op *ops, struct batch_ent
 			}
 			continue;
 		}
+		/* As the backend would have deleted it, had no backup pinned it
+		 * (same test as backend_fs's). */
+		if (ents[i].kept_vver &&
+		    !(op->type == KV_OP_PUT && ents[i].kept_vver == op->meta.vver))
+			defer_reclaim(kv, op->meta.id, ents[i].kept_vver);
 		if (op->type == KV_OP_DEL) {
 			n->flags &= ~KV_NODE_COMMITTED;
 			n->m.vver = 0;
@@ -204,6 +283,8 @@ int kv_flush_once(struct kv_store *kv)
 	/* What is still dirty changed after this batch was taken. */
 	if (kv->ndirty)
 		kv->dirty_since_ms = ret ? kv->dirty_since_ms : started_ms;
+	if (!ret)
+		reclaim_deferred(kv);
 out_unlock:
 	if (!ret && gen > kv->flush_done)
 		kv->flush_done = gen;
@@ -227,7 +308,7 @@ static void deadline_ts(struct timespec *ts, int64_t mono_ms)
 /* With the lock held: is there a reason to flush now? */
 static bool flush_due(struct kv_store *kv, int64_t now)
 {
-	if (kv->flush_req > kv->flush_done)
+	if (kv->flush_req > kv->flush_done || reclaim_due(kv))
 		return true;
 	if (!kv->ndirty)
 		return false;

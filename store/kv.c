@@ -743,4 +743,13 @@ void kv_get_stats(struct kv_store *kv, struct kv_stats *out)
 	out->backend = kv->backend->ops->name;
 	out->backend_error = kv->last_flush_error;
 	pthread_mutex_unlock(&kv->lock);
+	static const char *const ops[] = { NULL, "create", "verify", "restore" };
+	struct kv_bk_progress *pg = &kv->backup_progress;
+	int op = atomic_load(&pg->op);
+
+	out->backup_op = op > 0 && op < 4 ? ops[op] : NULL;
+	out->backup_keys = atomic_load(&pg->keys);
+	out->backup_keys_total = atomic_load(&pg->keys_total);
+	out->backup_bytes = atomic_load(&pg->bytes);
+	out->backup_bytes_total = atomic_load(&pg->bytes_total);
 }

@@ -35,6 +35,9 @@ struct kv_options {
 	uint64_t ttl_sweep_ms;		/* the sweeper runs at least this often */
 	uint64_t query_cache_size;	/* cached query results; 0 disables */
 	uint64_t tx_max_bytes;		/* staged bytes a transaction may hold */
+	/* Where backups go; NULL: backups/ in params.data_dir, if there is one
+	 * (otherwise backup commands fail with a message saying so). */
+	const char *backup_dir;
 	/* If set, kv_open uses this opened backend instead of opening one
 	 * (tests inject a fake this way); kv_open owns it from then on, even
 	 * when it fails. */
@@ -100,6 +103,10 @@ struct kv_stats {
 	uint64_t tx_active, tx_committed, tx_aborted, tx_conflicted;
 	const char *backend;		/* its name: "fs", "redis" */
 	int backend_error;		/* of the last flush: 0, or a negative errno */
+	/* The backup command running, if any, and how far it is (keys and
+	 * bytes; the totals may grow while a chain is being read). */
+	const char *backup_op;		/* "create", "verify", "restore" or NULL */
+	uint64_t backup_keys, backup_keys_total, backup_bytes, backup_bytes_total;
 };
 
 /*

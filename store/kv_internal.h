@@ -11,6 +11,7 @@
 #define NADB_STORE_KV_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -19,6 +20,13 @@
 #include "store/kv.h"
 #include "store/tags.h"
 #include "store/value.h"
+
+/* How far the running backup command is; atomics, read by kv_get_stats. */
+enum kv_bk_op { KV_BK_NONE, KV_BK_CREATE, KV_BK_VERIFY, KV_BK_RESTORE };
+struct kv_bk_progress {
+	_Atomic int op;			/* enum kv_bk_op */
+	_Atomic uint64_t keys, keys_total, bytes, bytes_total;
+};
 
 enum kv_node_flags {
 	/* The value changed since the last snapshot taken by the flusher. */
@@ -85,6 +93,7 @@ struct kv_store {
 	size_t heap_len, heap_cap;	/* [L] */
 	struct kv_expired_ent *gone;	/* [L] expired, kernel not told yet */
 	size_t gone_len, gone_cap;	/* [L] */
+	bool gone_sending;		/* [L] the sweeper is sending a taken list */
 	uint64_t ttl_expired;		/* [L] keys expired since mount */
 	uint64_t ttl_live;		/* [L] records in the tree with a deadline */
 	/* notify_lock: held while the callback runs, so that unregistering it
@@ -100,6 +109,19 @@ struct kv_store {
 	struct kv_txn *txs;		/* [L] open transactions (tx.c) */
 	uint64_t tx_serial;		/* [L] last staged node number */
 	uint64_t tx_committed, tx_aborted, tx_conflicted; /* [L] */
+
+	/* Backups (backup.c): while backup_pins > 0 a backup is reading stored
+	 * value versions by reference, so the flusher must not let the backend
+	 * delete superseded ones: it passes old_vver = 0 and keeps {id, vver}
+	 * here, handed to backend reclaim() once the last pin is released. */
+	uint32_t backup_pins;		/* [L] */
+	uint64_t (*deferred)[2];	/* [L] */
+	size_t ndeferred, deferred_cap;	/* [L] */
+	/* Serializes backup operations (create, restore, prune) of this store;
+	 * taken before kv->lock, never while holding it. */
+	pthread_mutex_t backup_lock;
+	char *backup_dir;		/* immutable after open; NULL: none known */
+	struct kv_bk_progress backup_progress;
 
 	pthread_t flusher;
 	bool flusher_running;		/* set/cleared by kv_start/kv_close only */
@@ -163,7 +185,18 @@ int kv_node_create(struct kv_store *kv, struct kv_node *dir, const char *name, u
 /* tx.c: with kv->lock held */
 void kv_tx_destroy_all(struct kv_store *kv);
 
+/* Queues a kernel cache invalidation of (parent, name) and of id for the
+ * sweeper thread to send (ttl.c), as expiry does; with kv->lock held. */
+void kv_queue_inval(struct kv_store *kv, uint64_t parent, const char *name, uint64_t id);
+/* Waits (without kv->lock) up to timeout_ms until the sweeper has sent
+ * every invalidation queued so far: 0 or -ETIMEDOUT. */
+int kv_wait_invals(struct kv_store *kv, int timeout_ms);
+
 /* flusher.c */
+/* Backups: pin/unpin stored value versions (see backup_pins); with kv->lock
+ * held. Unpinning the last wakes the flusher to reclaim what was deferred. */
+void kv_backup_pin(struct kv_store *kv);
+void kv_backup_unpin(struct kv_store *kv);
 int kv_flusher_start(struct kv_store *kv);
 void kv_flusher_stop(struct kv_store *kv);
 /* One flush of everything dirty now; called by the flusher thread, or by

@@ -179,6 +179,14 @@ static int copy_options(struct kv_store *kv, const struct kv_options *o)
 	kv->ns = strdup(o->params.ns ? o->params.ns : "default");
 	if ((o->params.data_dir && !kv->data_dir) || !kv->db || !kv->ns)
 		return -ENOMEM;
+	if (o->backup_dir)
+		kv->backup_dir = strdup(o->backup_dir);
+	else if (o->params.data_dir && asprintf(&kv->backup_dir, "%s/backups",
+						o->params.data_dir) < 0)
+		kv->backup_dir = NULL;
+	if ((o->backup_dir || o->params.data_dir) && !kv->backup_dir)
+		return -ENOMEM;
+	kv->opts.backup_dir = kv->backup_dir;
 	kv->opts.params.data_dir = kv->data_dir;
 	kv->opts.params.db = kv->db;
 	kv->opts.params.ns = kv->ns;
@@ -195,6 +203,7 @@ int kv_open(const struct kv_options *o, struct kv_store **out, char *err, size_t
 		return -ENOMEM;
 	pthread_mutex_init(&kv->lock, NULL);
 	pthread_mutex_init(&kv->notify_lock, NULL);
+	pthread_mutex_init(&kv->backup_lock, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -349,6 +358,9 @@ int kv_close(struct kv_store *kv)
 	kv_ttl_destroy(kv);
 	pthread_mutex_destroy(&kv->lock);
 	pthread_mutex_destroy(&kv->notify_lock);
+	pthread_mutex_destroy(&kv->backup_lock);
+	free(kv->deferred);
+	free(kv->backup_dir);
 	free(kv->data_dir);
 	free(kv->db);
 	free(kv->ns);

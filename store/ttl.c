@@ -137,13 +137,10 @@ int kv_set_deadline(struct kv_store *kv, struct kv_node *n, int64_t at_ms)
 	return 0;
 }
 
-void kv_expire(struct kv_store *kv, struct kv_node *n)
+void kv_queue_inval(struct kv_store *kv, uint64_t parent, const char *name, uint64_t id)
 {
-	struct kv_node *dir = n->parent;
 	struct kv_expired_ent *e;
 
-	if (!dir || (n->flags & KV_NODE_DELETED))
-		return;
 	if (kv->gone_len == kv->gone_cap) {
 		size_t cap = kv->gone_cap ? kv->gone_cap * 2 : 16;
 		struct kv_expired_ent *g = realloc(kv->gone, cap * sizeof(*g));
@@ -153,17 +150,27 @@ void kv_expire(struct kv_store *kv, struct kv_node *n)
 			kv->gone_cap = cap;
 		}
 	}
-	/* Without memory for the note the key still expires; only the kernel's
-	 * cache keeps it until attr_timeout. */
+	/* Without memory for the note the change still happens; only the
+	 * kernel's cache keeps the old state until attr_timeout. */
 	if (kv->gone_len < kv->gone_cap) {
 		e = &kv->gone[kv->gone_len];
-		e->name = strdup(n->m.name);
+		e->name = strdup(name);
 		if (e->name) {
-			e->parent = dir->m.id;
-			e->id = n->m.id;
+			e->parent = parent;
+			e->id = id;
 			kv->gone_len++;
 		}
 	}
+	pthread_cond_signal(&kv->sweep_cond);
+}
+
+void kv_expire(struct kv_store *kv, struct kv_node *n)
+{
+	struct kv_node *dir = n->parent;
+
+	if (!dir || (n->flags & KV_NODE_DELETED))
+		return;
+	kv_queue_inval(kv, dir->m.id, n->m.name, n->m.id);
 	NLOG(NLOG_DEBUG, "ttl", "key expired", LF_INT("id", n->m.id));
 	kv->ttl_expired++;
 	kv_node_remove(kv, n);
@@ -209,6 +216,7 @@ static void notify_gone(struct kv_store *kv)
 	n = kv->gone_len;
 	kv->gone = NULL;
 	kv->gone_len = kv->gone_cap = 0;
+	kv->gone_sending = true;
 	pthread_mutex_unlock(&kv->lock);
 	pthread_mutex_lock(&kv->notify_lock);
 	for (size_t i = 0; i < n; i++) {
@@ -218,6 +226,31 @@ static void notify_gone(struct kv_store *kv)
 	}
 	pthread_mutex_unlock(&kv->notify_lock);
 	free(g);
+	pthread_mutex_lock(&kv->lock);
+	kv->gone_sending = false;
+	pthread_mutex_unlock(&kv->lock);
+}
+
+int kv_wait_invals(struct kv_store *kv, int timeout_ms)
+{
+	int64_t deadline = kv_mono_ms() + timeout_ms;
+
+	for (;;) {
+		bool pending;
+
+		pthread_mutex_lock(&kv->lock);
+		pending = kv->sweeper_running && (kv->gone_len || kv->gone_sending);
+		if (pending)
+			pthread_cond_signal(&kv->sweep_cond);
+		pthread_mutex_unlock(&kv->lock);
+		if (!pending)
+			return 0;
+		if (kv_mono_ms() >= deadline)
+			return -ETIMEDOUT;
+		struct timespec ts = { 0, 2 * 1000000 };
+
+		nanosleep(&ts, NULL);
+	}
 }
 
 int kv_sweep(struct kv_store *kv)

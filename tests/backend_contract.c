@@ -1,7 +1,8 @@
 /*
  * The backend contract suite (see backend_contract.h): records and values
  * survive a reopen bit for bit, commits are atomic, ids are never reused,
- * superseded values read as -ESTALE, compression is recorded and reversible.
+ * superseded values read as -ESTALE (unless kept for a backup, until
+ * reclaim()), compression is recorded and reversible.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -639,6 +640,56 @@ static void test_max_id_never_goes_back(void **state)
 	}
 }
 
+/*
+ * While a backup reads stored versions, the store commits with old_vver = 0:
+ * a superseded or deleted version must stay readable until reclaim() (an
+ * optional op) deletes it; reclaiming twice, or a version already gone, is
+ * not an error.
+ */
+static void test_kept_versions_until_reclaim(void **state)
+{
+	struct kv_backend *b;
+	struct kv_meta m, old, gone;
+	struct kv_value *v = NULL;
+	struct loaded l;
+	uint8_t *one = make_bytes(9000, FILL_RANDOM, 1), *two = make_bytes(7000, FILL_RANDOM, 2);
+	uint8_t buf[16];
+
+	(void)state;
+	b = open_load(false, &l, NULL);
+	loaded_free(&l);
+	make_key(&m, 7, "k");
+	make_key(&gone, 8, "g");
+	assert_int_equal(put(b, &m, one, 9000, 0), 0);
+	assert_int_equal(put(b, &gone, two, 7000, 0), 0);
+	old = m;
+	assert_int_equal(put(b, &m, two, 7000, 0), 0); /* old_vver kept: 0 */
+	assert_int_equal(del(b, 8, 0), 0);
+	check_value(b, &old, one, 9000);
+	check_value(b, &gone, two, 7000);
+	check_value(b, &m, two, 7000);
+	if (b->ops->reclaim) {
+		const uint64_t refs[3][2] = { { 7, old.vver }, { 8, gone.vver }, { 8, gone.vver } };
+
+		assert_int_equal(b->ops->reclaim(b, refs, 3), 0);
+		assert_int_equal(b->ops->pread(b, &old, buf, sizeof(buf), 0), -ESTALE);
+		assert_int_equal(b->ops->read_value(b, &gone, &v), -ESTALE);
+		assert_null(v);
+		assert_int_equal(b->ops->reclaim(b, refs, 1), 0);
+	}
+	check_value(b, &m, two, 7000);
+	kv_backend_close(b);
+	b = open_load(false, &l, NULL);
+	assert_int_equal(l.n, 1);
+	check_value(b, find(&l, 7), two, 7000);
+	kv_backend_close(b);
+	loaded_free(&l);
+	kv_meta_clear(&m);
+	kv_meta_clear(&gone);
+	free(one);
+	free(two);
+}
+
 static void test_superseded_is_stale(void **state)
 {
 	struct kv_backend *b;
@@ -797,6 +848,7 @@ int backend_contract_run(const struct contract_backend *cb)
 		cmocka_unit_test_setup_teardown(test_batch_atomic, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_max_id_never_goes_back, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_superseded_is_stale, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_kept_versions_until_reclaim, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_compression_recorded, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_history_survives_reopen, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_load_stops_on_callback_error, setup,

@@ -28,6 +28,9 @@ void mem_state_destroy(struct mem_state *s)
 		kv_value_free(s->recs[i].value);
 	}
 	free(s->recs);
+	for (size_t i = 0; i < s->nolds; i++)
+		kv_value_free(s->olds[i].value);
+	free(s->olds);
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->cond);
 }
@@ -65,14 +68,30 @@ static struct mem_rec *rec_get_or_add(struct mem_state *s, uint64_t id)
 	return r;
 }
 
-static void rec_del(struct mem_state *s, uint64_t id)
+/* A stored version is freed only when the op names it as obsolete (as
+ * backend_fs unlinks only old_vver); otherwise it stays readable. */
+static void drop_version(struct mem_state *s, uint64_t id, uint64_t vver, struct kv_value *v,
+			 uint64_t old_vver)
+{
+	if (!v || !vver || vver == old_vver) {
+		kv_value_free(v);
+		return;
+	}
+	if (s->nolds == s->olds_cap) {
+		s->olds_cap = s->olds_cap ? s->olds_cap * 2 : 16;
+		s->olds = realloc(s->olds, s->olds_cap * sizeof(*s->olds));
+	}
+	s->olds[s->nolds++] = (struct mem_old){ id, vver, v };
+}
+
+static void rec_del(struct mem_state *s, uint64_t id, uint64_t old_vver)
 {
 	struct mem_rec *r = mem_find_id(s, id);
 
 	if (!r)
 		return;
+	drop_version(s, id, r->m.vver, r->value, old_vver);
 	kv_meta_clear(&r->m);
-	kv_value_free(r->value);
 	*r = s->recs[--s->nrecs];
 }
 
@@ -154,7 +173,7 @@ static int mem_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
 		if (op->meta.id > s->max_id)
 			s->max_id = op->meta.id;
 		if (op->type == KV_OP_DEL) {
-			rec_del(s, op->meta.id);
+			rec_del(s, op->meta.id, op->old_vver);
 			continue;
 		}
 		struct mem_rec *r = rec_get_or_add(s, op->meta.id);
@@ -162,7 +181,7 @@ static int mem_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
 
 		if (op->value) {
 			s->puts_with_value++;
-			kv_value_free(keep);
+			drop_version(s, op->meta.id, r->m.vver, keep, op->old_vver);
 			keep = kv_value_size(op->value) ? kv_value_snapshot(op->value) : NULL;
 			op->meta.vver = keep ? s->next_vver++ : 0;
 			op->meta.stored_size = kv_value_size(op->value);
@@ -186,10 +205,16 @@ static int mem_read_value(struct kv_backend *b, const struct kv_meta *m, struct 
 
 	pthread_mutex_lock(&s->lock);
 	r = mem_find_id(s, m->id);
-	if (!r || r->m.vver != m->vver || !r->value)
-		ret = -ESTALE;
-	else
+	if (r && r->m.vver == m->vver && r->value) {
 		*out = kv_value_snapshot(r->value);
+	} else {
+		ret = -ESTALE;
+		for (size_t i = 0; i < s->nolds; i++)
+			if (s->olds[i].id == m->id && s->olds[i].vver == m->vver) {
+				*out = kv_value_snapshot(s->olds[i].value);
+				ret = 0;
+			}
+	}
 	pthread_mutex_unlock(&s->lock);
 	return ret;
 }
@@ -215,6 +240,23 @@ static int mem_statfs(struct kv_backend *b, struct kv_backend_statfs *out)
 	return 0;
 }
 
+static int mem_reclaim(struct kv_backend *b, const uint64_t (*refs)[2], size_t n)
+{
+	struct mem_state *s = state(b);
+
+	pthread_mutex_lock(&s->lock);
+	for (size_t k = 0; k < n; k++)
+		for (size_t i = 0; i < s->nolds; i++)
+			if (s->olds[i].id == refs[k][0] && s->olds[i].vver == refs[k][1]) {
+				kv_value_free(s->olds[i].value);
+				s->olds[i] = s->olds[--s->nolds];
+				s->reclaimed++;
+				break;
+			}
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
 static const struct kv_backend_ops mem_ops = {
 	.name = "mem",
 	.close = mem_close,
@@ -223,6 +265,7 @@ static const struct kv_backend_ops mem_ops = {
 	.pread = mem_pread,
 	.read_value = mem_read_value,
 	.statfs = mem_statfs,
+	.reclaim = mem_reclaim,
 };
 
 struct kv_backend *mem_backend_new(struct mem_state *s)

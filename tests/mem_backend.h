@@ -14,6 +14,12 @@ struct mem_rec {
 	struct kv_value *value;	/* committed content, NULL when empty */
 };
 
+/* A superseded value version the store asked to keep (old_vver = 0). */
+struct mem_old {
+	uint64_t id, vver;
+	struct kv_value *value;
+};
+
 struct mem_state {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -26,6 +32,9 @@ struct mem_state {
 	unsigned commits;	/* successful commits */
 	size_t last_nops;	/* ops in the last commit */
 	unsigned puts_with_value; /* in the last commit */
+	struct mem_old *olds;	/* kept versions, until reclaim() */
+	size_t nolds, olds_cap;
+	size_t reclaimed;	/* versions freed by reclaim() */
 };
 
 void mem_state_init(struct mem_state *s);

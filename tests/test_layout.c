@@ -1,7 +1,8 @@
 /*
  * Module boundaries (architecture.md): data flows mount -> fs -> store ->
  * backend; only fs/ and mount/ see FUSE, only store/ sees hiredis, only conf/
- * sees inih, and util/ depends on no module. Each rule greps the sources.
+ * sees inih, only store/ sees libarchive, and util/ depends on no module.
+ * Each rule greps the sources.
  */
 #include <dirent.h>
 #include <setjmp.h>
@@ -92,6 +93,17 @@ static void test_only_conf_uses_inih(void **state)
 			 0);
 }
 
+/* libarchive is for backup archives: store/ only (backup_archive.c). */
+static void test_only_store_uses_libarchive(void **state)
+{
+	static const char *const archive[] = { "archive.h", "archive_entry.h", NULL };
+
+	(void)state;
+	assert_int_equal(offences("fs", archive) + offences("conf", archive) +
+				 offences("mount", archive) + offences("util", archive),
+			 0);
+}
+
 static void test_fs_does_not_know_backends_or_conf(void **state)
 {
 	static const char *const up[] = { "conf/", "mount/", "store/backend_", "store/kv_internal",
@@ -117,6 +129,7 @@ int main(void)
 		cmocka_unit_test(test_store_is_fuse_free),
 		cmocka_unit_test(test_only_store_uses_hiredis),
 		cmocka_unit_test(test_only_conf_uses_inih),
+		cmocka_unit_test(test_only_store_uses_libarchive),
 		cmocka_unit_test(test_fs_does_not_know_backends_or_conf),
 		cmocka_unit_test(test_conf_and_util_know_no_module),
 	};
