@@ -71,7 +71,7 @@ void fs_attr_to_stat(const struct kv_attr *a, struct stat *st)
  * telling the kernel: no caching there. */
 double fs_attr_timeout(const struct fs *fs, uint64_t ino)
 {
-	return kv_is_tx_id(ino) ? 0 : fs->o.attr_timeout;
+	return kv_is_tx_id(ino) ? 0 : fs->attr_timeout;
 }
 
 void fs_fill_entry(const struct fs *fs, const struct kv_attr *a, struct fuse_entry_param *e)
@@ -83,7 +83,7 @@ void fs_fill_entry(const struct fs *fs, const struct kv_attr *a, struct fuse_ent
 	e->attr_timeout = fs_attr_timeout(fs, a->id);
 	e->entry_timeout = fs_attr_timeout(fs, a->id);
 	if (!kv_is_tx_id(a->id))
-		e->entry_timeout = fs->o.entry_timeout;
+		e->entry_timeout = fs->entry_timeout;
 	fs_attr_to_stat(a, &e->attr);
 }
 
@@ -254,7 +254,7 @@ void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set
 		return;
 	}
 	fs_attr_to_stat(&a, &st);
-	fuse_reply_attr(req, &st, fs->o.attr_timeout);
+	fuse_reply_attr(req, &st, fs->attr_timeout);
 }
 
 void fs_op_statfs(fuse_req_t req, fuse_ino_t ino)
@@ -370,6 +370,8 @@ int fs_new(struct kv_store *kv, const struct fs_options *o, struct fs **out)
 		return -ENOMEM;
 	fs->kv = kv;
 	fs->o = *o;
+	fs->attr_timeout = o->attr_timeout;
+	fs->entry_timeout = o->entry_timeout;
 	pthread_mutex_init(&fs->dirs_lock, NULL);
 	pthread_mutex_init(&fs->defer.lock, NULL);
 	pthread_cond_init(&fs->defer.cond, NULL);
@@ -409,6 +411,14 @@ void fs_notify_changed(void *arg, uint64_t parent, const char *name, uint64_t id
 	fuse_lowlevel_notify_inval_inode(fs->se, parent, 0, 0);
 	if (id)
 		fuse_lowlevel_notify_inval_inode(fs->se, id, 0, 0);
+}
+
+void fs_set_timeouts(struct fs *fs, double attr_timeout, double entry_timeout)
+{
+	if (attr_timeout >= 0)
+		fs->attr_timeout = attr_timeout;
+	if (entry_timeout >= 0)
+		fs->entry_timeout = entry_timeout;
 }
 
 void fs_attach(struct fs *fs, struct fuse_session *se)

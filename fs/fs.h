@@ -49,6 +49,9 @@ void fs_drain(struct fs *fs);
  */
 struct fuse_session;
 void fs_attach(struct fs *fs, struct fuse_session *se);
+/* New attribute and entry timeouts (seconds) for the replies from now on
+ * (a reload); what the kernel cached keeps its old timeout. */
+void fs_set_timeouts(struct fs *fs, double attr_timeout, double entry_timeout);
 /* NULL is fine. */
 void fs_free(struct fs *fs);
 

@@ -72,7 +72,7 @@ void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		 * transaction's view, which shows the store through it).
 		 */
 		memset(&e, 0, sizeof(e));
-		e.entry_timeout = kv_is_tx_id(parent) ? 0 : fs->o.entry_timeout;
+		e.entry_timeout = kv_is_tx_id(parent) ? 0 : fs->entry_timeout;
 		fuse_reply_entry(req, &e);
 		return;
 	}

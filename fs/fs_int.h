@@ -85,7 +85,9 @@ struct fs_defer {
 
 struct fs {
 	struct kv_store *kv;	/* borrowed */
-	struct fs_options o;
+	struct fs_options o;	/* read-only, but for the timeouts below */
+	/* o.attr_timeout and o.entry_timeout as a reload may change them. */
+	_Atomic double attr_timeout, entry_timeout;
 	struct timespec started; /* times of the reserved directories */
 	/*
 	 * Open directory handles. The kernel may never send the RELEASEDIR of

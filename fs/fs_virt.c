@@ -95,8 +95,8 @@ void fs_virt_entry(const struct fs *fs, fuse_ino_t ino, struct fuse_entry_param 
 	memset(e, 0, sizeof(*e));
 	e->ino = ino;
 	e->generation = 1;
-	e->attr_timeout = fs->o.attr_timeout;
-	e->entry_timeout = fs->o.entry_timeout;
+	e->attr_timeout = fs->attr_timeout;
+	e->entry_timeout = fs->entry_timeout;
 	fs_virt_stat(fs, ino, &e->attr);
 }
 

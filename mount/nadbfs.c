@@ -48,6 +48,7 @@ struct reloader {
 	const struct nadbfs_cli *cli;
 	struct conf *conf;	/* lock */
 	struct kv_store *kv;
+	struct fs *fs;		/* set once made; NULL before */
 	bool to_tty;		/* stderr was a terminal when logging started */
 };
 
@@ -66,9 +67,6 @@ static void warn_fixed(const struct conf *old, const struct conf *new)
 		log_msg(NLOG_WARN, "conf", fmt, "db/namespace");
 	if (old->allow_other != new->allow_other || old->max_threads != new->max_threads)
 		log_msg(NLOG_WARN, "conf", fmt, "allow_other/max_threads");
-	if (old->attr_timeout_ms != new->attr_timeout_ms ||
-	    old->entry_timeout_ms != new->entry_timeout_ms)
-		log_msg(NLOG_WARN, "conf", fmt, "attr_timeout/entry_timeout");
 	if (old->compression != new->compression ||
 	    old->compression_min_size != new->compression_min_size)
 		log_msg(NLOG_WARN, "conf", fmt, "compression");
@@ -106,6 +104,9 @@ static int reload(void *arg, char *msg, size_t len)
 	set_log_format(&next, r->to_tty);
 	kv_options_from_conf(&next, &ko);
 	kv_reconfigure(r->kv, &ko);
+	if (r->fs)
+		fs_set_timeouts(r->fs, (double)next.attr_timeout_ms / 1000.0,
+				(double)next.entry_timeout_ms / 1000.0);
 	conf_free(r->conf);
 	*r->conf = next;
 	log_msg(NLOG_INFO, "conf", "configuration reloaded");
@@ -440,6 +441,9 @@ int main(int argc, char **argv)
 		.gid = getgid(),
 	};
 	ret = fs_new(kv, &fso, &fs);
+	pthread_mutex_lock(&rl.lock);
+	rl.fs = ret ? NULL : fs;
+	pthread_mutex_unlock(&rl.lock);
 	if (ret) {
 		fprintf(stderr, "nadbfs: %s\n", strerror(-ret));
 		goto out_kv;

@@ -347,6 +347,48 @@ static void test_reload(void **state)
 	mnt_stop(m);
 }
 
+static json_int_t getattrs(struct mnt *m)
+{
+	json_t *o = read_stats(m);
+	json_int_t n = stat_int(o, "ops.getattr.count");
+
+	json_decref(o);
+	return n;
+}
+
+/* A reload changes the timeouts of the replies from then on: with 60 s the
+ * kernel keeps a key's attributes, with 0 it asks at every stat. */
+static void test_reload_applies_timeouts(void **state)
+{
+	struct mnt *m = *state;
+	const char *conf;
+	struct stat st;
+	json_int_t before;
+	char *out = NULL;
+
+	mnt_init(m);
+	conf = mnt_str(m, "%s/kv.conf", m->root);
+	put_str(conf, "[mount]\nattr_timeout = 60s\nentry_timeout = 60s\n");
+	mnt_start(m, mnt_str(m, "config=%s", conf));
+	put_str(mnt_path(m, "k"), "v");
+	ASSERT_SYS(stat(mnt_path(m, "k"), &st));
+	before = getattrs(m);
+	for (int i = 0; i < 5; i++)
+		ASSERT_SYS(stat(mnt_path(m, "k"), &st));
+	assert_int_equal(getattrs(m), before);
+	put_str(conf, "[mount]\nattr_timeout = 0\nentry_timeout = 0\n");
+	assert_int_equal(run_cmd_out(&out, "%s -m %s reload", nadbctl(), shq(m, m->dir)), 0);
+	free(out);
+	/* The cached entry keeps its 60 s: write through a new name. */
+	put_str(mnt_path(m, "j"), "v");
+	ASSERT_SYS(stat(mnt_path(m, "j"), &st));
+	before = getattrs(m);
+	for (int i = 0; i < 5; i++)
+		ASSERT_SYS(stat(mnt_path(m, "j"), &st));
+	assert_true(getattrs(m) >= before + 5);
+	mnt_stop(m);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, mnt_setup, mnt_teardown)
 
 int main(void)
@@ -356,6 +398,7 @@ int main(void)
 		T(test_metrics_parse),
 		T(test_op_figures),
 		T(test_ctl_mode),
+		T(test_reload_applies_timeouts),
 		T(test_ctl_sessions),
 		T(test_control_files_are_protected),
 		T(test_nadbctl),
