@@ -100,6 +100,24 @@ static bool is_tags(const char *name)
 	return !strcmp(name, TAGS_NAME) || !strcmp(name, XDG_TAGS_NAME);
 }
 
+/*
+ * Whether a change of one of a key's computed attributes (user.ttl,
+ * user.tags) may go ahead: they exist on keys only, and honour
+ * XATTR_CREATE/REPLACE like stored ones. present: n has the attribute now.
+ */
+static int key_attr_check(const struct kv_node *n, bool present, bool remove, int flags)
+{
+	if (!n)
+		return -ENOENT;
+	if (S_ISDIR(n->m.mode))
+		return -ENOTSUP;
+	if ((remove || (flags & KV_XATTR_REPLACE)) && !present)
+		return -ENODATA;
+	if (!remove && (flags & KV_XATTR_CREATE) && present)
+		return -EEXIST;
+	return 0;
+}
+
 /* A TTL is a plain positive decimal integer of seconds: no sign, no spaces. */
 static int parse_ttl(const char *v, size_t len, uint64_t *out)
 {
@@ -149,15 +167,8 @@ static int change_ttl(struct kv_store *kv, uint64_t id, const void *value, size_
 	}
 	pthread_mutex_lock(&kv->lock);
 	n = kv_node_live(kv, id);
-	if (!n)
-		ret = -ENOENT;
-	else if (S_ISDIR(n->m.mode))
-		ret = -ENOTSUP;
-	else if ((remove || (flags & KV_XATTR_REPLACE)) && !n->m.expires_ms)
-		ret = -ENODATA;
-	else if (!remove && (flags & KV_XATTR_CREATE) && n->m.expires_ms)
-		ret = -EEXIST;
-	else
+	ret = key_attr_check(n, n && n->m.expires_ms, remove, flags);
+	if (!ret)
 		ret = kv_set_deadline(kv, n, remove ? 0 : kv_now_ms() + (int64_t)secs * 1000);
 	if (!ret) {
 		n->m.ctime_ns = kv_now_ns();
@@ -211,15 +222,8 @@ static int change_tags(struct kv_store *kv, uint64_t id, const void *value, size
 	}
 	pthread_mutex_lock(&kv->lock);
 	n = kv_node_live(kv, id);
-	if (!n)
-		ret = -ENOENT;
-	else if (S_ISDIR(n->m.mode))
-		ret = -ENOTSUP;
-	else if ((remove || (flags & KV_XATTR_REPLACE)) && !n->m.ntags)
-		ret = -ENODATA;
-	else if (!remove && (flags & KV_XATTR_CREATE) && n->m.ntags)
-		ret = -EEXIST;
-	else
+	ret = key_attr_check(n, n && n->m.ntags, remove, flags);
+	if (!ret)
 		ret = kv_node_set_tags(kv, n, tags, ntags);
 	pthread_mutex_unlock(&kv->lock);
 	if (ret)

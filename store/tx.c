@@ -189,6 +189,19 @@ static int copy_up_value(struct kv_store *kv, struct kv_txnode *t)
 	return 0;
 }
 
+/* The staged key id names: -ENOENT, -EISDIR. */
+static int file_of(struct kv_store *kv, uint64_t id, struct kv_txnode **out)
+{
+	struct kv_txnode *t = txnode_get(kv, id);
+
+	if (!t)
+		return -ENOENT;
+	if (is_dir(t))
+		return -EISDIR;
+	*out = t;
+	return 0;
+}
+
 static int dir_of(struct kv_store *kv, uint64_t id, struct kv_txnode **out)
 {
 	struct kv_txnode *d = txnode_get(kv, id);
@@ -567,12 +580,8 @@ int kv_tx_open(struct kv_store *kv, uint64_t id, bool trunc)
 	int ret = 0;
 
 	pthread_mutex_lock(&kv->lock);
-	t = txnode_get(kv, id);
-	if (!t)
-		ret = -ENOENT;
-	else if (is_dir(t))
-		ret = -EISDIR;
-	else if (trunc && (ret = copy_up_value(kv, t)) == 0)
+	ret = file_of(kv, id, &t);
+	if (!ret && trunc && (ret = copy_up_value(kv, t)) == 0)
 		ret = resize(kv, t, 0);
 	pthread_mutex_unlock(&kv->lock);
 	return ret;
@@ -585,14 +594,10 @@ ssize_t kv_tx_read(struct kv_store *kv, uint64_t id, void *buf, size_t len, uint
 	ssize_t ret = 0;
 
 	pthread_mutex_lock(&kv->lock);
-	t = txnode_get(kv, id);
-	if (!t)
-		ret = -ENOENT;
-	else if (is_dir(t))
-		ret = -EISDIR;
-	else if (t->has_value)
+	ret = file_of(kv, id, &t);
+	if (!ret && t->has_value)
 		ret = kv_value_read(t->n.value, buf, len, off);
-	else
+	else if (!ret)
 		base = t->base;
 	pthread_mutex_unlock(&kv->lock);
 	/* Unchanged content: read it where it is. */
@@ -605,14 +610,10 @@ ssize_t kv_tx_write(struct kv_store *kv, uint64_t id, const void *buf, size_t le
 	ssize_t ret;
 
 	pthread_mutex_lock(&kv->lock);
-	t = txnode_get(kv, id);
-	if (!t)
-		ret = -ENOENT;
-	else if (is_dir(t))
-		ret = -EISDIR;
-	else if (off > kv->opts.max_value_size || len > kv->opts.max_value_size - off)
+	ret = file_of(kv, id, &t);
+	if (!ret && (off > kv->opts.max_value_size || len > kv->opts.max_value_size - off))
 		ret = -EFBIG;
-	else
+	if (!ret)
 		ret = copy_up_value(kv, t);
 	if (!ret && off + len > t->n.m.size)
 		ret = resize(kv, t, off + len);
