@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -391,7 +392,11 @@ static void test_readers_never_see_half_a_commit(void **state)
 	put(f, KV_ROOT_ID, "a", "0");
 	put(f, KV_ROOT_ID, "b", "0");
 	assert_int_equal(pthread_create(&th, NULL, pair_reader, &r), 0);
-	for (int i = 1; i <= 50; i++) {
+	/* Commit while the reader reads: from its first read on, and until
+	 * it has read a good many times (or enough commits went by). */
+	while (atomic_load(&r.reads) == 0)
+		sched_yield();
+	for (int i = 1; i <= 50 || (atomic_load(&r.reads) < 200 && i <= 5000); i++) {
 		char v[8];
 		uint64_t root = begin(f, "t");
 
@@ -404,7 +409,7 @@ static void test_readers_never_see_half_a_commit(void **state)
 	pthread_join(th, NULL);
 	assert_true(atomic_load(&r.reads) > 0);
 	assert_int_equal(atomic_load(&r.mixed), 0);
-	assert_string_equal(get(f, KV_ROOT_ID, "a"), "50");
+	assert_string_equal(get(f, KV_ROOT_ID, "a"), get(f, KV_ROOT_ID, "b"));
 }
 
 int main(void)
