@@ -91,6 +91,13 @@ struct kv_backend_statfs {
 	uint64_t bsize, blocks, bfree, bavail; /* space where values live */
 };
 
+/* How a networked backend's connection is doing (stats, metrics). */
+struct kv_backend_health {
+	bool connected;		/* the last request got an answer */
+	uint64_t reconnects;	/* connections made after the first one */
+	int64_t rtt_ms;		/* round trip of the last timed request; -1: none yet */
+};
+
 struct kv_backend;
 
 /* Called once per live record by load(); a non-zero return stops the load. */
@@ -120,6 +127,8 @@ struct kv_backend_ops {
 	/* Optional: the store's threads start, in the process that will serve
 	 * (after the daemon forked): e.g. record the owner's pid. */
 	void (*started)(struct kv_backend *b);
+	/* Optional: connection health; must not wait for the network. */
+	void (*health)(struct kv_backend *b, struct kv_backend_health *out);
 };
 
 /* Every backend's handle starts with this. */

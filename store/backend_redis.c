@@ -680,4 +680,5 @@ static const struct kv_backend_ops redis_ops = {
 	.pread = redis_pread,
 	.read_value = redis_read_value,
 	.statfs = redis_statfs,
+	.health = kv_redis_health,
 };

@@ -78,6 +78,7 @@ struct kv_redis {
 	 * ms), so a down server costs callers no connect timeout each. */
 	int64_t next_connect_ms;
 	int64_t backoff_ms;		/* lock: 0 while connects succeed */
+	int64_t rtt_ms;			/* lock: last timed round trip; -1 none */
 
 	/* Owned by the committing thread. */
 	char script_sha[41];
@@ -107,6 +108,11 @@ int kv_redis_error(struct kv_redis *r, redisContext *c, const redisReply *reply,
 		   const char *what);
 /* Marks the server as answering again after errors (logs the recovery). */
 void kv_redis_ok(struct kv_redis *r);
+/* Records the round trip of a request that just answered (stats). */
+void kv_redis_rtt(struct kv_redis *r, int64_t ms);
+/* The backend's health op. */
+void kv_redis_health(struct kv_backend *b, struct kv_backend_health *out);
+int64_t kv_redis_mono_ms(void);
 
 /* Builds "T:<fmt>" into a malloc'd string; NULL on ENOMEM. */
 char *kv_redis_key(const struct kv_redis *r, const char *fmt, ...)

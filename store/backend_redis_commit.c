@@ -383,6 +383,7 @@ int kv_redis_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
 	redisReply *rep = NULL;
 	struct prep *p;
 	bool failed = false;
+	int64_t t0;
 	int ret;
 
 	if (n == 0)
@@ -442,6 +443,7 @@ int kv_redis_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
 	for (int k = 2; k < HDR_ARGS; k++)
 		lens[k] = strlen(argv[k]);
 	fill_args(ops, p, n, argv, lens);
+	t0 = kv_redis_mono_ms();
 	rep = run_script(r, conn->c, (int)argc, argv, lens);
 	if (!rep || rep->type == REDIS_REPLY_ERROR) {
 		ret = kv_redis_error(r, conn->c, rep, "commit");
@@ -450,6 +452,7 @@ int kv_redis_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
 	}
 	freeReplyObject(rep);
 	kv_redis_put(r, conn, false);
+	kv_redis_rtt(r, kv_redis_mono_ms() - t0);
 	kv_redis_ok(r);
 	prep_free(p, n);
 	free(argv);

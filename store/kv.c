@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "store/kv_internal.h"
+#include "store/sync.h"
 #include "util/log.h"
 
 #ifndef RENAME_NOREPLACE
@@ -718,5 +719,7 @@ void kv_get_stats(struct kv_store *kv, struct kv_stats *out)
 	out->query_cached = kv_qcache_count(kv->tags.cache);
 	out->backend = kv->backend->ops->name;
 	out->backend_error = kv->last_flush_error;
+	out->spilled = kv->spilled;
 	pthread_mutex_unlock(&kv->lock);
+	kv_backend_health_stats(kv, out);
 }

@@ -21,6 +21,8 @@
 
 struct kv_store;
 
+#define KV_SPILL_DIR_DEFAULT "/var/lib/nadbfs/spill"
+
 enum kv_backend_kind { KV_BACKEND_FS, KV_BACKEND_REDIS };
 
 struct kv_options {
@@ -34,6 +36,10 @@ struct kv_options {
 	uint64_t default_ttl_s;		/* TTL of new keys; 0 = none */
 	uint64_t ttl_sweep_ms;		/* the sweeper runs at least this often */
 	uint64_t query_cache_size;	/* cached query results; 0 disables */
+	/* Where buffered writes go when the backend is unreachable at close
+	 * (store/spill.c): used for the Redis backend, or for any backend when
+	 * set; NULL = KV_SPILL_DIR_DEFAULT. */
+	const char *spill_dir;
 	/* If set, kv_open uses this opened backend instead of opening one
 	 * (tests inject a fake this way); kv_open owns it from then on, even
 	 * when it fails. */
@@ -97,6 +103,12 @@ struct kv_stats {
 	uint64_t query_hits, query_misses, query_cached;
 	const char *backend;		/* its name: "fs", "redis" */
 	int backend_error;		/* of the last flush: 0, or a negative errno */
+	/* Connection health (backend health op); a backend without one is
+	 * "connected" while its flushes succeed, never reconnects. */
+	bool backend_connected;
+	uint64_t backend_reconnects;
+	int64_t backend_rtt_ms;		/* -1: not measured */
+	uint64_t spilled;		/* records replayed from a spill file at open */
 };
 
 /*

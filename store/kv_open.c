@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "store/kv_internal.h"
+#include "store/sync.h"
 #include "util/log.h"
 
 #define S_ISDIR_NODE(n) S_ISDIR((n)->m.mode)
@@ -235,6 +236,11 @@ int kv_open(const struct kv_options *o, struct kv_store **out, char *err, size_t
 	if (ret)
 		goto out_free;
 opened:
+	/* Writes a previous mount could not deliver come first. */
+	ret = kv_spill_open(kv, o, err, errlen);
+	kv->opts.spill_dir = NULL; /* copied: the caller's string may go */
+	if (ret)
+		goto out_free;
 	ret = kv->backend->ops->load(kv->backend, load_record, kv, &kv->max_id);
 	if (ret) {
 		snprintf(err, errlen, "cannot load the store: %s", strerror(-ret));
@@ -324,6 +330,10 @@ int kv_close(struct kv_store *kv)
 			struct timespec ts = { 0, 100 * 1000000 };
 			nanosleep(&ts, NULL);
 		}
+		/* Unreachable backend: the spill file keeps them for the next
+		 * mount (sync.h), when this store has one. */
+		if (ret && kv->sync && kv_spill_save(kv) == 0)
+			ret = 0;
 		if (ret)
 			NLOG(NLOG_ERROR, "store", "buffered writes could not be flushed at close",
 			     LF_INT("records", kv->ndirty), LF_STR("error", strerror(-ret)));
@@ -340,6 +350,7 @@ int kv_close(struct kv_store *kv)
 	}
 	htab_destroy(&kv->by_id);
 	kv_backend_close(kv->backend);
+	kv_sync_free(kv);
 	pthread_cond_destroy(&kv->flush_cond);
 	pthread_cond_destroy(&kv->done_cond);
 	pthread_cond_destroy(&kv->sweep_cond);

@@ -1,0 +1,46 @@
+/*
+ * Private to store/: what keeps a store safe and coherent when its backend
+ * is shared or unreliable (the Redis backend).
+ *
+ * spill.c: buffered writes that cannot reach the backend at close go to a
+ * spill file; the next open of the same store replays it first.
+ * sync.c: a thread that applies other mounts' changes to the tree and hands
+ * out record ids reserved in the backend.
+ *
+ * Locks: struct kv_sync's fields say which lock guards them; kv->lock is
+ * never held across a backend call (kv_internal.h).
+ */
+#ifndef NADB_STORE_SYNC_H
+#define NADB_STORE_SYNC_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "store/kv_internal.h"
+
+struct kv_sync {
+	char *spill_dir;	/* fixed after open */
+	char *spill_prefix;	/* "<16 hex digits of the store identity>." */
+	char *identity;		/* the store identity, written into spill files */
+	size_t identity_len;
+};
+
+/* spill.c */
+/*
+ * Called by kv_open once the backend is open and before it is loaded: sets
+ * up kv->sync and replays every spill file of this store into the backend
+ * (oldest first), deleting each once committed. o is the caller's options
+ * (the backend parameters name the store). 0, or a negative errno with a
+ * message in err.
+ */
+int kv_spill_open(struct kv_store *kv, const struct kv_options *o, char *err, size_t errlen);
+/* Called by kv_close when the final flush failed: writes every dirty record
+ * to a new spill file (fsync'ed). 0 once saved. */
+int kv_spill_save(struct kv_store *kv);
+void kv_sync_free(struct kv_store *kv);
+
+/* Fills out's backend health fields, without kv->lock. */
+void kv_backend_health_stats(struct kv_store *kv, struct kv_stats *out);
+
+#endif
