@@ -26,6 +26,11 @@
  *	T:tmp:<vver>		a large value being uploaded in pieces; renamed
  *				to T:v:... by the commit script, expires after an
  *				hour if the commit never happens
+ *	T:c:<id>		"parent/name": a name claimed for a record not
+ *				committed yet (O_EXCL create, mkdir); expires
+ *	T:log			stream: one entry per commit, fields seq, by
+ *				(the mount's id), ids (space-separated)
+ *	T:logseq		counter of T:log entries, to notice a gap
  *
  * Threads: commit() runs on one thread at a time; load(), pread(),
  * read_value() and statfs() may run concurrently with it. Each takes its own
@@ -80,6 +85,15 @@ struct kv_redis {
 	int64_t backoff_ms;		/* lock: 0 while connects succeed */
 	int64_t rtt_ms;			/* lock: last timed round trip; -1 none */
 
+	char mount_id[17];	/* fixed after open: this mount in T:log */
+
+	/* The change log reader: owned by the thread calling changes() and
+	 * load() (one at a time: the opener, then the store's sync thread). */
+	redisContext *log_c;	/* its own connection, not a pooled one */
+	char log_pos[48];	/* last T:log entry id seen */
+	uint64_t log_seq;	/* its seq */
+	bool log_lost;		/* entries may have been missed: next changes() says so */
+
 	/* Owned by the committing thread. */
 	char script_sha[41];
 	struct ZSTD_CCtx_s *cctx;
@@ -122,6 +136,19 @@ char *kv_redis_key(const struct kv_redis *r, const char *fmt, ...)
 /* The commit script's text (loaded at open, re-sent if the server lost it). */
 extern const char kv_redis_script[];
 int kv_redis_commit(struct kv_backend *b, struct kv_op *ops, size_t n);
+
+/* backend_redis_sync.c: several mounts of one store */
+/* Sets a fresh mount id. */
+int kv_redis_sync_init(struct kv_redis *r);
+void kv_redis_sync_close(struct kv_redis *r);
+/* Called by load() on its connection before it reads any record: changes()
+ * reports what is committed after this point. */
+int kv_redis_log_mark(struct kv_redis *r, redisContext *c);
+int kv_redis_changes(struct kv_backend *b, int64_t wait_ms, uint64_t **ids, size_t *n);
+int kv_redis_fetch(struct kv_backend *b, const uint64_t *ids, size_t n, struct kv_change *out);
+int kv_redis_reserve_ids(struct kv_backend *b, uint64_t count, uint64_t *first);
+int kv_redis_claim_name(struct kv_backend *b, uint64_t parent, const char *name, uint64_t id);
+int kv_redis_lookup_name(struct kv_backend *b, uint64_t parent, const char *name, uint64_t *id);
 
 /* backend_redis_value.c */
 /* A value as it is sent: flat bytes (compressed or not). */

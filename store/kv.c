@@ -343,7 +343,12 @@ static int node_create(struct kv_store *kv, struct kv_node *dir, const char *nam
 		free(n);
 		return -ENOMEM;
 	}
-	n->m.id = kv->max_id + 1;
+	ret = kv_sync_next_id(kv, &n->m.id);
+	if (ret) {
+		kv_meta_clear(&n->m);
+		free(n);
+		return ret;
+	}
 	n->m.mode = mode;
 	n->m.uid = uid;
 	n->m.gid = gid;
@@ -354,7 +359,7 @@ static int node_create(struct kv_store *kv, struct kv_node *dir, const char *nam
 	ret = kv_node_attach(dir, n);
 	if (ret)
 		goto out_unindex;
-	kv->max_id++;
+	kv->max_id = n->m.id;
 	if (is_dir(n))
 		kv->ndirs++;
 	else

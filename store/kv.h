@@ -83,8 +83,10 @@ struct kv_dirent {
 
 /*
  * Called by the sweeper thread (never a caller of this API, never with a
- * store lock held) for each key or directory that expired, so that the
- * filesystem can drop kernel caches of (parent, name) and of id.
+ * store lock held) for each key or directory that expired, and by the sync
+ * thread for each entry another mount changed (its old and its new place;
+ * parent 0 for the root), so that the filesystem can drop kernel caches of
+ * (parent, name) and of id.
  */
 typedef void (*kv_expire_fn)(void *arg, uint64_t parent, const char *name, uint64_t id);
 /* Sets the expiry callback, or removes it (NULL): then returns only once a

@@ -255,6 +255,9 @@ opened:
 		snprintf(err, errlen, "cannot build the tree: %s", strerror(-ret));
 		goto out_free;
 	}
+	ret = kv_sync_open(kv, err, errlen);
+	if (ret)
+		goto out_free;
 	/* Make a new store's root (and drops of damaged records) durable now,
 	 * so that a store is never half-created. */
 	if (kv->ndirty) {
@@ -283,6 +286,8 @@ int kv_start(struct kv_store *kv)
 	ret = kv_flusher_start(kv);
 	if (!ret)
 		ret = kv_sweeper_start(kv);
+	if (!ret)
+		ret = kv_sync_start(kv);
 	return ret;
 }
 
@@ -312,6 +317,7 @@ int kv_close(struct kv_store *kv)
 
 	if (!kv)
 		return 0;
+	kv_sync_stop(kv);
 	kv_sweeper_stop(kv);
 	kv_flusher_stop(kv);
 	/* No request comes any more: handles the kernel never released are

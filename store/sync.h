@@ -24,6 +24,16 @@ struct kv_sync {
 	char *spill_prefix;	/* "<16 hex digits of the store identity>." */
 	char *identity;		/* the store identity, written into spill files */
 	size_t identity_len;
+
+	/* sync.c. Ids: with a shared backend, new records take ids from a
+	 * block reserved in the backend, (kv->max_id, id_end]; the next block
+	 * is fetched ahead by the sync thread. */
+	bool ids_shared;	/* fixed after open */
+	uint64_t id_end;	/* kv->lock */
+	uint64_t next_first, next_last; /* kv->lock; 0: none yet */
+	bool stop;		/* kv->lock */
+	pthread_t thread;
+	bool running;		/* kv_start/kv_close only */
 };
 
 /* spill.c */
@@ -39,6 +49,15 @@ int kv_spill_open(struct kv_store *kv, const struct kv_options *o, char *err, si
  * to a new spill file (fsync'ed). 0 once saved. */
 int kv_spill_save(struct kv_store *kv);
 void kv_sync_free(struct kv_store *kv);
+
+/* sync.c */
+/* After load: reserves the first block of ids when the backend is shared. */
+int kv_sync_open(struct kv_store *kv, char *err, size_t errlen);
+/* With kv->lock held: the id for a new record (kv->max_id becomes it once
+ * used). -ENOSPC while the next block is being reserved. */
+int kv_sync_next_id(struct kv_store *kv, uint64_t *id);
+int kv_sync_start(struct kv_store *kv);
+void kv_sync_stop(struct kv_store *kv);
 
 /* Fills out's backend health fields, without kv->lock. */
 void kv_backend_health_stats(struct kv_store *kv, struct kv_stats *out);

@@ -1,0 +1,233 @@
+/*
+ * Two mounts of one store on one private redis-server (two mountpoints on
+ * this machine stand for two machines, spec section 9): what one does, the
+ * other sees within flush_interval + coherence_delay, kernel caches
+ * included (each check first makes the other mount cache the old state);
+ * right after close with close_to_open = yes; and O_EXCL creates and mkdirs
+ * of one name race to exactly one winner.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "tests/mnt.h"
+#include "tests/redis_server.h"
+
+/* flush_interval + coherence_delay below is 200 ms; a loaded machine gets
+ * ample slack, but a mount that never catches up fails. */
+#define OPTS "flush_interval=100ms,coherence_delay=100ms"
+#define CATCH_UP_MS 5000
+
+struct pair {
+	struct mnt a, b;
+};
+
+static int setup(void **state)
+{
+	struct pair *p = calloc(1, sizeof(*p));
+
+	*state = p;
+	return p ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+	struct pair *p = *state;
+
+	if (p) {
+		/* b first: it does not own the tree or the server. */
+		mnt_cleanup(&p->b);
+		mnt_cleanup(&p->a);
+		free(p);
+	}
+	return 0;
+}
+
+static struct pair *start_pair(void **state, const char *opts)
+{
+	struct pair *p = *state;
+
+	p->a.backend = MNT_BACKEND_REDIS;
+	mnt_start(&p->a, opts);
+	mnt_init_shared(&p->b, &p->a, "mnt2");
+	mnt_start(&p->b, opts);
+	return p;
+}
+
+static void stop_pair(struct pair *p)
+{
+	mnt_stop(&p->b);
+	mnt_stop(&p->a);
+}
+
+/* The file's content, or NULL with errno set. */
+static char *content(const char *path)
+{
+	return read_file(path, NULL);
+}
+
+/* Polls until path holds want (NULL: until it does not exist). */
+static void await_file(const char *path, const char *want)
+{
+	int64_t deadline = now_ms() + CATCH_UP_MS;
+	char *got = NULL;
+
+	for (;;) {
+		got = content(path);
+		if (want ? got && !strcmp(got, want) : !got && errno == ENOENT)
+			break;
+		if (now_ms() > deadline)
+			fail_msg("%s: want %s, have %s (%s)", path, want ? want : "no file",
+				 got ? got : "nothing", got ? "" : strerror(errno));
+		free(got);
+		usleep(10000);
+	}
+	free(got);
+}
+
+static bool listed(const char *dir, const char *name)
+{
+	char *out = NULL, line[300];
+	bool found;
+
+	/* One name per line, between newlines. */
+	run_cmd_out(&out, "echo; ls -1a '%s'", dir);
+	snprintf(line, sizeof(line), "\n%s\n", name);
+	found = out && strstr(out, line);
+	free(out);
+	return found;
+}
+
+static void await_listed(const char *dir, const char *name, bool want)
+{
+	int64_t deadline = now_ms() + CATCH_UP_MS;
+
+	while (listed(dir, name) != want) {
+		if (now_ms() > deadline)
+			fail_msg("%s: %s still %s", dir, name, want ? "missing" : "listed");
+		usleep(10000);
+	}
+}
+
+static void test_write_rewrite_delete(void **state)
+{
+	struct pair *p = start_pair(state, OPTS);
+
+	/* The other mount looks first: a cached "no such file" must go. */
+	ASSERT_ERRNO(open(mnt_path(&p->b, "k"), O_RDONLY), ENOENT);
+	put_str(mnt_path(&p->a, "k"), "one\n");
+	await_file(mnt_path(&p->b, "k"), "one\n");
+	await_listed(p->b.dir, "k", true);
+
+	/* Cached content and size go too. */
+	assert_file_str(mnt_path(&p->b, "k"), "one\n");
+	put_str(mnt_path(&p->a, "k"), "two, longer\n");
+	await_file(mnt_path(&p->b, "k"), "two, longer\n");
+
+	/* And the other way round. */
+	put_str(mnt_path(&p->b, "k"), "three\n");
+	await_file(mnt_path(&p->a, "k"), "three\n");
+
+	ASSERT_SYS(unlink(mnt_path(&p->a, "k")));
+	await_file(mnt_path(&p->b, "k"), NULL);
+	await_listed(p->b.dir, "k", false);
+	stop_pair(p);
+}
+
+static void test_dirs_and_rename(void **state)
+{
+	struct pair *p = start_pair(state, OPTS);
+	struct stat st;
+
+	ASSERT_SYS(mkdir(mnt_path(&p->a, "d"), 0755));
+	ASSERT_SYS(mkdir(mnt_path(&p->a, "d/sub"), 0755));
+	put_str(mnt_path(&p->a, "d/sub/x"), "deep\n");
+	await_file(mnt_path(&p->b, "d/sub/x"), "deep\n");
+
+	ASSERT_SYS(rename(mnt_path(&p->a, "d"), mnt_path(&p->a, "e")));
+	await_file(mnt_path(&p->b, "e/sub/x"), "deep\n");
+	await_file(mnt_path(&p->b, "d/sub/x"), NULL);
+	await_listed(p->b.dir, "d", false);
+
+	/* A file renamed over another, through b this time. */
+	put_str(mnt_path(&p->b, "e/y"), "why\n");
+	await_file(mnt_path(&p->a, "e/y"), "why\n");
+	ASSERT_SYS(rename(mnt_path(&p->b, "e/y"), mnt_path(&p->b, "e/sub/x")));
+	await_file(mnt_path(&p->a, "e/sub/x"), "why\n");
+	await_file(mnt_path(&p->a, "e/y"), NULL);
+
+	ASSERT_SYS(unlink(mnt_path(&p->a, "e/sub/x")));
+	ASSERT_SYS(rmdir(mnt_path(&p->a, "e/sub")));
+	for (int64_t deadline = now_ms() + CATCH_UP_MS;
+	     stat(mnt_path(&p->b, "e/sub"), &st) == 0;) {
+		if (now_ms() > deadline)
+			fail_msg("e/sub still there through the other mount");
+		usleep(10000);
+	}
+	stop_pair(p);
+}
+
+static void test_retag_and_expiry(void **state)
+{
+	struct pair *p = start_pair(state, OPTS);
+	char buf[256];
+	ssize_t n = -1;
+
+	put_str(mnt_path(&p->a, "t"), "tagged\n");
+	await_file(mnt_path(&p->b, "t"), "tagged\n");
+	ASSERT_ERRNO(getxattr(mnt_path(&p->b, "t"), "user.tags", buf, sizeof(buf)), ENODATA);
+	ASSERT_SYS(setxattr(mnt_path(&p->a, "t"), "user.tags", "red,blue", 8, 0));
+	for (int64_t deadline = now_ms() + CATCH_UP_MS;;) {
+		n = getxattr(mnt_path(&p->b, "t"), "user.tags", buf, sizeof(buf) - 1);
+		if (n == 8 && !memcmp(buf, "blue,red", 8))
+			break;
+		if (now_ms() > deadline)
+			fail_msg("tags not seen through the other mount");
+		usleep(10000);
+	}
+	await_listed(mnt_path(&p->b, "tags/red"), "t", true);
+	ASSERT_SYS(setxattr(mnt_path(&p->b, "t"), "user.tags", "blue", 4, 0));
+	await_listed(mnt_path(&p->a, "tags"), "red", false);
+
+	/* A TTL set through a expires the key through b as well. */
+	put_str(mnt_path(&p->a, "brief"), "soon gone\n");
+	await_file(mnt_path(&p->b, "brief"), "soon gone\n");
+	ASSERT_SYS(setxattr(mnt_path(&p->a, "brief"), "user.ttl", "1", 1, 0));
+	for (int64_t deadline = now_ms() + CATCH_UP_MS;;) {
+		n = getxattr(mnt_path(&p->b, "brief"), "user.ttl", buf, sizeof(buf) - 1);
+		if (n > 0)
+			break;
+		if (now_ms() > deadline)
+			fail_msg("the TTL is not seen through the other mount");
+		usleep(10000);
+	}
+	await_file(mnt_path(&p->b, "brief"), NULL);
+	await_listed(p->b.dir, "brief", false);
+	await_file(mnt_path(&p->a, "brief"), NULL);
+	stop_pair(p);
+}
+
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		T(test_write_rewrite_delete),
+		T(test_dirs_and_rename),
+		T(test_retag_and_expiry),
+	};
+
+	return cmocka_run_group_tests_name("redis coherence", tests, NULL, NULL);
+}
