@@ -434,6 +434,7 @@ int main(int argc, char **argv)
 		.attr_timeout = (double)conf.attr_timeout_ms / 1000.0,
 		.entry_timeout = (double)conf.entry_timeout_ms / 1000.0,
 		.allow_other = conf.allow_other,
+		.close_to_open = conf.close_to_open,
 		.uid = getuid(),
 		.gid = getgid(),
 	};

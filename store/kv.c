@@ -324,7 +324,7 @@ int kv_getattr(struct kv_store *kv, uint64_t id, struct kv_attr *out)
 
 /* Common part of mkdir and create: a new node under dir. */
 static int node_create(struct kv_store *kv, struct kv_node *dir, const char *name, uint32_t mode,
-		       uint32_t uid, uint32_t gid, struct kv_node **out)
+		       uint32_t uid, uint32_t gid, uint64_t id, struct kv_node **out)
 {
 	struct kv_node *n;
 	int64_t now = kv_now_ns();
@@ -343,7 +343,9 @@ static int node_create(struct kv_store *kv, struct kv_node *dir, const char *nam
 		free(n);
 		return -ENOMEM;
 	}
-	ret = kv_sync_next_id(kv, &n->m.id);
+	/* id: one reserved with a claim on the name (sync.h), or 0. */
+	n->m.id = id;
+	ret = id ? 0 : kv_sync_next_id(kv, &n->m.id);
 	if (ret) {
 		kv_meta_clear(&n->m);
 		free(n);
@@ -359,7 +361,8 @@ static int node_create(struct kv_store *kv, struct kv_node *dir, const char *nam
 	ret = kv_node_attach(dir, n);
 	if (ret)
 		goto out_unindex;
-	kv->max_id = n->m.id;
+	if (n->m.id > kv->max_id)
+		kv->max_id = n->m.id;
 	if (is_dir(n))
 		kv->ndirs++;
 	else
@@ -381,8 +384,14 @@ int kv_mkdir(struct kv_store *kv, uint64_t parent, const char *name, uint32_t mo
 	     uint32_t gid, struct kv_attr *out)
 {
 	struct kv_node *dir, *n;
+	uint64_t id = 0;
+	bool claimed = false;
 	int ret;
 
+	/* Shared backends: the name is claimed across mounts first. */
+	ret = kv_sync_claim(kv, parent, name, &id, &claimed);
+	if (ret)
+		return ret;
 	pthread_mutex_lock(&kv->lock);
 	ret = get_dir(kv, parent, &dir);
 	if (ret)
@@ -391,7 +400,9 @@ int kv_mkdir(struct kv_store *kv, uint64_t parent, const char *name, uint32_t mo
 		ret = -EEXIST;
 		goto out;
 	}
-	ret = node_create(kv, dir, name, S_IFDIR | (mode & 07777), uid, gid, &n);
+	ret = node_create(kv, dir, name, S_IFDIR | (mode & 07777), uid, gid, id, &n);
+	if (!ret && claimed)
+		n->flags |= KV_NODE_COMMITTED; /* a DEL releases the claim */
 	if (!ret)
 		kv_fill_attr(n, out);
 out:
@@ -403,8 +414,15 @@ int kv_create(struct kv_store *kv, uint64_t parent, const char *name, uint32_t m
 	      uint32_t gid, bool excl, struct kv_attr *out)
 {
 	struct kv_node *dir, *n;
+	uint64_t id = 0;
+	bool claimed = false;
 	int ret;
 
+	if (excl) {
+		ret = kv_sync_claim(kv, parent, name, &id, &claimed);
+		if (ret)
+			return ret;
+	}
 	pthread_mutex_lock(&kv->lock);
 	ret = get_dir(kv, parent, &dir);
 	if (ret)
@@ -419,7 +437,9 @@ int kv_create(struct kv_store *kv, uint64_t parent, const char *name, uint32_t m
 			kv_fill_attr(n, out);
 		goto out;
 	}
-	ret = node_create(kv, dir, name, S_IFREG | (mode & 07777), uid, gid, &n);
+	ret = node_create(kv, dir, name, S_IFREG | (mode & 07777), uid, gid, id, &n);
+	if (!ret && claimed)
+		n->flags |= KV_NODE_COMMITTED; /* a DEL releases the claim */
 	if (!ret && kv->opts.default_ttl_s) {
 		ret = kv_set_deadline(kv, n,
 				      kv_now_ms() + (int64_t)kv->opts.default_ttl_s * 1000);

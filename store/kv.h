@@ -241,6 +241,16 @@ int kv_tag_unlink(struct kv_store *kv, const char *tag, const char *entry);
  * -ENOENT (removed), -ERANGE (size too small). */
 ssize_t kv_key_path(struct kv_store *kv, uint64_t id, char *buf, size_t size);
 
+/*
+ * Shared backends (close-to-open): brings the record id (if non-zero) and
+ * the entry (parent, name) (if name is set) up to date with the backend now,
+ * so that an open right after another mount's close sees its data. One or
+ * two round trips, without the store lock; kernel caches are dropped by the
+ * sync thread as usual. 0 (also for a backend that is not shared), or a
+ * negative errno (the caller may go on with what it has).
+ */
+int kv_refresh(struct kv_store *kv, uint64_t parent, const char *name, uint64_t id);
+
 int kv_statfs(struct kv_store *kv, struct kv_backend_statfs *space, uint64_t *keys);
 void kv_get_stats(struct kv_store *kv, struct kv_stats *out);
 

@@ -408,6 +408,91 @@ static void send_notes(struct kv_store *kv, struct notes *ns)
 	ns->n = 0;
 }
 
+/* --- on demand: close-to-open and claims --- */
+
+int kv_refresh(struct kv_store *kv, uint64_t parent, const char *name, uint64_t id)
+{
+	const struct kv_backend_ops *ops = kv->backend->ops;
+	struct kv_change c[3];
+	struct notes ns = { 0 };
+	uint64_t ids[3], *busy_ids = NULL, rid;
+	size_t n = 0, nbusy = 0;
+	int ret;
+
+	if (!shared(kv) || !ops->lookup_name)
+		return 0;
+	if (id)
+		ids[n++] = id;
+	if (name) {
+		struct kv_node *dir, *local;
+
+		ret = ops->lookup_name(kv->backend, parent, name, &rid);
+		if (ret && ret != -ENOENT)
+			return ret;
+		if (!ret && rid != id)
+			ids[n++] = rid;
+		/* What this mount has there may be gone. */
+		pthread_mutex_lock(&kv->lock);
+		dir = kv_node_get(kv, parent);
+		local = dir && dir->children ? kv_child_get(dir, name) : NULL;
+		if (local && local->m.id != id && (ret || local->m.id != rid))
+			ids[n++] = local->m.id;
+		pthread_mutex_unlock(&kv->lock);
+	}
+	if (!n)
+		return 0;
+	ret = ops->fetch(kv->backend, ids, n, c);
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&kv->lock);
+	apply(kv, c, n, &ns, &busy_ids, &nbusy);
+	pthread_mutex_unlock(&kv->lock);
+	kv_changes_clear(c, n);
+	/* A FUSE request's thread must not send invalidations: the sync
+	 * thread sends them when the same change comes through the log. */
+	for (size_t i = 0; i < ns.n; i++)
+		free(ns.v[i].name);
+	free(ns.v);
+	free(busy_ids);
+	return 0;
+}
+
+int kv_sync_claim(struct kv_store *kv, uint64_t parent, const char *name, uint64_t *id,
+		  bool *claimed)
+{
+	struct kv_node *dir;
+	uint64_t nid = 0;
+	int ret = 0;
+
+	*id = 0;
+	*claimed = false;
+	if (!shared(kv) || !kv->backend->ops->claim_name || kv_check_name(name))
+		return 0;
+	pthread_mutex_lock(&kv->lock);
+	dir = kv_node_get(kv, parent);
+	/* What the tree can answer, the create itself answers. */
+	if (dir && S_ISDIR(dir->m.mode) && !(dir->flags & KV_NODE_DELETED) &&
+	    !(dir->children && kv_child_get(dir, name)))
+		ret = kv_sync_next_id(kv, &nid);
+	if (nid)
+		kv->max_id = nid;
+	pthread_mutex_unlock(&kv->lock);
+	if (ret || !nid)
+		return ret;
+	ret = kv->backend->ops->claim_name(kv->backend, parent, name, nid);
+	if (ret == -EEXIST) {
+		/* Show the winner's entry to whoever looks next. */
+		kv_refresh(kv, parent, name, 0);
+		return -EEXIST;
+	}
+	*id = nid;
+	*claimed = ret == 0;
+	if (ret)
+		NLOG(NLOG_DEBUG, "sync", "cannot claim a name in the backend; the create is "
+		     "atomic within this mount only", LF_STR("error", strerror(-ret)));
+	return 0;
+}
+
 /* --- the thread --- */
 
 static int fetch_apply(struct kv_store *kv, uint64_t **pending, size_t *npending)

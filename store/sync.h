@@ -56,6 +56,16 @@ int kv_sync_open(struct kv_store *kv, char *err, size_t errlen);
 /* With kv->lock held: the id for a new record (kv->max_id becomes it once
  * used). -ENOSPC while the next block is being reserved. */
 int kv_sync_next_id(struct kv_store *kv, uint64_t *id);
+/*
+ * Without kv->lock, before an O_EXCL create or a mkdir of (parent, name):
+ * with a shared backend, reserves an id and claims the name for it in the
+ * backend. 0 with *id (0: no claim needed, use kv_sync_next_id) and
+ * *claimed; -EEXIST when another mount holds the name (its record is then
+ * fetched). When the backend cannot be reached the name is not claimed
+ * (*claimed false): the create is atomic within this mount only.
+ */
+int kv_sync_claim(struct kv_store *kv, uint64_t parent, const char *name, uint64_t *id,
+		  bool *claimed);
 int kv_sync_start(struct kv_store *kv);
 void kv_sync_stop(struct kv_store *kv);
 

@@ -219,6 +219,136 @@ static void test_retag_and_expiry(void **state)
 	stop_pair(p);
 }
 
+#define ROUNDS 20
+
+struct racer {
+	struct mnt *m;
+	pthread_barrier_t *go;
+	bool mkdirs;		/* else O_EXCL creates */
+	int won[ROUNDS];	/* 1 won, 0 EEXIST, -errno otherwise */
+};
+
+static void *racer_main(void *arg)
+{
+	struct racer *r = arg;
+
+	for (int i = 0; i < ROUNDS; i++) {
+		const char *path = mnt_path(r->m, "race%d", i);
+		int fd, ret;
+
+		pthread_barrier_wait(r->go);
+		if (r->mkdirs) {
+			ret = mkdir(path, 0755);
+		} else {
+			fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+			ret = fd < 0 ? -1 : 0;
+			if (fd >= 0) {
+				/* The winner's mount name is the content. */
+				ret = write(fd, r->m->dir, strlen(r->m->dir)) < 0 ? -1 : 0;
+				close(fd);
+			}
+		}
+		r->won[i] = ret == 0 ? 1 : errno == EEXIST ? 0 : -errno;
+	}
+	return NULL;
+}
+
+static void race(void **state, bool mkdirs)
+{
+	struct pair *p = start_pair(state, OPTS);
+	struct racer r[2] = { { &p->a, NULL, mkdirs, { 0 } }, { &p->b, NULL, mkdirs, { 0 } } };
+	pthread_barrier_t go;
+	pthread_t t[2];
+
+	pthread_barrier_init(&go, NULL, 2);
+	for (int k = 0; k < 2; k++) {
+		r[k].go = &go;
+		assert_int_equal(pthread_create(&t[k], NULL, racer_main, &r[k]), 0);
+	}
+	for (int k = 0; k < 2; k++)
+		pthread_join(t[k], NULL);
+	pthread_barrier_destroy(&go);
+	for (int i = 0; i < ROUNDS; i++) {
+		if (r[0].won[i] < 0 || r[1].won[i] < 0)
+			fail_msg("round %d: %s", i, strerror(-(r[0].won[i] < 0 ? r[0].won[i]
+								 : r[1].won[i])));
+		if (r[0].won[i] + r[1].won[i] != 1)
+			fail_msg("round %d: %d winners", i, r[0].won[i] + r[1].won[i]);
+		if (!mkdirs) {
+			const char *want = r[0].won[i] ? p->a.dir : p->b.dir;
+
+			await_file(mnt_path(&p->a, "race%d", i), want);
+			await_file(mnt_path(&p->b, "race%d", i), want);
+		} else {
+			/* The loser sees the winner's directory once it is
+			 * flushed. */
+			await_listed(p->a.dir, mnt_str(&p->a, "race%d", i), true);
+			await_listed(p->b.dir, mnt_str(&p->b, "race%d", i), true);
+		}
+	}
+	/* After the race, both mounts agree the names are taken. */
+	ASSERT_ERRNO(mkdir(mnt_path(&p->b, "race0"), 0755), EEXIST);
+	ASSERT_ERRNO(open(mnt_path(&p->a, "race1"), O_RDWR | O_CREAT | O_EXCL, 0644), EEXIST);
+	stop_pair(p);
+}
+
+static void test_mkdir_race(void **state)
+{
+	race(state, true);
+}
+
+static void test_excl_create_race(void **state)
+{
+	race(state, false);
+}
+
+/* Names claimed and given up again are free for the other mount. */
+static void test_claim_released(void **state)
+{
+	struct pair *p = start_pair(state, OPTS);
+	int fd;
+
+	ASSERT_SYS(mkdir(mnt_path(&p->a, "short-lived"), 0755));
+	ASSERT_SYS(rmdir(mnt_path(&p->a, "short-lived")));
+	fd = open(mnt_path(&p->a, "f"), O_WRONLY | O_CREAT | O_EXCL, 0644);
+	assert_true(fd >= 0);
+	close(fd);
+	ASSERT_SYS(rename(mnt_path(&p->a, "f"), mnt_path(&p->a, "g")));
+	/* The claims go with a's next flush. */
+	for (int64_t deadline = now_ms() + CATCH_UP_MS;
+	     mkdir(mnt_path(&p->b, "short-lived"), 0755);) {
+		assert_int_equal(errno, EEXIST);
+		if (now_ms() > deadline)
+			fail_msg("a's claim on short-lived was never released");
+		usleep(10000);
+	}
+	for (int64_t deadline = now_ms() + CATCH_UP_MS;
+	     (fd = open(mnt_path(&p->b, "f"), O_WRONLY | O_CREAT | O_EXCL, 0644)) < 0;) {
+		assert_int_equal(errno, EEXIST);
+		if (now_ms() > deadline)
+			fail_msg("a's claim on f was never released");
+		usleep(10000);
+	}
+	close(fd);
+	await_file(mnt_path(&p->a, "f"), "");
+	await_file(mnt_path(&p->b, "g"), "");
+	stop_pair(p);
+}
+
+/* A long flush_interval: only close-to-open can explain what b sees. */
+static void test_close_to_open(void **state)
+{
+	struct pair *p = start_pair(state, "flush_interval=60s,close_to_open=yes");
+
+	put_str(mnt_path(&p->a, "c2o"), "written on a\n");
+	assert_file_str(mnt_path(&p->b, "c2o"), "written on a\n");
+	put_str(mnt_path(&p->b, "c2o"), "rewritten on b, longer\n");
+	assert_file_str(mnt_path(&p->a, "c2o"), "rewritten on b, longer\n");
+	put_str(mnt_path(&p->a, "c2o"), "short\n");
+	assert_file_str(mnt_path(&p->b, "c2o"), "short\n");
+	stop_pair(p);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -227,6 +357,10 @@ int main(void)
 		T(test_write_rewrite_delete),
 		T(test_dirs_and_rename),
 		T(test_retag_and_expiry),
+		T(test_mkdir_race),
+		T(test_excl_create_race),
+		T(test_claim_released),
+		T(test_close_to_open),
 	};
 
 	return cmocka_run_group_tests_name("redis coherence", tests, NULL, NULL);
