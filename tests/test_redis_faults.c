@@ -158,8 +158,12 @@ static void *writer_main(void *arg)
 	for (int i = 0; !*w->stop && i < 100000; i++) {
 		int e;
 
+		char path[4096];
+
+		/* Not mnt_path: its arena is not for threads. */
+		snprintf(path, sizeof(path), "%s/w%d-%d", w->m->dir, w->idx, i);
 		content(buf, sizeof(buf), w->idx, i);
-		e = put_fsync(mnt_path(w->m, "w%d-%d", w->idx, i), buf);
+		e = put_fsync(path, buf);
 		if (e && e != EIO) {
 			w->err = e;
 			return NULL;

@@ -186,8 +186,12 @@ struct writer {
 static void *writer_main(void *arg)
 {
 	struct writer *w = arg;
-	char buf[4096];
-	int fd = open(mnt_path(w->m, "w%02d", w->idx), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	char buf[4096], path[4096];
+	int fd;
+
+	/* Not mnt_path: its arena is not for threads. */
+	snprintf(path, sizeof(path), "%s/w%02d", w->m->dir, w->idx);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 
 	if (fd < 0) {
 		w->err = errno;
