@@ -164,6 +164,13 @@ struct kv_backend_ops {
 	int (*claim_name)(struct kv_backend *b, uint64_t parent, const char *name, uint64_t id);
 	/* The id the committed entry (parent, name) names: 0 or -ENOENT. */
 	int (*lookup_name)(struct kv_backend *b, uint64_t parent, const char *name, uint64_t *id);
+	/*
+	 * Removes from every index (directory, tags, ids) up to limit records
+	 * whose deadline is at or before now_ms, which a backend with native
+	 * expiry (caps.native_ttl) drops by themselves but not from its
+	 * indexes; every mount hears of them through changes(). *n: how many.
+	 */
+	int (*sweep)(struct kv_backend *b, int64_t now_ms, size_t limit, size_t *n);
 };
 
 /* Frees what fetch() put in c[0..n). */

@@ -694,4 +694,5 @@ static const struct kv_backend_ops redis_ops = {
 	.reserve_ids = kv_redis_reserve_ids,
 	.claim_name = kv_redis_claim_name,
 	.lookup_name = kv_redis_lookup_name,
+	.sweep = kv_redis_sweep,
 };

@@ -132,6 +132,51 @@ int64_t kv_redis_mono_ms(void);
 char *kv_redis_key(const struct kv_redis *r, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+/*
+ * Lua shared by the commit and sweep scripts, with P the key prefix in
+ * scope: split(s) (NUL-separated), unclaim(id), unindex(id, old),
+ * drop(x) (removes record x from every index, appends x to touched), and
+ * announce(by) (one T:log entry with the touched ids).
+ */
+#define KV_REDIS_LUA_DROP \
+	"local function split(s)\n" \
+	"  local t = {}\n" \
+	"  for x in string.gmatch(s, '[^%z]+') do t[#t+1] = x end\n" \
+	"  return t\n" \
+	"end\n" \
+	"local touched = {}\n" \
+	"local function unclaim(id)\n" \
+	"  local c = redis.call('GET', P..'c:'..id)\n" \
+	"  if not c then return end\n" \
+	"  local cp, cn = string.match(c, '^(%d+)/(.*)$')\n" \
+	"  if cp and redis.call('HGET', P..'d:'..cp, cn) == id then\n" \
+	"    redis.call('HDEL', P..'d:'..cp, cn)\n" \
+	"  end\n" \
+	"  redis.call('DEL', P..'c:'..id)\n" \
+	"end\n" \
+	"local function unindex(id, old)\n" \
+	"  if not old[1] then return end\n" \
+	"  local dk = P..'d:'..old[1]\n" \
+	"  if redis.call('HGET', dk, old[2]) == id then redis.call('HDEL', dk, old[2]) end\n" \
+	"  for _, tg in ipairs(split(old[3] or '')) do redis.call('SREM', P..'t:'..tg, id) end\n" \
+	"end\n" \
+	"local function drop(x)\n" \
+	"  local o = redis.call('HMGET', P..'i:'..x, 'p', 'n', 't', 'v')\n" \
+	"  unindex(x, o)\n" \
+	"  if o[4] and o[4] ~= '0' then redis.call('DEL', P..'v:'..x..':'..o[4]) end\n" \
+	"  unclaim(x)\n" \
+	"  redis.call('DEL', P..'r:'..x, P..'i:'..x)\n" \
+	"  redis.call('SREM', P..'ids', x)\n" \
+	"  redis.call('ZREM', P..'exp', x)\n" \
+	"  touched[#touched+1] = x\n" \
+	"end\n" \
+	"local function announce(by)\n" \
+	"  if by == '' or #touched == 0 then return end\n" \
+	"  local seq = redis.call('INCR', P..'logseq')\n" \
+	"  redis.call('XADD', P..'log', 'MAXLEN', '~', '10000', '*', 'seq', seq, 'by', by,\n" \
+	"             'ids', table.concat(touched, ' '))\n" \
+	"end\n"
+
 /* backend_redis_commit.c */
 /* The commit script's text (loaded at open, re-sent if the server lost it). */
 extern const char kv_redis_script[];
@@ -149,6 +194,7 @@ int kv_redis_fetch(struct kv_backend *b, const uint64_t *ids, size_t n, struct k
 int kv_redis_reserve_ids(struct kv_backend *b, uint64_t count, uint64_t *first);
 int kv_redis_claim_name(struct kv_backend *b, uint64_t parent, const char *name, uint64_t id);
 int kv_redis_lookup_name(struct kv_backend *b, uint64_t parent, const char *name, uint64_t *id);
+int kv_redis_sweep(struct kv_backend *b, int64_t now_ms, size_t limit, size_t *n);
 
 /* backend_redis_value.c */
 /* A value as it is sent: flat bytes (compressed or not). */

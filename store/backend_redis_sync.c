@@ -374,6 +374,56 @@ int kv_redis_claim_name(struct kv_backend *b, uint64_t parent, const char *name,
 	return ret;
 }
 
+/* ARGV[1] prefix, [2] now (ms), [3] limit. Announced as "sweeper", so
+ * every mount, the sweeping one included, drops the records it still has. */
+static const char sweep_script[] =
+	"local P = ARGV[1]\n"
+	KV_REDIS_LUA_DROP
+	"local due = redis.call('ZRANGEBYSCORE', P..'exp', '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])\n"
+	"for _, x in ipairs(due) do drop(x) end\n"
+	"announce('sweeper')\n"
+	"return #due\n";
+
+int kv_redis_sweep(struct kv_backend *b, int64_t now_ms, size_t limit, size_t *n)
+{
+	struct kv_redis *r = (struct kv_redis *)b;
+	struct kv_redis_conn *conn;
+	char now[24], lim[24], *key = kv_redis_key(r, "exp");
+	redisReply *rep;
+	int ret;
+
+	*n = 0;
+	if (!key)
+		return -ENOMEM;
+	ret = kv_redis_get(r, &conn);
+	if (ret) {
+		free(key);
+		return ret;
+	}
+	snprintf(now, sizeof(now), "%" PRId64, now_ms);
+	snprintf(lim, sizeof(lim), "%zu", limit);
+	{
+		const char *argv[] = { "EVAL", sweep_script, "1", key, r->tag, now, lim };
+
+		rep = redisCommandArgv(conn->c, 7, argv, NULL);
+	}
+	free(key);
+	if (!rep || rep->type != REDIS_REPLY_INTEGER) {
+		ret = kv_redis_error(r, conn->c, rep, "sweep");
+		kv_redis_put(r, conn, !rep || rep->type != REDIS_REPLY_ERROR);
+		freeReplyObject(rep);
+		return ret;
+	}
+	*n = (size_t)rep->integer;
+	freeReplyObject(rep);
+	kv_redis_put(r, conn, false);
+	kv_redis_ok(r);
+	if (*n)
+		NLOG(NLOG_DEBUG, "ttl", "unindexed expired records in redis",
+		     LF_STR("server", r->where), LF_INT("count", *n));
+	return 0;
+}
+
 int kv_redis_lookup_name(struct kv_backend *b, uint64_t parent, const char *name, uint64_t *id)
 {
 	struct kv_redis *r = (struct kv_redis *)b;

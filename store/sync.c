@@ -611,6 +611,29 @@ static int reload(struct kv_store *kv, uint64_t **pending, size_t *npending)
 	return ret;
 }
 
+/*
+ * Records past their deadline leave the backend's indexes too (a backend
+ * with native expiry drops only the records): at least every ttl_sweep, by
+ * every mount (the first one to get there does it). The local sweeper
+ * expires this mount's own copy at the same deadline; this also catches
+ * records no running mount had time to expire.
+ */
+static void sweep_backend(struct kv_store *kv, int64_t *next)
+{
+	int64_t now = kv_mono_ms(), every;
+	size_t n;
+
+	if (!kv->backend->ops->sweep || now < *next)
+		return;
+	pthread_mutex_lock(&kv->lock);
+	every = (int64_t)kv->opts.ttl_sweep_ms;
+	pthread_mutex_unlock(&kv->lock);
+	*next = now + (every > 0 ? every : 1000);
+	/* Batches of 1000, so one script never blocks Redis for long. */
+	while (!kv->backend->ops->sweep(kv->backend, kv_now_ms(), 1000, &n) && n == 1000)
+		;
+}
+
 static bool stopping(struct kv_store *kv)
 {
 	bool stop;
@@ -627,7 +650,7 @@ static void *sync_main(void *arg)
 	uint64_t *pending = NULL;
 	size_t npending = 0;
 	bool stale = false;
-	int64_t backoff = 0;
+	int64_t backoff = 0, next_sweep = 0;
 
 	while (!stopping(kv)) {
 		uint64_t *ids = NULL;
@@ -635,6 +658,7 @@ static void *sync_main(void *arg)
 		int ret;
 
 		refill_ids(kv);
+		sweep_backend(kv, &next_sweep);
 		if (stale) {
 			ret = reload(kv, &pending, &npending);
 			stale = ret != 0;
