@@ -337,6 +337,76 @@ static void test_claim_released(void **state)
 	stop_pair(p);
 }
 
+struct rewriter {
+	struct mnt *m;
+	volatile int *stop;
+	int err;
+};
+
+/* Rewrites "rw" with same-sized versions, each fsync'ed (a commit each,
+ * which deletes the previous version in Redis at once). */
+static void *rewriter_main(void *arg)
+{
+	struct rewriter *w = arg;
+	char path[4096], buf[4096];
+
+	snprintf(path, sizeof(path), "%s/rw", w->m->dir);
+	for (int i = 0; i < 200 && !*w->stop && !w->err; i++) {
+		int fd = open(path, O_WRONLY | O_TRUNC);
+
+		/* Past compression_min_size every other time: compressed values
+		 * are read whole, plain ones by range. */
+		memset(buf, 'z', sizeof(buf));
+		snprintf(buf, 32, "version %04d\n", i);
+		if (i % 2) {
+			buf[13] = 'z';
+			buf[2047] = '\0';
+		}
+		if (fd < 0 || write(fd, buf, strlen(buf)) != (ssize_t)strlen(buf) || fsync(fd))
+			w->err = errno ? errno : EIO;
+		if (fd >= 0)
+			close(fd);
+	}
+	*w->stop = 1;
+	return NULL;
+}
+
+/* Reads through b while a rewrites: always a whole version, never EIO. */
+static void test_read_during_rewrites(void **state)
+{
+	struct pair *p = start_pair(state, OPTS);
+	volatile int stop = 0;
+	struct rewriter w = { &p->a, &stop, 0 };
+	pthread_t t;
+	int reads = 0;
+
+	put_str(mnt_path(&p->a, "rw"), "version init\n");
+	await_file(mnt_path(&p->b, "rw"), "version init\n");
+	assert_int_equal(pthread_create(&t, NULL, rewriter_main, &w), 0);
+	while (!stop) {
+		char buf[4096];
+		int fd = open(mnt_path(&p->b, "rw"), O_RDONLY);
+		ssize_t n;
+
+		if (fd < 0)
+			fail_msg("open through b: %s", strerror(errno));
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (n < 0) {
+			fail_msg("read through b after %d reads: %s", reads, strerror(errno));
+			break;
+		}
+		buf[n] = '\0';
+		if (n && strncmp(buf, "version ", 8))
+			fail_msg("read through b: \"%s\"", buf);
+		reads++;
+	}
+	pthread_join(t, NULL);
+	if (w.err)
+		fail_msg("rewriter: %s", strerror(w.err));
+	stop_pair(p);
+}
+
 /* A long flush_interval: only close-to-open can explain what b sees. */
 static void test_close_to_open(void **state)
 {
@@ -363,6 +433,7 @@ int main(void)
 		T(test_excl_create_race),
 		T(test_claim_released),
 		T(test_close_to_open),
+		T(test_read_during_rewrites),
 	};
 
 	return cmocka_run_group_tests_name("redis coherence", tests, NULL, NULL);
