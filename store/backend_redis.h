@@ -93,6 +93,10 @@ struct kv_redis {
 	char log_pos[48];	/* last T:log entry id seen */
 	uint64_t log_seq;	/* its seq */
 	bool log_lost;		/* entries may have been missed: next changes() says so */
+	/* Keyspace notifications of expired keys, where the server has them
+	 * on: a subscribed connection, polled by changes() (same owner). */
+	redisContext *notify_c;
+	int64_t notify_check_ms; /* next look at notify-keyspace-events */
 
 	/* Owned by the committing thread. */
 	char script_sha[41];

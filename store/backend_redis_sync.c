@@ -15,7 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/random.h>
+#include <time.h>
 
 #include "store/backend_redis.h"
 #include "util/log.h"
@@ -25,6 +27,14 @@
  * that died after claiming does not block the name for long. */
 #define CLAIM_TTL_MS "600000"
 #define LOG_BATCH 1000
+
+static int64_t kv_redis_wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 int kv_redis_sync_init(struct kv_redis *r)
 {
@@ -42,6 +52,99 @@ void kv_redis_sync_close(struct kv_redis *r)
 	if (r->log_c)
 		redisFree(r->log_c);
 	r->log_c = NULL;
+	if (r->notify_c)
+		redisFree(r->notify_c);
+	r->notify_c = NULL;
+}
+
+/* How often a server without expired-key notifications is asked again
+ * (an administrator may turn them on). */
+#define NOTIFY_RECHECK_MS 60000
+
+/*
+ * Subscribes to expired-key events when the server publishes them
+ * (notify-keyspace-events with E and x, or A). Nothing is configured on
+ * the server: that is the administrator's choice; the T:exp sweep works
+ * without it.
+ */
+static void notify_open(struct kv_redis *r)
+{
+	char err[512], chan[64];
+	redisContext *c = NULL;
+	redisReply *rep;
+	bool on = false;
+
+	if (r->notify_c || kv_redis_mono_ms() < r->notify_check_ms)
+		return;
+	r->notify_check_ms = kv_redis_mono_ms() + NOTIFY_RECHECK_MS;
+	if (kv_redis_connect(r, &c, err, sizeof(err)))
+		return;
+	rep = redisCommand(c, "CONFIG GET notify-keyspace-events");
+	if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+	    rep->element[1]->type == REDIS_REPLY_STRING) {
+		const char *v = rep->element[1]->str;
+
+		on = strchr(v, 'E') && (strchr(v, 'x') || strchr(v, 'A'));
+	}
+	freeReplyObject(rep);
+	if (!on) {
+		redisFree(c);
+		return;
+	}
+	snprintf(chan, sizeof(chan), "__keyevent@%u__:expired", r->database);
+	rep = redisCommand(c, "SUBSCRIBE %s", chan);
+	if (!rep || rep->type != REDIS_REPLY_ARRAY) {
+		freeReplyObject(rep);
+		redisFree(c);
+		return;
+	}
+	freeReplyObject(rep);
+	r->notify_c = c;
+	NLOG(NLOG_INFO, "ttl", "using redis keyspace notifications of expired keys",
+	     LF_STR("server", r->where));
+}
+
+/* Without waiting: did one of this store's records expire in Redis? */
+static bool notify_poll(struct kv_redis *r)
+{
+	struct pollfd pfd;
+	bool ours = false;
+	void *rep;
+
+	notify_open(r);
+	if (!r->notify_c)
+		return false;
+	pfd.fd = r->notify_c->fd;
+	pfd.events = POLLIN;
+	if (poll(&pfd, 1, 0) <= 0)
+		return false;
+	if (redisBufferRead(r->notify_c) != REDIS_OK)
+		goto out_drop;
+	for (;;) {
+		redisReply *m;
+
+		rep = NULL;
+		if (redisGetReplyFromReader(r->notify_c, &rep) != REDIS_OK)
+			goto out_drop;
+		if (!rep)
+			break;
+		m = rep;
+		/* ["message", channel, key]: a record key of this store. */
+		if (m->type == REDIS_REPLY_ARRAY && m->elements == 3 &&
+		    m->element[2]->type == REDIS_REPLY_STRING &&
+		    m->element[2]->len > r->taglen + 2 &&
+		    !memcmp(m->element[2]->str, r->tag, r->taglen) &&
+		    !memcmp(m->element[2]->str + r->taglen, "r:", 2))
+			ours = true;
+		freeReplyObject(rep);
+	}
+	return ours;
+
+out_drop:
+	redisFree(r->notify_c);
+	r->notify_c = NULL;
+	r->notify_check_ms = 0;
+	return true; /* something may have expired meanwhile */
 }
 
 static bool field_u64(const redisReply *e, uint64_t *out)
@@ -167,6 +270,13 @@ int kv_redis_changes(struct kv_backend *b, int64_t wait_ms, uint64_t **ids_out, 
 	/* Until a load() marks a new position. */
 	if (r->log_lost)
 		return -ESTALE;
+	/* An expired record of this store: its indexes go now, and the
+	 * sweep's log entry tells every mount. */
+	if (notify_poll(r)) {
+		size_t swept;
+
+		kv_redis_sweep(b, kv_redis_wall_ms(), 1000, &swept);
+	}
 	if (wait_ms >= (int64_t)r->timeout_ms / 2)
 		wait_ms = (int64_t)r->timeout_ms / 2;
 	snprintf(block, sizeof(block), "%" PRId64, wait_ms > 0 ? wait_ms : 1);

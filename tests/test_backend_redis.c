@@ -471,6 +471,40 @@ static void test_sweep_unindexes(void **state)
 	kv_backend_close(b);
 }
 
+/* With keyspace notifications on, an expired record leaves its indexes as
+ * soon as its event arrives, before any scheduled sweep. */
+static void test_expiry_notifications(void **state)
+{
+	struct kv_backend *b;
+	uint64_t *ids = NULL;
+	int64_t deadline;
+	size_t n = 0;
+	char *out;
+
+	(void)state;
+	out = cli("CONFIG SET notify-keyspace-events %s", "Ex");
+	free(out);
+	b = xload(NULL);
+	/* The first call subscribes. */
+	assert_int_equal(b->ops->changes(b, 10, &ids, &n), 0);
+	free(ids);
+	assert_int_equal(put_key(b, 9, KV_ROOT_ID, "short", "blue", wall_ms() + 200, "bye",
+				 NULL), 0);
+	deadline = wall_ms() + 5000;
+	while (cli_int("SISMEMBER {nadb:default:default}:t:blue %s", "9") &&
+	       wall_ms() < deadline) {
+		/* Redis expires keys lazily or in its cycle: touch it. */
+		free(cli("EXISTS %s", "{nadb:default:default}:r:9"));
+		assert_int_equal(b->ops->changes(b, 50, &ids, &n), 0);
+		free(ids);
+	}
+	assert_cli("SISMEMBER {nadb:default:default}:t:blue %s", "9", "0");
+	assert_cli("HGET {nadb:default:default}:d:1 %s", "short", "");
+	kv_backend_close(b);
+	out = cli("CONFIG SET notify-keyspace-events %s", "''");
+	free(out);
+}
+
 /* Claims: one winner per name; a record's DEL releases its claim; a
  * record of another mount on the name keeps it. */
 static void test_claims(void **state)
@@ -542,6 +576,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_indexes_follow, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sweep_unindexes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_claims, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_expiry_notifications, setup, teardown),
 	};
 	struct contract_backend rb = {
 		.name = "redis",
