@@ -1,8 +1,10 @@
 /*
  * The Redis backend's private interface, shared by its files:
- * backend_redis.c (open, load, commit, reads, statfs), backend_redis_conn.c
- * (the connection pool and error translation) and backend_redis_value.c
- * (value encoding). These are the only files that include hiredis.
+ * backend_redis.c (open, load, reads, statfs), backend_redis_commit.c (the
+ * commit script), backend_redis_conn.c (the connection pool and error
+ * translation), backend_redis_sync.c (change log, id blocks, name claims,
+ * expiry sweep: several mounts) and backend_redis_value.c (value encoding).
+ * These are the only files that include hiredis.
  *
  * Layout of one store: every key starts with the hash tag
  * T = "{PREFIX:DB:NS}" (each part percent-encoded: bytes outside

@@ -9,6 +9,10 @@
  * sequence number from T:logseq: a reader that sees a jump (it fell behind
  * the cap) or lost its connection cannot know what it missed, and says so
  * with -ESTALE; the store then reloads every record.
+ *
+ * Also here: the sweep of T:exp, which removes from every index the records
+ * Redis expired by itself, run on schedule by the store and at once when a
+ * keyspace notification says one of the store's records expired.
  */
 #include <errno.h>
 #include <inttypes.h>
