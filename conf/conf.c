@@ -127,6 +127,7 @@ static const struct conf_key keys[] = {
 	RANGED("redis", "pool_size", K_UINT, redis_pool_size, 0, 1024,
 	       "must be between 0 and 1024"),
 	KEY("redis", "key_prefix", K_NAME, redis_key_prefix),
+	KEY("redis", "spill_dir", K_PATH, redis_spill_dir),
 
 	KEY("mount", "allow_other", K_BOOL, allow_other),
 	RANGED("mount", "attr_timeout", K_MS, attr_timeout_ms, 0, MAX_MS, "must be at most 365d"),

@@ -49,6 +49,7 @@ struct conf {
 	uint64_t redis_timeout_ms;	/* 2s */
 	unsigned redis_pool_size;	/* 0 = max_threads */
 	char *redis_key_prefix;		/* "nadb" */
+	char *redis_spill_dir;		/* NULL: /var/lib/nadbfs/spill */
 
 	/* [mount] */
 	bool allow_other;		/* no */

@@ -382,15 +382,18 @@ int fs_new(struct kv_store *kv, const struct fs_options *o, struct fs **out)
 }
 
 /*
- * Runs on the store's sweeper thread, which serves no FUSE request: sending
- * an invalidation from a request handler could deadlock with the kernel.
+ * Runs on the store's sweeper thread (expired keys) or its sync thread
+ * (records another mount changed), which serve no FUSE request: sending an
+ * invalidation from a request handler could deadlock with the kernel.
  */
 static void fs_on_expire(void *arg, uint64_t parent, const char *name, uint64_t id)
 {
 	struct fs *fs = arg;
 
-	/* -ENOENT only means the kernel had nothing cached: nothing to drop. */
-	fuse_lowlevel_notify_inval_entry(fs->se, parent, name, strlen(name));
+	/* -ENOENT only means the kernel had nothing cached: nothing to drop.
+	 * The root has no entry (parent 0). */
+	if (parent && name[0])
+		fuse_lowlevel_notify_inval_entry(fs->se, parent, name, strlen(name));
 	fuse_lowlevel_notify_inval_inode(fs->se, id, 0, 0);
 }
 

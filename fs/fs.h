@@ -29,6 +29,10 @@ struct fs_options {
 	bool allow_other;	/* the mount is shared with other users */
 	uint32_t ctl_mode;	/* permission bits of .nadb/ctl; 0 means 0600 */
 	uint32_t uid, gid;	/* the mounting user: owns the reserved directories */
+	/* close() of a file opened for writing flushes it; open and a name
+	 * not found ask the backend first (kv_refresh): NFS-like
+	 * close-to-open between several mounts of a shared store. */
+	bool close_to_open;
 	/* The ctl command "reload": 0, or a negative errno with the reason in
 	 * msg. NULL: the command answers that reload is not available. */
 	int (*reload)(void *arg, char *msg, size_t len);

@@ -52,16 +52,18 @@ static int add_ops_and_backend(struct fs *fs, const struct kv_stats *s, json_t *
 			return -ENOMEM;
 	}
 	/* The local backend has no connection: it is "connected" while it
-	 * takes flushes, and never reconnects. */
+	 * takes flushes, and never reconnects (kv_stats). */
 	if (json_object_set_new(o, "transactions",
 				json_pack("{s:I, s:I, s:I, s:I}", "active", (json_int_t)s->tx_active,
 					  "committed", (json_int_t)s->tx_committed, "aborted",
 					  (json_int_t)s->tx_aborted, "conflicted",
 					  (json_int_t)s->tx_conflicted)))
 		return -ENOMEM;
-	be = json_pack("{s:s, s:b, s:b, s:I, s:s?}", "name", s->backend, "healthy",
-		       !s->backend_error, "connected", !s->backend_error, "reconnects",
-		       (json_int_t)0, "last_error",
+	be = json_pack("{s:s, s:b, s:b, s:I, s:o, s:I, s:s?}", "name", s->backend, "healthy",
+		       !s->backend_error, "connected", s->backend_connected, "reconnects",
+		       (json_int_t)s->backend_reconnects, "rtt_ms",
+		       s->backend_rtt_ms >= 0 ? json_integer(s->backend_rtt_ms) : json_null(),
+		       "spill_replayed", (json_int_t)s->spilled, "last_error",
 		       s->backend_error ? strerror(-s->backend_error) : NULL);
 	if (!be || json_object_set_new(o, "backend", be))
 		return -ENOMEM;
@@ -193,6 +195,12 @@ static char *metrics_text(struct fs *fs, size_t *len)
 	fprintf(f, "# HELP nadbfs_backend_healthy 1 if the last flush succeeded.\n"
 		   "# TYPE nadbfs_backend_healthy gauge\nnadbfs_backend_healthy %d\n",
 		!s.backend_error);
+	fprintf(f, "# HELP nadbfs_backend_connected 1 if the backend answered its last request.\n"
+		   "# TYPE nadbfs_backend_connected gauge\nnadbfs_backend_connected %d\n"
+		   "# HELP nadbfs_backend_reconnects_total Connections made after the first.\n"
+		   "# TYPE nadbfs_backend_reconnects_total counter\n"
+		   "nadbfs_backend_reconnects_total %llu\n",
+		s.backend_connected, (unsigned long long)s.backend_reconnects);
 	fprintf(f, "# HELP nadbfs_uptime_seconds Seconds since the mount.\n"
 		   "# TYPE nadbfs_uptime_seconds gauge\nnadbfs_uptime_seconds %.3f\n",
 		uptime_s(fs));

@@ -65,11 +65,16 @@ void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	ret = kv_lookup(fs->kv, parent, name, &a);
+	/* Close-to-open: another mount may have just made it. */
+	if (ret == -ENOENT && fs->o.close_to_open && !kv_refresh(fs->kv, parent, name, 0))
+		ret = kv_lookup(fs->kv, parent, name, &a);
 	if (ret == -ENOENT) {
 		/*
-		 * Every change to the store passes through this kernel, so a
-		 * negative answer may be cached like a positive one (not in a
-		 * transaction's view, which shows the store through it).
+		 * Every change to the store passes through this kernel, or is
+		 * invalidated by the store's sync thread when another mount
+		 * makes it, so a negative answer may be cached like a
+		 * positive one (not in a transaction's view, which shows the
+		 * store through it).
 		 */
 		memset(&e, 0, sizeof(e));
 		e.entry_timeout = kv_is_tx_id(parent) ? 0 : fs->entry_timeout;

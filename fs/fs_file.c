@@ -74,6 +74,10 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fs_reply_err(req, -EISDIR);
 		return;
 	}
+	/* Another mount's close came before this open: see what it wrote. A
+	 * failure leaves what this mount has, as when the backend is away. */
+	if (fs->o.close_to_open)
+		kv_refresh(fs->kv, 0, NULL, ino);
 	/* With FUSE_CAP_ATOMIC_O_TRUNC the kernel leaves truncation to open. */
 	ret = kv_open_file(fs->kv, ino, fi->flags & O_TRUNC);
 	if (ret) {
@@ -141,13 +145,21 @@ void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, o
 
 /*
  * close(2) only queues the value for the next flush (the durability bound is
- * flush_interval), so there is nothing to wait for here.
+ * flush_interval), so there is nothing to wait for here, unless
+ * close_to_open asks close to make the file durable (and so visible to the
+ * other mounts) before it returns, as NFS does.
  */
 void fs_op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	(void)ino;
+	struct fs *fs = fs_of(req);
+	int ret = 0;
+
+	/* The request carries no open flags: a key with nothing buffered
+	 * costs nothing here. */
 	(void)fi;
-	fs_reply_err(req, 0);
+	if (fs->o.close_to_open && !fs_is_virt(ino) && !fs_ctl_is_file(ino))
+		ret = kv_fsync(fs->kv, ino);
+	fs_reply_err(req, ret == -ENOENT ? 0 : ret);
 }
 
 void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

@@ -47,7 +47,7 @@ static const char help_text[] =
 	"             default_ttl ttl_sweep query_cache_size tx_max_bytes backup_dir\n"
 	"             close_to_open\n"
 	"    [redis]  redis_host redis_port redis_socket redis_database redis_password\n"
-	"             redis_timeout redis_pool_size redis_key_prefix\n"
+	"             redis_timeout redis_pool_size redis_key_prefix redis_spill_dir\n"
 	"    [mount]  allow_other attr_timeout entry_timeout max_threads ctl_mode\n"
 	"             coherence_delay\n"
 	"    [log]    log_level log_format log_file\n"

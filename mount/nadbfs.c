@@ -260,6 +260,7 @@ static void kv_options_from_conf(const struct conf *c, struct kv_options *o)
 	/* One connection per FUSE worker, plus the flusher's and the sweeper's. */
 	o->params.redis_pool_size = c->redis_pool_size ? c->redis_pool_size : c->max_threads + 2;
 	o->params.redis_key_prefix = c->redis_key_prefix;
+	o->spill_dir = c->redis_spill_dir;
 	o->buffer_size = c->buffer_size;
 	o->flush_interval_ms = c->flush_interval_ms;
 	o->backend_timeout_ms = c->backend_timeout_ms;
@@ -437,6 +438,7 @@ int main(int argc, char **argv)
 		.entry_timeout = (double)conf.entry_timeout_ms / 1000.0,
 		.allow_other = conf.allow_other,
 		.ctl_mode = conf.ctl_mode,
+		.close_to_open = conf.close_to_open,
 		.uid = getuid(),
 		.gid = getgid(),
 	};

@@ -91,7 +91,21 @@ struct kv_backend_statfs {
 	uint64_t bsize, blocks, bfree, bavail; /* space where values live */
 };
 
+/* How a networked backend's connection is doing (stats, metrics). */
+struct kv_backend_health {
+	bool connected;		/* the last request got an answer */
+	uint64_t reconnects;	/* connections made after the first one */
+	int64_t rtt_ms;		/* round trip of the last timed request; -1: none yet */
+};
+
 struct kv_backend;
+
+/* The current state of a record another mount may have changed. */
+struct kv_change {
+	uint64_t id;
+	bool gone;		/* no record any more (deleted, expired) */
+	struct kv_meta meta;	/* unless gone; owned */
+};
 
 /* Called once per live record by load(); a non-zero return stops the load. */
 typedef int (*kv_load_fn)(const struct kv_meta *m, void *arg);
@@ -128,7 +142,47 @@ struct kv_backend_ops {
 	 * NULL: the store keeps the list (an open-time sweep may reclaim them).
 	 */
 	int (*reclaim)(struct kv_backend *b, const uint64_t (*refs)[2], size_t n);
+	/* Optional: connection health; must not wait for the network. */
+	void (*health)(struct kv_backend *b, struct kv_backend_health *out);
+
+	/*
+	 * Shared backends (caps.shared) only; called by the store's sync
+	 * thread, one call at a time, concurrently with everything else.
+	 *
+	 * changes: waits up to wait_ms for commits made by other mounts since
+	 * the last call (the first call: since load() began) and returns the
+	 * ids they touched (*ids malloc'd, possibly with repeats; *n = 0 on a
+	 * timeout). -ESTALE: some changes may have been missed (the change log
+	 * was trimmed past us, or the connection was lost): the caller must
+	 * reload every record. -EIO: the backend cannot be reached now.
+	 */
+	int (*changes)(struct kv_backend *b, int64_t wait_ms, uint64_t **ids, size_t *n);
+	/* The current records of ids[0..n) into out[0..n) (free with
+	 * kv_changes_clear), gone when none. */
+	int (*fetch)(struct kv_backend *b, const uint64_t *ids, size_t n, struct kv_change *out);
+	/* Reserves count record ids no other mount will use:
+	 * [*first, *first + count). */
+	int (*reserve_ids)(struct kv_backend *b, uint64_t count, uint64_t *first);
+	/*
+	 * Claims the name (parent, name) for the new record id across mounts,
+	 * before that record is committed: 0, or -EEXIST when a record (or
+	 * another mount's fresh claim) holds the name. A commit of the record
+	 * makes the claim an ordinary entry; a DEL of id releases it.
+	 */
+	int (*claim_name)(struct kv_backend *b, uint64_t parent, const char *name, uint64_t id);
+	/* The id the committed entry (parent, name) names: 0 or -ENOENT. */
+	int (*lookup_name)(struct kv_backend *b, uint64_t parent, const char *name, uint64_t *id);
+	/*
+	 * Removes from every index (directory, tags, ids) up to limit records
+	 * whose deadline is at or before now_ms, which a backend with native
+	 * expiry (caps.native_ttl) drops by themselves but not from its
+	 * indexes; every mount hears of them through changes(). *n: how many.
+	 */
+	int (*sweep)(struct kv_backend *b, int64_t now_ms, size_t limit, size_t *n);
 };
+
+/* Frees what fetch() put in c[0..n). */
+void kv_changes_clear(struct kv_change *c, size_t n);
 
 /* Every backend's handle starts with this. */
 struct kv_backend {

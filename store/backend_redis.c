@@ -63,6 +63,7 @@ static void redis_close(struct kv_backend *b)
 
 	if (!r)
 		return;
+	kv_redis_sync_close(r);
 	if (r->conns)
 		kv_redis_pool_destroy(r);
 	ZSTD_freeCCtx(r->cctx);
@@ -201,6 +202,8 @@ int kv_redis_open(const struct kv_backend_params *p, struct kv_backend **out, ch
 	if (ret)
 		goto out_close;
 	ret = kv_redis_pool_init(r, p->redis_pool_size ? p->redis_pool_size : DEFAULT_POOL);
+	if (!ret)
+		ret = kv_redis_sync_init(r);
 	if (ret)
 		goto out_close;
 	/* The first connection now: a mount must fail at once, with the
@@ -407,6 +410,11 @@ static int redis_load(struct kv_backend *b, kv_load_fn fn, void *arg, uint64_t *
 		ret = -ENOMEM;
 		goto out;
 	}
+	/* Before the first record: what changes after this is reported by
+	 * changes() (some twice, which is harmless). */
+	ret = kv_redis_log_mark(r, conn->c);
+	if (ret)
+		goto out;
 	rep = redisCommand(conn->c, "GET %s", maxkey);
 	if (!rep || (rep->type != REDIS_REPLY_NIL && rep->type != REDIS_REPLY_STRING)) {
 		ret = kv_redis_error(r, conn->c, rep, "load");
@@ -719,4 +727,11 @@ static const struct kv_backend_ops redis_ops = {
 	.read_value = redis_read_value,
 	.statfs = redis_statfs,
 	.reclaim = redis_reclaim,
+	.health = kv_redis_health,
+	.changes = kv_redis_changes,
+	.fetch = kv_redis_fetch,
+	.reserve_ids = kv_redis_reserve_ids,
+	.claim_name = kv_redis_claim_name,
+	.lookup_name = kv_redis_lookup_name,
+	.sweep = kv_redis_sweep,
 };

@@ -1,8 +1,10 @@
 /*
  * The Redis backend's private interface, shared by its files:
- * backend_redis.c (open, load, commit, reads, statfs), backend_redis_conn.c
- * (the connection pool and error translation) and backend_redis_value.c
- * (value encoding). These are the only files that include hiredis.
+ * backend_redis.c (open, load, reads, statfs), backend_redis_commit.c (the
+ * commit script), backend_redis_conn.c (the connection pool and error
+ * translation), backend_redis_sync.c (change log, id blocks, name claims,
+ * expiry sweep: several mounts) and backend_redis_value.c (value encoding).
+ * These are the only files that include hiredis.
  *
  * Layout of one store: every key starts with the hash tag
  * T = "{PREFIX:DB:NS}" (each part percent-encoded: bytes outside
@@ -26,6 +28,11 @@
  *	T:tmp:<vver>		a large value being uploaded in pieces; renamed
  *				to T:v:... by the commit script, expires after an
  *				hour if the commit never happens
+ *	T:c:<id>		"parent/name": a name claimed for a record not
+ *				committed yet (O_EXCL create, mkdir); expires
+ *	T:log			stream: one entry per commit, fields seq, by
+ *				(the mount's id), ids (space-separated)
+ *	T:logseq		counter of T:log entries, to notice a gap
  *
  * Threads: commit() runs on one thread at a time; load(), pread(),
  * read_value() and statfs() may run concurrently with it. Each takes its own
@@ -78,6 +85,20 @@ struct kv_redis {
 	 * ms), so a down server costs callers no connect timeout each. */
 	int64_t next_connect_ms;
 	int64_t backoff_ms;		/* lock: 0 while connects succeed */
+	int64_t rtt_ms;			/* lock: last timed round trip; -1 none */
+
+	char mount_id[17];	/* fixed after open: this mount in T:log */
+
+	/* The change log reader: owned by the thread calling changes() and
+	 * load() (one at a time: the opener, then the store's sync thread). */
+	redisContext *log_c;	/* its own connection, not a pooled one */
+	char log_pos[48];	/* last T:log entry id seen */
+	uint64_t log_seq;	/* its seq */
+	bool log_lost;		/* entries may have been missed: next changes() says so */
+	/* Keyspace notifications of expired keys, where the server has them
+	 * on: a subscribed connection, polled by changes() (same owner). */
+	redisContext *notify_c;
+	int64_t notify_check_ms; /* next look at notify-keyspace-events */
 
 	/* Owned by the committing thread. */
 	char script_sha[41];
@@ -107,15 +128,79 @@ int kv_redis_error(struct kv_redis *r, redisContext *c, const redisReply *reply,
 		   const char *what);
 /* Marks the server as answering again after errors (logs the recovery). */
 void kv_redis_ok(struct kv_redis *r);
+/* Records the round trip of a request that just answered (stats). */
+void kv_redis_rtt(struct kv_redis *r, int64_t ms);
+/* The backend's health op. */
+void kv_redis_health(struct kv_backend *b, struct kv_backend_health *out);
+int64_t kv_redis_mono_ms(void);
 
 /* Builds "T:<fmt>" into a malloc'd string; NULL on ENOMEM. */
 char *kv_redis_key(const struct kv_redis *r, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+/*
+ * Lua shared by the commit and sweep scripts, with P the key prefix in
+ * scope: split(s) (NUL-separated), unclaim(id), unindex(id, old),
+ * drop(x) (removes record x from every index, appends x to touched), and
+ * announce(by) (one T:log entry with the touched ids).
+ */
+#define KV_REDIS_LUA_DROP \
+	"local function split(s)\n" \
+	"  local t = {}\n" \
+	"  for x in string.gmatch(s, '[^%z]+') do t[#t+1] = x end\n" \
+	"  return t\n" \
+	"end\n" \
+	"local touched = {}\n" \
+	"local function unclaim(id)\n" \
+	"  local c = redis.call('GET', P..'c:'..id)\n" \
+	"  if not c then return end\n" \
+	"  local cp, cn = string.match(c, '^(%d+)/(.*)$')\n" \
+	"  if cp and redis.call('HGET', P..'d:'..cp, cn) == id then\n" \
+	"    redis.call('HDEL', P..'d:'..cp, cn)\n" \
+	"  end\n" \
+	"  redis.call('DEL', P..'c:'..id)\n" \
+	"end\n" \
+	"local function unindex(id, old)\n" \
+	"  if not old[1] then return end\n" \
+	"  local dk = P..'d:'..old[1]\n" \
+	"  if redis.call('HGET', dk, old[2]) == id then redis.call('HDEL', dk, old[2]) end\n" \
+	"  for _, tg in ipairs(split(old[3] or '')) do redis.call('SREM', P..'t:'..tg, id) end\n" \
+	"end\n" \
+	"local function drop(x)\n" \
+	"  local o = redis.call('HMGET', P..'i:'..x, 'p', 'n', 't', 'v')\n" \
+	"  unindex(x, o)\n" \
+	"  if o[4] and o[4] ~= '0' then redis.call('DEL', P..'v:'..x..':'..o[4]) end\n" \
+	"  unclaim(x)\n" \
+	"  redis.call('DEL', P..'r:'..x, P..'i:'..x)\n" \
+	"  redis.call('SREM', P..'ids', x)\n" \
+	"  redis.call('ZREM', P..'exp', x)\n" \
+	"  touched[#touched+1] = x\n" \
+	"end\n" \
+	"local function announce(by)\n" \
+	"  if by == '' or #touched == 0 then return end\n" \
+	"  local seq = redis.call('INCR', P..'logseq')\n" \
+	"  redis.call('XADD', P..'log', 'MAXLEN', '~', '10000', '*', 'seq', seq, 'by', by,\n" \
+	"             'ids', table.concat(touched, ' '))\n" \
+	"end\n"
+
 /* backend_redis_commit.c */
 /* The commit script's text (loaded at open, re-sent if the server lost it). */
 extern const char kv_redis_script[];
 int kv_redis_commit(struct kv_backend *b, struct kv_op *ops, size_t n);
+
+/* backend_redis_sync.c: several mounts of one store */
+/* Sets a fresh mount id. */
+int kv_redis_sync_init(struct kv_redis *r);
+void kv_redis_sync_close(struct kv_redis *r);
+/* Called by load() on its connection before it reads any record: changes()
+ * reports what is committed after this point. */
+int kv_redis_log_mark(struct kv_redis *r, redisContext *c);
+int kv_redis_changes(struct kv_backend *b, int64_t wait_ms, uint64_t **ids, size_t *n);
+int kv_redis_fetch(struct kv_backend *b, const uint64_t *ids, size_t n, struct kv_change *out);
+int kv_redis_reserve_ids(struct kv_backend *b, uint64_t count, uint64_t *first);
+int kv_redis_claim_name(struct kv_backend *b, uint64_t parent, const char *name, uint64_t id);
+int kv_redis_lookup_name(struct kv_backend *b, uint64_t parent, const char *name, uint64_t *id);
+int kv_redis_sweep(struct kv_backend *b, int64_t now_ms, size_t limit, size_t *n);
 
 /* backend_redis_value.c */
 /* A value as it is sent: flat bytes (compressed or not). */

@@ -34,54 +34,66 @@
 
 /* Arguments per op; see the script. */
 #define OP_ARGS 12
-#define HDR_ARGS 7
+#define HDR_ARGS 8
 
 /*
  * ARGV[1] key prefix, [2] now (ms, the client's clock like the store's
- * deadlines), [3] the batch's highest id; then per op, from b = 3 + i*12:
- * b+1 'P' or 'D', b+2 id, b+3 record, b+4 parent, b+5 name, b+6 tags
- * (NUL-joined), b+7 vver, b+8 expires_ms, b+9 value source ('' none, 'i'
- * inline, 't' uploaded), b+10 the bytes or the temporary key, b+11 stored
- * size, b+12 the version the op makes obsolete.
+ * deadlines), [3] the batch's highest id, [4] this mount's id ('' = do not
+ * announce); then per op, from b = 4 + i*12: b+1 'P' or 'D', b+2 id, b+3
+ * record, b+4 parent, b+5 name, b+6 tags (NUL-joined), b+7 vver, b+8
+ * expires_ms, b+9 value source ('' none, 'i' inline, 't' uploaded), b+10
+ * the bytes or the temporary key, b+11 stored size, b+12 the version the op
+ * makes obsolete.
  *
  * A deadline already past at commit time gets no PEXPIREAT: the record is
  * kept (with its deadline) for the store, which removes it itself; Redis
  * would otherwise drop it before the store had decided.
+ *
+ * Several mounts: a PUT whose name another record holds (another mount
+ * created it meanwhile) removes that record, as a rename over it would:
+ * last writer wins, and the store never has two records on one name. A
+ * non-empty directory is never removed that way, and neither is a record
+ * of the same batch (a swap of two names). T:c:<id> ("parent/name") is a
+ * claim (backend_redis_sync.c) that the record's PUT or DEL settles. Every
+ * batch is announced in the change log T:log with the ids it touched.
  */
 const char kv_redis_script[] =
-	"local P, now, maxid = ARGV[1], tonumber(ARGV[2]), ARGV[3]\n"
-	"local K = 12\n"
-	"local n = (#ARGV - 3) / K\n"
+	"local P, now, maxid, by = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]\n"
+	"local K, H = 12, 4\n"
+	"local n = (#ARGV - H) / K\n"
 	"for i = 0, n - 1 do\n"
-	"  local b = 3 + i * K\n"
+	"  local b = H + i * K\n"
 	"  if ARGV[b+9] == 't' and redis.call('STRLEN', ARGV[b+10]) ~= tonumber(ARGV[b+11]) then\n"
 	"    return redis.error_reply('ERR nadb: an uploaded value is missing or incomplete')\n"
 	"  end\n"
 	"end\n"
-	"local function split(s)\n"
-	"  local t = {}\n"
-	"  for x in string.gmatch(s, '[^%z]+') do t[#t+1] = x end\n"
-	"  return t\n"
-	"end\n"
+	KV_REDIS_LUA_DROP
+	"local inbatch = {}\n"
+	"for i = 0, n - 1 do inbatch[ARGV[H + i * K + 2]] = true end\n"
 	"for i = 0, n - 1 do\n"
-	"  local b = 3 + i * K\n"
+	"  local b = H + i * K\n"
 	"  local typ, id = ARGV[b+1], ARGV[b+2]\n"
 	"  local rk, ik = P..'r:'..id, P..'i:'..id\n"
 	"  local old = redis.call('HMGET', ik, 'p', 'n', 't', 'v')\n"
-	"  if old[1] then\n"
-	"    local dk = P..'d:'..old[1]\n"
-	"    if redis.call('HGET', dk, old[2]) == id then redis.call('HDEL', dk, old[2]) end\n"
-	"    for _, tg in ipairs(split(old[3] or '')) do redis.call('SREM', P..'t:'..tg, id) end\n"
-	"  end\n"
+	"  touched[#touched+1] = id\n"
+	"  unindex(id, old)\n"
 	"  local vver = '0'\n"
 	"  if typ == 'D' then\n"
+	"    unclaim(id)\n"
 	"    redis.call('DEL', rk, ik)\n"
 	"    redis.call('SREM', P..'ids', id)\n"
 	"    redis.call('ZREM', P..'exp', id)\n"
 	"  else\n"
 	"    local parent, name, tags, exp = ARGV[b+4], ARGV[b+5], ARGV[b+6], ARGV[b+8]\n"
 	"    vver = ARGV[b+7]\n"
-	"    if parent ~= '0' then redis.call('HSET', P..'d:'..parent, name, id) end\n"
+	"    if parent ~= '0' then\n"
+	"      local dk = P..'d:'..parent\n"
+	"      local cur = redis.call('HGET', dk, name)\n"
+	"      if cur and cur ~= id and not inbatch[cur] and\n"
+	"         redis.call('EXISTS', P..'d:'..cur) == 0 then drop(cur) end\n"
+	"      unclaim(id)\n"
+	"      redis.call('HSET', dk, name, id)\n"
+	"    end\n"
 	"    for _, tg in ipairs(split(tags)) do redis.call('SADD', P..'t:'..tg, id) end\n"
 	"    redis.call('HSET', rk, 'm', ARGV[b+3])\n"
 	"    redis.call('HSET', ik, 'p', parent, 'n', name, 't', tags, 'v', vver)\n"
@@ -113,6 +125,7 @@ const char kv_redis_script[] =
 	"end\n"
 	"local cur = tonumber(redis.call('GET', P..'maxid') or '0')\n"
 	"if tonumber(maxid) > cur then redis.call('SET', P..'maxid', maxid) end\n"
+	"announce(by)\n"
 	"return n\n";
 
 /* What one op sends, and what commit changed in it (to undo on failure). */
@@ -387,6 +400,7 @@ int kv_redis_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
 	redisReply *rep = NULL;
 	struct prep *p;
 	bool failed = false;
+	int64_t t0;
 	int ret;
 
 	if (n == 0)
@@ -443,9 +457,11 @@ int kv_redis_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
 	argv[4] = r->tag;
 	argv[5] = now;
 	argv[6] = maxid;
+	argv[7] = r->mount_id;
 	for (int k = 2; k < HDR_ARGS; k++)
 		lens[k] = strlen(argv[k]);
 	fill_args(ops, p, n, argv, lens);
+	t0 = kv_redis_mono_ms();
 	rep = run_script(r, conn->c, (int)argc, argv, lens);
 	if (!rep || rep->type == REDIS_REPLY_ERROR) {
 		ret = kv_redis_error(r, conn->c, rep, "commit");
@@ -454,6 +470,7 @@ int kv_redis_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
 	}
 	freeReplyObject(rep);
 	kv_redis_put(r, conn, false);
+	kv_redis_rtt(r, kv_redis_mono_ms() - t0);
 	kv_redis_ok(r);
 	prep_free(p, n);
 	free(argv);

@@ -22,13 +22,15 @@
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 1000
 
-static int64_t mono_ms(void)
+int64_t kv_redis_mono_ms(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
+
+#define mono_ms kv_redis_mono_ms
 
 char *kv_redis_key(const struct kv_redis *r, const char *fmt, ...)
 {
@@ -177,6 +179,7 @@ int kv_redis_pool_init(struct kv_redis *r, unsigned size)
 {
 	pthread_mutex_init(&r->lock, NULL);
 	pthread_cond_init(&r->freed, NULL);
+	r->rtt_ms = -1;
 	r->conns = calloc(size, sizeof(*r->conns));
 	if (!r->conns)
 		return -ENOMEM;
@@ -238,6 +241,26 @@ void kv_redis_ok(struct kv_redis *r)
 	pthread_mutex_unlock(&r->lock);
 	if (was_down)
 		NLOG(NLOG_INFO, "backend", "redis answers again", LF_STR("server", r->where));
+}
+
+void kv_redis_rtt(struct kv_redis *r, int64_t ms)
+{
+	pthread_mutex_lock(&r->lock);
+	r->rtt_ms = ms;
+	pthread_mutex_unlock(&r->lock);
+}
+
+void kv_redis_health(struct kv_backend *b, struct kv_backend_health *out)
+{
+	struct kv_redis *r = (struct kv_redis *)b;
+
+	pthread_mutex_lock(&r->lock);
+	/* "down" is set by any failed request or connect and cleared by
+	 * the next one that is answered. */
+	out->connected = !r->down;
+	out->reconnects = r->reconnects;
+	out->rtt_ms = r->rtt_ms;
+	pthread_mutex_unlock(&r->lock);
 }
 
 int kv_redis_get(struct kv_redis *r, struct kv_redis_conn **out)

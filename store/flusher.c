@@ -235,7 +235,19 @@ static void free_ops(struct kv_op *ops, size_t k)
 	free(ops);
 }
 
+static int backend_commit(void *arg, struct kv_op *ops, size_t n)
+{
+	struct kv_backend *b = arg;
+
+	return b->ops->commit(b, ops, n);
+}
+
 int kv_flush_once(struct kv_store *kv)
+{
+	return kv_flush_once_via(kv, backend_commit, kv->backend);
+}
+
+int kv_flush_once_via(struct kv_store *kv, kv_commit_fn commit, void *arg)
 {
 	struct kv_op *ops = NULL;
 	struct batch_ent *ents = NULL;
@@ -269,7 +281,7 @@ int kv_flush_once(struct kv_store *kv)
 
 	start = kv_mono_ms();
 	if (k > 0)
-		ret = kv->backend->ops->commit(kv->backend, ops, (size_t)k);
+		ret = commit(arg, ops, (size_t)k);
 
 	pthread_mutex_lock(&kv->lock);
 	apply_batch(kv, ops, ents, (size_t)k, ret);

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "store/sync.h"
 #include "store/tx.h"
 #include "util/log.h"
 
@@ -328,8 +329,8 @@ int kv_getattr(struct kv_store *kv, uint64_t id, struct kv_attr *out)
 }
 
 /* Common part of mkdir and create: a new node under dir. */
-int kv_node_create(struct kv_store *kv, struct kv_node *dir, const char *name, uint32_t mode,
-		   uint32_t uid, uint32_t gid, struct kv_node **out)
+static int node_create(struct kv_store *kv, struct kv_node *dir, const char *name, uint32_t mode,
+		       uint32_t uid, uint32_t gid, uint64_t id, struct kv_node **out)
 {
 	struct kv_node *n;
 	int64_t now = kv_now_ns();
@@ -348,7 +349,14 @@ int kv_node_create(struct kv_store *kv, struct kv_node *dir, const char *name, u
 		free(n);
 		return -ENOMEM;
 	}
-	n->m.id = kv->max_id + 1;
+	/* id: one reserved with a claim on the name (sync.h), or 0. */
+	n->m.id = id;
+	ret = id ? 0 : kv_sync_next_id(kv, &n->m.id);
+	if (ret) {
+		kv_meta_clear(&n->m);
+		free(n);
+		return ret;
+	}
 	n->m.mode = mode;
 	n->m.uid = uid;
 	n->m.gid = gid;
@@ -359,7 +367,8 @@ int kv_node_create(struct kv_store *kv, struct kv_node *dir, const char *name, u
 	ret = kv_node_attach(dir, n);
 	if (ret)
 		goto out_unindex;
-	kv->max_id++;
+	if (n->m.id > kv->max_id)
+		kv->max_id = n->m.id;
 	if (is_dir(n))
 		kv->ndirs++;
 	else
@@ -377,14 +386,26 @@ out_free:
 	return ret;
 }
 
+int kv_node_create(struct kv_store *kv, struct kv_node *dir, const char *name, uint32_t mode,
+		   uint32_t uid, uint32_t gid, struct kv_node **out)
+{
+	return node_create(kv, dir, name, mode, uid, gid, 0, out);
+}
+
 int kv_mkdir(struct kv_store *kv, uint64_t parent, const char *name, uint32_t mode, uint32_t uid,
 	     uint32_t gid, struct kv_attr *out)
 {
 	if (kv_is_tx_id(parent))
 		return kv_tx_make(kv, parent, name, mode, uid, gid, true, true, out);
 	struct kv_node *dir, *n;
+	uint64_t id = 0;
+	bool claimed = false;
 	int ret;
 
+	/* Shared backends: the name is claimed across mounts first. */
+	ret = kv_sync_claim(kv, parent, name, &id, &claimed);
+	if (ret)
+		return ret;
 	pthread_mutex_lock(&kv->lock);
 	ret = get_dir(kv, parent, &dir);
 	if (ret)
@@ -393,7 +414,9 @@ int kv_mkdir(struct kv_store *kv, uint64_t parent, const char *name, uint32_t mo
 		ret = -EEXIST;
 		goto out;
 	}
-	ret = kv_node_create(kv, dir, name, S_IFDIR | (mode & 07777), uid, gid, &n);
+	ret = node_create(kv, dir, name, S_IFDIR | (mode & 07777), uid, gid, id, &n);
+	if (!ret && claimed)
+		n->flags |= KV_NODE_COMMITTED; /* a DEL releases the claim */
 	if (!ret)
 		kv_fill_attr(n, out);
 out:
@@ -407,8 +430,15 @@ int kv_create(struct kv_store *kv, uint64_t parent, const char *name, uint32_t m
 	if (kv_is_tx_id(parent))
 		return kv_tx_make(kv, parent, name, mode, uid, gid, excl, false, out);
 	struct kv_node *dir, *n;
+	uint64_t id = 0;
+	bool claimed = false;
 	int ret;
 
+	if (excl) {
+		ret = kv_sync_claim(kv, parent, name, &id, &claimed);
+		if (ret)
+			return ret;
+	}
 	pthread_mutex_lock(&kv->lock);
 	ret = get_dir(kv, parent, &dir);
 	if (ret)
@@ -423,7 +453,9 @@ int kv_create(struct kv_store *kv, uint64_t parent, const char *name, uint32_t m
 			kv_fill_attr(n, out);
 		goto out;
 	}
-	ret = kv_node_create(kv, dir, name, S_IFREG | (mode & 07777), uid, gid, &n);
+	ret = node_create(kv, dir, name, S_IFREG | (mode & 07777), uid, gid, id, &n);
+	if (!ret && claimed)
+		n->flags |= KV_NODE_COMMITTED; /* a DEL releases the claim */
 	if (!ret && kv->opts.default_ttl_s) {
 		ret = kv_set_deadline(kv, n,
 				      kv_now_ms() + (int64_t)kv->opts.default_ttl_s * 1000);
@@ -742,6 +774,7 @@ void kv_get_stats(struct kv_store *kv, struct kv_stats *out)
 	out->query_cached = kv_qcache_count(kv->tags.cache);
 	out->backend = kv->backend->ops->name;
 	out->backend_error = kv->last_flush_error;
+	out->spilled = kv->spilled;
 	pthread_mutex_unlock(&kv->lock);
 	static const char *const ops[] = { NULL, "create", "verify", "restore" };
 	struct kv_bk_progress *pg = &kv->backup_progress;
@@ -752,4 +785,5 @@ void kv_get_stats(struct kv_store *kv, struct kv_stats *out)
 	out->backup_keys_total = atomic_load(&pg->keys_total);
 	out->backup_bytes = atomic_load(&pg->bytes);
 	out->backup_bytes_total = atomic_load(&pg->bytes_total);
+	kv_backend_health_stats(kv, out);
 }

@@ -21,6 +21,8 @@
 
 struct kv_store;
 
+#define KV_SPILL_DIR_DEFAULT "/var/lib/nadbfs/spill"
+
 enum kv_backend_kind { KV_BACKEND_FS, KV_BACKEND_REDIS };
 
 struct kv_options {
@@ -38,6 +40,10 @@ struct kv_options {
 	/* Where backups go; NULL: backups/ in params.data_dir, if there is one
 	 * (otherwise backup commands fail with a message saying so). */
 	const char *backup_dir;
+	/* Where buffered writes go when the backend is unreachable at close
+	 * (store/spill.c): used for the Redis backend, or for any backend when
+	 * set; NULL = KV_SPILL_DIR_DEFAULT. */
+	const char *spill_dir;
 	/* If set, kv_open uses this opened backend instead of opening one
 	 * (tests inject a fake this way); kv_open owns it from then on, even
 	 * when it fails. */
@@ -81,9 +87,11 @@ struct kv_dirent {
 
 /*
  * Called by the sweeper thread (never a caller of this API, never with a
- * store lock held) for each key or directory that expired, so that the
- * filesystem can drop kernel caches of (parent, name) and of id. The same
- * shape serves kv_tx_commit's report of what a commit changed.
+ * store lock held) for each key or directory that expired, and by the sync
+ * thread for each entry another mount changed (its old and its new place;
+ * parent 0 for the root), so that the filesystem can drop kernel caches of
+ * (parent, name) and of id. kv_tx_commit reports what a commit changed with
+ * the same shape.
  */
 typedef void (*kv_expire_fn)(void *arg, uint64_t parent, const char *name, uint64_t id);
 /* Sets the expiry callback, or removes it (NULL): then returns only once a
@@ -107,6 +115,12 @@ struct kv_stats {
 	 * bytes; the totals may grow while a chain is being read). */
 	const char *backup_op;		/* "create", "verify", "restore" or NULL */
 	uint64_t backup_keys, backup_keys_total, backup_bytes, backup_bytes_total;
+	/* Connection health (backend health op); a backend without one is
+	 * "connected" while its flushes succeed, never reconnects. */
+	bool backend_connected;
+	uint64_t backend_reconnects;
+	int64_t backend_rtt_ms;		/* -1: not measured */
+	uint64_t spilled;		/* records replayed from a spill file at open */
 };
 
 /*
@@ -265,6 +279,16 @@ int kv_tx_abort(struct kv_store *kv, const char *name);
  * so that the caller can drop cached copies. */
 int kv_tx_commit(struct kv_store *kv, const char *name, char *msg, size_t msglen,
 		 kv_expire_fn changed, void *arg);
+
+/*
+ * Shared backends (close-to-open): brings the record id (if non-zero) and
+ * the entry (parent, name) (if name is set) up to date with the backend now,
+ * so that an open right after another mount's close sees its data. One or
+ * two round trips, without the store lock; kernel caches are dropped by the
+ * sync thread as usual. 0 (also for a backend that is not shared), or a
+ * negative errno (the caller may go on with what it has).
+ */
+int kv_refresh(struct kv_store *kv, uint64_t parent, const char *name, uint64_t id);
 
 int kv_statfs(struct kv_store *kv, struct kv_backend_statfs *space, uint64_t *keys);
 void kv_get_stats(struct kv_store *kv, struct kv_stats *out);

@@ -123,6 +123,10 @@ struct kv_store {
 	char *backup_dir;		/* immutable after open; NULL: none known */
 	struct kv_bk_progress backup_progress;
 
+	/* sync.h: spill file and multi-mount coherence; NULL when unused. */
+	struct kv_sync *sync;
+	uint64_t spilled;		/* [L] records replayed from a spill file */
+
 	pthread_t flusher;
 	bool flusher_running;		/* set/cleared by kv_start/kv_close only */
 	bool stopping;			/* [L] */
@@ -202,6 +206,9 @@ void kv_flusher_stop(struct kv_store *kv);
 /* One flush of everything dirty now; called by the flusher thread, or by
  * kv_open/kv_close when no flusher runs. Takes and releases kv->lock. */
 int kv_flush_once(struct kv_store *kv);
+/* The same, with commit in place of the backend's (the spill file). */
+typedef int (*kv_commit_fn)(void *arg, struct kv_op *ops, size_t n);
+int kv_flush_once_via(struct kv_store *kv, kv_commit_fn commit, void *arg);
 /* Waits, with kv->lock held, until every change made before the call is
  * durable; -EIO after backend_timeout. */
 int kv_wait_flushed(struct kv_store *kv);

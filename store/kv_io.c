@@ -64,6 +64,9 @@ int kv_load_value(struct kv_store *kv, uint64_t id)
 		ref = value_ref(n);
 		pthread_mutex_unlock(&kv->lock);
 		ret = kv->backend->ops->read_value(kv->backend, &ref, &v);
+		/* Superseded by another mount: fetch its record first. */
+		if (ret == -ESTALE)
+			kv_refresh(kv, 0, NULL, id);
 		pthread_mutex_lock(&kv->lock);
 		if (ret == -ESTALE)
 			continue;
@@ -223,8 +226,12 @@ ssize_t kv_read(struct kv_store *kv, uint64_t id, void *buf, size_t len, uint64_
 				len = n->m.size - off;
 			pthread_mutex_unlock(&kv->lock);
 			ret = kv->backend->ops->pread(kv->backend, &ref, buf, len, off);
-			if (ret == -ESTALE)
+			/* Superseded, maybe by another mount (kv_refresh: shared
+			 * backends only): the next try reads the current one. */
+			if (ret == -ESTALE) {
+				kv_refresh(kv, 0, NULL, id);
 				continue;
+			}
 			return ret;
 		}
 		pthread_mutex_unlock(&kv->lock);

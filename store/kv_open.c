@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "store/sync.h"
 #include "store/tx.h"
 #include "util/log.h"
 
@@ -244,6 +245,11 @@ int kv_open(const struct kv_options *o, struct kv_store **out, char *err, size_t
 	if (ret)
 		goto out_free;
 opened:
+	/* Writes a previous mount could not deliver come first. */
+	ret = kv_spill_open(kv, o, err, errlen);
+	kv->opts.spill_dir = NULL; /* copied: the caller's string may go */
+	if (ret)
+		goto out_free;
 	ret = kv->backend->ops->load(kv->backend, load_record, kv, &kv->max_id);
 	if (ret) {
 		snprintf(err, errlen, "cannot load the store: %s", strerror(-ret));
@@ -258,6 +264,9 @@ opened:
 		snprintf(err, errlen, "cannot build the tree: %s", strerror(-ret));
 		goto out_free;
 	}
+	ret = kv_sync_open(kv, err, errlen);
+	if (ret)
+		goto out_free;
 	/* Make a new store's root (and drops of damaged records) durable now,
 	 * so that a store is never half-created. */
 	if (kv->ndirty) {
@@ -286,6 +295,8 @@ int kv_start(struct kv_store *kv)
 	ret = kv_flusher_start(kv);
 	if (!ret)
 		ret = kv_sweeper_start(kv);
+	if (!ret)
+		ret = kv_sync_start(kv);
 	return ret;
 }
 
@@ -316,6 +327,7 @@ int kv_close(struct kv_store *kv)
 
 	if (!kv)
 		return 0;
+	kv_sync_stop(kv);
 	kv_sweeper_stop(kv);
 	kv_flusher_stop(kv);
 	/* No request comes any more: handles the kernel never released are
@@ -334,6 +346,10 @@ int kv_close(struct kv_store *kv)
 			struct timespec ts = { 0, 100 * 1000000 };
 			nanosleep(&ts, NULL);
 		}
+		/* Unreachable backend: the spill file keeps them for the next
+		 * mount (sync.h), when this store has one. */
+		if (ret && kv->sync && kv_spill_save(kv) == 0)
+			ret = 0;
 		if (ret)
 			NLOG(NLOG_ERROR, "store", "buffered writes could not be flushed at close",
 			     LF_INT("records", kv->ndirty), LF_STR("error", strerror(-ret)));
@@ -352,6 +368,7 @@ int kv_close(struct kv_store *kv)
 	}
 	htab_destroy(&kv->by_id);
 	kv_backend_close(kv->backend);
+	kv_sync_free(kv);
 	pthread_cond_destroy(&kv->flush_cond);
 	pthread_cond_destroy(&kv->done_cond);
 	pthread_cond_destroy(&kv->sweep_cond);

@@ -46,6 +46,10 @@ struct mnt {
 	pid_t pid;	/* the running daemon, 0 when none */
 	off_t log_off;	/* where the current daemon's output starts in log */
 	bool owns_root;	/* false for a second mountpoint sharing another's tree */
+	bool redis_aof;	/* set before mnt_init: the server keeps an fsync'ed AOF */
+	/* Set by a test that makes the backend fail on purpose: error-level
+	 * lines are then expected (sanitizer reports still fail). */
+	bool errors_expected;
 	struct mnt_alloc *allocs;
 };
 

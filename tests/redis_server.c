@@ -121,7 +121,11 @@ static int spawn(struct redis_server *s)
 	argv[n++] = "--save";
 	argv[n++] = "";
 	argv[n++] = "--appendonly";
-	argv[n++] = "no";
+	argv[n++] = s->aof ? "yes" : "no";
+	if (s->aof) {
+		argv[n++] = "--appendfsync";
+		argv[n++] = "always";
+	}
 	argv[n++] = "--unixsocket";
 	argv[n++] = s->sock;
 	argv[n++] = "--unixsocketperm";
@@ -151,6 +155,9 @@ static int spawn(struct redis_server *s)
 			dup2(null, 0);
 			dup2(null, 1);
 		}
+		/* A descriptor the test holds open on a mount would keep that
+		 * mount busy for as long as the server runs. */
+		close_range(3, ~0U, 0);
 		execvp(argv[0], (char *const *)argv);
 		fprintf(stderr, "cannot run %s: %s (install redis-server, or set "
 			"NADBFS_REDIS_SERVER)\n", argv[0], strerror(errno));
@@ -181,9 +188,10 @@ static int spawn(struct redis_server *s)
 	}
 }
 
-int redis_server_start(struct redis_server *s, const char *password)
+static int start(struct redis_server *s, const char *password, bool aof)
 {
 	memset(s, 0, sizeof(*s));
+	s->aof = aof;
 	strcpy(s->dir, "/tmp/nadbfs-redis-XXXXXX");
 	if (!mkdtemp(s->dir)) {
 		int e = errno;
@@ -196,6 +204,26 @@ int redis_server_start(struct redis_server *s, const char *password)
 	if (password)
 		snprintf(s->password, sizeof(s->password), "%s", password);
 	return spawn(s);
+}
+
+int redis_server_start(struct redis_server *s, const char *password)
+{
+	return start(s, password, false);
+}
+
+int redis_server_start_aof(struct redis_server *s)
+{
+	return start(s, NULL, true);
+}
+
+void redis_server_kill(struct redis_server *s)
+{
+	if (s->pid <= 0)
+		return;
+	kill(s->pid, SIGKILL);
+	waitpid(s->pid, NULL, 0);
+	live_set(s->pid, 0);
+	s->pid = 0;
 }
 
 void redis_server_halt(struct redis_server *s)

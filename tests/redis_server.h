@@ -22,11 +22,17 @@ struct redis_server {
 	char sock[128];		/* dir/redis.sock */
 	char password[64];	/* requirepass, "" for none */
 	pid_t pid;		/* 0 when not running */
+	bool aof;		/* appendonly with appendfsync always: survives SIGKILL */
 };
 
 /* Makes the directory and starts the server; waits (polling, at most 10 s)
  * until it answers PING. password may be NULL. */
 int redis_server_start(struct redis_server *s, const char *password);
+/* The same with an append-only file fsync'ed on every write, so that what
+ * the server acknowledged survives redis_server_kill() and a resume. */
+int redis_server_start_aof(struct redis_server *s);
+/* SIGKILL (a crash), keeping the directory for redis_server_resume(). */
+void redis_server_kill(struct redis_server *s);
 /* Stops the process (SIGTERM, then SIGKILL after 10 s) but keeps the
  * directory, so that redis_server_resume() starts it on the same socket. */
 void redis_server_halt(struct redis_server *s);

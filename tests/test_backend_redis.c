@@ -425,6 +425,111 @@ static void test_native_expiry_unindexed(void **state)
 	assert_cli("ZSCORE {nadb:default:default}:exp %s", "9", "");
 }
 
+/* A running daemon's sweep of T:exp unindexes what Redis expired, and
+ * announces it in the change log for every mount. */
+static void test_sweep_unindexes(void **state)
+{
+	struct kv_backend *b, *other;
+	uint64_t *ids = NULL;
+	int64_t deadline;
+	size_t n = 0;
+
+	(void)state;
+	b = xload(NULL);
+	other = xload(NULL);
+	assert_int_equal(put_key(b, 9, KV_ROOT_ID, "short", "blue", wall_ms() + 200, "bye",
+				 NULL), 0);
+	assert_int_equal(put_key(b, 10, KV_ROOT_ID, "long", "blue", 0, "stay", NULL), 0);
+	/* The other mount hears of both commits; the first mount of neither. */
+	assert_int_equal(other->ops->changes(other, 100, &ids, &n), 0);
+	assert_int_equal(n, 2);
+	free(ids);
+	assert_int_equal(b->ops->changes(b, 10, &ids, &n), 0);
+	assert_int_equal(n, 0);
+	free(ids);
+
+	assert_int_equal(b->ops->sweep(b, wall_ms(), 1000, &n), 0);
+	assert_int_equal(n, 0);
+	deadline = wall_ms() + 5000;
+	while (cli_int("EXISTS %s", "{nadb:default:default}:r:9") && wall_ms() < deadline)
+		usleep(20000);
+	assert_int_equal(b->ops->sweep(b, wall_ms(), 1000, &n), 0);
+	assert_int_equal(n, 1);
+	assert_cli("SMEMBERS %s", "{nadb:default:default}:t:blue", "10");
+	assert_cli("HGET {nadb:default:default}:d:1 %s", "short", "");
+	assert_cli("SISMEMBER {nadb:default:default}:ids %s", "9", "0");
+	assert_cli("ZSCORE {nadb:default:default}:exp %s", "9", "");
+	/* Both mounts hear of the sweep, the sweeping one too. */
+	assert_int_equal(b->ops->changes(b, 100, &ids, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(ids[0], 9);
+	free(ids);
+	assert_int_equal(other->ops->changes(other, 100, &ids, &n), 0);
+	assert_int_equal(n, 1);
+	free(ids);
+	kv_backend_close(other);
+	kv_backend_close(b);
+}
+
+/* With keyspace notifications on, an expired record leaves its indexes as
+ * soon as its event arrives, before any scheduled sweep. */
+static void test_expiry_notifications(void **state)
+{
+	struct kv_backend *b;
+	uint64_t *ids = NULL;
+	int64_t deadline;
+	size_t n = 0;
+	char *out;
+
+	(void)state;
+	out = cli("CONFIG SET notify-keyspace-events %s", "Ex");
+	free(out);
+	b = xload(NULL);
+	/* The first call subscribes. */
+	assert_int_equal(b->ops->changes(b, 10, &ids, &n), 0);
+	free(ids);
+	assert_int_equal(put_key(b, 9, KV_ROOT_ID, "short", "blue", wall_ms() + 200, "bye",
+				 NULL), 0);
+	deadline = wall_ms() + 5000;
+	while (cli_int("SISMEMBER {nadb:default:default}:t:blue %s", "9") &&
+	       wall_ms() < deadline) {
+		/* Redis expires keys lazily or in its cycle: touch it. */
+		free(cli("EXISTS %s", "{nadb:default:default}:r:9"));
+		assert_int_equal(b->ops->changes(b, 50, &ids, &n), 0);
+		free(ids);
+	}
+	assert_cli("SISMEMBER {nadb:default:default}:t:blue %s", "9", "0");
+	assert_cli("HGET {nadb:default:default}:d:1 %s", "short", "");
+	kv_backend_close(b);
+	out = cli("CONFIG SET notify-keyspace-events %s", "''");
+	free(out);
+}
+
+/* Claims: one winner per name; a record's DEL releases its claim; a
+ * record of another mount on the name keeps it. */
+static void test_claims(void **state)
+{
+	struct kv_backend *b, *other;
+	uint64_t id = 0;
+
+	(void)state;
+	b = xload(NULL);
+	other = xload(NULL);
+	assert_int_equal(b->ops->claim_name(b, KV_ROOT_ID, "n", 20), 0);
+	assert_int_equal(other->ops->claim_name(other, KV_ROOT_ID, "n", 21), -EEXIST);
+	assert_int_equal(b->ops->lookup_name(b, KV_ROOT_ID, "n", &id), 0);
+	assert_int_equal(id, 20);
+	/* Given up before it was ever committed. */
+	assert_int_equal(del_key(b, 20, 0), 0);
+	assert_int_equal(b->ops->lookup_name(b, KV_ROOT_ID, "n", &id), -ENOENT);
+	assert_int_equal(other->ops->claim_name(other, KV_ROOT_ID, "n", 21), 0);
+	assert_int_equal(put_key(other, 21, KV_ROOT_ID, "n", "", 0, "v", NULL), 0);
+	assert_cli("EXISTS %s", "{nadb:default:default}:c:21", "0");
+	assert_int_equal(b->ops->claim_name(b, KV_ROOT_ID, "n", 22), -EEXIST);
+	kv_backend_close(other);
+	kv_backend_close(b);
+}
+
 /* Directory entries and tag sets follow a record through retag, move and
  * delete, in the same atomic commit. */
 static void test_indexes_follow(void **state)
@@ -450,10 +555,12 @@ static void test_indexes_follow(void **state)
 	assert_cli("EXISTS %s", "{nadb:default:default}:t:blue", "0");
 	assert_cli("EXISTS %s", "{nadb:default:default}:d:77", "0");
 	assert_cli("SCARD %s", "{nadb:default:default}:ids", "0");
-	/* Only the counters are left. */
-	assert_cli("DBSIZE%s", "", "2");
+	/* Only the counters and the change log are left. */
+	assert_cli("DBSIZE%s", "", "4");
 	assert_cli("EXISTS %s", "{nadb:default:default}:maxid", "1");
 	assert_cli("EXISTS %s", "{nadb:default:default}:vver", "1");
+	assert_cli("EXISTS %s", "{nadb:default:default}:log", "1");
+	assert_cli("EXISTS %s", "{nadb:default:default}:logseq", "1");
 	kv_backend_close(b);
 }
 
@@ -467,6 +574,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_ttl_pexpireat, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_native_expiry_unindexed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_indexes_follow, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sweep_unindexes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_claims, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_expiry_notifications, setup, teardown),
 	};
 	struct contract_backend rb = {
 		.name = "redis",

@@ -132,7 +132,8 @@ static void test_round_trip(void **state)
 	ASSERT_SYS(mkdir(mnt_path(m, "newdir"), 0755));
 
 	/* Without --clear: what the backup has comes back, the rest stays. */
-	assert_int_equal(ctl(m, &out, "backup restore full"), 0);
+	if (ctl(m, &out, "backup restore full"))
+		fail_msg("restore: %s", out);
 	assert_non_null(strstr(out, "ok 2 keys restored from full"));
 	free(out);
 	assert_file_str(mnt_path(m, "a"), "alpha");

@@ -1,0 +1,440 @@
+/*
+ * Two mounts of one store on one private redis-server (two mountpoints on
+ * this machine stand for two machines, spec section 9): what one does, the
+ * other sees within flush_interval + coherence_delay, kernel caches
+ * included (each check first makes the other mount cache the old state);
+ * right after close with close_to_open = yes; and O_EXCL creates and mkdirs
+ * of one name race to exactly one winner.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "tests/mnt.h"
+#include "tests/redis_server.h"
+
+/* flush_interval + coherence_delay below is 200 ms; a loaded machine gets
+ * ample slack, but a mount that never catches up fails. */
+#define OPTS "flush_interval=100ms,coherence_delay=100ms"
+#define CATCH_UP_MS 5000
+
+struct pair {
+	struct mnt a, b;
+};
+
+static int setup(void **state)
+{
+	struct pair *p = calloc(1, sizeof(*p));
+
+	*state = p;
+	return p ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+	struct pair *p = *state;
+
+	if (p) {
+		/* b first: it does not own the tree or the server. */
+		mnt_cleanup(&p->b);
+		mnt_cleanup(&p->a);
+		free(p);
+	}
+	return 0;
+}
+
+static struct pair *start_pair(void **state, const char *opts)
+{
+	struct pair *p = *state;
+
+	p->a.backend = MNT_BACKEND_REDIS;
+	mnt_start(&p->a, opts);
+	mnt_init_shared(&p->b, &p->a, "mnt2");
+	mnt_start(&p->b, opts);
+	return p;
+}
+
+static void stop_pair(struct pair *p)
+{
+	mnt_stop(&p->b);
+	mnt_stop(&p->a);
+}
+
+/* The file's content, or NULL with errno set. */
+static char *content(const char *path)
+{
+	return read_file(path, NULL);
+}
+
+/* Polls until path holds want (NULL: until it does not exist). */
+static void await_file(const char *path, const char *want)
+{
+	int64_t deadline = now_ms() + CATCH_UP_MS;
+	char *got = NULL;
+
+	for (;;) {
+		got = content(path);
+		if (want ? got && !strcmp(got, want) : !got && errno == ENOENT)
+			break;
+		if (now_ms() > deadline)
+			fail_msg("%s: want %s, have %s (%s)", path, want ? want : "no file",
+				 got ? got : "nothing", got ? "" : strerror(errno));
+		free(got);
+		usleep(10000);
+	}
+	free(got);
+}
+
+static bool listed(const char *dir, const char *name)
+{
+	char *out = NULL, line[300];
+	bool found;
+
+	/* One name per line, between newlines. */
+	run_cmd_out(&out, "echo; ls -1a '%s'", dir);
+	snprintf(line, sizeof(line), "\n%s\n", name);
+	found = out && strstr(out, line);
+	free(out);
+	return found;
+}
+
+static void await_listed(const char *dir, const char *name, bool want)
+{
+	int64_t deadline = now_ms() + CATCH_UP_MS;
+
+	while (listed(dir, name) != want) {
+		if (now_ms() > deadline)
+			fail_msg("%s: %s still %s", dir, name, want ? "missing" : "listed");
+		usleep(10000);
+	}
+}
+
+static void test_write_rewrite_delete(void **state)
+{
+	struct pair *p = start_pair(state, OPTS);
+
+	/* The other mount looks first: a cached "no such file" must go. */
+	ASSERT_ERRNO(open(mnt_path(&p->b, "k"), O_RDONLY), ENOENT);
+	put_str(mnt_path(&p->a, "k"), "one\n");
+	await_file(mnt_path(&p->b, "k"), "one\n");
+	await_listed(p->b.dir, "k", true);
+
+	/* Cached content and size go too. */
+	assert_file_str(mnt_path(&p->b, "k"), "one\n");
+	put_str(mnt_path(&p->a, "k"), "two, longer\n");
+	await_file(mnt_path(&p->b, "k"), "two, longer\n");
+
+	/* And the other way round. */
+	put_str(mnt_path(&p->b, "k"), "three\n");
+	await_file(mnt_path(&p->a, "k"), "three\n");
+
+	ASSERT_SYS(unlink(mnt_path(&p->a, "k")));
+	await_file(mnt_path(&p->b, "k"), NULL);
+	await_listed(p->b.dir, "k", false);
+	stop_pair(p);
+}
+
+static void test_dirs_and_rename(void **state)
+{
+	struct pair *p = start_pair(state, OPTS);
+	struct stat st;
+
+	ASSERT_SYS(mkdir(mnt_path(&p->a, "d"), 0755));
+	ASSERT_SYS(mkdir(mnt_path(&p->a, "d/sub"), 0755));
+	put_str(mnt_path(&p->a, "d/sub/x"), "deep\n");
+	await_file(mnt_path(&p->b, "d/sub/x"), "deep\n");
+
+	ASSERT_SYS(rename(mnt_path(&p->a, "d"), mnt_path(&p->a, "e")));
+	await_file(mnt_path(&p->b, "e/sub/x"), "deep\n");
+	await_file(mnt_path(&p->b, "d/sub/x"), NULL);
+	await_listed(p->b.dir, "d", false);
+
+	/* A file renamed over another, through b this time. */
+	put_str(mnt_path(&p->b, "e/y"), "why\n");
+	await_file(mnt_path(&p->a, "e/y"), "why\n");
+	ASSERT_SYS(rename(mnt_path(&p->b, "e/y"), mnt_path(&p->b, "e/sub/x")));
+	await_file(mnt_path(&p->a, "e/sub/x"), "why\n");
+	await_file(mnt_path(&p->a, "e/y"), NULL);
+
+	ASSERT_SYS(unlink(mnt_path(&p->a, "e/sub/x")));
+	ASSERT_SYS(rmdir(mnt_path(&p->a, "e/sub")));
+	for (int64_t deadline = now_ms() + CATCH_UP_MS;
+	     stat(mnt_path(&p->b, "e/sub"), &st) == 0;) {
+		if (now_ms() > deadline)
+			fail_msg("e/sub still there through the other mount");
+		usleep(10000);
+	}
+	stop_pair(p);
+}
+
+static void test_retag_and_expiry(void **state)
+{
+	struct pair *p = start_pair(state, OPTS);
+	char buf[256];
+	ssize_t n = -1;
+
+	put_str(mnt_path(&p->a, "t"), "tagged\n");
+	await_file(mnt_path(&p->b, "t"), "tagged\n");
+	ASSERT_ERRNO(getxattr(mnt_path(&p->b, "t"), "user.tags", buf, sizeof(buf)), ENODATA);
+	ASSERT_SYS(setxattr(mnt_path(&p->a, "t"), "user.tags", "red,blue", 8, 0));
+	for (int64_t deadline = now_ms() + CATCH_UP_MS;;) {
+		n = getxattr(mnt_path(&p->b, "t"), "user.tags", buf, sizeof(buf) - 1);
+		if (n == 8 && !memcmp(buf, "blue,red", 8))
+			break;
+		if (now_ms() > deadline)
+			fail_msg("tags not seen through the other mount");
+		usleep(10000);
+	}
+	await_listed(mnt_path(&p->b, "tags/red"), "t", true);
+	ASSERT_SYS(setxattr(mnt_path(&p->b, "t"), "user.tags", "blue", 4, 0));
+	await_listed(mnt_path(&p->a, "tags"), "red", false);
+
+	/* A TTL set through a expires the key through b as well. */
+	put_str(mnt_path(&p->a, "brief"), "soon gone\n");
+	await_file(mnt_path(&p->b, "brief"), "soon gone\n");
+	ASSERT_SYS(setxattr(mnt_path(&p->a, "brief"), "user.ttl", "1", 1, 0));
+	for (int64_t deadline = now_ms() + CATCH_UP_MS;;) {
+		n = getxattr(mnt_path(&p->b, "brief"), "user.ttl", buf, sizeof(buf) - 1);
+		if (n > 0)
+			break;
+		if (now_ms() > deadline)
+			fail_msg("the TTL is not seen through the other mount");
+		usleep(10000);
+	}
+	await_file(mnt_path(&p->b, "brief"), NULL);
+	await_listed(p->b.dir, "brief", false);
+	await_file(mnt_path(&p->a, "brief"), NULL);
+	stop_pair(p);
+}
+
+#define ROUNDS 20
+
+struct racer {
+	struct mnt *m;
+	pthread_barrier_t *go;
+	bool mkdirs;		/* else O_EXCL creates */
+	int won[ROUNDS];	/* 1 won, 0 EEXIST, -errno otherwise */
+};
+
+static void *racer_main(void *arg)
+{
+	struct racer *r = arg;
+
+	for (int i = 0; i < ROUNDS; i++) {
+		char path[4096];
+		int fd, ret;
+
+		/* Not mnt_path: its arena is not for threads. */
+		snprintf(path, sizeof(path), "%s/race%d", r->m->dir, i);
+		pthread_barrier_wait(r->go);
+		if (r->mkdirs) {
+			ret = mkdir(path, 0755);
+		} else {
+			fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+			ret = fd < 0 ? -1 : 0;
+			if (fd >= 0) {
+				/* The winner's mount name is the content. */
+				ret = write(fd, r->m->dir, strlen(r->m->dir)) < 0 ? -1 : 0;
+				close(fd);
+			}
+		}
+		r->won[i] = ret == 0 ? 1 : errno == EEXIST ? 0 : -errno;
+	}
+	return NULL;
+}
+
+static void race(void **state, bool mkdirs)
+{
+	struct pair *p = start_pair(state, OPTS);
+	struct racer r[2] = { { &p->a, NULL, mkdirs, { 0 } }, { &p->b, NULL, mkdirs, { 0 } } };
+	pthread_barrier_t go;
+	pthread_t t[2];
+
+	pthread_barrier_init(&go, NULL, 2);
+	for (int k = 0; k < 2; k++) {
+		r[k].go = &go;
+		assert_int_equal(pthread_create(&t[k], NULL, racer_main, &r[k]), 0);
+	}
+	for (int k = 0; k < 2; k++)
+		pthread_join(t[k], NULL);
+	pthread_barrier_destroy(&go);
+	for (int i = 0; i < ROUNDS; i++) {
+		if (r[0].won[i] < 0 || r[1].won[i] < 0)
+			fail_msg("round %d: %s", i, strerror(-(r[0].won[i] < 0 ? r[0].won[i]
+								 : r[1].won[i])));
+		if (r[0].won[i] + r[1].won[i] != 1)
+			fail_msg("round %d: %d winners", i, r[0].won[i] + r[1].won[i]);
+		if (!mkdirs) {
+			const char *want = r[0].won[i] ? p->a.dir : p->b.dir;
+
+			await_file(mnt_path(&p->a, "race%d", i), want);
+			await_file(mnt_path(&p->b, "race%d", i), want);
+		} else {
+			/* The loser sees the winner's directory once it is
+			 * flushed. */
+			await_listed(p->a.dir, mnt_str(&p->a, "race%d", i), true);
+			await_listed(p->b.dir, mnt_str(&p->b, "race%d", i), true);
+		}
+	}
+	/* After the race, both mounts agree the names are taken. */
+	ASSERT_ERRNO(mkdir(mnt_path(&p->b, "race0"), 0755), EEXIST);
+	ASSERT_ERRNO(open(mnt_path(&p->a, "race1"), O_RDWR | O_CREAT | O_EXCL, 0644), EEXIST);
+	stop_pair(p);
+}
+
+static void test_mkdir_race(void **state)
+{
+	race(state, true);
+}
+
+static void test_excl_create_race(void **state)
+{
+	race(state, false);
+}
+
+/* Names claimed and given up again are free for the other mount. */
+static void test_claim_released(void **state)
+{
+	struct pair *p = start_pair(state, OPTS);
+	int fd;
+
+	ASSERT_SYS(mkdir(mnt_path(&p->a, "short-lived"), 0755));
+	ASSERT_SYS(rmdir(mnt_path(&p->a, "short-lived")));
+	fd = open(mnt_path(&p->a, "f"), O_WRONLY | O_CREAT | O_EXCL, 0644);
+	assert_true(fd >= 0);
+	close(fd);
+	ASSERT_SYS(rename(mnt_path(&p->a, "f"), mnt_path(&p->a, "g")));
+	/* The claims go with a's next flush. */
+	for (int64_t deadline = now_ms() + CATCH_UP_MS;
+	     mkdir(mnt_path(&p->b, "short-lived"), 0755);) {
+		assert_int_equal(errno, EEXIST);
+		if (now_ms() > deadline)
+			fail_msg("a's claim on short-lived was never released");
+		usleep(10000);
+	}
+	for (int64_t deadline = now_ms() + CATCH_UP_MS;
+	     (fd = open(mnt_path(&p->b, "f"), O_WRONLY | O_CREAT | O_EXCL, 0644)) < 0;) {
+		assert_int_equal(errno, EEXIST);
+		if (now_ms() > deadline)
+			fail_msg("a's claim on f was never released");
+		usleep(10000);
+	}
+	close(fd);
+	await_file(mnt_path(&p->a, "f"), "");
+	await_file(mnt_path(&p->b, "g"), "");
+	stop_pair(p);
+}
+
+struct rewriter {
+	struct mnt *m;
+	volatile int *stop;
+	int err;
+};
+
+/* Rewrites "rw" with same-sized versions, each fsync'ed (a commit each,
+ * which deletes the previous version in Redis at once). */
+static void *rewriter_main(void *arg)
+{
+	struct rewriter *w = arg;
+	char path[4096], buf[4096];
+
+	snprintf(path, sizeof(path), "%s/rw", w->m->dir);
+	for (int i = 0; i < 200 && !*w->stop && !w->err; i++) {
+		int fd = open(path, O_WRONLY | O_TRUNC);
+
+		/* Past compression_min_size every other time: compressed values
+		 * are read whole, plain ones by range. */
+		memset(buf, 'z', sizeof(buf));
+		snprintf(buf, 32, "version %04d\n", i);
+		if (i % 2) {
+			buf[13] = 'z';
+			buf[2047] = '\0';
+		}
+		if (fd < 0 || write(fd, buf, strlen(buf)) != (ssize_t)strlen(buf) || fsync(fd))
+			w->err = errno ? errno : EIO;
+		if (fd >= 0)
+			close(fd);
+	}
+	*w->stop = 1;
+	return NULL;
+}
+
+/* Reads through b while a rewrites: always a whole version, never EIO. */
+static void test_read_during_rewrites(void **state)
+{
+	struct pair *p = start_pair(state, OPTS);
+	volatile int stop = 0;
+	struct rewriter w = { &p->a, &stop, 0 };
+	pthread_t t;
+	int reads = 0;
+
+	put_str(mnt_path(&p->a, "rw"), "version init\n");
+	await_file(mnt_path(&p->b, "rw"), "version init\n");
+	assert_int_equal(pthread_create(&t, NULL, rewriter_main, &w), 0);
+	while (!stop) {
+		char buf[4096];
+		int fd = open(mnt_path(&p->b, "rw"), O_RDONLY);
+		ssize_t n;
+
+		if (fd < 0)
+			fail_msg("open through b: %s", strerror(errno));
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (n < 0) {
+			fail_msg("read through b after %d reads: %s", reads, strerror(errno));
+			break;
+		}
+		buf[n] = '\0';
+		if (n && strncmp(buf, "version ", 8))
+			fail_msg("read through b: \"%s\"", buf);
+		reads++;
+	}
+	pthread_join(t, NULL);
+	if (w.err)
+		fail_msg("rewriter: %s", strerror(w.err));
+	stop_pair(p);
+}
+
+/* A long flush_interval: only close-to-open can explain what b sees. */
+static void test_close_to_open(void **state)
+{
+	struct pair *p = start_pair(state, "flush_interval=60s,close_to_open=yes");
+
+	put_str(mnt_path(&p->a, "c2o"), "written on a\n");
+	assert_file_str(mnt_path(&p->b, "c2o"), "written on a\n");
+	put_str(mnt_path(&p->b, "c2o"), "rewritten on b, longer\n");
+	assert_file_str(mnt_path(&p->a, "c2o"), "rewritten on b, longer\n");
+	put_str(mnt_path(&p->a, "c2o"), "short\n");
+	assert_file_str(mnt_path(&p->b, "c2o"), "short\n");
+	stop_pair(p);
+}
+
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		T(test_write_rewrite_delete),
+		T(test_dirs_and_rename),
+		T(test_retag_and_expiry),
+		T(test_mkdir_race),
+		T(test_excl_create_race),
+		T(test_claim_released),
+		T(test_close_to_open),
+		T(test_read_during_rewrites),
+	};
+
+	return cmocka_run_group_tests_name("redis coherence", tests, NULL, NULL);
+}
