@@ -52,12 +52,18 @@ static void cleanup(void)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
+	const char *scratch;
+
 	(void)argc;
 	(void)argv;
 	fuzz_quiet();
-	/* tmpfs when there is one: the store fsyncs on every commit. */
-	snprintf(root, sizeof(root), "%s/nadbfs-fuzz-XXXXXX",
-		 access("/dev/shm", W_OK) ? "/tmp" : "/dev/shm");
+	/* fuzz/run names a scratch directory it removes even after a crash;
+	 * else tmpfs when there is one: the store fsyncs on every commit. */
+	scratch = getenv("NADBFS_FUZZ_SCRATCH");
+	if (!scratch)
+		scratch = access("/dev/shm", W_OK) ? "/tmp" : "/dev/shm";
+	FUZZ_CHECK(strlen(scratch) < 32);
+	snprintf(root, sizeof(root), "%s/nadbfs-fuzz-XXXXXX", scratch);
 	FUZZ_CHECK(mkdtemp(root));
 	snprintf(meta, sizeof(meta), "%s/stores/d/n/meta", root);
 	atexit(cleanup);
