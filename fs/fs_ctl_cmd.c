@@ -58,8 +58,9 @@ int fs_ctl_parse(const char *buf, size_t size, struct fs_ctl_cmd *out, char *err
 	if (!is(w, n, "tx")) {
 		if (word(buf, size, &pos, &w2) == 0) {
 			if (is(w, n, "flush") || is(w, n, "sweep") || is(w, n, "reload")) {
-				out->verb = is(w, n, "flush") ? FS_CTL_FLUSH :
-					    is(w, n, "sweep") ? FS_CTL_SWEEP : FS_CTL_RELOAD;
+				out->verb = is(w, n, "flush")	? FS_CTL_FLUSH
+					    : is(w, n, "sweep") ? FS_CTL_SWEEP
+								: FS_CTL_RELOAD;
 				return 0;
 			}
 		}

@@ -24,7 +24,7 @@ enum fs_ctl_verb {
 /* A tx name is at most 255 bytes here; the store checks the real rules. */
 struct fs_ctl_cmd {
 	enum fs_ctl_verb verb;
-	char name[256];	/* FS_CTL_TX_BEGIN/COMMIT/ABORT */
+	char name[256]; /* FS_CTL_TX_BEGIN/COMMIT/ABORT */
 };
 
 /* One write(2) of size bytes: a single command line, its '\n' optional. */

@@ -36,13 +36,11 @@ static bool same(const struct conf *a, const struct conf *b)
 	       a->buffer_size == b->buffer_size && a->flush_interval_ms == b->flush_interval_ms &&
 	       STREQ(redis_host) && a->redis_port == b->redis_port && STREQ(redis_socket) &&
 	       STREQ(redis_password) && a->redis_database == b->redis_database &&
-	       a->max_threads == b->max_threads && a->log_level == b->log_level &&
-	       STREQ(log_file);
+	       a->max_threads == b->max_threads && a->log_level == b->log_level && STREQ(log_file);
 #undef STREQ
 }
 
-static void check_failure(int ret, const struct conf *c, const struct conf *before,
-			  const char *err)
+static void check_failure(int ret, const struct conf *c, const struct conf *before, const char *err)
 {
 	if (!ret)
 		return;

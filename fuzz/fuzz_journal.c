@@ -25,8 +25,8 @@
 #include "store/kv.h"
 #include "fuzz/fuzz.h"
 
-static char root[64];	/* mkdtemp: DATA of the store */
-static char meta[128];	/* root/stores/d/n/meta */
+static char root[64];  /* mkdtemp: DATA of the store */
+static char meta[128]; /* root/stores/d/n/meta */
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -162,8 +162,7 @@ static int open_store(struct kv_store **kv)
 {
 	struct kv_options o = {
 		.backend = KV_BACKEND_FS,
-		.params = { .data_dir = root, .db = "d", .ns = "n",
-			    .compression = KV_ENC_NONE },
+		.params = { .data_dir = root, .db = "d", .ns = "n", .compression = KV_ENC_NONE },
 		.buffer_size = 1 << 20,
 		.flush_interval_ms = 60000,
 		.backend_timeout_ms = 5000,

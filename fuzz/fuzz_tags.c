@@ -23,8 +23,8 @@ static uint64_t ids[NKEYS];
 /* Tags each key starts every input with; key 0's change with the input. */
 static const char *const start_tags[NKEYS] = { "a,b", "a", "b,c", "x.y,a", "t-1,c", "" };
 static const char *const paths[NKEYS][2] = {
-	{ NULL, "k0" }, { NULL, "k1" }, { "d", "k2" }, { "d", "k%2F3" }, { NULL, "k4" },
-	{ NULL, "k5" },
+	{ NULL, "k0" },	  { NULL, "k1" }, { "d", "k2" },
+	{ "d", "k%2F3" }, { NULL, "k4" }, { NULL, "k5" },
 };
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)

@@ -21,12 +21,12 @@
 #include "store/journal.h"
 #include "store/kv.h"
 
-#define CHECK(x)                                                                               \
-	do {                                                                                   \
-		if (!(x)) {                                                                    \
-			fprintf(stderr, "seedgen: %s failed at line %d\n", #x, __LINE__);      \
-			exit(1);                                                               \
-		}                                                                              \
+#define CHECK(x)                                                                                   \
+	do {                                                                                       \
+		if (!(x)) {                                                                        \
+			fprintf(stderr, "seedgen: %s failed at line %d\n", #x, __LINE__);          \
+			exit(1);                                                                   \
+		}                                                                                  \
 	} while (0)
 
 static char root[64];

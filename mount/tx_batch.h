@@ -16,9 +16,9 @@
 #include <jansson.h>
 
 struct tx_batch_op {
-	json_t *o;		/* the line's object (owned) */
+	json_t *o; /* the line's object (owned) */
 	unsigned line;
-	const char *op, *key;	/* strings inside o */
+	const char *op, *key; /* strings inside o */
 };
 
 /* Reads every line of f; on success *ops (free with tx_batch_free) holds at

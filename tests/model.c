@@ -126,7 +126,8 @@ void expect(struct model *md, const char *what, int want, int got)
 	else
 		md->succeeded++;
 	if (want != got)
-		mismatch(md, "%s: got %s, model says %s", what, got ? strerrorname_np(got) : "success",
+		mismatch(md, "%s: got %s, model says %s", what,
+			 got ? strerrorname_np(got) : "success",
 			 want ? strerrorname_np(want) : "success");
 }
 
@@ -168,7 +169,8 @@ static void check_xattrs(struct model *md, const char *rel, const struct node *n
 		ssize_t vl = lgetxattr(p, n->xa[i].name, v, sizeof(v));
 
 		if (vl < 0)
-			mismatch(md, "getxattr %s %s: %s", rel, n->xa[i].name, strerrorname_np(errno));
+			mismatch(md, "getxattr %s %s: %s", rel, n->xa[i].name,
+				 strerrorname_np(errno));
 		if ((size_t)vl != n->xa[i].len || memcmp(v, n->xa[i].val, n->xa[i].len))
 			mismatch(md, "%s: xattr %s differs from the model", rel, n->xa[i].name);
 	}
@@ -189,7 +191,8 @@ void check_path(struct model *md, const char *rel)
 	}
 	if (ret)
 		mismatch(md, "stat %s: %s", rel, strerrorname_np(ret));
-	if (!!S_ISDIR(st.st_mode) != md->e[i].n->dir || !(S_ISDIR(st.st_mode) || S_ISREG(st.st_mode)))
+	if (!!S_ISDIR(st.st_mode) != md->e[i].n->dir ||
+	    !(S_ISDIR(st.st_mode) || S_ISREG(st.st_mode)))
 		mismatch(md, "%s has mode %o, model has a %s", rel, st.st_mode,
 			 md->e[i].n->dir ? "directory" : "file");
 	if (!md->e[i].n->dir) {
@@ -258,7 +261,8 @@ static void check_tree(struct model *md, const char *rel)
 	for (int i = 0; i < md->ne; i++) {
 		const char *p = md->e[i].path, *slash = strrchr(p, '/');
 
-		if ((!*rel && !slash) || (*rel && slash && is_under(p, rel) && !strchr(p + strlen(rel) + 1, '/')))
+		if ((!*rel && !slash) ||
+		    (*rel && slash && is_under(p, rel) && !strchr(p + strlen(rel) + 1, '/')))
 			want[nw++] = strdup(slash ? slash + 1 : p);
 	}
 	qsort(got, (size_t)ng, sizeof(*got), cmp_str);

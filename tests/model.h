@@ -18,10 +18,10 @@
 
 #define MAX_ENTRIES 48
 #define MAX_HANDLES 4
-#define MAX_XATTRS 4
-#define MAX_DEPTH 3
-#define MAX_SIZE (192u * 1024u)
-#define HISTORY 24
+#define MAX_XATTRS  4
+#define MAX_DEPTH   3
+#define MAX_SIZE    (192u * 1024u)
+#define HISTORY	    24
 
 struct xattr {
 	char name[16];
@@ -31,15 +31,15 @@ struct xattr {
 
 struct node {
 	bool dir;
-	uint8_t *data;	/* files */
+	uint8_t *data; /* files */
 	size_t len;
 	struct xattr xa[MAX_XATTRS];
 	int nxa;
-	int refs;	/* names and handles pointing here */
+	int refs; /* names and handles pointing here */
 };
 
 struct entry {
-	char path[64];	/* relative to the mount: "a/b" */
+	char path[64]; /* relative to the mount: "a/b" */
 	struct node *n;
 };
 

@@ -57,7 +57,8 @@ static void test_ctl_errors(void **state)
 	assert_int_equal(parse("tx list x", &c, err), -EINVAL);
 	assert_int_equal(parse("tx begin a b", &c, err), -EINVAL);
 	assert_int_equal(parse("tx start a", &c, err), -EINVAL);
-	assert_string_equal(err, "error: unknown tx command 'start' (begin, commit, abort, list)\n");
+	assert_string_equal(err,
+			    "error: unknown tx command 'start' (begin, commit, abort, list)\n");
 	memset(name, 'n', sizeof(name));
 	memcpy(name, "tx begin ", 9);
 	name[9 + 256] = '\0';
@@ -82,16 +83,19 @@ static void test_tx_batch(void **state)
 	(void)state;
 	assert_int_equal(batch("{\"op\":\"put\",\"key\":\"a/b\",\"value\":\"v\"}\n\n"
 			       "{\"op\":\"rename\",\"key\":\"a/b\",\"to\":\"c\"}\n",
-			       &ops, &n, err), 0);
+			       &ops, &n, err),
+			 0);
 	assert_int_equal(n, 2);
 	assert_string_equal(ops[1].op, "rename");
 	assert_int_equal(ops[1].line, 3);
 	tx_batch_free(ops, n);
-	assert_int_equal(batch("{\"op\":\"put\",\"key\":\"../x\",\"value\":\"v\"}\n", &ops, &n,
-			       err), -EINVAL);
+	assert_int_equal(
+		batch("{\"op\":\"put\",\"key\":\"../x\",\"value\":\"v\"}\n", &ops, &n, err),
+		-EINVAL);
 	assert_true(strncmp(err, "1: \"key\" must be", 16) == 0);
-	assert_int_equal(batch("{\"op\":\"rename\",\"key\":\"a\",\"to\":\"/etc\"}\n", &ops, &n, err),
-			 -EINVAL);
+	assert_int_equal(
+		batch("{\"op\":\"rename\",\"key\":\"a\",\"to\":\"/etc\"}\n", &ops, &n, err),
+		-EINVAL);
 	assert_int_equal(batch("\n{\"op\":", &ops, &n, err), -EINVAL);
 	assert_true(strncmp(err, "2: not JSON", 11) == 0);
 	assert_int_equal(batch(" \n", &ops, &n, err), -EINVAL);

@@ -192,7 +192,10 @@ static void op_write(struct model *md)
 		i = find(md, rel);
 		note(md, "write %s", rel);
 		fd = open(mpath(md, rel), O_WRONLY | O_CLOEXEC);
-		expect(md, "open for writing", i < 0 ? ENOENT : md->e[i].n->dir ? EISDIR : 0,
+		expect(md, "open for writing",
+		       i < 0		 ? ENOENT
+		       : md->e[i].n->dir ? EISDIR
+					 : 0,
 		       outcome(fd));
 		if (fd < 0)
 			return;
