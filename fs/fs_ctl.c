@@ -14,6 +14,7 @@
 
 #include <jansson.h>
 
+#include "fs/fs_ctl_cmd.h"
 #include "fs/fs_int.h"
 #include "nadbfs-config.h"
 
@@ -224,17 +225,30 @@ static char *reply(const char *fmt, const char *arg, size_t *len)
 	return text;
 }
 
-/* Runs one command line; returns the reply (malloc'd). */
-/* "tx begin|commit|abort NAME", "tx list". */
-static char *tx_command(struct fs *fs, const char *args, size_t *len)
+/* Runs one parsed command; returns the reply (malloc'd). */
+static char *run_command(struct fs *fs, const struct fs_ctl_cmd *c, size_t *len)
 {
-	char verb[16], name[256], msg[1024] = "";
+	char msg[1024] = "";
 	struct kv_dirent *ents;
 	struct kv_attr a;
 	size_t n;
-	int ret, end = 0;
+	int ret;
 
-	if (sscanf(args, "%15s%n", verb, &end) == 1 && !strcmp(verb, "list") && !args[end]) {
+	switch (c->verb) {
+	case FS_CTL_FLUSH:
+		ret = kv_flush(fs->kv);
+		if (ret)
+			return reply("error: flush failed: %s\n", strerror(-ret), len);
+		return reply("ok%s\n", "", len);
+	case FS_CTL_SWEEP:
+		kv_sweep(fs->kv);
+		return reply("ok%s\n", "", len);
+	case FS_CTL_RELOAD:
+		snprintf(msg, sizeof(msg), "reload is not available");
+		if (!fs->o.reload || fs->o.reload(fs->o.reload_arg, msg, sizeof(msg)))
+			return reply("error: %s\n", msg, len);
+		return reply("ok%s\n", "", len);
+	case FS_CTL_TX_LIST: {
 		char *text = NULL, *p;
 		size_t size = 0;
 		FILE *f;
@@ -258,57 +272,28 @@ static char *tx_command(struct fs *fs, const char *args, size_t *len)
 			*len = size;
 		return p;
 	}
-	if (sscanf(args, "%15s %255s%n", verb, name, &end) != 2 || args[end])
-		return reply("error: usage: tx begin|commit|abort NAME, or tx list%s\n", "", len);
-	if (!strcmp(verb, "begin"))
-		ret = kv_tx_begin(fs->kv, name, &a);
-	else if (!strcmp(verb, "abort"))
-		ret = kv_tx_abort(fs->kv, name);
-	else if (!strcmp(verb, "commit"))
-		ret = kv_tx_commit(fs->kv, name, msg, sizeof(msg), fs_notify_changed, fs);
-	else
-		return reply("error: unknown tx command '%s' (begin, commit, abort, list)\n", verb,
-			     len);
+	case FS_CTL_BACKUP:
+		return fs_ctl_backup(fs, c->args, len);
+	case FS_CTL_TX_BEGIN:
+		ret = kv_tx_begin(fs->kv, c->name, &a);
+		break;
+	case FS_CTL_TX_ABORT:
+		ret = kv_tx_abort(fs->kv, c->name);
+		break;
+	case FS_CTL_TX_COMMIT:
+	default:
+		ret = kv_tx_commit(fs->kv, c->name, msg, sizeof(msg), fs_notify_changed, fs);
+		break;
+	}
 	if (!ret)
 		return reply("ok%s\n", "", len);
 	if (!msg[0])
-		snprintf(msg, sizeof(msg), "%s: %s", name,
+		snprintf(msg, sizeof(msg), "%s: %s", c->name,
 			 ret == -ENOENT ? "no such transaction" :
 			 ret == -EEXIST ? "a transaction of that name is open" :
 			 ret == -EINVAL ? "a name is 1-128 bytes of A-Z a-z 0-9 . _ -, not starting with '.'" :
 					 strerror(-ret));
 	return reply("error: %s\n", msg, len);
-}
-
-static char *run_command(struct fs *fs, const char *cmd, size_t *len)
-{
-	int ret;
-
-	if (!strncmp(cmd, "tx ", 3))
-		return tx_command(fs, cmd + 3, len);
-	if (!strcmp(cmd, "flush")) {
-		ret = kv_flush(fs->kv);
-		if (ret)
-			return reply("error: flush failed: %s\n", strerror(-ret), len);
-		return reply("ok%s\n", "", len);
-	}
-	if (!strcmp(cmd, "sweep")) {
-		kv_sweep(fs->kv);
-		return reply("ok%s\n", "", len);
-	}
-	if (!strcmp(cmd, "reload")) {
-		char msg[512] = "reload is not available";
-
-		if (!fs->o.reload || fs->o.reload(fs->o.reload_arg, msg, sizeof(msg)))
-			return reply("error: %s\n", msg, len);
-		return reply("ok%s\n", "", len);
-	}
-	if (!strncmp(cmd, "backup", 6) && (cmd[6] == ' ' || !cmd[6]))
-		return fs_ctl_backup(fs, cmd + 6, len);
-	if (!*cmd)
-		return reply("error: empty command%s\n", "", len);
-	return reply("error: unknown command '%s' (commands: flush, sweep, reload, tx, backup)\n",
-		     cmd, len);
 }
 
 bool fs_ctl_is_file(fuse_ino_t ino)
@@ -365,25 +350,18 @@ void fs_ctl_read(fuse_req_t req, struct fuse_file_info *fi, size_t size, off_t o
 void fs_ctl_write(fuse_req_t req, struct fuse_file_info *fi, const char *buf, size_t size)
 {
 	struct fs_ctlh *h = (struct fs_ctlh *)(uintptr_t)fi->fh;
-	char *cmd, *text;
+	struct fs_ctl_cmd cmd;
+	char err[512], *text;
 	size_t len = 0;
 
 	if (h->ino != FS_INO_CTL) {
 		fs_reply_err(req, -EBADF);
 		return;
 	}
-	cmd = strndup(buf, size);
-	if (!cmd) {
-		fs_reply_err(req, -ENOMEM);
-		return;
-	}
-	if (size && cmd[size - 1] == '\n')
-		cmd[size - 1] = '\0';
-	if (strlen(cmd) != strcspn(cmd, "\n") || strlen(cmd) < (size ? size - 1 : 0))
-		text = reply("error: one command line per write%s\n", "", &len);
+	if (fs_ctl_parse(buf, size, &cmd, err, sizeof(err)))
+		text = reply("%s", err, &len);
 	else
-		text = run_command(fs_of(req), cmd, &len);
-	free(cmd);
+		text = run_command(fs_of(req), &cmd, &len);
 	if (!text) {
 		fs_reply_err(req, -ENOMEM);
 		return;

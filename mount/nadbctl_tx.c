@@ -19,33 +19,7 @@
 #include <jansson.h>
 
 #include "mount/nadbctl.h"
-
-#define KEY_MAX 1024
-
-struct op {
-	json_t *o; /* the line's object */
-	unsigned line;
-	const char *op, *key;
-};
-
-/* A key names a file below the mount: relative, no empty, "." or ".." parts. */
-static bool key_ok(const char *k)
-{
-	size_t len = strlen(k);
-	const char *p = k;
-
-	if (!len || len > KEY_MAX || k[0] == '/' || k[len - 1] == '/')
-		return false;
-	while (*p) {
-		size_t n = strcspn(p, "/");
-
-		if (n == 0 || n > 255 || (n == 1 && p[0] == '.') ||
-		    (n == 2 && p[0] == '.' && p[1] == '.'))
-			return false;
-		p += n + (p[n] == '/');
-	}
-	return true;
-}
+#include "mount/tx_batch.h"
 
 static const char *str_field(json_t *o, const char *name)
 {
@@ -54,100 +28,24 @@ static const char *str_field(json_t *o, const char *name)
 	return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
-/* Checks one line's object; NULL if fine, else what is wrong. */
-static const char *check_op(struct op *op)
-{
-	static const char *const known[] = { "put", "delete", "mkdir", "rmdir", "tags",
-					     "ttl", "rename", "xattr", NULL };
-	json_t *o = op->o, *v;
-	size_t i;
-
-	if (!json_is_object(o))
-		return "not a JSON object";
-	op->op = str_field(o, "op");
-	op->key = str_field(o, "key");
-	if (!op->op)
-		return "no \"op\" string";
-	for (i = 0; known[i] && strcmp(known[i], op->op); i++)
-		;
-	if (!known[i])
-		return "unknown op (put, delete, mkdir, rmdir, tags, ttl, rename, xattr)";
-	if (!op->key || !key_ok(op->key))
-		return "\"key\" must be a relative key path without empty, . or .. parts";
-	if (!strcmp(op->op, "put") && !str_field(o, "value"))
-		return "put needs a \"value\" string";
-	v = json_object_get(o, "tags");
-	if ((!strcmp(op->op, "tags") || v) && !json_is_string(v))
-		return "\"tags\" must be a string like \"a,b\"";
-	v = json_object_get(o, "ttl");
-	if ((!strcmp(op->op, "ttl") || v) && !(json_is_integer(v) && json_integer_value(v) >= 0))
-		return "\"ttl\" must be an integer of seconds (0 removes it)";
-	if (!strcmp(op->op, "rename") && (!str_field(o, "to") || !key_ok(str_field(o, "to"))))
-		return "rename needs a \"to\" key";
-	if (!strcmp(op->op, "xattr") &&
-	    (!str_field(o, "name") || strncmp(str_field(o, "name"), "user.", 5) ||
-	     !str_field(o, "value")))
-		return "xattr needs a \"name\" (user.*) and a \"value\" string";
-	return NULL;
-}
-
 /* Reads and checks every line of file; 0, or 1 with a message printed. */
-static int read_batch(const char *file, struct op **out, size_t *count)
+static int read_batch(const char *file, struct tx_batch_op **out, size_t *count)
 {
 	FILE *f = strcmp(file, "-") ? fopen(file, "r") : stdin;
-	struct op *ops = NULL;
-	size_t n = 0, cap = 0, linecap = 0;
-	char *line = NULL;
-	unsigned lineno = 0;
-	ssize_t len;
-	int status = 0;
+	char err[512];
+	int ret;
 
 	if (!f) {
 		fprintf(stderr, "nadbctl: cannot open %s: %s\n", file, strerror(errno));
 		return 1;
 	}
-	while (!status && (len = getline(&line, &linecap, f)) >= 0) {
-		json_error_t jerr;
-		const char *why;
-
-		lineno++;
-		if (strspn(line, " \t\r\n") == (size_t)len)
-			continue;
-		if (n == cap) {
-			struct op *no = realloc(ops, (cap = cap ? 2 * cap : 64) * sizeof(*ops));
-
-			if (!no) {
-				fprintf(stderr, "nadbctl: out of memory\n");
-				status = 1;
-				break;
-			}
-			ops = no;
-		}
-		ops[n] = (struct op){ .line = lineno };
-		ops[n].o = json_loadb(line, (size_t)len, 0, &jerr);
-		if (!ops[n].o) {
-			fprintf(stderr, "nadbctl: %s:%u: not JSON: %s\n", file, lineno, jerr.text);
-			status = 1;
-		} else if ((why = check_op(&ops[n++]))) {
-			fprintf(stderr, "nadbctl: %s:%u: %s\n", file, lineno, why);
-			status = 1;
-		}
-	}
-	free(line);
+	ret = tx_batch_read(f, out, count, err, sizeof(err));
 	if (f != stdin)
 		fclose(f);
-	if (!status && !n) {
-		fprintf(stderr, "nadbctl: %s: no operations\n", file);
-		status = 1;
-	}
-	if (status) {
-		while (n--)
-			json_decref(ops[n].o);
-		free(ops);
+	if (ret) {
+		fprintf(stderr, "nadbctl: %s:%s\n", file, err);
 		return 1;
 	}
-	*out = ops;
-	*count = n;
 	return 0;
 }
 
@@ -182,7 +80,7 @@ static int set_attr_str(const char *path, const char *name, const char *v)
 }
 
 /* One operation inside the transaction rooted at root: 0 or -errno. */
-static int run_op(const char *root, const struct op *op)
+static int run_op(const char *root, const struct tx_batch_op *op)
 {
 	char path[PATH_MAX], to[PATH_MAX], num[32];
 	json_t *tags = json_object_get(op->o, "tags"), *ttl = json_object_get(op->o, "ttl");
@@ -233,7 +131,7 @@ static int run_op(const char *root, const struct op *op)
 static int apply(const char *mnt, const char *file)
 {
 	char name[64], cmd[128], root[PATH_MAX];
-	struct op *ops;
+	struct tx_batch_op *ops;
 	size_t n, i;
 	int status = 1;
 
@@ -261,9 +159,7 @@ static int apply(const char *mnt, const char *file)
 	if (!status)
 		printf("ok %zu operations\n", n);
 out:
-	for (i = 0; i < n; i++)
-		json_decref(ops[i].o);
-	free(ops);
+	tx_batch_free(ops, n);
 	return status;
 }
 
