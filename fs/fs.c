@@ -397,25 +397,6 @@ static void fs_on_expire(void *arg, uint64_t parent, const char *name, uint64_t 
 	fuse_lowlevel_notify_inval_inode(fs->se, id, 0, 0);
 }
 
-/*
- * A commit changed (parent, name) and record id behind the kernel's back.
- * This runs on the worker serving the ctl write, which is safe here: it
- * holds no lock of the inodes invalidated (the kernel only holds the ctl
- * file's), and a request those inodes' holders wait for is served by
- * another worker.
- */
-void fs_notify_changed(void *arg, uint64_t parent, const char *name, uint64_t id)
-{
-	struct fs *fs = arg;
-
-	if (!fs->se)
-		return;
-	fuse_lowlevel_notify_inval_entry(fs->se, parent, name, strlen(name));
-	fuse_lowlevel_notify_inval_inode(fs->se, parent, 0, 0);
-	if (id)
-		fuse_lowlevel_notify_inval_inode(fs->se, id, 0, 0);
-}
-
 void fs_set_timeouts(struct fs *fs, double attr_timeout, double entry_timeout)
 {
 	if (attr_timeout >= 0)

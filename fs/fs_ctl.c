@@ -282,7 +282,7 @@ static char *run_command(struct fs *fs, const struct fs_ctl_cmd *c, size_t *len)
 		break;
 	case FS_CTL_TX_COMMIT:
 	default:
-		ret = kv_tx_commit(fs->kv, c->name, msg, sizeof(msg), fs_notify_changed, fs);
+		ret = kv_tx_commit(fs->kv, c->name, msg, sizeof(msg));
 		break;
 	}
 	if (!ret)

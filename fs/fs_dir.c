@@ -400,7 +400,10 @@ static void do_readdir(fuse_req_t req, size_t size, off_t off, struct fuse_file_
 {
 	struct fs *fs = fs_of(req);
 	struct fs_dirh *d = (struct fs_dirh *)(uintptr_t)fi->fh;
-	size_t pos = 0;
+	/* Tag directories listed with readdirplus hold a lookup reference
+	 * each; if the reply never reaches the kernel, they are dropped. */
+	fuse_ino_t *refs = NULL;
+	size_t pos = 0, nrefs = 0;
 	char *buf;
 	int ret = 0;
 
@@ -428,9 +431,17 @@ static void do_readdir(fuse_req_t req, size_t size, off_t off, struct fuse_file_
 				continue;
 			len = fuse_add_direntry_plus(req, buf + pos, size - pos, de->name, &e,
 						     (off_t)(i + 1));
-			/* Left for the next call: the kernel takes no reference. */
-			if (len > size - pos && fs_is_tagdir(e.ino))
-				fs_tags_forget(fs, e.ino, 1);
+			if (fs_is_tagdir(e.ino)) {
+				if (len <= size - pos && !refs)
+					refs = malloc((d->n - i) * sizeof(*refs));
+				/* Left for the next call (or not to be remembered):
+				 * the kernel takes no reference. */
+				if (len > size - pos || !refs) {
+					fs_tags_forget(fs, e.ino, 1);
+					break;
+				}
+				refs[nrefs++] = e.ino;
+			}
 		} else {
 			struct stat st = { .st_ino = de->ino, .st_mode = de->mode & S_IFMT };
 
@@ -446,8 +457,10 @@ out_unlock:
 	pthread_mutex_unlock(&d->lock);
 	if (ret)
 		fs_reply_err(req, ret);
-	else
-		fuse_reply_buf(req, buf, pos);
+	else if (fuse_reply_buf(req, buf, pos))
+		for (size_t i = 0; i < nrefs; i++)
+			fs_tags_forget(fs, refs[i], 1);
+	free(refs);
 	free(buf);
 }
 

@@ -141,8 +141,6 @@ void fs_reply_err(fuse_req_t req, int err);
 void fs_attr_to_stat(const struct kv_attr *a, struct stat *st);
 void fs_fill_entry(const struct fs *fs, const struct kv_attr *a, struct fuse_entry_param *e);
 double fs_attr_timeout(const struct fs *fs, uint64_t ino);
-/* kv_expire_fn for kv_tx_commit: drops the kernel's copies of a change. */
-void fs_notify_changed(void *arg, uint64_t parent, const char *name, uint64_t id);
 
 /* fs_defer.c */
 /* Queues a write that found the buffer full; its reply comes later. */

@@ -56,7 +56,7 @@ static void run(const struct fs_ctl_cmd *c)
 		FUZZ_CHECK(!listed(c->name));
 		break;
 	case FS_CTL_TX_COMMIT:
-		ret = kv_tx_commit(f.kv, c->name, msg, sizeof(msg), NULL, NULL);
+		ret = kv_tx_commit(f.kv, c->name, msg, sizeof(msg));
 		FUZZ_CHECK(ret == -ENOENT || ret == -EINVAL);
 		break;
 	case FS_CTL_TX_ABORT:

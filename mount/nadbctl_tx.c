@@ -100,6 +100,7 @@ static int run_op(const char *root, const struct tx_batch_op *op)
 		fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 		if (fd < 0)
 			return -errno;
+		errno = 0;
 		if (write(fd, v, len) != (ssize_t)len)
 			ret = errno ? -errno : -EIO;
 		if (close(fd) && !ret)
@@ -156,6 +157,12 @@ static int apply(const char *mnt, const char *file)
 	}
 	snprintf(cmd, sizeof(cmd), "tx %s %s", i == n ? "commit" : "abort", name);
 	status = ctl_command(mnt, cmd, true) || i != n;
+	/* A refused commit (a conflict) leaves the transaction open: it
+	 * must not outlive the batch. */
+	if (status && i == n) {
+		snprintf(cmd, sizeof(cmd), "tx abort %s", name);
+		ctl_command(mnt, cmd, true);
+	}
 	if (!status)
 		printf("ok %zu operations\n", n);
 out:

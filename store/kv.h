@@ -90,8 +90,8 @@ struct kv_dirent {
  * store lock held) for each key or directory that expired, and by the sync
  * thread for each entry another mount changed (its old and its new place;
  * parent 0 for the root), so that the filesystem can drop kernel caches of
- * (parent, name) and of id. kv_tx_commit reports what a commit changed with
- * the same shape.
+ * (parent, name) and of id (name "" asks for id only). Commits of
+ * transactions and restores of backups report what they changed here too.
  */
 typedef void (*kv_expire_fn)(void *arg, uint64_t parent, const char *name, uint64_t id);
 /* Sets the expiry callback, or removes it (NULL): then returns only once a
@@ -272,13 +272,12 @@ int kv_tx_root(struct kv_store *kv, const char *name, struct kv_attr *root);
 /* Open transactions: id = the root's id, mode S_IFDIR, name. */
 int kv_tx_list(struct kv_store *kv, struct kv_dirent **out, size_t *n);
 int kv_tx_abort(struct kv_store *kv, const char *name);
-/* Applies and waits until durable: 0; -ESTALE (conflict), -ENOENT, -EBUSY
- * (in use), -EIO (applied but not yet durable); msg says which and why.
- * Then, without the lock, changed (if set) is called for every entry the
- * commit created, changed or removed (parent, name, the record's id or 0),
- * so that the caller can drop cached copies. */
-int kv_tx_commit(struct kv_store *kv, const char *name, char *msg, size_t msglen,
-		 kv_expire_fn changed, void *arg);
+/* Applies and waits until durable: 0; -ESTALE (conflict), -ENAMETOOLONG,
+ * -ENOENT, -EBUSY (in use), -EIO (applied but not yet durable); msg says
+ * which and why. Every entry the commit changed has been reported to the
+ * expiry callback (kv_set_expire_fn) by the time it returns, so that kernel
+ * caches drop them. */
+int kv_tx_commit(struct kv_store *kv, const char *name, char *msg, size_t msglen);
 
 /*
  * Shared backends (close-to-open): brings the record id (if non-zero) and

@@ -332,6 +332,9 @@ static void apply(struct kv_store *kv, struct kv_change *c, size_t n, struct not
 		struct kv_node *node = kv_node_get(kv, c[i].id);
 		struct item *it = &b.it[b.n];
 
+		/* A transaction's staged node is never a record of the backend. */
+		if (node && (node->flags & KV_NODE_STAGED))
+			continue;
 		if (node && (node->flags & KV_NODE_DELETED) &&
 		    !(node->flags & (KV_NODE_ON_DIRTY | KV_NODE_INFLIGHT)))
 			continue; /* removed here, kept only for open handles */
@@ -419,7 +422,8 @@ int kv_refresh(struct kv_store *kv, uint64_t parent, const char *name, uint64_t 
 	size_t n = 0, nbusy = 0;
 	int ret;
 
-	if (!shared(kv) || !ops->lookup_name)
+	/* A transaction's view is local: nothing to bring up to date. */
+	if (!shared(kv) || !ops->lookup_name || kv_is_tx_id(id) || kv_is_tx_id(parent))
 		return 0;
 	if (id)
 		ids[n++] = id;

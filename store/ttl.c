@@ -114,8 +114,9 @@ static void heap_pop(struct kv_store *kv)
 
 int kv_set_deadline(struct kv_store *kv, struct kv_node *n, int64_t at_ms)
 {
-	/* Staged: indexed for the sweeper only once committed. */
-	if (n->flags & KV_NODE_STAGED) {
+	/* Staged: indexed for the sweeper only once committed. Removed (an
+	 * unlinked key still open): nothing left to expire or count. */
+	if (n->flags & (KV_NODE_STAGED | KV_NODE_DELETED)) {
 		n->m.expires_ms = at_ms;
 		return 0;
 	}

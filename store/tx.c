@@ -96,9 +96,17 @@ static struct kv_txnode *child(struct kv_store *kv, struct kv_txnode *dir, const
 			       int *err)
 {
 	struct kv_txnode *c = kv_txnode_of(kv_child_get(&dir->n, name));
-	struct kv_node *b = c ? NULL : view_base(kv, dir), *bc;
+	struct kv_node *b, *bc;
 
 	*err = 0;
+	/* An untouched node whose record went away outside shows what is
+	 * there now instead (nothing, or a record made since). */
+	if (c && c->state == TXN_UNCHANGED && !kv_tx_base(kv, c) &&
+	    !(c->n.children && htab_count(c->n.children))) {
+		txnode_drop(kv, c);
+		c = NULL;
+	}
+	b = c ? NULL : view_base(kv, dir);
 	if (c || !b || !(bc = kv_live_child(kv, b, name)))
 		return c;
 	c = kv_txnode_new(kv, dir->tx, dir, name, bc->m.mode);
@@ -156,8 +164,31 @@ static int copy_up_meta(struct kv_store *kv, struct kv_txnode *t)
 	return 0;
 }
 
+/* Gives t an empty staged value, as truncation to 0 does: no need to load
+ * the one it replaces. */
+static int stage_empty(struct kv_store *kv, struct kv_txnode *t)
+{
+	struct kv_value *v;
+	int ret = copy_up_meta(kv, t);
+
+	if (ret)
+		return ret;
+	v = kv_value_new();
+	if (!v)
+		return -ENOMEM;
+	if (t->has_value)
+		t->tx->staged_bytes -= kv_value_size(t->n.value);
+	kv_value_free(t->n.value);
+	t->n.value = v;
+	t->has_value = true;
+	t->n.m.size = 0;
+	t->n.m.mtime_ns = t->n.m.ctime_ns = kv_now_ns();
+	return 0;
+}
+
 /* Gives t a staged copy of its value (copy on write: chunks are shared). May
- * drop the lock to load base's value; t stays valid (users). */
+ * drop the lock to load base's value; t stays valid (users), but whatever
+ * else the caller looked up must be looked up again. */
 static int copy_up_value(struct kv_store *kv, struct kv_txnode *t)
 {
 	struct kv_txn *tx = t->tx;
@@ -178,6 +209,8 @@ static int copy_up_value(struct kv_store *kv, struct kv_txnode *t)
 	b = kv_tx_base(kv, t);
 	if (ret || !b)
 		return ret ? ret : -ENOENT;
+	if (tx->staged_bytes + b->m.size > kv->opts.tx_max_bytes)
+		return -EFBIG;
 	v = kv_value_snapshot(b->value);
 	kv_maybe_drop_value(kv, b);
 	if (!v)
@@ -277,9 +310,12 @@ int kv_tx_setattr(struct kv_store *kv, uint64_t id, const struct kv_setattr *sa,
 	t = txnode_get(kv, id);
 	ret = t ? copy_up_meta(kv, t) : -ENOENT;
 	if (!ret && (sa->mask & KV_SET_SIZE)) {
-		ret = is_dir(t) ? -EISDIR : copy_up_value(kv, t);
-		if (!ret)
-			ret = resize(kv, t, sa->size);
+		if (is_dir(t))
+			ret = -EISDIR;
+		else if (sa->size == 0)
+			ret = stage_empty(kv, t);
+		else if (!(ret = copy_up_value(kv, t)))
+			ret = txnode_get(kv, id) == t ? resize(kv, t, sa->size) : -ENOENT;
 	}
 	if (ret)
 		goto out;
@@ -303,6 +339,33 @@ int kv_tx_setattr(struct kv_store *kv, uint64_t id, const struct kv_setattr *sa,
 out:
 	pthread_mutex_unlock(&kv->lock);
 	return ret;
+}
+
+/* Length of t's key in the view ("" for the root). */
+static size_t view_len(const struct kv_txnode *t)
+{
+	size_t len = 0;
+
+	for (const struct kv_node *n = &t->n; n->parent; n = n->parent)
+		len += strlen(n->m.name) + (n->parent->parent ? 1 : 0);
+	return len;
+}
+
+/* The longest key below directory d, relative to it ("a/b" for d/a/b). */
+static size_t subtree_len(const struct kv_txnode *d)
+{
+	struct kv_node *c;
+	size_t max = 0;
+
+	for (size_t i = 0; d->n.children && (c = htab_next(d->n.children, &i));) {
+		size_t len = 1 + strlen(c->m.name);
+
+		if (S_ISDIR(c->m.mode))
+			len += subtree_len(kv_txnode_of(c));
+		if (len > max)
+			max = len;
+	}
+	return max;
 }
 
 /* Fresh metadata for a node made (or made again) in the transaction. */
@@ -352,6 +415,13 @@ int kv_tx_make(struct kv_store *kv, uint64_t parent, const char *name, uint32_t 
 	c = child(kv, d, name, &ret);
 	if (ret)
 		goto out;
+	/* As outside: no key longer than KV_KEY_MAX (the commit checks again,
+	 * since a rename outside can lengthen the path). */
+	if ((!c || c->state == TXN_WHITEOUT) &&
+	    view_len(d) + (d->n.parent ? 1 : 0) + strlen(name) > KV_KEY_MAX) {
+		ret = -ENAMETOOLONG;
+		goto out;
+	}
 	if (c && c->state != TXN_WHITEOUT) {
 		if (excl || dir)
 			ret = -EEXIST;
@@ -386,21 +456,52 @@ out:
 	return ret;
 }
 
-/* Is directory d's view empty? Materializes what shows through. */
+/*
+ * Gives every entry of the store that shows through directory d its staged
+ * node, so that d's staged children are its whole view. Names are copied
+ * first: a lookup may expire an entry and change the store's table under
+ * the walk. The lock stays held.
+ */
+static int materialize_all(struct kv_store *kv, struct kv_txnode *d)
+{
+	struct kv_node *b = view_base(kv, d), *bc;
+	char **names;
+	size_t nb = 0;
+	int ret = 0;
+
+	if (!b || !b->children)
+		return 0;
+	names = calloc(htab_count(b->children) + 1, sizeof(*names));
+	if (!names)
+		return -ENOMEM;
+	for (size_t i = 0; !ret && (bc = htab_next(b->children, &i));)
+		if (!(names[nb++] = strdup(bc->m.name)))
+			ret = -ENOMEM;
+	for (size_t i = 0; !ret && i < nb; i++)
+		child(kv, d, names[i], &ret);
+	for (size_t i = 0; i < nb; i++)
+		free(names[i]);
+	free(names);
+	return ret;
+}
+
+/* Is c, a staged child, an entry of its directory's view? */
+static bool shown(struct kv_store *kv, struct kv_txnode *c)
+{
+	return c->state != TXN_WHITEOUT && (c->state != TXN_UNCHANGED || kv_tx_base(kv, c));
+}
+
+/* Is directory d's view empty? With the lock held throughout. */
 static int view_empty(struct kv_store *kv, struct kv_txnode *d, bool *empty)
 {
-	struct kv_dirent *ents;
-	size_t n;
-	int ret;
+	struct kv_node *c;
+	int ret = materialize_all(kv, d);
 
-	pthread_mutex_unlock(&kv->lock);
-	ret = kv_tx_readdir(kv, d->n.m.id, &ents, &n);
-	pthread_mutex_lock(&kv->lock);
-	if (ret)
-		return ret;
-	kv_dirents_free(ents, n);
-	*empty = n == 0;
-	return 0;
+	*empty = true;
+	for (size_t i = 0; !ret && d->n.children && (c = htab_next(d->n.children, &i));)
+		if (shown(kv, kv_txnode_of(c)))
+			*empty = false;
+	return ret;
 }
 
 /* Takes c out of the view: a whiteout over a record, or nothing at all. */
@@ -438,11 +539,7 @@ int kv_tx_remove(struct kv_store *kv, uint64_t parent, const char *name, bool wa
 		goto out;
 	}
 	if (want_dir) {
-		d->tx->users++;
 		ret = view_empty(kv, c, &empty);
-		d->tx->users--;
-		if (!ret && (c->dead || c->state == TXN_WHITEOUT))
-			ret = -ENOENT;
 		if (!ret && !empty)
 			ret = -ENOTEMPTY;
 		if (ret)
@@ -465,8 +562,7 @@ static bool inside(const struct kv_node *a, const struct kv_node *d)
 
 /* A directory made in the transaction moves as a whole; only onto a name
  * that has nothing staged. */
-static int move_dir(struct kv_store *kv, struct kv_txnode *s, struct kv_txnode *nd,
-		    const char *newname)
+static int move_dir(struct kv_txnode *s, struct kv_txnode *nd, const char *newname)
 {
 	char *name;
 
@@ -476,19 +572,26 @@ static int move_dir(struct kv_store *kv, struct kv_txnode *s, struct kv_txnode *
 		return -EXDEV;
 	if (inside(&nd->n, &s->n))
 		return -EINVAL;
+	struct kv_node *old = s->n.parent;
+	char *oldname = s->n.m.name;
+	int ret;
+
 	name = strdup(newname);
 	if (!name)
 		return -ENOMEM;
-	htab_remove(s->n.parent->children, &s->n);
-	s->n.parent->nsubdirs--;
-	free(s->n.m.name);
+	htab_remove(old->children, &s->n);
+	old->nsubdirs--;
 	s->n.m.name = name;
-	if (kv_node_attach(&nd->n, &s->n)) {
-		/* Back where it was: the slot it left is free. */
-		s->n.parent = NULL;
-		txnode_drop(kv, s);
-		return -ENOMEM;
+	ret = kv_node_attach(&nd->n, &s->n);
+	if (ret) {
+		/* Back where it was: the slot it left is still free, and a
+		 * table never shrinks, so this cannot fail. */
+		s->n.m.name = oldname;
+		kv_node_attach(old, &s->n);
+		free(name);
+		return ret;
 	}
+	free(oldname);
 	return 0;
 }
 
@@ -498,10 +601,8 @@ static int move_file(struct kv_store *kv, struct kv_txnode *s, struct kv_txnode 
 		     const char *newname, struct kv_txnode *t)
 {
 	struct kv_meta m;
-	int ret = copy_up_value(kv, s);
 
-	if (ret)
-		return ret;
+	/* The caller copied s's value up. */
 	if (!t && !(t = kv_txnode_new(kv, s->tx, nd, newname, S_IFREG)))
 		return -ENOMEM;
 	if (kv_meta_copy(&m, &s->n.m))
@@ -536,39 +637,50 @@ int kv_tx_rename(struct kv_store *kv, uint64_t parent, const char *name, uint64_
 	if (!kv_is_tx_id(parent) || !kv_is_tx_id(newparent))
 		return -EXDEV;
 	pthread_mutex_lock(&kv->lock);
-	ret = dir_of(kv, parent, &d);
-	if (!ret)
-		ret = dir_of(kv, newparent, &nd);
-	if (!ret && d->tx != nd->tx)
-		ret = -EXDEV;
-	if (ret)
-		goto out;
-	s = visible(kv, d, name, &ret);
-	if (!s) {
-		ret = ret ? ret : -ENOENT;
-		goto out;
+	/* Copying a file's value up may drop the lock: then everything is
+	 * looked up again, and the second round has nothing left to load. */
+	for (;;) {
+		ret = dir_of(kv, parent, &d);
+		if (!ret)
+			ret = dir_of(kv, newparent, &nd);
+		if (!ret && d->tx != nd->tx)
+			ret = -EXDEV;
+		if (ret)
+			goto out;
+		s = visible(kv, d, name, &ret);
+		if (!s) {
+			ret = ret ? ret : -ENOENT;
+			goto out;
+		}
+		if (is_dir(s) || s->has_value)
+			break;
+		ret = copy_up_value(kv, s);
+		if (ret)
+			goto out;
 	}
 	t = child(kv, nd, newname, &ret);
 	if (ret || s == t)
 		goto out;
+	if (view_len(nd) + (nd->n.parent ? 1 : 0) + strlen(newname) +
+		    (is_dir(s) ? subtree_len(s) : 0) >
+	    KV_KEY_MAX) {
+		ret = -ENAMETOOLONG;
+		goto out;
+	}
 	if (t && t->state != TXN_WHITEOUT) {
 		if (flags)
 			ret = -EEXIST;
 		else if (is_dir(s) != is_dir(t))
 			ret = is_dir(t) ? -EISDIR : -ENOTDIR;
-		else if (is_dir(t)) {
-			d->tx->users++;
-			ret = view_empty(kv, t, &empty);
-			d->tx->users--;
-			ret = ret ? ret : (empty ? -EXDEV : -ENOTEMPTY);
-		}
+		else if (is_dir(t) && !(ret = view_empty(kv, t, &empty)))
+			ret = empty ? -EXDEV : -ENOTEMPTY;
 		if (ret)
 			goto out;
 	} else if (t && (t->n.m.mode & S_IFMT) != (s->n.m.mode & S_IFMT)) {
 		ret = -EBUSY;
 		goto out;
 	}
-	ret = is_dir(s) ? move_dir(kv, s, nd, newname) : move_file(kv, s, nd, newname, t);
+	ret = is_dir(s) ? move_dir(s, nd, newname) : move_file(kv, s, nd, newname, t);
 out:
 	pthread_mutex_unlock(&kv->lock);
 	return ret;
@@ -581,8 +693,8 @@ int kv_tx_open(struct kv_store *kv, uint64_t id, bool trunc)
 
 	pthread_mutex_lock(&kv->lock);
 	ret = file_of(kv, id, &t);
-	if (!ret && trunc && (ret = copy_up_value(kv, t)) == 0)
-		ret = resize(kv, t, 0);
+	if (!ret && trunc)
+		ret = stage_empty(kv, t);
 	pthread_mutex_unlock(&kv->lock);
 	return ret;
 }
@@ -629,41 +741,24 @@ ssize_t kv_tx_write(struct kv_store *kv, uint64_t id, const void *buf, size_t le
 
 int kv_tx_readdir(struct kv_store *kv, uint64_t id, struct kv_dirent **out, size_t *count)
 {
-	struct kv_txnode *d, *c;
 	struct kv_dirent *ents = NULL;
-	struct kv_node *b, *bc;
-	char **names = NULL;
-	size_t nb = 0, k = 0;
+	struct kv_txnode *d, *c;
+	size_t k = 0;
 	int ret;
 
 	pthread_mutex_lock(&kv->lock);
 	ret = dir_of(kv, id, &d);
+	if (!ret)
+		ret = materialize_all(kv, d);
 	if (ret)
 		goto out;
-	/* Materialize what shows through; names first, since a lookup may
-	 * expire an entry and change the store's table under the walk. */
-	b = view_base(kv, d);
-	if (b && b->children) {
-		names = calloc(htab_count(b->children) + 1, sizeof(*names));
-		if (!names) {
-			ret = -ENOMEM;
-			goto out;
-		}
-		for (size_t i = 0; (bc = htab_next(b->children, &i));)
-			if (!kv_child_get(&d->n, bc->m.name) && !(names[nb++] = strdup(bc->m.name)))
-				ret = -ENOMEM;
-		for (size_t i = 0; !ret && i < nb; i++)
-			child(kv, d, names[i], &ret);
-		if (ret)
-			goto out;
-	}
 	ents = calloc((d->n.children ? htab_count(d->n.children) : 0) + 1, sizeof(*ents));
 	if (!ents) {
 		ret = -ENOMEM;
 		goto out;
 	}
 	for (size_t i = 0; d->n.children && (c = kv_txnode_of(htab_next(d->n.children, &i)));) {
-		if (c->state == TXN_WHITEOUT || (c->state == TXN_UNCHANGED && !kv_tx_base(kv, c)))
+		if (!shown(kv, c))
 			continue;
 		ents[k].id = c->n.m.id;
 		ents[k].mode = c->n.m.mode & S_IFMT;
@@ -677,9 +772,6 @@ int kv_tx_readdir(struct kv_store *kv, uint64_t id, struct kv_dirent **out, size
 	*out = ents;
 	*count = k;
 out:
-	for (size_t i = 0; i < nb; i++)
-		free(names[i]);
-	free(names);
 	pthread_mutex_unlock(&kv->lock);
 	return ret;
 }

@@ -115,71 +115,84 @@ static bool changed_below(const struct kv_txnode *d)
 	return false;
 }
 
-/* Every change of directory d's subtree still applies to store directory s
- * (NULL: d is made by the transaction). */
-static int validate(struct kv_store *kv, const struct kv_txnode *d, struct kv_node *s, char *msg,
-		    size_t len)
+/*
+ * A record of the tree, as commit sees it: without expiring anything, so
+ * that validate and apply see the same records (validate refuses a base
+ * past its deadline instead).
+ */
+static struct kv_node *base_of(struct kv_store *kv, const struct kv_txnode *t)
+{
+	struct kv_node *b = t->base ? kv_node_get(kv, t->base) : NULL;
+
+	return b && !(b->flags & KV_NODE_DELETED) ? b : NULL;
+}
+
+/* Length of the key a child called name of a key prefix long would have. */
+static size_t child_len(size_t prefix, const char *name)
+{
+	return prefix + (prefix ? 1 : 0) + strlen(name);
+}
+
+/*
+ * Every change of directory d's subtree still applies to store directory s
+ * (NULL: d is made by the transaction), whose key is prefix bytes long: the
+ * records it changes are where and as they were when it first saw them,
+ * alive at now, and no name it creates is taken or too long.
+ */
+static int validate(struct kv_store *kv, const struct kv_txnode *d, struct kv_node *s,
+		    size_t prefix, int64_t now, char *msg, size_t len)
 {
 	struct kv_node *c;
 	int ret = 0;
 
 	for (size_t i = 0; !ret && d->n.children && (c = htab_next(d->n.children, &i));) {
 		const struct kv_txnode *t = kv_txnode_of(c);
-		struct kv_node *b = kv_tx_base(kv, t);
+		struct kv_node *b = base_of(kv, t);
+		size_t klen = child_len(prefix, c->m.name);
+		bool moved = !b || b->parent != s || strcmp(b->m.name, c->m.name);
 
+		if (t->state != TXN_UNCHANGED && b && kv_node_expired(b, now))
+			return conflict(t, "expired", msg, len);
 		switch (t->state) {
 		case TXN_UNCHANGED:
 			if (!S_ISDIR(c->m.mode) || !changed_below(t))
 				break;
-			if (!b || b->parent != s)
+			if (moved)
 				return conflict(t, "removed or moved", msg, len);
-			ret = validate(kv, t, b, msg, len);
+			ret = validate(kv, t, b, klen, now, msg, len);
 			break;
 		case TXN_MODIFIED:
 		case TXN_WHITEOUT:
-			if (!b || b->parent != s)
+			if (moved)
 				return conflict(t, "removed or moved", msg, len);
 			if (b->version != t->base_version)
 				return conflict(t, "changed", msg, len);
 			if (S_ISDIR(c->m.mode))
-				ret = validate(kv, t, b, msg, len);
+				ret = validate(kv, t, b, klen, now, msg, len);
 			break;
 		case TXN_CREATED:
-			if (s && kv_live_child(kv, s, c->m.name))
+			if (s && kv_child_get(s, c->m.name))
 				return conflict(t, "created", msg, len);
+			/* A rename outside may have made the path longer. */
+			if (klen > KV_KEY_MAX) {
+				snprintf(msg, len, "%s: the key would be longer than %u bytes",
+					 c->m.name, KV_KEY_MAX);
+				return -ENAMETOOLONG;
+			}
 			if (S_ISDIR(c->m.mode))
-				ret = validate(kv, t, NULL, msg, len);
+				ret = validate(kv, t, NULL, klen, now, msg, len);
 			break;
 		}
 	}
 	return ret;
 }
 
-/* What the commit changed in the tree, for the kernel's caches. */
-struct notes {
-	struct note {
-		uint64_t parent, id;
-		char *name;
-	} * v;
-	size_t n, cap;
-};
-
-/* A failure to record only costs a cached entry its exactness until its
- * timeout: nothing to undo. */
-static void note(struct notes *ns, uint64_t parent, const char *name, uint64_t id)
+/* The kernel may cache the entry and attributes a commit changes: tell it,
+ * through the sweeper thread (never from the request handling the commit). */
+static void note(struct kv_store *kv, uint64_t parent, const char *name, uint64_t id)
 {
-	if (ns->n == ns->cap) {
-		size_t cap = ns->cap ? 2 * ns->cap : 32;
-		struct note *v = realloc(ns->v, cap * sizeof(*v));
-
-		if (!v)
-			return;
-		ns->v = v;
-		ns->cap = cap;
-	}
-	ns->v[ns->n] = (struct note){ parent, id, strdup(name) };
-	if (ns->v[ns->n].name)
-		ns->n++;
+	kv_queue_inval(kv, parent, name, id);
+	kv_queue_inval(kv, 0, "", parent);
 }
 
 /* The staged metadata (and value) of t become b's. */
@@ -227,7 +240,7 @@ static int apply_node(struct kv_store *kv, struct kv_txnode *t, struct kv_node *
  * subtree below them (a directory is empty by then), creations before it.
  * Only allocation can fail here; the first failure stops the walk.
  */
-static int apply(struct kv_store *kv, struct kv_txnode *d, struct kv_node *s, struct notes *ns)
+static int apply(struct kv_store *kv, struct kv_txnode *d, struct kv_node *s)
 {
 	struct kv_node *c, *b, *n;
 	int ret = 0;
@@ -235,29 +248,29 @@ static int apply(struct kv_store *kv, struct kv_txnode *d, struct kv_node *s, st
 	for (size_t i = 0; !ret && d->n.children && (c = htab_next(d->n.children, &i));) {
 		struct kv_txnode *t = kv_txnode_of(c);
 
-		b = kv_tx_base(kv, t);
+		b = base_of(kv, t);
 		if (t->state != TXN_UNCHANGED)
-			note(ns, s->m.id, c->m.name, b ? b->m.id : 0);
+			note(kv, s->m.id, c->m.name, b ? b->m.id : 0);
 		switch (t->state) {
 		case TXN_UNCHANGED:
 			if (S_ISDIR(c->m.mode) && b)
-				ret = apply(kv, t, b, ns);
+				ret = apply(kv, t, b);
 			break;
 		case TXN_MODIFIED:
 			ret = apply_node(kv, t, b);
 			if (!ret && S_ISDIR(c->m.mode))
-				ret = apply(kv, t, b, ns);
+				ret = apply(kv, t, b);
 			break;
 		case TXN_CREATED:
 			ret = kv_node_create(kv, s, c->m.name, c->m.mode, c->m.uid, c->m.gid, &n);
 			if (!ret)
 				ret = apply_node(kv, t, n);
 			if (!ret && S_ISDIR(c->m.mode))
-				ret = apply(kv, t, n, ns);
+				ret = apply(kv, t, n);
 			break;
 		case TXN_WHITEOUT:
 			if (S_ISDIR(c->m.mode))
-				ret = apply(kv, t, b, ns);
+				ret = apply(kv, t, b);
 			if (!ret) {
 				kv_node_remove(kv, b);
 				kv_dir_touch(kv, s, kv_now_ns());
@@ -290,16 +303,15 @@ static int load_removed_open(struct kv_store *kv, struct kv_txn *tx)
 	return 0;
 }
 
-static int tx_apply(struct kv_store *kv, struct kv_txn *tx, char *msg, size_t msglen, bool *changed,
-		    struct notes *ns)
+static int tx_apply(struct kv_store *kv, struct kv_txn *tx, char *msg, size_t msglen, bool *changed)
 {
 	struct kv_txnode *root = tx->root;
 	int ret;
 
 	*changed = false;
-	for (int tries = 0; (ret = load_removed_open(kv, tx)) == 1; tries++)
-		if (tries == 100)
-			return -EAGAIN;
+	/* Each round loads one more value: it ends. */
+	while ((ret = load_removed_open(kv, tx)) == 1)
+		;
 	if (ret) {
 		snprintf(msg, msglen, "cannot keep the bytes of a removed key: %s", strerror(-ret));
 		return ret;
@@ -308,14 +320,14 @@ static int tx_apply(struct kv_store *kv, struct kv_txn *tx, char *msg, size_t ms
 	 * it); when they are, any change of its entries outside conflicts. */
 	if (root->state == TXN_MODIFIED && kv->root->version != root->base_version)
 		return conflict(root, "changed", msg, msglen);
-	ret = validate(kv, root, kv->root, msg, msglen);
+	ret = validate(kv, root, kv->root, 0, kv_now_ms(), msg, msglen);
 	if (ret)
 		return ret;
 	*changed = true;
 	if (root->state == TXN_MODIFIED)
 		ret = apply_node(kv, root, kv->root);
 	if (!ret)
-		ret = apply(kv, root, kv->root, ns);
+		ret = apply(kv, root, kv->root);
 	if (ret) {
 		/* Cannot happen short of memory; what was applied stays. */
 		NLOG(NLOG_ERROR, "tx", "transaction applied in part", LF_STR("tx", tx->name),
@@ -325,12 +337,10 @@ static int tx_apply(struct kv_store *kv, struct kv_txn *tx, char *msg, size_t ms
 	return ret;
 }
 
-int kv_tx_commit(struct kv_store *kv, const char *name, char *msg, size_t msglen,
-		 kv_expire_fn changed_fn, void *arg)
+int kv_tx_commit(struct kv_store *kv, const char *name, char *msg, size_t msglen)
 {
-	struct notes ns = { 0 };
 	struct kv_txn *tx;
-	bool changed;
+	bool changed = false;
 	int ret;
 
 	msg[0] = '\0';
@@ -346,7 +356,7 @@ int kv_tx_commit(struct kv_store *kv, const char *name, char *msg, size_t msglen
 		ret = -EBUSY;
 		goto out;
 	}
-	ret = tx_apply(kv, tx, msg, msglen, &changed, &ns);
+	ret = tx_apply(kv, tx, msg, msglen, &changed);
 	if (ret == -ESTALE) {
 		kv->tx_conflicted++;
 		NLOG(NLOG_INFO, "tx", "commit refused", LF_STR("tx", name), LF_STR("error", msg));
@@ -364,12 +374,9 @@ int kv_tx_commit(struct kv_store *kv, const char *name, char *msg, size_t msglen
 		snprintf(msg, msglen, "applied, but not yet durable: %s", strerror(-ret));
 out:
 	pthread_mutex_unlock(&kv->lock);
-	for (size_t i = 0; i < ns.n; i++) {
-		if (changed_fn)
-			changed_fn(arg, ns.v[i].parent, ns.v[i].name, ns.v[i].id);
-		free(ns.v[i].name);
-	}
-	free(ns.v);
+	/* Readers who cached what changed see the commit on return. */
+	if (changed)
+		kv_wait_invals(kv, 5000);
 	return ret;
 }
 

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <cmocka.h>
 
 #include "store/kv.h"
@@ -103,7 +104,7 @@ static int commit(struct mem_store *f, const char *name, char *msg, size_t len)
 {
 	char buf[512];
 
-	return kv_tx_commit(f->kv, name, msg ? msg : buf, msg ? len : sizeof(buf), NULL, NULL);
+	return kv_tx_commit(f->kv, name, msg ? msg : buf, msg ? len : sizeof(buf));
 }
 
 static void test_names_and_life_cycle(void **state)
@@ -322,7 +323,7 @@ static void *tx_worker(void *arg)
 	if (!w->ret) {
 		char msg[256];
 
-		w->ret = kv_tx_commit(w->f->kv, name, msg, sizeof(msg), NULL, NULL);
+		w->ret = kv_tx_commit(w->f->kv, name, msg, sizeof(msg));
 	}
 	return NULL;
 }
@@ -412,6 +413,168 @@ static void test_readers_never_see_half_a_commit(void **state)
 	assert_string_equal(get(f, KV_ROOT_ID, "a"), get(f, KV_ROOT_ID, "b"));
 }
 
+/* Review regressions: each of these once went wrong. */
+
+/* A key the transaction changes, past its deadline at commit: refused
+ * (never applied to a key that is gone). */
+static void test_expired_base_is_a_conflict(void **state)
+{
+	struct mem_store *f = *state;
+	uint64_t k = put(f, KV_ROOT_ID, "k", "v"), root = begin(f, "t");
+	char msg[256];
+	struct timespec ts = { 1, 100 * 1000000 };
+
+	assert_int_equal(kv_setxattr(f->kv, k, "user.ttl", "1", 1, 0), 0);
+	assert_int_equal(kv_setxattr(f->kv, walk(f, root, "k", false), "user.note", "x", 1, 0), 0);
+	nanosleep(&ts, NULL); /* the deadline is wall-clock time */
+	/* Expired at commit, or already swept away: refused either way. */
+	assert_int_equal(commit(f, "t", msg, sizeof(msg)), -ESTALE);
+	assert_true(strstr(msg, "k was expired") || strstr(msg, "k was removed"));
+}
+
+/* Keys longer than 1024 bytes are refused when staged, not half-applied. */
+static void test_key_length_is_checked_when_staged(void **state)
+{
+	struct mem_store *f = *state;
+	uint64_t dir = begin(f, "t");
+	char name[251];
+	struct kv_attr a;
+
+	memset(name, 'n', 250);
+	name[250] = '\0';
+	for (int i = 0; i < 4; i++) {
+		name[0] = (char)('a' + i);
+		assert_int_equal(kv_mkdir(f->kv, dir, name, 0755, 0, 0, &a), 0);
+		dir = a.id;
+	}
+	assert_int_equal(kv_create(f->kv, dir, name, 0644, 0, 0, true, &a), -ENAMETOOLONG);
+	assert_int_equal(kv_create(f->kv, dir, "short", 0644, 0, 0, true, &a), 0);
+	assert_int_equal(commit(f, "t", NULL, 0), 0);
+}
+
+/* Copy-up counts against tx_max_bytes; truncating to 0 loads nothing. */
+static void test_copy_up_is_bounded(void **state)
+{
+	struct mem_store *f = *state;
+	char *big = calloc(1, 900 << 10);
+	struct kv_attr a;
+	uint64_t root;
+
+	assert_int_equal(kv_create(f->kv, KV_ROOT_ID, "big", 0644, 0, 0, true, &a), 0);
+	assert_int_equal(kv_write(f->kv, a.id, big, 900 << 10, 0), 900 << 10);
+	free(big);
+	assert_int_equal(kv_create(f->kv, KV_ROOT_ID, "big2", 0644, 0, 0, true, &a), 0);
+	assert_int_equal(kv_write(f->kv, a.id, "x", 1, 0), 1);
+	mem_store_reopen(f, true); /* values only in the backend now */
+	root = begin(f, "t");
+	assert_int_equal(kv_rename(f->kv, root, "big", root, "moved", 0), 0); /* 900 KiB staged */
+	assert_int_equal(kv_rename(f->kv, root, "moved", root, "m2", 0), 0);
+	assert_int_equal(kv_tx_abort(f->kv, "t"), 0);
+	f->o.tx_max_bytes = 256 << 10;
+	kv_reconfigure(f->kv, &f->o);
+	root = begin(f, "u");
+	assert_int_equal(kv_rename(f->kv, root, "big", root, "moved", 0), -EFBIG);
+	/* O_TRUNC of the big key stages nothing of it. */
+	assert_int_equal(kv_open_file(f->kv, walk(f, root, "big", false), true), 0);
+	assert_int_equal(kv_write(f->kv, walk(f, root, "big", false), "small", 5, 0), 5);
+	assert_int_equal(commit(f, "u", NULL, 0), 0);
+	assert_string_equal(get(f, KV_ROOT_ID, "big"), "small");
+}
+
+/* A name removed and made again outside shows the new record. */
+static void test_view_follows_outside_recreation(void **state)
+{
+	struct mem_store *f = *state;
+	uint64_t root;
+
+	put(f, KV_ROOT_ID, "x", "old");
+	root = begin(f, "t");
+	assert_string_equal(get(f, root, "x"), "old");
+	assert_int_equal(kv_unlink(f->kv, KV_ROOT_ID, "x"), 0);
+	assert_string_equal(get(f, root, "x"), "E2");
+	put(f, KV_ROOT_ID, "x", "new");
+	assert_string_equal(get(f, root, "x"), "new");
+}
+
+/* A directory renamed outside within its parent: a change below it in the
+ * transaction conflicts, as for a move to another parent. */
+static void test_outside_rename_in_place_conflicts(void **state)
+{
+	struct mem_store *f = *state;
+	uint64_t root;
+	char msg[256];
+
+	walk(f, KV_ROOT_ID, "d", true);
+	root = begin(f, "t");
+	put(f, walk(f, root, "d", false), "new", "v");
+	assert_int_equal(kv_rename(f->kv, KV_ROOT_ID, "d", KV_ROOT_ID, "d2", 0), 0);
+	assert_int_equal(commit(f, "t", msg, sizeof(msg)), -ESTALE);
+	assert_string_equal(get(f, KV_ROOT_ID, "d2/new"), "E2");
+}
+
+struct racer {
+	struct mem_store *f;
+	uint64_t a, b;
+	int ret;
+};
+
+static void *rename_in(void *arg)
+{
+	struct racer *r = arg;
+
+	r->ret = kv_rename(r->f->kv, r->a, "k", r->b, "k2", 0);
+	return NULL;
+}
+
+/*
+ * A rename into a directory that is removed at the same moment: whatever
+ * wins, the view and the store stay whole (no key lost in a removed
+ * directory).
+ */
+static void test_rename_racing_rmdir_loses_nothing(void **state)
+{
+	struct mem_store *f = *state;
+
+	for (int round = 0; round < 30; round++) {
+		char key[16];
+		struct racer r = { f, 0, 0, 0 };
+		struct kv_stats st;
+		struct kv_attr a;
+		pthread_t th;
+		uint64_t root;
+		int rm;
+
+		snprintf(key, sizeof(key), "r%d", round);
+		assert_int_equal(kv_mkdir(f->kv, KV_ROOT_ID, key, 0755, 0, 0, &a), 0);
+		put(f, a.id, "k", "data");
+		assert_int_equal(kv_mkdir(f->kv, a.id, "nd", 0755, 0, 0, &a), 0);
+		mem_store_reopen(f, true);
+		root = begin(f, "t");
+		r.a = walk(f, root, key, false);
+		r.b = walk(f, r.a, "nd", false);
+		assert_int_equal(pthread_create(&th, NULL, rename_in, &r), 0);
+		rm = kv_rmdir(f->kv, r.a, "nd");
+		pthread_join(th, NULL);
+		/* One of them lost, or the rename came first and rmdir found
+		 * nd not empty. */
+		assert_true(r.ret != 0 || rm != 0);
+		assert_int_equal(commit(f, "t", NULL, 0), 0);
+		kv_get_stats(f->kv, &st);
+		mem_store_reopen(f, true);
+		{
+			struct kv_stats after;
+
+			kv_get_stats(f->kv, &after);
+			assert_int_equal(after.keys, st.keys);
+		}
+		if (!r.ret)
+			assert_string_equal(get(f, walk(f, KV_ROOT_ID, key, false), "nd/k2"),
+					    "data");
+		else
+			assert_string_equal(get(f, walk(f, KV_ROOT_ID, key, false), "k"), "data");
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -428,6 +591,16 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_three_concurrent_transactions_commit, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_readers_never_see_half_a_commit, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_expired_base_is_a_conflict, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_key_length_is_checked_when_staged, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_copy_up_is_bounded, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_view_follows_outside_recreation, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_outside_rename_in_place_conflicts, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_rename_racing_rmdir_loses_nothing, setup,
 						teardown),
 	};
 
