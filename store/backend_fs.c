@@ -522,7 +522,7 @@ static int fs_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
 
 	if (!fs->loaded)
 		return -EINVAL;
-	if (journal_broken(fs->j))
+	if (journal_broken(fs->j) && journal_repair(fs->j))
 		return -EIO;
 	if (n == 0)
 		return 0;

@@ -241,7 +241,7 @@ int journal_append(struct journal *j, uint8_t type, const void *payload, size_t 
 	size_t total = JOURNAL_HDR_SIZE + len, done = 0;
 	int ret = 0, cret;
 
-	if (j->broken)
+	if (journal_repair(j))
 		return -EIO;
 	if (type == 0 || len > JOURNAL_REC_MAX)
 		return -EINVAL;
@@ -303,6 +303,20 @@ uint64_t journal_size(const struct journal *j)
 bool journal_broken(const struct journal *j)
 {
 	return j->broken;
+}
+
+int journal_repair(struct journal *j)
+{
+	/* The failed undo may work now (EIO and ENOSPC pass): retry it, so the
+	 * store recovers by itself once the disk does. j->end is the last
+	 * good end, whatever the failed append left after it. */
+	if (!j->broken)
+		return 0;
+	if (cut(j->fd, j->end))
+		return -EIO;
+	j->broken = false;
+	log_msg(NLOG_INFO, "store", "%s: the failed append is undone; commits resume", j->path);
+	return 0;
 }
 
 void journal_close(struct journal *j)

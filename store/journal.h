@@ -65,11 +65,14 @@ int journal_open(int dirfd, const char *name, const char *path, bool create,
 /*
  * Appends one record and fdatasyncs. On failure the file is cut back to its
  * previous end so the record can never replay; if even that fails the
- * journal is broken and every later append returns -EIO.
+ * journal is broken: every later append first retries that undo
+ * (journal_repair) and returns -EIO while it still fails.
  */
 int journal_append(struct journal *j, uint8_t type, const void *payload, size_t len);
 uint64_t journal_size(const struct journal *j);
 bool journal_broken(const struct journal *j);
+/* Retries a broken journal's undo: 0 when it is whole again (or was), -EIO. */
+int journal_repair(struct journal *j);
 /* NULL is fine. */
 void journal_close(struct journal *j);
 

@@ -1,0 +1,24 @@
+/*
+ * Fault injection for the filesystem backend by `-Wl,--wrap=`: write,
+ * pwrite64, pwritev64 (what pwrite and pwritev are with 64-bit offsets), fsync, fdatasync, rename and renameat of the program go
+ * through tests/fault_shim.c, which fails them on demand. A fault names the
+ * calls it hits (a mask), the file they concern (a substring of the path
+ * behind the descriptor, or of either rename name; NULL: any), the error,
+ * how many matching calls to let through first, and how many to fail (-1:
+ * until fault_clear). A short-write fault writes half of what was asked and
+ * returns that count instead of failing; a last single byte then fails with
+ * the error, or is written when the error is 0 (short writes only).
+ */
+#ifndef NADB_TESTS_FAULT_SHIM_H
+#define NADB_TESTS_FAULT_SHIM_H
+
+#include <stdbool.h>
+
+enum { F_WRITE = 1, F_FSYNC = 2, F_RENAME = 4 };
+
+void fault_arm(int ops, const char *file, int err, int skip, int count, bool short_write);
+void fault_clear(void);
+/* Calls failed (or shortened) since the last fault_arm. */
+int fault_hits(void);
+
+#endif
