@@ -381,6 +381,13 @@ void fs_ctl_release(struct fuse_file_info *fi)
 
 	if (!h)
 		return;
+	/*
+	 * The kernel may send the release as soon as it has the last read's
+	 * reply, while the worker that sent it is still inside
+	 * fuse_reply_buf() with h->lock held: wait for it to let go.
+	 */
+	pthread_mutex_lock(&h->lock);
+	pthread_mutex_unlock(&h->lock);
 	pthread_mutex_destroy(&h->lock);
 	free(h->buf);
 	free(h);

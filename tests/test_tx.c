@@ -398,7 +398,7 @@ static void test_readers_never_see_half_a_commit(void **state)
 	while (atomic_load(&r.reads) == 0)
 		sched_yield();
 	for (int i = 1; i <= 50 || (atomic_load(&r.reads) < 200 && i <= 5000); i++) {
-		char v[8];
+		char v[16];
 		uint64_t root = begin(f, "t");
 
 		snprintf(v, sizeof(v), "%d", i);
