@@ -8,8 +8,9 @@
  *
  * Values up to INLINE_MAX ride in the script call itself, as long as the
  * batch's inline bytes stay under INLINE_BUDGET; larger ones are uploaded
- * first, in pipelined APPENDs of at most PIECE bytes, to a temporary key
- * that the script renames into place, so no batch needs one giant command.
+ * first (one SET, or pipelined APPENDs of at most PIECE bytes) to a
+ * temporary key that the script renames into place, so no batch needs one
+ * giant command.
  * A temporary key of a commit that never ran expires by itself.
  *
  * Durability is what Redis acknowledges: its own appendfsync decides the
@@ -26,7 +27,9 @@
 #include "util/log.h"
 
 #define INLINE_MAX ((size_t)64 * 1024)
-#define INLINE_BUDGET ((size_t)4 * 1024 * 1024)
+/* Bounds the script call's size: small values riding in it cost one MSET
+ * argument each, uploaded ones three more commands and a RENAME. */
+#define INLINE_BUDGET ((size_t)32 * 1024 * 1024)
 #define PIECE ((size_t)1024 * 1024)
 /* Replies are read (and the output buffer sent) every this many bytes. */
 #define PIPE_BYTES ((size_t)16 * 1024 * 1024)
@@ -276,6 +279,22 @@ static int upload(struct kv_redis *r, redisContext *c, struct prep *p, size_t *p
 	const char *exp[] = { "PEXPIRE", p->tmpkey, TMP_TTL_MS };
 	int ret = 0;
 
+	if (p->blob.len <= PIECE) {
+		/* One piece: one command, with its expiry. */
+		const char *argv[] = { "SET", p->tmpkey, (const char *)p->blob.data, "PX",
+				       TMP_TTL_MS };
+		size_t lens[] = { 3, strlen(p->tmpkey), p->blob.len, 2, strlen(TMP_TTL_MS) };
+
+		if (redisAppendCommandArgv(c, 5, argv, lens) != REDIS_OK)
+			return kv_redis_error(r, c, NULL, "commit upload");
+		(*pending)++;
+		*queued += p->blob.len;
+		if (*queued >= PIPE_BYTES) {
+			ret = drain(r, c, pending, "commit upload");
+			*queued = 0;
+		}
+		return ret;
+	}
 	if (redisAppendCommandArgv(c, 2, del, NULL) != REDIS_OK)
 		return kv_redis_error(r, c, NULL, "commit upload");
 	(*pending)++;
