@@ -94,6 +94,19 @@ const char kv_redis_script[] =
 	"  end\n"
 	"end\n"
 	"many('MSET', nil, mset)\n"
+	/* The claims of the batch's records, read in a few MGETs: only
+	 * unclaim() changes them, each for its own id. */
+	"local claims, cl = {}, {}\n"
+	"for i = 0, n - 1 do\n"
+	"  local b = H + i * K\n"
+	"  if ARGV[b+1] == 'P' then cl[#cl+1] = ARGV[b+2] end\n"
+	"end\n"
+	"for s = 1, #cl, 2000 do\n"
+	"  local ks = {}\n"
+	"  for j = s, math.min(s + 1999, #cl) do ks[#ks+1] = P..'c:'..cl[j] end\n"
+	"  local got = redis.call('MGET', unpack(ks))\n"
+	"  for j = 1, #ks do claims[cl[s + j - 1]] = got[j] end\n"
+	"end\n"
 	/* Puts the record on its directory entry; a rival holding the name
 	 * is dropped (see above). */
 	"local function place(id, dk, name)\n"
@@ -134,7 +147,7 @@ const char kv_redis_script[] =
 	"      local dk = P..'d:'..parent\n"
 	/* A claim is only ever made for an id before its first commit,
 	 * which settles it. */
-	"      if not known then unclaim(id) end\n"
+	"      if not known then unclaim(id, claims[id]) end\n"
 	"      if samedir or redis.call('HSETNX', dk, name, id) == 0 then place(id, dk, name) end\n"
 	"    end\n"
 	"    redis.call('HSET', rk, 'm', ARGV[b+3])\n"
