@@ -140,7 +140,8 @@ char *kv_redis_key(const struct kv_redis *r, const char *fmt, ...)
 
 /*
  * Lua shared by the commit and sweep scripts, with P the key prefix in
- * scope: split(s) (NUL-separated), unclaim(id), unindex(id, old),
+ * scope: split(s) (NUL-separated), unclaim(id[, claim already read, false
+ * when none]), unindex(id, old),
  * drop(x) (removes record x from every index, appends x to touched), and
  * announce(by) (one T:log entry with the touched ids).
  */
@@ -151,8 +152,8 @@ char *kv_redis_key(const struct kv_redis *r, const char *fmt, ...)
 	"  return t\n" \
 	"end\n" \
 	"local touched = {}\n" \
-	"local function unclaim(id)\n" \
-	"  local c = redis.call('GET', P..'c:'..id)\n" \
+	"local function unclaim(id, c)\n" \
+	"  if c == nil then c = redis.call('GET', P..'c:'..id) end\n" \
 	"  if not c then return end\n" \
 	"  local cp, cn = string.match(c, '^(%d+)/(.*)$')\n" \
 	"  if cp and redis.call('HGET', P..'d:'..cp, cn) == id then\n" \

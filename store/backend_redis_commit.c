@@ -8,8 +8,9 @@
  *
  * Values up to INLINE_MAX ride in the script call itself, as long as the
  * batch's inline bytes stay under INLINE_BUDGET; larger ones are uploaded
- * first, in pipelined APPENDs of at most PIECE bytes, to a temporary key
- * that the script renames into place, so no batch needs one giant command.
+ * first (one SET, or pipelined APPENDs of at most PIECE bytes) to a
+ * temporary key that the script renames into place, so no batch needs one
+ * giant command.
  * A temporary key of a commit that never ran expires by itself.
  *
  * Durability is what Redis acknowledges: its own appendfsync decides the
@@ -26,7 +27,9 @@
 #include "util/log.h"
 
 #define INLINE_MAX ((size_t)64 * 1024)
-#define INLINE_BUDGET ((size_t)4 * 1024 * 1024)
+/* Bounds the script call's size: small values riding in it cost one MSET
+ * argument each, uploaded ones three more commands and a RENAME. */
+#define INLINE_BUDGET ((size_t)32 * 1024 * 1024)
 #define PIECE ((size_t)1024 * 1024)
 /* Replies are read (and the output buffer sent) every this many bytes. */
 #define PIPE_BYTES ((size_t)16 * 1024 * 1024)
@@ -68,47 +71,108 @@ const char kv_redis_script[] =
 	"  end\n"
 	"end\n"
 	KV_REDIS_LUA_DROP
-	"local inbatch = {}\n"
-	"for i = 0, n - 1 do inbatch[ARGV[H + i * K + 2]] = true end\n"
+	/* Calls with many arguments, unpacked in chunks (Lua's C stack is
+	 * limited to a few thousand values). */
+	"local function many(cmd, key, list)\n"
+	"  for s = 1, #list, 2000 do\n"
+	"    local e = math.min(s + 1999, #list)\n"
+	"    if key then redis.call(cmd, key, unpack(list, s, e))\n"
+	"    else redis.call(cmd, unpack(list, s, e)) end\n"
+	"  end\n"
+	"end\n"
+	"local inbatch, idset, mset = {}, {}, {}\n"
+	"for i = 0, n - 1 do\n"
+	"  local b = H + i * K\n"
+	"  local id = ARGV[b+2]\n"
+	"  inbatch[id] = true\n"
+	/* Inline values go to fresh versions that no record names yet, so
+	 * they can all be written first, in a few MSETs (which also leave
+	 * them without a TTL). */
+	"  if ARGV[b+9] == 'i' then\n"
+	"    mset[#mset+1] = P..'v:'..id..':'..ARGV[b+7]\n"
+	"    mset[#mset+1] = ARGV[b+10]\n"
+	"  end\n"
+	"end\n"
+	"many('MSET', nil, mset)\n"
+	/* The claims of the batch's records, read in a few MGETs: only
+	 * unclaim() changes them, each for its own id. */
+	"local claims, cl = {}, {}\n"
+	"for i = 0, n - 1 do\n"
+	"  local b = H + i * K\n"
+	"  if ARGV[b+1] == 'P' then cl[#cl+1] = ARGV[b+2] end\n"
+	"end\n"
+	"for s = 1, #cl, 2000 do\n"
+	"  local ks = {}\n"
+	"  for j = s, math.min(s + 1999, #cl) do ks[#ks+1] = P..'c:'..cl[j] end\n"
+	"  local got = redis.call('MGET', unpack(ks))\n"
+	"  for j = 1, #ks do claims[cl[s + j - 1]] = got[j] end\n"
+	"end\n"
+	/* Puts the record on its directory entry; a rival holding the name
+	 * is dropped (see above). */
+	"local function place(id, dk, name)\n"
+	"  local cur = redis.call('HGET', dk, name)\n"
+	"  if cur == id then return end\n"
+	"  if cur and not inbatch[cur] and redis.call('EXISTS', P..'d:'..cur) == 0 then drop(cur) end\n"
+	"  redis.call('HSET', dk, name, id)\n"
+	"end\n"
 	"for i = 0, n - 1 do\n"
 	"  local b = H + i * K\n"
 	"  local typ, id = ARGV[b+1], ARGV[b+2]\n"
 	"  local rk, ik = P..'r:'..id, P..'i:'..id\n"
 	"  local old = redis.call('HMGET', ik, 'p', 'n', 't', 'v')\n"
 	"  touched[#touched+1] = id\n"
-	"  unindex(id, old)\n"
 	"  local vver = '0'\n"
 	"  if typ == 'D' then\n"
+	"    unindex(id, old)\n"
 	"    unclaim(id)\n"
 	"    redis.call('DEL', rk, ik)\n"
-	"    redis.call('SREM', P..'ids', id)\n"
+	"    idset[id] = false\n"
 	"    redis.call('ZREM', P..'exp', id)\n"
 	"  else\n"
-	"    local parent, name, tags, exp = ARGV[b+4], ARGV[b+5], ARGV[b+6], ARGV[b+8]\n"
+	"    local parent, name, tags, exp, src = ARGV[b+4], ARGV[b+5], ARGV[b+6], ARGV[b+8], ARGV[b+9]\n"
 	"    vver = ARGV[b+7]\n"
+	/* No index: the record was never committed (or its commit never
+	 * got this far), so it has no entry, tags, TTL or claim settled. */
+	"    local known = old[1] ~= false and old[1] ~= nil\n"
+	"    local samedir = known and old[1] == parent and old[2] == name\n"
+	"    if known and not samedir then\n"
+	"      local odk = P..'d:'..old[1]\n"
+	"      if redis.call('HGET', odk, old[2]) == id then redis.call('HDEL', odk, old[2]) end\n"
+	"    end\n"
+	"    if not known or old[3] ~= tags then\n"
+	"      if known then for _, tg in ipairs(split(old[3] or '')) do redis.call('SREM', P..'t:'..tg, id) end end\n"
+	"      for _, tg in ipairs(split(tags)) do redis.call('SADD', P..'t:'..tg, id) end\n"
+	"    end\n"
 	"    if parent ~= '0' then\n"
 	"      local dk = P..'d:'..parent\n"
-	"      local cur = redis.call('HGET', dk, name)\n"
-	"      if cur and cur ~= id and not inbatch[cur] and\n"
-	"         redis.call('EXISTS', P..'d:'..cur) == 0 then drop(cur) end\n"
-	"      unclaim(id)\n"
-	"      redis.call('HSET', dk, name, id)\n"
+	/* A claim is only ever made for an id before its first commit,
+	 * which settles it. */
+	"      if not known then unclaim(id, claims[id]) end\n"
+	"      if samedir or redis.call('HSETNX', dk, name, id) == 0 then place(id, dk, name) end\n"
 	"    end\n"
-	"    for _, tg in ipairs(split(tags)) do redis.call('SADD', P..'t:'..tg, id) end\n"
 	"    redis.call('HSET', rk, 'm', ARGV[b+3])\n"
-	"    redis.call('HSET', ik, 'p', parent, 'n', name, 't', tags, 'v', vver)\n"
+	"    if not (samedir and old[3] == tags and old[4] == vver) then\n"
+	"      redis.call('HSET', ik, 'p', parent, 'n', name, 't', tags, 'v', vver)\n"
+	"    end\n"
 	"    local vk = P..'v:'..id..':'..vver\n"
-	"    if ARGV[b+9] == 'i' then redis.call('SET', vk, ARGV[b+10])\n"
-	"    elseif ARGV[b+9] == 't' then redis.call('RENAME', ARGV[b+10], vk) end\n"
-	"    redis.call('SADD', P..'ids', id)\n"
-	"    if exp ~= '0' then redis.call('ZADD', P..'exp', exp, id)\n"
-	"    else redis.call('ZREM', P..'exp', id) end\n"
-	"    if exp ~= '0' and tonumber(exp) > now then\n"
-	"      redis.call('PEXPIREAT', rk, exp)\n"
-	"      if vver ~= '0' then redis.call('PEXPIREAT', vk, exp) end\n"
+	"    if src == 't' then redis.call('RENAME', ARGV[b+10], vk) end\n"
+	"    idset[id] = true\n"
+	/* TTLs: only keys in T:exp carry one (every script keeps them
+	 * together), a value just SET carries none and a renamed upload
+	 * carries the temporary key's. */
+	"    if exp ~= '0' then\n"
+	"      redis.call('ZADD', P..'exp', exp, id)\n"
+	"      if tonumber(exp) > now then\n"
+	"        redis.call('PEXPIREAT', rk, exp)\n"
+	"        if vver ~= '0' then redis.call('PEXPIREAT', vk, exp) end\n"
+	"      else\n"
+	"        redis.call('PERSIST', rk)\n"
+	"        if vver ~= '0' then redis.call('PERSIST', vk) end\n"
+	"      end\n"
 	"    else\n"
-	"      redis.call('PERSIST', rk)\n"
-	"      if vver ~= '0' then redis.call('PERSIST', vk) end\n"
+	"      local had = known and redis.call('ZREM', P..'exp', id) == 1\n"
+	"      if had then redis.call('PERSIST', rk) end\n"
+	"      if vver ~= '0' and (src == 't' or (had and src ~= 'i')) then redis.call('PERSIST', vk) end\n"
 	"    end\n"
 	"  end\n"
 	"  local ov = ARGV[b+12]\n"
@@ -123,6 +187,14 @@ const char kv_redis_script[] =
 	"    end\n"
 	"  end\n"
 	"end\n"
+	/* Membership of T:ids is per id, so the last op on each id decides
+	 * it, in two calls for the whole batch. */
+	"local add, rem = {}, {}\n"
+	"for id, live in pairs(idset) do\n"
+	"  if live then add[#add+1] = id else rem[#rem+1] = id end\n"
+	"end\n"
+	"many('SADD', P..'ids', add)\n"
+	"many('SREM', P..'ids', rem)\n"
 	"local cur = tonumber(redis.call('GET', P..'maxid') or '0')\n"
 	"if tonumber(maxid) > cur then redis.call('SET', P..'maxid', maxid) end\n"
 	"announce(by)\n"
@@ -220,6 +292,22 @@ static int upload(struct kv_redis *r, redisContext *c, struct prep *p, size_t *p
 	const char *exp[] = { "PEXPIRE", p->tmpkey, TMP_TTL_MS };
 	int ret = 0;
 
+	if (p->blob.len <= PIECE) {
+		/* One piece: one command, with its expiry. */
+		const char *argv[] = { "SET", p->tmpkey, (const char *)p->blob.data, "PX",
+				       TMP_TTL_MS };
+		size_t lens[] = { 3, strlen(p->tmpkey), p->blob.len, 2, strlen(TMP_TTL_MS) };
+
+		if (redisAppendCommandArgv(c, 5, argv, lens) != REDIS_OK)
+			return kv_redis_error(r, c, NULL, "commit upload");
+		(*pending)++;
+		*queued += p->blob.len;
+		if (*queued >= PIPE_BYTES) {
+			ret = drain(r, c, pending, "commit upload");
+			*queued = 0;
+		}
+		return ret;
+	}
 	if (redisAppendCommandArgv(c, 2, del, NULL) != REDIS_OK)
 		return kv_redis_error(r, c, NULL, "commit upload");
 	(*pending)++;

@@ -73,16 +73,24 @@ static int compress_into(struct kv_redis *r, const struct kv_value *v, uint8_t *
 	size_t rc;
 	int ret;
 
+	/* The parameters are set once per context: a flush compresses each of
+	 * its values with it, and only the session is reset between them. */
+	rc = 0;
 	if (!r->cctx) {
 		r->cctx = ZSTD_createCCtx();
 		if (!r->cctx)
 			return -ENOMEM;
+		rc = ZSTD_CCtx_setParameter(r->cctx, ZSTD_c_compressionLevel, ZSTD_LEVEL);
+		if (!ZSTD_isError(rc))
+			rc = ZSTD_CCtx_setParameter(r->cctx, ZSTD_c_checksumFlag, 1);
+		if (ZSTD_isError(rc)) {
+			ZSTD_freeCCtx(r->cctx);
+			r->cctx = NULL;
+		}
 	}
 	z.cctx = r->cctx;
-	ZSTD_CCtx_reset(z.cctx, ZSTD_reset_session_and_parameters);
-	rc = ZSTD_CCtx_setParameter(z.cctx, ZSTD_c_compressionLevel, ZSTD_LEVEL);
 	if (!ZSTD_isError(rc))
-		rc = ZSTD_CCtx_setParameter(z.cctx, ZSTD_c_checksumFlag, 1);
+		rc = ZSTD_CCtx_reset(z.cctx, ZSTD_reset_session_only);
 	if (!ZSTD_isError(rc))
 		rc = ZSTD_CCtx_setPledgedSrcSize(z.cctx, kv_value_size(v));
 	if (ZSTD_isError(rc)) {

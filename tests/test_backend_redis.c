@@ -551,6 +551,52 @@ static void test_indexes_follow(void **state)
 	assert_cli("HGET {nadb:default:default}:d:1 %s", "a", "");
 	assert_cli("HGET {nadb:default:default}:d:77 %s", "b", "5");
 
+	/* Same name and tags, new value: the indexes the script skips stay
+	 * exact and the superseded value goes. */
+	{
+		uint64_t before = vver;
+		char vkey[128];
+
+		assert_int_equal(put_key(b, 5, 77, "b", "blue,x", 0, "v3", &vver), 0);
+		snprintf(vkey, sizeof(vkey), "{nadb:default:default}:v:5:%llu",
+			 (unsigned long long)before);
+		assert_cli("EXISTS %s", vkey, "0");
+		assert_cli("SMEMBERS %s", "{nadb:default:default}:t:blue", "5");
+		assert_cli("HGET {nadb:default:default}:d:77 %s", "b", "5");
+		assert_cli("HGET {nadb:default:default}:i:5 %s", "t", "blue");
+	}
+	/* An entry that another record took meanwhile is taken back even
+	 * though the record did not move. */
+	free(redis_cli(&srv, "HSET {nadb:default:default}:d:77 b %s", "99"));
+	assert_int_equal(put_key(b, 5, 77, "b", "blue,x", 0, NULL, &vver), 0);
+	assert_cli("HGET {nadb:default:default}:d:77 %s", "b", "5");
+	/* A deadline, then a new value without one: nothing keeps a TTL. */
+	assert_int_equal(put_key(b, 5, 77, "b", "blue,x", wall_ms() + 60000, NULL, &vver), 0);
+	assert_true(cli_int("PTTL %s", "{nadb:default:default}:r:5") > 50000);
+	assert_int_equal(put_key(b, 5, 77, "b", "blue,x", 0, "v4", &vver), 0);
+	assert_int_equal(cli_int("PTTL %s", "{nadb:default:default}:r:5"), -1);
+	assert_cli("ZSCORE {nadb:default:default}:exp %s", "5", "");
+	/* A value too large to ride in the script comes through a temporary
+	 * key with a TTL of its own, which the commit takes off. */
+	{
+		char *big = malloc(100000), vkey[128];
+
+		assert_non_null(big);
+		/* Incompressible, so that it stays that large. */
+		uint32_t x = 1;
+
+		for (int i = 0; i < 99999; i++) {
+			x = x * 1103515245u + 12345u;
+			big[i] = (char)('!' + (x >> 16) % 89);
+		}
+		big[99999] = '\0';
+		assert_int_equal(put_key(b, 5, 77, "b", "blue,x", 0, big, &vver), 0);
+		free(big);
+		snprintf(vkey, sizeof(vkey), "{nadb:default:default}:v:5:%llu",
+			 (unsigned long long)vver);
+		assert_int_equal(cli_int("PTTL %s", vkey), -1);
+	}
+
 	assert_int_equal(del_key(b, 5, vver), 0);
 	assert_cli("EXISTS %s", "{nadb:default:default}:t:blue", "0");
 	assert_cli("EXISTS %s", "{nadb:default:default}:d:77", "0");
