@@ -518,8 +518,10 @@ int kv_spill_open(struct kv_store *kv, const struct kv_options *o, char *err, si
 {
 	struct kv_sync *s;
 
-	/* The local backend is its own durable store; others spill. */
-	if ((o->backend != KV_BACKEND_REDIS || o->backend_instance) && !o->spill_dir)
+	/* The local backend is its own durable store: it never spills (its
+	 * records could not be replayed into it anyway); Redis does, and so
+	 * does a test's injected backend given a spill_dir. */
+	if (o->backend_instance ? !o->spill_dir : o->backend != KV_BACKEND_REDIS)
 		return 0;
 	s = calloc(1, sizeof(*s));
 	if (!s)
