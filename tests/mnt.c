@@ -427,6 +427,17 @@ char *mnt_log_text(const struct mnt *m)
 	return s;
 }
 
+/* The whole output: print_error() cuts long messages, and a sanitizer
+ * report is long. */
+static void print_output(const char *title, const char *log)
+{
+	fflush(stdout);
+	fprintf(stdout, "%s:\n", title);
+	fwrite(log, 1, strlen(log), stdout);
+	fputc('\n', stdout);
+	fflush(stdout);
+}
+
 static const char *status_str(int st, char *buf, size_t len)
 {
 	if (WIFEXITED(st))
@@ -478,9 +489,9 @@ void mnt_wait_mounted_or_fail(struct mnt *m)
 		return;
 	log = mnt_log_text(m);
 	if (r == 1)
-		print_error("daemon output:\n%s\n", log);
+		print_output("daemon output", log);
 	else
-		print_error("daemon output so far:\n%s\n", log);
+		print_output("daemon output so far", log);
 	free(log);
 	if (r == 1)
 		fail_msg("nadbfs exited before %s was mounted: %s", m->dir,
@@ -594,7 +605,7 @@ static void check_exit(struct mnt *m, pid_t pid, int how_r, int st, const char *
 	if (!WIFEXITED(st) || WEXITSTATUS(st)) {
 		char *log = mnt_log_text(m);
 
-		print_error("daemon output:\n%s\n", log);
+		print_output("daemon output", log);
 		free(log);
 		fail_msg("nadbfs after %s: %s, want exit status 0", what,
 			 status_str(st, buf, sizeof(buf)));
