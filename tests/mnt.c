@@ -621,8 +621,7 @@ void mnt_check_log(struct mnt *m)
 
 		if (log_line_is_error(p, len) &&
 		    !(m->errors_expected && !memmem(p, len, "Sanitizer", 9) &&
-		      !is_valgrind_line(p, len) &&
-		      !memmem(p, len, "runtime error", 13))) {
+		      !is_valgrind_line(p, len) && !memmem(p, len, "runtime error", 13))) {
 			print_error("daemon log: %.*s\n", (int)len, p);
 			bad = true;
 		} else if (problem) {

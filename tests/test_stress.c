@@ -43,10 +43,10 @@
 #include "mnt.h"
 
 #define MAX_THREADS 64
-#define NDIRS 3		/* d0..d2, each may hold s (a subdirectory) and keys */
-#define NKEYS 4		/* k0..k3 at the root and in each directory */
-#define MAX_OFF (160 * 1024)
-#define MAX_LEN (64 * 1024)
+#define NDIRS	    3 /* d0..d2, each may hold s (a subdirectory) and keys */
+#define NKEYS	    4 /* k0..k3 at the root and in each directory */
+#define MAX_OFF	    (160 * 1024)
+#define MAX_LEN	    (64 * 1024)
 #define MAX_REPORTS 20
 
 static const char *const tag_names[] = { "red", "blue", "green" };
@@ -59,17 +59,33 @@ static inline unsigned char pat(uint64_t off)
 }
 
 enum op {
-	OP_WRITE_NEW, OP_PWRITE, OP_READ, OP_TRUNCATE, OP_RENAME, OP_RENAME_DIR, OP_UNLINK,
-	OP_MKDIR, OP_RMDIR, OP_XATTR, OP_TAGS, OP_TTL, OP_LIST_TAGS, OP_LIST_DIR, OP_FSYNC,
-	OP_STAT, OP_TX, OP_FLUSH, OP_COUNT
+	OP_WRITE_NEW,
+	OP_PWRITE,
+	OP_READ,
+	OP_TRUNCATE,
+	OP_RENAME,
+	OP_RENAME_DIR,
+	OP_UNLINK,
+	OP_MKDIR,
+	OP_RMDIR,
+	OP_XATTR,
+	OP_TAGS,
+	OP_TTL,
+	OP_LIST_TAGS,
+	OP_LIST_DIR,
+	OP_FSYNC,
+	OP_STAT,
+	OP_TX,
+	OP_FLUSH,
+	OP_COUNT
 };
-static const char *const op_names[OP_COUNT] = {
-	"write_new", "pwrite", "read", "truncate", "rename", "rename_dir", "unlink", "mkdir",
-	"rmdir", "xattr", "tags", "ttl", "list_tags", "list_dir", "fsync", "stat", "tx", "flush"
-};
+static const char *const op_names[OP_COUNT] = { "write_new", "pwrite",	   "read",   "truncate",
+						"rename",    "rename_dir", "unlink", "mkdir",
+						"rmdir",     "xattr",	   "tags",   "ttl",
+						"list_tags", "list_dir",   "fsync",  "stat",
+						"tx",	     "flush" };
 /* Relative weights. */
-static const int op_weight[OP_COUNT] = { 10, 14, 12, 4, 8, 2, 5, 4, 3, 4, 6, 2, 3, 3, 3, 8,
-					 1, 1 };
+static const int op_weight[OP_COUNT] = { 10, 14, 12, 4, 8, 2, 5, 4, 3, 4, 6, 2, 3, 3, 3, 8, 1, 1 };
 
 struct stress {
 	struct mnt *m;
@@ -77,7 +93,7 @@ struct stress {
 	int64_t deadline_ms;
 	int nthreads;
 	pthread_mutex_t lock;
-	int reports;			/* lock */
+	int reports; /* lock */
 	atomic_long unexpected;
 	atomic_long ok[OP_COUNT], refused[OP_COUNT];
 	atomic_long tx_commits, tx_conflicts, bad_bytes, estale;
@@ -247,8 +263,10 @@ static void do_read(struct worker *w, const char *p)
 
 		if (bad) {
 			atomic_fetch_add(&w->s->bad_bytes, bad);
-			report(w->s, "thread %d: read %s: %ld bytes of %zd at %llu are neither 0 "
-				     "nor the pattern", w->idx, p, bad, n, (unsigned long long)off);
+			report(w->s,
+			       "thread %d: read %s: %ld bytes of %zd at %llu are neither 0 "
+			       "nor the pattern",
+			       w->idx, p, bad, n, (unsigned long long)off);
 		}
 		off += (uint64_t)n;
 	}
@@ -311,16 +329,16 @@ static void do_xattr(struct worker *w, const char *p)
 		check(w, OP_XATTR, removexattr(p, "user.note"), E_XATTR, "removexattr", p);
 		break;
 	case 1:
-		check(w, OP_XATTR, getxattr(p, "user.note", got, sizeof(got)), E_XATTR,
-		      "getxattr", p);
+		check(w, OP_XATTR, getxattr(p, "user.note", got, sizeof(got)), E_XATTR, "getxattr",
+		      p);
 		break;
 	case 2:
-		check(w, OP_XATTR, listxattr(p, got, sizeof(got)), (const int[]){ ENOENT, ERANGE, 0 },
-		      "listxattr", p);
+		check(w, OP_XATTR, listxattr(p, got, sizeof(got)),
+		      (const int[]){ ENOENT, ERANGE, 0 }, "listxattr", p);
 		break;
 	default:
-		check(w, OP_XATTR, setxattr(p, "user.note", v, (size_t)n, 0), E_NOENT,
-		      "setxattr", p);
+		check(w, OP_XATTR, setxattr(p, "user.note", v, (size_t)n, 0), E_NOENT, "setxattr",
+		      p);
 	}
 }
 
@@ -564,7 +582,7 @@ static void *worker_main(void *arg)
 /* ---- the final consistency check ---- */
 
 struct seen {
-	char *names[NTAGS][64];	/* escaped key paths per tag */
+	char *names[NTAGS][64]; /* escaped key paths per tag */
 	int n[NTAGS];
 	int keys;
 	long bytes;
@@ -616,7 +634,8 @@ static void check_key(const char *mdir, const char *rel, struct seen *sn)
 			*e++ = *c;
 	}
 	*e = '\0';
-	for (char *save = NULL, *t = strtok_r(tags, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+	for (char *save = NULL, *t = strtok_r(tags, ",", &save); t;
+	     t = strtok_r(NULL, ",", &save)) {
 		int i = tag_index(t);
 
 		if (i < 0)
@@ -679,8 +698,8 @@ static void check_tags(const char *mdir, struct seen *sn)
 		if (!d && errno == ENOENT && sn->n[i] == 0)
 			continue;
 		if (!d)
-			fail_msg("opendir %s: %s (%d keys carry the tag)", p, strerrorname_np(errno),
-				 sn->n[i]);
+			fail_msg("opendir %s: %s (%d keys carry the tag)", p,
+				 strerrorname_np(errno), sn->n[i]);
 		while ((e = readdir(d))) {
 			if (e->d_name[0] == '.')
 				continue;
@@ -695,8 +714,10 @@ static void check_tags(const char *mdir, struct seen *sn)
 			const char *want = j < sn->n[i] ? sn->names[i][j] : "(none)";
 
 			if (strcmp(g, want))
-				fail_msg("tags/%s lists %d entries, %d keys carry it; entry %d: %s, "
-					 "want %s", tag_names[i], ngot, sn->n[i], j, g, want);
+				fail_msg(
+					"tags/%s lists %d entries, %d keys carry it; entry %d: %s, "
+					"want %s",
+					tag_names[i], ngot, sn->n[i], j, g, want);
 		}
 		for (int j = 0; j < ngot; j++)
 			free(got[j]);
@@ -719,7 +740,8 @@ static void consistency(struct mnt *m, const char *when)
 	walk(m->dir, "", &sn);
 	check_tags(m->dir, &sn);
 	print_message("stress: %s: %d keys, %ld bytes, tagged red %d, blue %d, green %d: "
-		      "consistent\n", when, sn.keys, sn.bytes, sn.n[0], sn.n[1], sn.n[2]);
+		      "consistent\n",
+		      when, sn.keys, sn.bytes, sn.n[0], sn.n[1], sn.n[2]);
 	seen_free(&sn);
 }
 
