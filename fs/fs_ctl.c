@@ -332,6 +332,7 @@ void fs_ctl_read(fuse_req_t req, struct fuse_file_info *fi, size_t size, off_t o
 {
 	struct fs_ctlh *h = (struct fs_ctlh *)(uintptr_t)fi->fh;
 	size_t from;
+	char *copy;
 
 	pthread_mutex_lock(&h->lock);
 	/* The ctl reply is read from its start whatever the offset; the
@@ -343,8 +344,21 @@ void fs_ctl_read(fuse_req_t req, struct fuse_file_info *fi, size_t size, off_t o
 		size = h->len - from;
 	if (h->ino == FS_INO_CTL)
 		h->pos += size;
-	fuse_reply_buf(req, h->buf ? h->buf + from : NULL, size);
+	/*
+	 * Reply after unlocking, from a copy: once the reply is sent the
+	 * reader may close the file, and the RELEASE, served by another
+	 * worker, frees h while this thread would still unlock h->lock
+	 * (found by ThreadSanitizer: destroy of a locked mutex).
+	 */
+	copy = size ? malloc(size) : NULL;
+	if (copy)
+		memcpy(copy, h->buf + from, size);
 	pthread_mutex_unlock(&h->lock);
+	if (size && !copy)
+		fs_reply_err(req, -ENOMEM);
+	else
+		fuse_reply_buf(req, copy, size);
+	free(copy);
 }
 
 void fs_ctl_write(fuse_req_t req, struct fuse_file_info *fi, const char *buf, size_t size)
@@ -381,13 +395,7 @@ void fs_ctl_release(struct fuse_file_info *fi)
 
 	if (!h)
 		return;
-	/*
-	 * The kernel may send the release as soon as it has the last read's
-	 * reply, while the worker that sent it is still inside
-	 * fuse_reply_buf() with h->lock held: wait for it to let go.
-	 */
-	pthread_mutex_lock(&h->lock);
-	pthread_mutex_unlock(&h->lock);
+	/* No read is inside h: fs_ctl_read replies after letting go of it. */
 	pthread_mutex_destroy(&h->lock);
 	free(h->buf);
 	free(h);
