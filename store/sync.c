@@ -462,8 +462,8 @@ int kv_refresh(struct kv_store *kv, uint64_t parent, const char *name, uint64_t 
 }
 
 /* Does the backend's entry (parent, name) name a record this mount has
- * removed and not yet flushed? */
-static bool held_by_own_pending_delete(struct kv_store *kv, uint64_t parent, const char *name)
+ * removed from that name (deleted, or renamed away) and not yet flushed? */
+static bool held_by_own_pending_change(struct kv_store *kv, uint64_t parent, const char *name)
 {
 	struct kv_node *n;
 	uint64_t holder = 0;
@@ -474,7 +474,8 @@ static bool held_by_own_pending_delete(struct kv_store *kv, uint64_t parent, con
 		return false;
 	pthread_mutex_lock(&kv->lock);
 	n = kv_node_get(kv, holder);
-	pending = n && (n->flags & KV_NODE_DELETED);
+	pending = n && ((n->flags & KV_NODE_DELETED) || !n->parent ||
+			n->parent->m.id != parent || strcmp(n->m.name, name));
 	pthread_mutex_unlock(&kv->lock);
 	return pending;
 }
@@ -502,9 +503,9 @@ int kv_sync_claim(struct kv_store *kv, uint64_t parent, const char *name, uint64
 	if (ret || !nid)
 		return ret;
 	ret = kv->backend->ops->claim_name(kv->backend, parent, name, nid);
-	if (ret == -EEXIST && held_by_own_pending_delete(kv, parent, name)) {
-		/* Our own removal, not flushed yet, still holds the name:
-		 * once it is, the name is free for this create. */
+	if (ret == -EEXIST && held_by_own_pending_change(kv, parent, name)) {
+		/* Our own removal or rename, not flushed yet, still holds
+		 * the name: once it is, the name is free for this create. */
 		ret = kv_flush(kv);
 		if (!ret)
 			ret = kv->backend->ops->claim_name(kv->backend, parent, name, nid);

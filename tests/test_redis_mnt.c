@@ -251,6 +251,9 @@ static void test_recreate_before_flush(void **state)
 	ASSERT_SYS(mkdir(mnt_path(m, "d"), 0755));
 	ASSERT_SYS(fd = open(mnt_path(m, "k"), O_CREAT | O_EXCL | O_WRONLY, 0644));
 	close(fd);
+	/* Renamed away, not flushed: the old name is free here too. */
+	ASSERT_SYS(rename(mnt_path(m, "d"), mnt_path(m, "e")));
+	ASSERT_SYS(mkdir(mnt_path(m, "d"), 0755));
 	mnt_stop(m);
 }
 
