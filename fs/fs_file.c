@@ -18,6 +18,10 @@ static void setup_handle(struct fuse_file_info *fi)
 	fi->fh = 0;
 	fi->keep_cache = 0;
 	fi->direct_io = 0;
+	/* FOPEN_NOFLUSH (Linux 5.16+): close(2) has nothing to wait for here
+	 * (fs_op_flush), so spare it the FLUSH round trip; older kernels
+	 * ignore the flag and still send it. */
+	fi->noflush = 1;
 }
 
 void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,

@@ -85,6 +85,9 @@ struct kv_op {
 struct kv_backend_caps {
 	bool native_ttl;	/* the backend expires records by itself */
 	bool shared;		/* other mounts may change the same store */
+	/* Reads are local file reads (microseconds): the store makes small
+	 * ones inline, without telling its block hook (kv_set_block_hook). */
+	bool local_reads;
 };
 
 struct kv_backend_statfs {

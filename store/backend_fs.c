@@ -645,7 +645,7 @@ static int fs_reclaim(struct kv_backend *b, const uint64_t (*refs)[2], size_t n)
 
 static const struct kv_backend_ops fs_ops = {
 	.name = "fs",
-	.caps = { .native_ttl = false, .shared = false },
+	.caps = { .native_ttl = false, .shared = false, .local_reads = true },
 	.close = fs_close,
 	.load = kv_fs_load,
 	.commit = fs_commit,

@@ -383,6 +383,8 @@ static int wait_until(struct kv_store *kv, bool (*cond)(struct kv_store *, uint6
 	struct timespec ts;
 
 	deadline_ts(&ts, deadline);
+	if (!cond(kv, arg))
+		kv_may_block();
 	while (!cond(kv, arg)) {
 		if (!kv->flusher_running) {
 			/* Before kv_start or after kv_close's stop: flush here. */

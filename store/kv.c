@@ -17,6 +17,21 @@
 #define RENAME_NOREPLACE (1 << 0)
 #endif
 
+static void (*_Atomic block_hook)(void);
+
+void kv_set_block_hook(void (*fn)(void))
+{
+	atomic_store(&block_hook, fn);
+}
+
+void kv_may_block(void)
+{
+	void (*fn)(void) = atomic_load(&block_hook);
+
+	if (fn)
+		fn();
+}
+
 int64_t kv_now_ns(void)
 {
 	struct timespec ts;

@@ -129,6 +129,10 @@ struct kv_store {
 };
 
 int64_t kv_now_ns(void);
+/* Local reads up to this size are not worth handing the FUSE loop over. */
+#define KV_INLINE_READ_MAX ((uint64_t)1 << 20)
+/* Before a call that may block for long: tells the hook (kv_set_block_hook). */
+void kv_may_block(void);
 int64_t kv_mono_ms(void);
 
 uint64_t kv_node_id_hash(const void *item);
