@@ -95,9 +95,27 @@ static int write_file(struct kv_fs *fs, const char *final, const struct iovec *i
 	}
 	if (fd < 0)
 		goto out_err;
-	for (int i = 0; i < niov && !ret; i++) {
-		ret = kv_fs_pwrite_all(fd, iov[i].iov_base, iov[i].iov_len, off);
-		off += iov[i].iov_len;
+	/* One pwritev for the usual case; piece by piece after a short one. */
+	{
+		size_t total = 0;
+		ssize_t n;
+
+		for (int i = 0; i < niov; i++)
+			total += iov[i].iov_len;
+		do
+			n = pwritev(fd, iov, niov, 0);
+		while (n < 0 && errno == EINTR);
+		if (n < 0)
+			ret = -errno;
+		else if ((size_t)n < total)
+			for (int i = 0; i < niov && !ret; i++) {
+				size_t have = (size_t)n > off + iov[i].iov_len ? iov[i].iov_len :
+					      (size_t)n > off ? (size_t)n - off : 0;
+
+				ret = kv_fs_pwrite_all(fd, (const uint8_t *)iov[i].iov_base + have,
+						       iov[i].iov_len - have, off + have);
+				off += iov[i].iov_len;
+			}
 	}
 	if (!ret && fsync(fd))
 		ret = -errno;
