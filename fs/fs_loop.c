@@ -51,6 +51,8 @@
 /* How long a leader polls for the next request before it sleeps: a
  * caller's think time between two syscalls is a few microseconds. */
 #define SPIN_NS 30000
+/* Requests in a row that must find others queued before a follower helps. */
+#define BACKLOG_RUN 3
 
 struct loop {
 	struct fuse_session *se;
@@ -61,6 +63,7 @@ struct loop {
 	bool have_leader;		/* [L] a thread holds the role */
 	bool stop;			/* [L] */
 	int error;			/* [L] first fatal receive error */
+	unsigned backlog_run;		/* the leader's: requests in a row found queued */
 	unsigned nthreads, nidle;	/* [L] */
 	pthread_t *threads;		/* [L] nthreads of them, joined at the end */
 	sem_t finished;			/* posted when a worker sees the end */
@@ -225,10 +228,23 @@ static void *worker(void *arg)
 			pthread_mutex_lock(&l->lock);
 			break;
 		}
-		/* More requests queued (several callers): a follower takes the
-		 * next one while this one is handled, as a pool would. */
-		if (may_wait_long(&buf) || backlog(l))
+		/*
+		 * Requests queued behind this one several times in a row
+		 * (several callers): a follower takes the next one while this
+		 * one is handled, as a pool would. Once is not enough: a
+		 * caller's close queues an asynchronous RELEASE right before
+		 * its next request, and handing over for that cost a futex
+		 * wake-up and a cold thread per file (strace: one futex call
+		 * per request).
+		 */
+		if (may_wait_long(&buf)) {
 			may_block();
+		} else if (!backlog(l)) {
+			l->backlog_run = 0;
+		} else if (++l->backlog_run >= BACKLOG_RUN) {
+			l->backlog_run = 0;
+			may_block();
+		}
 		fuse_session_process_buf(l->se, &buf);
 
 		pthread_mutex_lock(&l->lock);

@@ -102,10 +102,13 @@ static int parse_map(struct kv_fs *fs, uint64_t id, uint64_t vver, uint8_t *buf,
 	return 0;
 }
 
-int kv_fs_map_read(struct kv_fs *fs, uint64_t id, uint64_t vver, struct kv_fs_map *map, int *fdp)
+/* kv_fs_map_read, keeping the file's first FIRST_READ bytes in first
+ * (*got of them): a small value's bytes come with its map. */
+static int map_read(struct kv_fs *fs, uint64_t id, uint64_t vver, struct kv_fs_map *map, int *fdp,
+		    uint8_t *first, ssize_t *gotp)
 {
 	char name[KV_FS_NAME_MAX];
-	uint8_t first[FIRST_READ], *buf = first;
+	uint8_t *buf = first;
 	size_t want;
 	ssize_t got;
 	int fd, ret;
@@ -115,7 +118,13 @@ int kv_fs_map_read(struct kv_fs *fs, uint64_t id, uint64_t vver, struct kv_fs_ma
 	fd = openat(fs->valfd, name, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return errno == ENOENT ? -ESTALE : -errno;
-	got = pread_full(fd, first, sizeof(first), 0);
+	/* One pread: a short count is the end of a regular file. */
+	do
+		got = pread(fd, first, FIRST_READ, 0);
+	while (got < 0 && errno == EINTR);
+	if (got < 0)
+		got = -errno;
+	*gotp = got;
 	if (got < 0) {
 		ret = (int)got;
 		goto out_close;
@@ -135,7 +144,7 @@ int kv_fs_map_read(struct kv_fs *fs, uint64_t id, uint64_t vver, struct kv_fs_ma
 	if (want > (size_t)got) {
 		ssize_t more;
 
-		if ((size_t)got < sizeof(first)) {
+		if ((size_t)got < FIRST_READ) {
 			ret = corrupt(fs, id, vver, "map cut short");
 			goto out_close;
 		}
@@ -164,6 +173,14 @@ out_close:
 	if (ret)
 		kv_fs_map_free(map);
 	return ret;
+}
+
+int kv_fs_map_read(struct kv_fs *fs, uint64_t id, uint64_t vver, struct kv_fs_map *map, int *fdp)
+{
+	uint8_t first[FIRST_READ];
+	ssize_t got;
+
+	return map_read(fs, id, vver, map, fdp, first, &got);
 }
 
 /* The decoded bytes of chunk i of map into out (kv_fs_chunk_len bytes): from
@@ -211,8 +228,9 @@ ssize_t kv_fs_pread(struct kv_backend *b, const struct kv_meta *m, void *buf, si
 {
 	struct kv_fs *fs = (struct kv_fs *)b;
 	struct kv_fs_map map;
-	uint8_t *tmp = NULL, *out = buf;
+	uint8_t *tmp = NULL, *out = buf, first[FIRST_READ];
 	size_t done = 0;
+	ssize_t got;
 	int mapfd = -1, ret;
 
 	if (!m->vver || off >= m->size || len == 0)
@@ -221,12 +239,22 @@ ssize_t kv_fs_pread(struct kv_backend *b, const struct kv_meta *m, void *buf, si
 		len = (size_t)(m->size - off);
 	if (len > SSIZE_MAX)
 		len = SSIZE_MAX;
-	ret = kv_fs_map_read(fs, m->id, m->vver, &map, &mapfd);
+	ret = map_read(fs, m->id, m->vver, &map, &mapfd, first, &got);
 	if (ret)
 		return ret;
 	if (map.size != m->size) {
 		ret = corrupt(fs, m->id, m->vver, "size differs from its record");
 		goto out_free;
+	}
+	if (map.n == 1 && map.e[0].inl && map.e[0].enc == KV_ENC_NONE &&
+	    map.inl_off + map.e[0].stored <= FIRST_READ) {
+		/* Already read with the map, unless the file is short. */
+		if ((uint64_t)got != map.inl_off + map.e[0].stored) {
+			ret = corrupt(fs, m->id, m->vver, "chunk cut short");
+			goto out_free;
+		}
+		memcpy(out, first + map.inl_off + off, len);
+		done = len;
 	}
 	while (done < len) {
 		size_t i = (size_t)((off + done) / KV_CHUNK_SIZE);
