@@ -131,6 +131,8 @@ void fs_op_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_READDIRPLUS_AUTO;
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	/* fs_loop.c reads the device with plain non-blocking reads. */
+	conn->want &= ~(unsigned)FUSE_CAP_SPLICE_READ;
 	conn->max_write = FS_MAX_WRITE;
 	/* Times are kept in nanoseconds. */
 	conn->time_gran = 1;

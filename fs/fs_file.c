@@ -13,11 +13,16 @@
 #include <fcntl.h>
 #include <stdlib.h>
 
-static void setup_handle(struct fuse_file_info *fi)
+static void setup_handle(const struct fs *fs, struct fuse_file_info *fi)
 {
 	fi->fh = 0;
 	fi->keep_cache = 0;
 	fi->direct_io = 0;
+	/* FOPEN_NOFLUSH (Linux 5.16+): close(2) has nothing to wait for here
+	 * (fs_op_flush), so spare it the FLUSH round trip; older kernels
+	 * ignore the flag and still send it. Not with close_to_open, where
+	 * close is what makes the file durable and visible to other mounts. */
+	fi->noflush = !fs->o.close_to_open;
 }
 
 void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
@@ -48,7 +53,7 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
 		if (ret)
 			goto out_release;
 	}
-	setup_handle(fi);
+	setup_handle(fs, fi);
 	fs_fill_entry(fs, &a, &e);
 	/* An interrupted opener never sends release: drop its open here. */
 	if (fuse_reply_create(req, &e, fi))
@@ -84,7 +89,7 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fs_reply_err(req, ret);
 		return;
 	}
-	setup_handle(fi);
+	setup_handle(fs, fi);
 	if (fuse_reply_open(req, fi))
 		kv_release_file(fs->kv, ino);
 }

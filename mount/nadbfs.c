@@ -30,6 +30,7 @@
 
 #include "conf/conf.h"
 #include "fs/fs.h"
+#include "fs/fs_loop.h"
 #include "mount/nadbfs.h"
 #include "store/kv.h"
 #include "util/log.h"
@@ -345,7 +346,6 @@ int main(int argc, char **argv)
 	struct nadbfs_cli cli;
 	struct nadbfs_fuse_opts fo = { 0 };
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
-	struct fuse_loop_config *loop_cfg = NULL;
 	struct fuse_session *se = NULL;
 	struct hup_thread hup = { 0 };
 	struct reloader rl = { .lock = PTHREAD_MUTEX_INITIALIZER };
@@ -494,20 +494,10 @@ int main(int argc, char **argv)
 		goto out_unmount;
 	}
 
-	loop_cfg = fuse_loop_cfg_create();
-	if (!loop_cfg) {
-		log_msg(NLOG_ERROR, "fs", "cannot configure the session loop: %s", strerror(ENOMEM));
-		goto out_unmount;
-	}
-	fuse_loop_cfg_set_max_threads(loop_cfg, conf.max_threads);
-	/* Idle workers stay: no thread churn under bursty load. */
-	fuse_loop_cfg_set_idle_threads(loop_cfg, conf.max_threads);
-	fuse_loop_cfg_set_clone_fd(loop_cfg, 0);
-
 	sd_notify(0, "READY=1");
 	NLOG(NLOG_INFO, "fs", "mounted", LF_STR("source", shown),
 	     LF_STR("mountpoint", cli.mountpoint), LF_INT("pid", getpid()));
-	ret = fuse_session_loop_mt(se, loop_cfg);
+	ret = fs_loop_run(se, conf.max_threads);
 	sd_notify(0, "STOPPING=1");
 	/* A positive result is the signal that ended the loop: a normal stop. */
 	if (ret < 0)
@@ -529,8 +519,6 @@ out_signals:
 out_session:
 	hup_stop(&hup);
 	fuse_session_destroy(se);
-	if (loop_cfg)
-		fuse_loop_cfg_destroy(loop_cfg);
 out_fs:
 	fs_free(fs);
 	fuse_opt_free_args(&args);

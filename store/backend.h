@@ -29,24 +29,26 @@
 
 enum kv_encoding { KV_ENC_NONE = 0, KV_ENC_ZSTD = 1 };
 
-/* One record: what the backend keeps about a key or a directory. */
+/* One record: what the backend keeps about a key or a directory. The store
+ * embeds one per key in memory: the 8-byte fields come first and the small
+ * ones last, so that no padding is wasted (128 bytes). */
 struct kv_meta {
 	uint64_t id;		/* permanent; KV_ROOT_ID for the root */
 	uint64_t parent;	/* 0 for the root */
 	char *name;		/* owned; 1..255 bytes, no '/' or NUL; "" for the root */
-	uint32_t mode;		/* S_IFREG or S_IFDIR | permission bits */
-	uint32_t uid, gid;
 	int64_t atime_ns, mtime_ns, ctime_ns, btime_ns; /* since the epoch */
 	int64_t expires_ms;	/* absolute unix time in ms; 0 = never */
 	uint64_t size;		/* logical size of the value */
 	/* Where the value is stored; written by commit() for a PUT with a value. */
 	uint64_t vver;		/* 0 = nothing stored (an empty value) */
 	uint64_t stored_size;	/* bytes in the backend (after compression) */
-	uint8_t encoding;	/* enum kv_encoding */
 	char **tags;		/* owned; sorted, unique */
-	uint32_t ntags;
 	void *xattrs;		/* owned; custom user.* xattrs in the store's encoding */
+	uint32_t mode;		/* S_IFREG or S_IFDIR | permission bits */
+	uint32_t uid, gid;
+	uint32_t ntags;
 	uint32_t xattrs_len;	/* <= KV_XATTRS_MAX */
+	uint8_t encoding;	/* enum kv_encoding */
 };
 
 /* Frees the owned fields and zeroes them; the struct itself is the caller's. */
@@ -85,6 +87,9 @@ struct kv_op {
 struct kv_backend_caps {
 	bool native_ttl;	/* the backend expires records by itself */
 	bool shared;		/* other mounts may change the same store */
+	/* Reads are local file reads (microseconds): the store makes small
+	 * ones inline, without telling its block hook (kv_set_block_hook). */
+	bool local_reads;
 };
 
 struct kv_backend_statfs {

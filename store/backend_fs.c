@@ -6,7 +6,8 @@
  *
  * A commit is made atomic by a single journal record: value files are
  * written under fresh names first (durably, but invisible to any reader
- * until a record names them), then one record carrying every op of the batch
+ * until a record names them; only the chunks that changed since the version
+ * the record names now), then one record carrying every op of the batch
  * is appended and fdatasync'ed. A crash before that append leaves only
  * unreferenced files, which the next open deletes; after it, the whole batch
  * replays. Obsolete value files are deleted only after the append.
@@ -217,6 +218,7 @@ static void fs_close(struct kv_backend *b)
 		return;
 	journal_close(fs->j);
 	ZSTD_freeCCtx(fs->cctx);
+	free(fs->zbuf);
 	free(fs->jbuf);
 	if (fs->valfd >= 0)
 		close(fs->valfd);
@@ -457,7 +459,8 @@ static int encode_batch(struct kv_fs *fs, const struct kv_op *ops, size_t n, siz
 struct op_undo {
 	uint64_t vver, stored_size;
 	uint8_t encoding;
-	bool written;	/* a value file was made for it */
+	bool written;		/* value files were made for it */
+	struct kv_fs_map map;	/* the new version's chunks */
 };
 
 static int check_ops(const struct kv_op *ops, size_t n)
@@ -553,8 +556,9 @@ static int fs_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
 			continue;
 		}
 		op->meta.vver = fs->next_vver++;
-		ret = kv_fs_value_write(fs, op->meta.id, op->meta.vver, op->value,
-					&op->meta.stored_size, &op->meta.encoding, &new_dir);
+		ret = kv_fs_value_write(fs, op->meta.id, undo[i].vver, op->meta.vver, op->value,
+					&undo[i].map, &op->meta.stored_size, &op->meta.encoding,
+					&new_dir);
 		if (ret)
 			goto out_undo;
 		undo[i].written = true;
@@ -575,14 +579,17 @@ static int fs_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
 	if (ret)
 		goto out_undo;
 	fs->max_id = max_id;
-	free(undo);
 
+	/* The superseded versions, minus the chunks the new ones share. */
 	for (size_t i = 0; i < n; i++) {
 		const struct kv_op *op = &ops[i];
 
 		if (op->old_vver && !(op->type == KV_OP_PUT && op->old_vver == op->meta.vver))
-			kv_fs_value_unlink(fs, op->meta.id, op->old_vver);
+			kv_fs_value_drop(fs, op->meta.id, op->old_vver,
+					 undo[i].written ? &undo[i].map : NULL);
+		kv_fs_map_free(&undo[i].map);
 	}
+	free(undo);
 	if (kv_fs_should_compact(fs))
 		kv_fs_compact(fs);
 	/* Large batches should not pin their buffer until the next one. */
@@ -596,7 +603,8 @@ static int fs_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
 out_undo:
 	for (size_t i = 0; i < n; i++) {
 		if (undo[i].written)
-			kv_fs_value_unlink(fs, ops[i].meta.id, ops[i].meta.vver);
+			kv_fs_value_undo(fs, ops[i].meta.id, ops[i].meta.vver, &undo[i].map);
+		kv_fs_map_free(&undo[i].map);
 		ops[i].meta.vver = undo[i].vver;
 		ops[i].meta.stored_size = undo[i].stored_size;
 		ops[i].meta.encoding = undo[i].encoding;
@@ -627,7 +635,7 @@ static int fs_reclaim(struct kv_backend *b, const uint64_t (*refs)[2], size_t n)
 	int ret = 0;
 
 	for (size_t i = 0; i < n; i++) {
-		int r = kv_fs_value_unlink(fs, refs[i][0], refs[i][1]);
+		int r = kv_fs_value_reclaim(fs, refs[i][0], refs[i][1]);
 
 		if (r && !ret)
 			ret = r;
@@ -637,7 +645,7 @@ static int fs_reclaim(struct kv_backend *b, const uint64_t (*refs)[2], size_t n)
 
 static const struct kv_backend_ops fs_ops = {
 	.name = "fs",
-	.caps = { .native_ttl = false, .shared = false },
+	.caps = { .native_ttl = false, .shared = false, .local_reads = true },
 	.close = fs_close,
 	.load = kv_fs_load,
 	.commit = fs_commit,

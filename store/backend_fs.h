@@ -8,7 +8,8 @@
  *	lock			flock()ed by the owning daemon, holds its pid
  *	meta/snapshot		every live record as of journal generation G
  *	meta/journal.<N>	commits after the snapshot, N = G+1, G+2, ...
- *	values/<xx>/<id>.<vver>	one file per stored value version (hex; xx = id & 0xff)
+ *	values/<xx>/<id>.<vver>	the chunk map of one stored value version (hex; xx = id & 0xff)
+ *	values/<xx>/<id>.<cver>.<i>  chunk i of that id, written by the commit of version cver
  *
  * Locking: the flock makes one process the owner. Inside it, commit() (and
  * load() before it) run on one thread at a time and own every mutable field
@@ -36,7 +37,8 @@ enum {
 	FS_REC_SEND = 5,	/* snapshot: u64 record count; the last record */
 };
 
-#define FS_FORMAT_VERSION 1u
+/* 2: values as chunk maps + chunk files (1 stored each value whole). */
+#define FS_FORMAT_VERSION 2u
 
 struct kv_fs {
 	struct kv_backend base;
@@ -57,6 +59,7 @@ struct kv_fs {
 	uint64_t max_id;	/* highest id ever committed */
 	uint64_t next_vver;	/* never reused: every commit of a value takes a new one */
 	struct ZSTD_CCtx_s *cctx;
+	uint8_t *zbuf;		/* a chunk being compressed: input, then output */
 	uint8_t *jbuf;		/* the batch being encoded, kept between commits */
 	size_t jcap;
 };
@@ -78,19 +81,64 @@ int kv_fs_load(struct kv_backend *b, kv_load_fn fn, void *arg, uint64_t *max_id)
 int kv_fs_compact(struct kv_fs *fs);
 bool kv_fs_should_compact(const struct kv_fs *fs);
 
-/* backend_fs_value.c */
+/* backend_fs_value.c, backend_fs_read.c: values. A stored version is a chunk
+ * map file values/xx/<id>.<vver> (header, one entry per KV_CHUNK_SIZE chunk):
+ *
+ *	"nadbval2" | u32 nchunks | u64 size | u32 XXH32(header with 0 here + entries)
+ *	entries:   u64 cver | u32 stored | u8 encoding | u8 inline | u16 0
+ *	then, when the value is a single chunk, that chunk's bytes (inline = 1)
+ *
+ * A multi-chunk value's chunk i lives in values/xx/<id>.<cver>.<i> (cver 0: a
+ * hole, zeros), written by the commit that made version cver and shared by
+ * every later version of the id that did not change it: a flush writes only
+ * the chunks that changed. Encoding per chunk: raw, or one zstd frame with a
+ * checksum. All files are immutable once renamed into place. */
+#define FS_MAP_HDR 24u
+#define FS_MAP_ENT 16u
+struct kv_fs_ent {
+	uint64_t cver;		/* 0: a hole */
+	uint32_t stored;	/* bytes in the file (after compression) */
+	uint8_t enc;		/* enum kv_encoding */
+	uint8_t inl;		/* the bytes follow the map (single-chunk values) */
+};
+struct kv_fs_map {
+	uint64_t size;
+	uint32_t n;
+	struct kv_fs_ent *e;	/* n entries, owned */
+	uint32_t inl_off;	/* where the inline bytes start in the map file */
+};
+/* KV_CHUNK_SIZE bytes, or the last chunk's remainder. */
+uint32_t kv_fs_chunk_len(uint64_t size, size_t i);
 /* "xx/<id>.<vver>" relative to valfd; buf holds at least KV_FS_NAME_MAX. */
 #define KV_FS_NAME_MAX 64
 /* Writes all of data at off, retrying short writes and EINTR. 0 or -errno. */
 int kv_fs_pwrite_all(int fd, const void *data, size_t len, uint64_t off);
 void kv_fs_value_name(char *buf, uint64_t id, uint64_t vver);
-/* Writes v durably as values/xx/<id>.<vver> (temp file, fsync, rename); the
- * caller fsyncs the directory. *new_dir: values/xx was created. */
-int kv_fs_value_write(struct kv_fs *fs, uint64_t id, uint64_t vver, const struct kv_value *v,
-		      uint64_t *stored_size, uint8_t *encoding, bool *new_dir);
-/* Removes a value file; a missing one is fine. */
-int kv_fs_value_unlink(struct kv_fs *fs, uint64_t id, uint64_t vver);
-/* Removes temp files and value files no live record names. live is sorted by id. */
+void kv_fs_chunk_name(char *buf, uint64_t id, uint64_t cver, size_t idx);
+/* Reads and checks the map of (id, vver): -ESTALE when it is gone, -EIO when
+ * damaged. *fdp (if not NULL) receives the open map file, for inline bytes. */
+int kv_fs_map_read(struct kv_fs *fs, uint64_t id, uint64_t vver, struct kv_fs_map *map, int *fdp);
+void kv_fs_map_free(struct kv_fs_map *map);
+/*
+ * Writes v durably as version vver of id (changed chunks, then the map:
+ * each a temp file, fsync, rename); the caller fsyncs the directory.
+ * prev_vver: the version the record names now (0: none); its chunks that
+ * are tagged as unchanged are shared, not rewritten. *map receives the new
+ * map (for undo and for dropping prev). *new_dir: values/xx was created.
+ */
+int kv_fs_value_write(struct kv_fs *fs, uint64_t id, uint64_t prev_vver, uint64_t vver,
+		      const struct kv_value *v, struct kv_fs_map *map, uint64_t *stored_size,
+		      uint8_t *encoding, bool *new_dir);
+/* Removes the files of version vver written by its own commit (a failed one). */
+void kv_fs_value_undo(struct kv_fs *fs, uint64_t id, uint64_t vver, const struct kv_fs_map *map);
+/* Removes version vver of id: its map and its chunks, except those keep (the
+ * version replacing it, or NULL) still names. A missing file is fine. */
+int kv_fs_value_drop(struct kv_fs *fs, uint64_t id, uint64_t vver, const struct kv_fs_map *keep);
+/* As drop, keeping the chunks that any other map of id on disk names (a
+ * version kept for a backup shares chunks with the current one). */
+int kv_fs_value_reclaim(struct kv_fs *fs, uint64_t id, uint64_t vver);
+/* Removes temp files, maps no live record names, and chunks no live map
+ * names. live is sorted by id. */
 void kv_fs_value_sweep(struct kv_fs *fs, const struct kv_fs_live *live, size_t nlive);
 ssize_t kv_fs_pread(struct kv_backend *b, const struct kv_meta *m, void *buf, size_t len,
 		    uint64_t off);

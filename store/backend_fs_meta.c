@@ -222,6 +222,22 @@ static int apply_batch(struct replay *r, const uint8_t *p, size_t len)
 	return 0;
 }
 
+/* Format 1 stored values whole, in files this version cannot read; such a
+ * store is refused rather than half understood. */
+static int wrong_format(const char *path, unsigned int version)
+{
+	if (version < FS_FORMAT_VERSION)
+		log_msg(NLOG_ERROR, "store",
+			"%s has format version %u, written by an older nadbfs; this nadbfs "
+			"reads format %u only: make a backup with the older nadbfs (nadbctl "
+			"backup create) and restore it into a new data directory",
+			path, version, FS_FORMAT_VERSION);
+	else
+		log_msg(NLOG_ERROR, "store", "%s has format version %u; this nadbfs reads %u",
+			path, version, FS_FORMAT_VERSION);
+	return -EIO;
+}
+
 static int journal_rec(uint8_t type, const uint8_t *p, size_t len, void *arg)
 {
 	struct replay *r = arg;
@@ -230,10 +246,7 @@ static int journal_rec(uint8_t type, const uint8_t *p, size_t len, void *arg)
 		if (type != FS_REC_JHEADER || len != JHEADER_LEN || memcmp(p, jmagic, 8) != 0)
 			return corrupt(r->path, "not a journal");
 		if (get_le(p + 8, 4) != FS_FORMAT_VERSION) {
-			log_msg(NLOG_ERROR, "store",
-				"%s has format version %u; this nadbfs reads %u", r->path,
-				(unsigned int)get_le(p + 8, 4), FS_FORMAT_VERSION);
-			return -EIO;
+			return wrong_format(r->path, (unsigned int)get_le(p + 8, 4));
 		}
 		if (get_le(p + 12, 8) != r->gen)
 			return corrupt(r->path, "generation does not match the file name");
@@ -279,9 +292,7 @@ static int parse_shdr(const char *path, const uint8_t *p, size_t len, struct sna
 	if (len != SHEADER_LEN || memcmp(p, smagic, 8) != 0)
 		return corrupt(path, "not a snapshot");
 	if (get_le(p + 8, 4) != FS_FORMAT_VERSION) {
-		log_msg(NLOG_ERROR, "store", "%s has format version %u; this nadbfs reads %u", path,
-			(unsigned int)get_le(p + 8, 4), FS_FORMAT_VERSION);
-		return -EIO;
+		return wrong_format(path, (unsigned int)get_le(p + 8, 4));
 	}
 	h->gen = get_le(p + 12, 8);
 	h->max_id = get_le(p + 20, 8);

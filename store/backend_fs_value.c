@@ -1,9 +1,17 @@
 /*
- * The filesystem backend's value files: values/<xx>/<id>.<vver>, written once
- * under a fresh version and never modified, so a reader that opened one sees
- * one whole version even while a commit replaces it. Compressed values are
- * single zstd frames with a content checksum; the encoding is recorded in the
- * metadata, never guessed from the bytes.
+ * The filesystem backend's value files: writing a version as a chunk map
+ * plus the chunks that changed, and removing versions (superseded, reclaimed
+ * after a backup, or left by a crash). The format is in backend_fs.h;
+ * reading is in backend_fs_read.c.
+ *
+ * Why chunks: a value written in pieces (a large file copied in, an append
+ * log) is flushed many times while it grows. Writing each flushed version
+ * whole made that O(size^2); sharing unchanged chunks between versions makes
+ * a flush cost what changed since the last one. A chunk is shared only when
+ * the in-memory chunk still carries the tag (id, index, version) that this
+ * backend gave it and the version the record names now lists that very
+ * chunk file: anything else is rewritten, so a stale tag costs a write,
+ * never a wrong byte.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -13,15 +21,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
+#include <xxhash.h>
 #include <zstd.h>
 
 #include "store/backend_fs.h"
 #include "util/log.h"
 
 #define ZSTD_LEVEL 3
-#define READ_BUF ((size_t)128 * 1024)
+
+static const unsigned char zeros[KV_CHUNK_SIZE];
 
 void kv_fs_value_name(char *buf, uint64_t id, uint64_t vver)
 {
@@ -29,10 +40,17 @@ void kv_fs_value_name(char *buf, uint64_t id, uint64_t vver)
 		 vver);
 }
 
-static void tmp_name(char *buf, uint64_t id, uint64_t vver)
+void kv_fs_chunk_name(char *buf, uint64_t id, uint64_t cver, size_t idx)
 {
-	snprintf(buf, KV_FS_NAME_MAX, "%02x/.tmp-%" PRIx64 "-%" PRIx64, (unsigned int)(id & 0xff),
-		 id, vver);
+	snprintf(buf, KV_FS_NAME_MAX, "%02x/%" PRIx64 ".%" PRIx64 ".%zx",
+		 (unsigned int)(id & 0xff), id, cver, idx);
+}
+
+uint32_t kv_fs_chunk_len(uint64_t size, size_t i)
+{
+	uint64_t left = size - (uint64_t)i * KV_CHUNK_SIZE;
+
+	return left < KV_CHUNK_SIZE ? (uint32_t)left : KV_CHUNK_SIZE;
 }
 
 int kv_fs_pwrite_all(int fd, const void *data, size_t len, uint64_t off)
@@ -55,115 +73,17 @@ int kv_fs_pwrite_all(int fd, const void *data, size_t len, uint64_t off)
 	return 0;
 }
 
-struct raw_writer {
-	int fd;
-	uint64_t off;
-};
-
-static int raw_piece(const void *data, size_t len, void *arg)
+/* Durably creates values/<final> holding the pieces: written to a temp name
+ * in the same directory, fsync'ed, renamed. */
+static int write_file(struct kv_fs *fs, const char *final, const struct iovec *iov, int niov,
+		      bool *new_dir)
 {
-	struct raw_writer *w = arg;
-	int ret = kv_fs_pwrite_all(w->fd, data, len, w->off);
+	char tmp[KV_FS_NAME_MAX + 8];
+	uint64_t off = 0;
+	int fd, ret = 0;
 
-	w->off += len;
-	return ret;
-}
-
-/* Gave up compressing: the output would not be smaller than the input. */
-#define NO_GAIN 1
-
-struct zwriter {
-	ZSTD_CCtx *cctx;
-	int fd;
-	uint64_t off, limit;
-	ZSTD_outBuffer out;
-};
-
-static int zflush(struct zwriter *z)
-{
-	int ret;
-
-	if (z->off + z->out.pos >= z->limit)
-		return NO_GAIN;
-	ret = kv_fs_pwrite_all(z->fd, z->out.dst, z->out.pos, z->off);
-	z->off += z->out.pos;
-	z->out.pos = 0;
-	return ret;
-}
-
-static int zcompress(struct zwriter *z, const void *data, size_t len, ZSTD_EndDirective mode)
-{
-	ZSTD_inBuffer in = { data, len, 0 };
-	size_t left;
-	int ret;
-
-	do {
-		left = ZSTD_compressStream2(z->cctx, &z->out, &in, mode);
-		if (ZSTD_isError(left)) {
-			log_msg(NLOG_ERROR, "store", "backend_fs: zstd compression failed: %s",
-				ZSTD_getErrorName(left));
-			return -EIO;
-		}
-		if (z->out.pos == z->out.size || (mode == ZSTD_e_end && z->out.pos)) {
-			ret = zflush(z);
-			if (ret)
-				return ret;
-		}
-	} while (mode == ZSTD_e_end ? left != 0 : in.pos < in.size);
-	return 0;
-}
-
-static int zpiece(const void *data, size_t len, void *arg)
-{
-	return zcompress(arg, data, len, ZSTD_e_continue);
-}
-
-/* Writes v compressed into fd; NO_GAIN when that does not save a byte. */
-static int write_zstd(struct kv_fs *fs, int fd, const struct kv_value *v, uint64_t *stored)
-{
-	struct zwriter z = { .fd = fd, .limit = kv_value_size(v) };
-	size_t r;
-	int ret;
-
-	if (!fs->cctx) {
-		fs->cctx = ZSTD_createCCtx();
-		if (!fs->cctx)
-			return -ENOMEM;
-	}
-	z.cctx = fs->cctx;
-	ZSTD_CCtx_reset(z.cctx, ZSTD_reset_session_and_parameters);
-	r = ZSTD_CCtx_setParameter(z.cctx, ZSTD_c_compressionLevel, ZSTD_LEVEL);
-	if (!ZSTD_isError(r))
-		r = ZSTD_CCtx_setParameter(z.cctx, ZSTD_c_checksumFlag, 1);
-	if (!ZSTD_isError(r))
-		r = ZSTD_CCtx_setPledgedSrcSize(z.cctx, kv_value_size(v));
-	if (ZSTD_isError(r)) {
-		log_msg(NLOG_ERROR, "store", "backend_fs: cannot set up zstd: %s",
-			ZSTD_getErrorName(r));
-		return -EIO;
-	}
-	z.out.size = ZSTD_CStreamOutSize();
-	z.out.dst = malloc(z.out.size);
-	if (!z.out.dst)
-		return -ENOMEM;
-	ret = kv_value_foreach(v, zpiece, &z);
-	if (!ret)
-		ret = zcompress(&z, NULL, 0, ZSTD_e_end);
-	free(z.out.dst);
-	*stored = z.off;
-	return ret;
-}
-
-int kv_fs_value_write(struct kv_fs *fs, uint64_t id, uint64_t vver, const struct kv_value *v,
-		      uint64_t *stored_size, uint8_t *encoding, bool *new_dir)
-{
-	char tmp[KV_FS_NAME_MAX], final[KV_FS_NAME_MAX];
-	uint64_t size = kv_value_size(v);
-	struct raw_writer w;
-	int fd, ret = NO_GAIN;
-
-	tmp_name(tmp, id, vver);
-	kv_fs_value_name(final, id, vver);
+	/* "xx/" then ".tmp-" and the file's own name: unique per commit. */
+	snprintf(tmp, sizeof(tmp), "%.2s/.tmp-%s", final, final + 3);
 	fd = openat(fs->valfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0 && errno == ENOENT) {
 		char dir[3] = { final[0], final[1], '\0' };
@@ -175,20 +95,27 @@ int kv_fs_value_write(struct kv_fs *fs, uint64_t id, uint64_t vver, const struct
 	}
 	if (fd < 0)
 		goto out_err;
+	/* One pwritev for the usual case; piece by piece after a short one. */
+	{
+		size_t total = 0;
+		ssize_t n;
 
-	if (fs->compression == KV_ENC_ZSTD && size >= fs->compression_min_size) {
-		ret = write_zstd(fs, fd, v, stored_size);
-		if (!ret)
-			*encoding = KV_ENC_ZSTD;
-	}
-	if (ret == NO_GAIN) {
-		/* Whatever compressed bytes got out are overwritten, then cut. */
-		w = (struct raw_writer){ .fd = fd };
-		ret = kv_value_foreach(v, raw_piece, &w);
-		if (!ret && ftruncate(fd, (off_t)size))
+		for (int i = 0; i < niov; i++)
+			total += iov[i].iov_len;
+		do
+			n = pwritev(fd, iov, niov, 0);
+		while (n < 0 && errno == EINTR);
+		if (n < 0)
 			ret = -errno;
-		*stored_size = size;
-		*encoding = KV_ENC_NONE;
+		else if ((size_t)n < total)
+			for (int i = 0; i < niov && !ret; i++) {
+				size_t have = (size_t)n > off + iov[i].iov_len ? iov[i].iov_len :
+					      (size_t)n > off ? (size_t)n - off : 0;
+
+				ret = kv_fs_pwrite_all(fd, (const uint8_t *)iov[i].iov_base + have,
+						       iov[i].iov_len - have, off + have);
+				off += iov[i].iov_len;
+			}
 	}
 	if (!ret && fsync(fd))
 		ret = -errno;
@@ -210,18 +137,267 @@ out_err:
 	return ret;
 }
 
-int kv_fs_value_unlink(struct kv_fs *fs, uint64_t id, uint64_t vver)
+/*
+ * The bytes to store for one chunk (len bytes, have of them in data, zeros
+ * after): compressed into fs->zbuf when asked and it saves space, else the
+ * raw pieces. Fills iov (2 slots, *niov used) and the entry's stored size and encoding.
+ */
+static int encode_chunk(struct kv_fs *fs, const void *data, size_t have, uint32_t len,
+			bool compress, struct iovec *iov, int *niov, struct kv_fs_ent *e)
+{
+	size_t bound = ZSTD_compressBound(KV_CHUNK_SIZE), r;
+
+	e->enc = KV_ENC_NONE;
+	e->stored = len;
+	iov[0] = (struct iovec){ (void *)data, have };
+	iov[1] = (struct iovec){ (void *)zeros, len - have };
+	*niov = 2;
+	if (!compress)
+		return 0;
+	if (!fs->cctx) {
+		fs->cctx = ZSTD_createCCtx();
+		if (!fs->cctx)
+			return -ENOMEM;
+		r = ZSTD_CCtx_setParameter(fs->cctx, ZSTD_c_compressionLevel, ZSTD_LEVEL);
+		if (!ZSTD_isError(r))
+			r = ZSTD_CCtx_setParameter(fs->cctx, ZSTD_c_checksumFlag, 1);
+		if (ZSTD_isError(r)) {
+			log_msg(NLOG_ERROR, "store", "backend_fs: cannot set up zstd: %s",
+				ZSTD_getErrorName(r));
+			ZSTD_freeCCtx(fs->cctx);
+			fs->cctx = NULL;
+			return -EIO;
+		}
+	}
+	if (!fs->zbuf) {
+		fs->zbuf = malloc(KV_CHUNK_SIZE + bound);
+		if (!fs->zbuf)
+			return -ENOMEM;
+	}
+	if (have < len) {
+		memcpy(fs->zbuf, data, have);
+		memset(fs->zbuf + have, 0, len - have);
+		data = fs->zbuf;
+	}
+	r = ZSTD_compress2(fs->cctx, fs->zbuf + KV_CHUNK_SIZE, bound, data, len);
+	if (ZSTD_isError(r)) {
+		log_msg(NLOG_ERROR, "store", "backend_fs: zstd compression failed: %s",
+			ZSTD_getErrorName(r));
+		return -EIO;
+	}
+	if (r >= len)
+		return 0; /* does not pay: iov still holds the raw pieces */
+	e->enc = KV_ENC_ZSTD;
+	e->stored = (uint32_t)r;
+	iov[0] = (struct iovec){ fs->zbuf + KV_CHUNK_SIZE, r };
+	*niov = 1;
+	return 0;
+}
+
+static void put_le(uint8_t *p, uint64_t v, int n)
+{
+	for (int i = 0; i < n; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* Header and entries of map, in a buffer of FS_MAP_HDR + n * FS_MAP_ENT. */
+static void encode_map(const struct kv_fs_map *map, uint8_t *buf)
+{
+	size_t len = FS_MAP_HDR + (size_t)map->n * FS_MAP_ENT;
+
+	memcpy(buf, "nadbval2", 8);
+	put_le(buf + 8, map->n, 4);
+	put_le(buf + 12, map->size, 8);
+	put_le(buf + 20, 0, 4);
+	for (uint32_t i = 0; i < map->n; i++) {
+		uint8_t *p = buf + FS_MAP_HDR + (size_t)i * FS_MAP_ENT;
+
+		put_le(p, map->e[i].cver, 8);
+		put_le(p + 8, map->e[i].stored, 4);
+		p[12] = map->e[i].enc;
+		p[13] = map->e[i].inl;
+		p[14] = p[15] = 0;
+	}
+	put_le(buf + 20, XXH32(buf, len, 0), 4);
+}
+
+/* Whether chunk i of v is the chunk file prev lists for index i. */
+static bool chunk_unchanged(const struct kv_value *v, size_t i, uint64_t id, uint32_t len,
+			    const struct kv_fs_map *prev)
+{
+	struct kv_chunk_tag t;
+
+	if (!prev || i >= prev->n || !kv_value_chunk_tag(v, i, &t))
+		return false;
+	return t.id == id && t.idx == i && t.ver == prev->e[i].cver && !prev->e[i].inl &&
+	       kv_fs_chunk_len(prev->size, i) == len;
+}
+
+int kv_fs_value_write(struct kv_fs *fs, uint64_t id, uint64_t prev_vver, uint64_t vver,
+		      const struct kv_value *v, struct kv_fs_map *map, uint64_t *stored_size,
+		      uint8_t *encoding, bool *new_dir)
+{
+	struct kv_fs_map prev = { 0 }, *pp = NULL;
+	uint64_t size = kv_value_size(v), total = 0;
+	bool compress = fs->compression == KV_ENC_ZSTD && size >= fs->compression_min_size;
+	char name[KV_FS_NAME_MAX];
+	struct iovec iov[3];
+	uint8_t *mbuf = NULL;
+	size_t n = kv_value_nchunks(v), mlen;
+	int niov, ret = 0;
+
+	*map = (struct kv_fs_map){ .size = size, .n = (uint32_t)n };
+	map->e = calloc(n ? n : 1, sizeof(*map->e));
+	if (!map->e)
+		return -ENOMEM;
+	/* Only a multi-chunk value can share chunks with the version before. */
+	if (n > 1 && prev_vver && kv_fs_map_read(fs, id, prev_vver, &prev, NULL) == 0)
+		pp = &prev;
+	*encoding = KV_ENC_NONE;
+
+	for (size_t i = 0; i < n && n > 1; i++) {
+		struct kv_fs_ent *e = &map->e[i];
+		struct kv_chunk_tag t = { id, vver, (uint32_t)i };
+		const void *data;
+		size_t have;
+		uint32_t len = (uint32_t)kv_value_chunk(v, i, &data, &have);
+
+		if (chunk_unchanged(v, i, id, len, pp)) {
+			*e = pp->e[i];
+		} else if (data) {
+			ret = encode_chunk(fs, data, have, len, compress, iov, &niov, e);
+			if (!ret) {
+				kv_fs_chunk_name(name, id, vver, i);
+				ret = write_file(fs, name, iov, niov, new_dir);
+			}
+			if (ret)
+				goto out_undo;
+			e->cver = vver;
+			kv_value_set_chunk_tag(v, i, &t);
+		}
+		total += e->stored;
+		if (e->enc != KV_ENC_NONE)
+			*encoding = e->enc;
+	}
+
+	mlen = FS_MAP_HDR + n * FS_MAP_ENT;
+	mbuf = malloc(mlen);
+	if (!mbuf) {
+		ret = -ENOMEM;
+		goto out_undo;
+	}
+	niov = 1;
+	if (n == 1) {
+		const void *data;
+		size_t have;
+		uint32_t len = (uint32_t)kv_value_chunk(v, 0, &data, &have);
+
+		ret = encode_chunk(fs, data ? data : zeros, data ? have : len, len, compress,
+				   iov + 1, &niov, &map->e[0]);
+		if (ret)
+			goto out_undo;
+		map->e[0].cver = vver;
+		map->e[0].inl = 1;
+		total = map->e[0].stored;
+		*encoding = map->e[0].enc;
+		niov++;
+	}
+	encode_map(map, mbuf);
+	iov[0] = (struct iovec){ mbuf, mlen };
+	kv_fs_value_name(name, id, vver);
+	ret = write_file(fs, name, iov, niov, new_dir);
+	if (ret)
+		goto out_undo;
+	*stored_size = total;
+	free(mbuf);
+	kv_fs_map_free(&prev);
+	return 0;
+
+out_undo:
+	kv_fs_value_undo(fs, id, vver, map);
+	kv_fs_map_free(map);
+	free(mbuf);
+	kv_fs_map_free(&prev);
+	return ret;
+}
+
+static void unlink_value_file(struct kv_fs *fs, const char *name)
+{
+	if (unlinkat(fs->valfd, name, 0) && errno != ENOENT)
+		/* Only space is lost; the next open's sweep retries. */
+		log_msg(NLOG_WARN, "store", "cannot remove %s/values/%s: %s", fs->path, name,
+			strerror(errno));
+}
+
+void kv_fs_value_undo(struct kv_fs *fs, uint64_t id, uint64_t vver, const struct kv_fs_map *map)
 {
 	char name[KV_FS_NAME_MAX];
 
+	for (uint32_t i = 0; map->e && i < map->n; i++) {
+		if (map->e[i].cver != vver || map->e[i].inl)
+			continue;
+		kv_fs_chunk_name(name, id, vver, i);
+		unlink_value_file(fs, name);
+	}
+	kv_fs_value_name(name, id, vver);
+	unlink_value_file(fs, name);
+}
+
+/* Drops version vver's map and its chunks, except where keep[i] is set. */
+static int drop_except(struct kv_fs *fs, uint64_t id, uint64_t vver, const struct kv_fs_map *old,
+		       const bool *keep)
+{
+	char name[KV_FS_NAME_MAX];
+
+	for (uint32_t i = 0; i < old->n; i++) {
+		if (!old->e[i].cver || old->e[i].inl || (keep && keep[i]))
+			continue;
+		kv_fs_chunk_name(name, id, old->e[i].cver, i);
+		unlink_value_file(fs, name);
+	}
+	/* The map last: while it exists, a sweep keeps what it names. */
 	kv_fs_value_name(name, id, vver);
 	if (unlinkat(fs->valfd, name, 0) && errno != ENOENT) {
-		/* Only space is lost; the next open's sweep retries. */
 		log_msg(NLOG_WARN, "store", "cannot remove %s/values/%s: %s", fs->path, name,
 			strerror(errno));
 		return -errno;
 	}
 	return 0;
+}
+
+/* Marks in keep[] the chunks of old that other also names. */
+static void mark_shared(const struct kv_fs_map *old, const struct kv_fs_map *other, bool *keep)
+{
+	for (uint32_t i = 0; i < old->n && i < other->n; i++)
+		if (old->e[i].cver && !other->e[i].inl && other->e[i].cver == old->e[i].cver)
+			keep[i] = true;
+}
+
+int kv_fs_value_drop(struct kv_fs *fs, uint64_t id, uint64_t vver, const struct kv_fs_map *keep)
+{
+	struct kv_fs_map old = { 0 };
+	bool *kept = NULL;
+	int ret;
+
+	ret = kv_fs_map_read(fs, id, vver, &old, NULL);
+	if (ret == -ESTALE)
+		return 0;
+	if (ret) {
+		/* Unreadable: drop the map alone; the chunks go at the next sweep. */
+		old = (struct kv_fs_map){ 0 };
+	}
+	if (keep && old.n) {
+		kept = calloc(old.n, sizeof(*kept));
+		if (!kept) {
+			kv_fs_map_free(&old);
+			return -ENOMEM;
+		}
+		mark_shared(&old, keep, kept);
+	}
+	ret = drop_except(fs, id, vver, &old, kept);
+	free(kept);
+	kv_fs_map_free(&old);
+	return ret;
 }
 
 static bool parse_hex(const char *s, size_t len, uint64_t *out)
@@ -242,7 +418,79 @@ static bool parse_hex(const char *s, size_t len, uint64_t *out)
 	return true;
 }
 
-static bool is_live(const struct kv_fs_live *live, size_t n, uint64_t id, uint64_t vver)
+/* Parses "<id>.<ver>" (a map: *idx = -1) or "<id>.<cver>.<idx>" (a chunk). */
+static bool parse_value_name(const char *name, uint64_t *id, uint64_t *ver, int64_t *idx)
+{
+	const char *d1 = strchr(name, '.'), *d2;
+	uint64_t i;
+
+	if (!d1 || !parse_hex(name, (size_t)(d1 - name), id))
+		return false;
+	d2 = strchr(d1 + 1, '.');
+	*idx = -1;
+	if (!d2)
+		return parse_hex(d1 + 1, strlen(d1 + 1), ver);
+	if (!parse_hex(d1 + 1, (size_t)(d2 - d1 - 1), ver) ||
+	    !parse_hex(d2 + 1, strlen(d2 + 1), &i) || i > INT64_MAX)
+		return false;
+	*idx = (int64_t)i;
+	return true;
+}
+
+int kv_fs_value_reclaim(struct kv_fs *fs, uint64_t id, uint64_t vver)
+{
+	struct kv_fs_map old = { 0 };
+	struct dirent *de;
+	char dir[3];
+	bool *keep;
+	DIR *d;
+	int fd, ret;
+
+	ret = kv_fs_map_read(fs, id, vver, &old, NULL);
+	if (ret == -ESTALE)
+		return 0;
+	if (ret || !old.n)
+		return drop_except(fs, id, vver, &old, NULL);
+	keep = calloc(old.n, sizeof(*keep));
+	if (!keep) {
+		kv_fs_map_free(&old);
+		return -ENOMEM;
+	}
+	/* Every other map of this id on disk: the current version and those
+	 * still kept for a backup. */
+	snprintf(dir, sizeof(dir), "%02x", (unsigned int)(id & 0xff));
+	fd = openat(fs->valfd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	d = fd < 0 ? NULL : fdopendir(fd);
+	if (!d) {
+		/* Unsure what is shared: keep every chunk, the sweep decides. */
+		if (fd >= 0)
+			close(fd);
+		memset(keep, 1, old.n * sizeof(*keep));
+	}
+	while (d && (de = readdir(d))) {
+		struct kv_fs_map other;
+		uint64_t oid, over;
+		int64_t idx;
+
+		if (!parse_value_name(de->d_name, &oid, &over, &idx) || oid != id || idx >= 0 ||
+		    over == vver)
+			continue;
+		if (kv_fs_map_read(fs, id, over, &other, NULL)) {
+			memset(keep, 1, old.n * sizeof(*keep));
+			continue;
+		}
+		mark_shared(&old, &other, keep);
+		kv_fs_map_free(&other);
+	}
+	if (d)
+		closedir(d);
+	ret = drop_except(fs, id, vver, &old, keep);
+	free(keep);
+	kv_fs_map_free(&old);
+	return ret;
+}
+
+static const struct kv_fs_live *find_live(const struct kv_fs_live *live, size_t n, uint64_t id)
 {
 	size_t lo = 0, hi = n;
 
@@ -250,30 +498,61 @@ static bool is_live(const struct kv_fs_live *live, size_t n, uint64_t id, uint64
 		size_t mid = lo + (hi - lo) / 2;
 
 		if (live[mid].id == id)
-			return live[mid].vver == vver;
+			return &live[mid];
 		if (live[mid].id < id)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
-	return false;
+	return NULL;
 }
 
-/* Whether values/<xx>/<name> is garbage: a temp file of an interrupted
- * commit, or a version no record names (a commit that crashed before its
- * journal record, or an unlink that did not happen). Unknown names stay. */
-static bool is_garbage(const char *name, unsigned int xx, const struct kv_fs_live *live,
-		       size_t nlive)
-{
-	const char *dot = strchr(name, '.');
-	uint64_t id, vver;
+struct chunk_file {
+	uint64_t id, cver;
+	size_t idx;
+	char name[KV_FS_NAME_MAX];
+};
 
-	if (!strncmp(name, ".tmp-", 5))
-		return true;
-	if (!dot || !parse_hex(name, (size_t)(dot - name), &id) ||
-	    !parse_hex(dot + 1, strlen(dot + 1), &vver))
-		return false;
-	return (id & 0xff) != xx || !is_live(live, nlive, id, vver);
+static int cmp_chunk_file(const void *a, const void *b)
+{
+	const struct chunk_file *x = a, *y = b;
+
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* The chunk files of one directory whose id is live: kept if the live map
+ * names them. Read once per id (sorted), so a large value costs one map. */
+static unsigned long sweep_chunks(struct kv_fs *fs, int dfd, struct chunk_file *c, size_t n,
+				  const struct kv_fs_live *live, size_t nlive)
+{
+	struct kv_fs_map map = { 0 };
+	uint64_t map_id = 0;
+	unsigned long removed = 0;
+	int mret = -1;
+
+	if (!n)
+		return 0;
+	qsort(c, n, sizeof(*c), cmp_chunk_file);
+	for (size_t i = 0; i < n; i++) {
+		const struct kv_fs_live *l = find_live(live, nlive, c[i].id);
+
+		if (!l)
+			goto remove;
+		if (c[i].id != map_id || mret) {
+			kv_fs_map_free(&map);
+			map_id = c[i].id;
+			mret = kv_fs_map_read(fs, l->id, l->vver, &map, NULL);
+		}
+		/* A live map that cannot be read: keep what might be its. */
+		if (mret || (c[i].idx < map.n && map.e[c[i].idx].cver == c[i].cver &&
+			     !map.e[c[i].idx].inl))
+			continue;
+remove:
+		if (unlinkat(dfd, c[i].name, 0) == 0)
+			removed++;
+	}
+	kv_fs_map_free(&map);
+	return removed;
 }
 
 void kv_fs_value_sweep(struct kv_fs *fs, const struct kv_fs_live *live, size_t nlive)
@@ -281,6 +560,8 @@ void kv_fs_value_sweep(struct kv_fs *fs, const struct kv_fs_live *live, size_t n
 	unsigned long removed = 0;
 
 	for (unsigned int xx = 0; xx < 256; xx++) {
+		struct chunk_file *chunks = NULL;
+		size_t nchunks = 0, cap = 0;
 		struct dirent *de;
 		char dir[3];
 		DIR *d;
@@ -296,237 +577,47 @@ void kv_fs_value_sweep(struct kv_fs *fs, const struct kv_fs_live *live, size_t n
 			continue;
 		}
 		while ((de = readdir(d))) {
-			if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-				continue;
-			if (!is_garbage(de->d_name, xx, live, nlive))
-				continue;
+			const struct kv_fs_live *l;
+			uint64_t id, ver;
+			int64_t idx;
+
+			if (strncmp(de->d_name, ".tmp-", 5)) {
+				if (!parse_value_name(de->d_name, &id, &ver, &idx))
+					continue; /* unknown names stay */
+				if ((id & 0xff) == xx && idx >= 0 &&
+				    strlen(de->d_name) < KV_FS_NAME_MAX) {
+					if (nchunks == cap) {
+						size_t nc = cap ? 2 * cap : 64;
+						struct chunk_file *p =
+							realloc(chunks, nc * sizeof(*p));
+
+						if (!p)
+							continue; /* kept: no memory to judge */
+						chunks = p;
+						cap = nc;
+					}
+					chunks[nchunks].id = id;
+					chunks[nchunks].cver = ver;
+					chunks[nchunks].idx = (size_t)idx;
+					strcpy(chunks[nchunks].name, de->d_name);
+					nchunks++;
+					continue;
+				}
+				l = find_live(live, nlive, id);
+				if (idx < 0 && (id & 0xff) == xx && l && l->vver == ver)
+					continue;
+			}
 			if (unlinkat(dirfd(d), de->d_name, 0) == 0)
 				removed++;
 			else if (errno != ENOENT)
 				log_msg(NLOG_WARN, "store", "cannot remove %s/values/%s/%s: %s",
 					fs->path, dir, de->d_name, strerror(errno));
 		}
+		removed += sweep_chunks(fs, dirfd(d), chunks, nchunks, live, nlive);
+		free(chunks);
 		closedir(d);
 	}
 	if (removed)
 		NLOG(NLOG_INFO, "store", "removed unreferenced value files",
 		     LF_STR("dir", fs->path), LF_INT("count", removed));
-}
-
-/* Opens the stored file m names; -ESTALE when that version is gone. */
-static int open_value(struct kv_fs *fs, const struct kv_meta *m)
-{
-	char name[KV_FS_NAME_MAX];
-	struct stat st;
-	int fd;
-
-	kv_fs_value_name(name, m->id, m->vver);
-	fd = openat(fs->valfd, name, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOENT ? -ESTALE : -errno;
-	if (fstat(fd, &st)) {
-		close(fd);
-		return -errno;
-	}
-	if ((uint64_t)st.st_size != m->stored_size ||
-	    (m->encoding == KV_ENC_NONE && m->stored_size != m->size)) {
-		log_msg(NLOG_ERROR, "store",
-			"%s/values/%s has %lld bytes; its record says %" PRIu64, fs->path, name,
-			(long long)st.st_size, m->stored_size);
-		close(fd);
-		return -EIO;
-	}
-	return fd;
-}
-
-static ssize_t pread_full(int fd, void *buf, size_t len, uint64_t off)
-{
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = pread(fd, (uint8_t *)buf + done, len - done, (off_t)(off + done));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			break;
-		done += (size_t)n;
-	}
-	return (ssize_t)done;
-}
-
-/* Called with each decoded piece, in order, at its offset in the value;
- * a non-zero return stops decoding (and is returned). */
-typedef int (*piece_fn)(const uint8_t *data, size_t len, uint64_t off, void *arg);
-
-/* Positive: the consumer has all it wants. */
-#define ENOUGH 1
-
-/* Decodes the whole stored value (or until fn says ENOUGH), checking that it
- * has exactly m->size bytes. */
-static int decode_value(struct kv_fs *fs, int fd, const struct kv_meta *m, piece_fn fn, void *arg)
-{
-	ZSTD_DCtx *dctx = NULL;
-	ZSTD_inBuffer in = { NULL, 0, 0 };
-	uint8_t *inbuf = NULL, *outbuf = NULL;
-	uint64_t in_off = 0, out_off = 0;
-	size_t outsize = ZSTD_DStreamOutSize(), r = 1;
-	int ret = 0;
-
-	inbuf = malloc(READ_BUF);
-	if (m->encoding == KV_ENC_NONE) {
-		if (!inbuf)
-			return -ENOMEM;
-		while (!ret && out_off < m->size) {
-			ssize_t n = pread_full(fd, inbuf, READ_BUF, out_off);
-
-			if (n <= 0) {
-				ret = n < 0 ? (int)n : -EIO;
-				break;
-			}
-			ret = fn(inbuf, (size_t)n, out_off, arg);
-			out_off += (uint64_t)n;
-		}
-		goto out_free;
-	}
-
-	dctx = ZSTD_createDCtx();
-	outbuf = malloc(outsize);
-	if (!inbuf || !dctx || !outbuf) {
-		ret = -ENOMEM;
-		goto out_free;
-	}
-	in.src = inbuf;
-	while (!ret) {
-		ZSTD_outBuffer out = { outbuf, outsize, 0 };
-
-		if (in.pos == in.size) {
-			/* r == 0: the last call ended a frame (checksum matched). */
-			if (in_off == m->stored_size && r == 0)
-				break;
-			if (in_off < m->stored_size) {
-				ssize_t n = pread_full(fd, inbuf, READ_BUF, in_off);
-
-				if (n <= 0) {
-					ret = n < 0 ? (int)n : -EIO;
-					break;
-				}
-				in.size = (size_t)n;
-				in.pos = 0;
-				in_off += (uint64_t)n;
-			}
-		}
-		r = ZSTD_decompressStream(dctx, &out, &in);
-		if (ZSTD_isError(r) || out.pos > m->size - out_off) {
-			ret = -EIO;
-			break;
-		}
-		if (out.pos)
-			ret = fn(outbuf, out.pos, out_off, arg);
-		out_off += out.pos;
-		/* Output may still be pending after the last input byte; with
-		 * neither input nor progress left, the frame was cut short. */
-		if (r != 0 && !out.pos && in.pos == in.size && in_off == m->stored_size)
-			ret = -EIO;
-	}
-	if (!ret && out_off != m->size)
-		ret = -EIO;
-out_free:
-	if (ret == ENOUGH)
-		ret = 0;
-	else if (!ret && out_off != m->size)
-		ret = -EIO;
-	if (ret == -EIO)
-		log_msg(NLOG_ERROR, "store", "value %" PRIx64 ".%" PRIx64 " in %s is corrupt",
-			m->id, m->vver, fs->path);
-	ZSTD_freeDCtx(dctx);
-	free(outbuf);
-	free(inbuf);
-	return ret;
-}
-
-struct range {
-	uint8_t *buf;
-	uint64_t off, len, got;
-};
-
-static int copy_range(const uint8_t *data, size_t len, uint64_t off, void *arg)
-{
-	struct range *rg = arg;
-	uint64_t end = rg->off + rg->len;
-
-	if (off + len > rg->off && off < end) {
-		uint64_t from = off > rg->off ? off : rg->off;
-		uint64_t to = off + len < end ? off + len : end;
-
-		memcpy(rg->buf + (from - rg->off), data + (from - off), to - from);
-		rg->got = to - rg->off;
-	}
-	return off + len >= end ? ENOUGH : 0;
-}
-
-ssize_t kv_fs_pread(struct kv_backend *b, const struct kv_meta *m, void *buf, size_t len,
-		    uint64_t off)
-{
-	struct kv_fs *fs = (struct kv_fs *)b;
-	struct range rg = { .buf = buf, .off = off };
-	ssize_t ret;
-	int fd;
-
-	if (!m->vver || off >= m->size || len == 0)
-		return 0;
-	if (len > m->size - off)
-		len = (size_t)(m->size - off);
-	if (len > SSIZE_MAX)
-		len = SSIZE_MAX;
-	fd = open_value(fs, m);
-	if (fd < 0)
-		return fd;
-	if (m->encoding == KV_ENC_NONE) {
-		ret = pread_full(fd, buf, len, off);
-	} else {
-		/* Decoded from the start each time: the store keeps a
-		 * compressed value in memory while it is open instead. */
-		rg.len = len;
-		ret = decode_value(fs, fd, m, copy_range, &rg);
-		if (!ret)
-			ret = (ssize_t)rg.got;
-	}
-	close(fd);
-	return ret;
-}
-
-static int append_piece(const uint8_t *data, size_t len, uint64_t off, void *arg)
-{
-	return kv_value_write(arg, data, len, off);
-}
-
-int kv_fs_read_value(struct kv_backend *b, const struct kv_meta *m, struct kv_value **out)
-{
-	struct kv_fs *fs = (struct kv_fs *)b;
-	struct kv_value *v;
-	int fd, ret;
-
-	v = kv_value_new();
-	if (!v)
-		return -ENOMEM;
-	if (!m->vver || !m->size) {
-		*out = v;
-		return 0;
-	}
-	fd = open_value(fs, m);
-	if (fd < 0) {
-		kv_value_free(v);
-		return fd;
-	}
-	ret = decode_value(fs, fd, m, append_piece, v);
-	close(fd);
-	if (ret) {
-		kv_value_free(v);
-		return ret;
-	}
-	*out = v;
-	return 0;
 }

@@ -191,6 +191,7 @@ static int item_value(struct kv_store *kv, struct snap *it, struct kv_value **ou
 	ref.vver = it->m.vver;
 	ref.stored_size = it->m.stored_size;
 	ref.encoding = it->m.encoding;
+	kv_may_block();
 	return kv->backend->ops->read_value(kv->backend, &ref, out);
 }
 

@@ -217,7 +217,6 @@ static void apply_batch(struct kv_store *kv, struct kv_op *ops, struct batch_ent
 				n->m.encoding = op->meta.encoding;
 			}
 		}
-		n->flushed_version = ents[i].version;
 		/* A DEL owed by a removal during this commit keeps it listed. */
 		if (n->version == ents[i].version &&
 		    (op->type == KV_OP_DEL || !(n->flags & KV_NODE_DELETED)))
@@ -395,6 +394,8 @@ static int wait_until(struct kv_store *kv, bool (*cond)(struct kv_store *, uint6
 	struct timespec ts;
 
 	deadline_ts(&ts, deadline);
+	if (!cond(kv, arg))
+		kv_may_block();
 	while (!cond(kv, arg)) {
 		if (!kv->flusher_running) {
 			/* Before kv_start or after kv_close's stop: flush here. */

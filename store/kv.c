@@ -18,6 +18,21 @@
 #define RENAME_NOREPLACE (1 << 0)
 #endif
 
+static void (*_Atomic block_hook)(void);
+
+void kv_set_block_hook(void (*fn)(void))
+{
+	atomic_store(&block_hook, fn);
+}
+
+void kv_may_block(void)
+{
+	void (*fn)(void) = atomic_load(&block_hook);
+
+	if (fn)
+		fn();
+}
+
 int64_t kv_now_ns(void)
 {
 	struct timespec ts;
@@ -168,13 +183,25 @@ void kv_node_free(struct kv_store *kv, struct kv_node *n)
 		htab_destroy(n->children);
 		free(n->children);
 	}
-	kv_meta_clear(&n->m);
+	kv_node_meta_clear(n);
 	free(n);
 }
 
-struct kv_node *kv_node_new(void)
+struct kv_node *kv_node_new_named(const char *name)
 {
-	return calloc(1, sizeof(struct kv_node));
+	size_t len = strlen(name);
+	struct kv_node *n = calloc(1, sizeof(*n) + len + 1);
+
+	if (n)
+		n->m.name = memcpy(n + 1, name, len + 1);
+	return n;
+}
+
+void kv_node_meta_clear(struct kv_node *n)
+{
+	if (kv_node_name_inline(n))
+		n->m.name = NULL;
+	kv_meta_clear(&n->m);
 }
 
 /* Links n under dir by its name. */
@@ -341,19 +368,14 @@ static int node_create(struct kv_store *kv, struct kv_node *dir, const char *nam
 		return ret;
 	if (child_key_len(dir, name) > KV_KEY_MAX)
 		return -ENAMETOOLONG;
-	n = kv_node_new();
+	n = kv_node_new_named(name);
 	if (!n)
 		return -ENOMEM;
-	n->m.name = strdup(name);
-	if (!n->m.name) {
-		free(n);
-		return -ENOMEM;
-	}
 	/* id: one reserved with a claim on the name (sync.h), or 0. */
 	n->m.id = id;
 	ret = id ? 0 : kv_sync_next_id(kv, &n->m.id);
 	if (ret) {
-		kv_meta_clear(&n->m);
+		kv_node_meta_clear(n);
 		free(n);
 		return ret;
 	}
@@ -381,7 +403,7 @@ static int node_create(struct kv_store *kv, struct kv_node *dir, const char *nam
 out_unindex:
 	htab_remove(&kv->by_id, n);
 out_free:
-	kv_meta_clear(&n->m);
+	kv_node_meta_clear(n);
 	free(n);
 	return ret;
 }
@@ -643,7 +665,8 @@ int kv_rename(struct kv_store *kv, uint64_t parent, const char *name, uint64_t n
 		kv_node_remove(kv, victim);
 	}
 	node_detach(n);
-	free(n->m.name);
+	if (!kv_node_name_inline(n))
+		free(n->m.name);
 	n->m.name = dupname;
 	ret = kv_node_attach(dst, n);
 	if (ret) {

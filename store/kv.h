@@ -292,4 +292,11 @@ int kv_refresh(struct kv_store *kv, uint64_t parent, const char *name, uint64_t 
 int kv_statfs(struct kv_store *kv, struct kv_backend_statfs *space, uint64_t *keys);
 void kv_get_stats(struct kv_store *kv, struct kv_stats *out);
 
+/*
+ * A function the store calls on the calling thread right before it may block
+ * for long (a backend read, waiting for the flusher), so that an event loop
+ * can let another thread take over meanwhile. Process-wide; NULL: none.
+ */
+void kv_set_block_hook(void (*fn)(void));
+
 #endif

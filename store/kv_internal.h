@@ -37,7 +37,7 @@ enum kv_node_flags {
 	KV_NODE_COMMITTED = 1 << 2,
 	/* Part of the batch the flusher is committing: must not be freed. */
 	KV_NODE_INFLIGHT = 1 << 3,
-	/* On kv->dirty (version > flushed_version, or a DEL is owed). */
+	/* On kv->dirty (changed since the flusher last took it, or a DEL is owed). */
 	KV_NODE_ON_DIRTY = 1 << 4,
 	/* A transaction's staged node (tx.c): never flushed, indexed or swept. */
 	KV_NODE_STAGED = 1 << 5,
@@ -52,7 +52,6 @@ struct kv_node {
 	/* In-memory content: dirty data, or a clean copy kept while open. */
 	struct kv_value *value;
 	uint64_t version;		/* bumped by every change */
-	uint64_t flushed_version;	/* version of the last committed snapshot */
 	uint64_t dirty_bytes;		/* bytes written since the last snapshot */
 	struct kv_node *dirty_prev, *dirty_next;
 	uint32_t open_count;		/* open file handles */
@@ -133,11 +132,25 @@ struct kv_store {
 };
 
 int64_t kv_now_ns(void);
+/* Local reads up to this size are not worth handing the FUSE loop over. */
+#define KV_INLINE_READ_MAX ((uint64_t)1 << 20)
+/* Before a call that may block for long: tells the hook (kv_set_block_hook). */
+void kv_may_block(void);
 int64_t kv_mono_ms(void);
 
 uint64_t kv_node_id_hash(const void *item);
 bool kv_node_id_match(const void *item, const void *key);
-struct kv_node *kv_node_new(void);
+/* A zeroed node whose name is stored right after it, in the same allocation
+ * (one malloc less per key: its overhead was ~28 bytes of a short name's). */
+struct kv_node *kv_node_new_named(const char *name);
+/* Whether n's name is that inline copy (a rename or a staged node has its
+ * own allocation). */
+static inline bool kv_node_name_inline(const struct kv_node *n)
+{
+	return n->m.name == (const char *)(n + 1);
+}
+/* kv_meta_clear for a node's own metadata: an inline name is not freed. */
+void kv_node_meta_clear(struct kv_node *n);
 
 /* With kv->lock held. */
 struct kv_node *kv_child_get(struct kv_node *dir, const char *name);

@@ -63,6 +63,8 @@ int kv_load_value(struct kv_store *kv, uint64_t id)
 		}
 		ref = value_ref(n);
 		pthread_mutex_unlock(&kv->lock);
+		if (!kv->backend->ops->caps.local_reads || ref.size > KV_INLINE_READ_MAX)
+			kv_may_block();
 		ret = kv->backend->ops->read_value(kv->backend, &ref, &v);
 		/* Superseded by another mount: fetch its record first. */
 		if (ret == -ESTALE)
@@ -225,6 +227,8 @@ ssize_t kv_read(struct kv_store *kv, uint64_t id, void *buf, size_t len, uint64_
 			if (len > n->m.size - off)
 				len = n->m.size - off;
 			pthread_mutex_unlock(&kv->lock);
+			if (!kv->backend->ops->caps.local_reads || len > KV_INLINE_READ_MAX)
+				kv_may_block();
 			ret = kv->backend->ops->pread(kv->backend, &ref, buf, len, off);
 			/* Superseded, maybe by another mount (kv_refresh: shared
 			 * backends only): the next try reads the current one. */

@@ -17,7 +17,7 @@
 static int load_record(const struct kv_meta *m, void *arg)
 {
 	struct kv_store *kv = arg;
-	struct kv_node *n = kv_node_new();
+	struct kv_node *n = kv_node_new_named(m->name);
 	int ret;
 
 	if (!n)
@@ -25,10 +25,13 @@ static int load_record(const struct kv_meta *m, void *arg)
 	ret = kv_meta_copy(&n->m, m);
 	if (ret)
 		goto out_free;
+	/* The copy's own name gives way to the inline one. */
+	free(n->m.name);
+	n->m.name = (char *)(n + 1);
 	if (kv_node_get(kv, m->id)) {
 		log_msg(NLOG_WARN, "store", "duplicate record id %llu ignored",
 			(unsigned long long)m->id);
-		kv_meta_clear(&n->m);
+		kv_node_meta_clear(n);
 		free(n);
 		return 0;
 	}
@@ -45,7 +48,7 @@ static int load_record(const struct kv_meta *m, void *arg)
 	return 0;
 
 out_clear:
-	kv_meta_clear(&n->m);
+	kv_node_meta_clear(n);
 out_free:
 	free(n);
 	return ret;
@@ -143,25 +146,20 @@ static int link_tree(struct kv_store *kv)
 
 static int make_root(struct kv_store *kv)
 {
-	struct kv_node *n = kv_node_new();
+	struct kv_node *n = kv_node_new_named("");
 	int64_t now = kv_now_ns();
 	int ret;
 
 	if (!n)
 		return -ENOMEM;
 	n->m.id = KV_ROOT_ID;
-	n->m.name = strdup("");
-	if (!n->m.name) {
-		free(n);
-		return -ENOMEM;
-	}
 	n->m.mode = S_IFDIR | 0755;
 	n->m.uid = kv->opts.root_uid;
 	n->m.gid = kv->opts.root_gid;
 	n->m.atime_ns = n->m.mtime_ns = n->m.ctime_ns = n->m.btime_ns = now;
 	ret = htab_insert(&kv->by_id, n);
 	if (ret) {
-		kv_meta_clear(&n->m);
+		kv_node_meta_clear(n);
 		free(n);
 		return ret;
 	}
@@ -363,7 +361,7 @@ int kv_close(struct kv_store *kv)
 			htab_destroy(n->children);
 			free(n->children);
 		}
-		kv_meta_clear(&n->m);
+		kv_node_meta_clear(n);
 		free(n);
 	}
 	htab_destroy(&kv->by_id);

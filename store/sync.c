@@ -230,7 +230,7 @@ static int take_meta(struct kv_store *kv, struct kv_node *n, const struct kv_met
 	/* A cached clean value of another version is stale now. */
 	if (n->value && (n->m.vver != copy.vver || n->m.size != copy.size))
 		kv_value_account(kv, n, NULL);
-	kv_meta_clear(&n->m);
+	kv_node_meta_clear(n); /* the name may live inside n */
 	n->m = copy;
 	n->flags |= KV_NODE_COMMITTED;
 	return kv_set_deadline(kv, n, exp);
@@ -350,7 +350,7 @@ static void apply(struct kv_store *kv, struct kv_change *c, size_t n, struct not
 		if (!node && c[i].gone)
 			continue;
 		if (!node) {
-			node = kv_node_new();
+			node = kv_node_new_named("");
 			if (!node)
 				continue;
 			node->m.id = c[i].id;

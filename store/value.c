@@ -24,6 +24,7 @@
 struct kv_chunk {
 	atomic_uint ref;
 	uint32_t cap;			/* bytes allocated in data, <= KV_CHUNK_SIZE */
+	struct kv_chunk_tag tag;	/* where a backend stored these bytes (value.h) */
 	unsigned char data[];
 };
 
@@ -82,6 +83,7 @@ static struct kv_chunk *chunk_alloc(uint32_t cap)
 		return NULL;
 	atomic_init(&c->ref, 1);
 	c->cap = cap;
+	c->tag = (struct kv_chunk_tag){ 0 };
 	return c;
 }
 
@@ -313,6 +315,7 @@ int kv_value_write(struct kv_value *v, const void *buf, size_t len, uint64_t off
 			v->chunks[first + i] = fresh[i];
 		}
 		memcpy(v->chunks[first + i]->data + a, in, b - a);
+		v->chunks[first + i]->tag.ver = 0;
 		in += b - a;
 	}
 	if (end > v->size) {
@@ -362,6 +365,7 @@ static int clear_tail(struct kv_value *v, size_t idx, uint32_t tail)
 		}
 	}
 	memset(c->data + tail, 0, c->cap - tail);
+	c->tag.ver = 0;
 	return 0;
 }
 
@@ -430,4 +434,34 @@ int kv_value_foreach(const struct kv_value *v, kv_value_piece_fn fn, void *arg)
 		}
 	}
 	return 0;
+}
+
+size_t kv_value_nchunks(const struct kv_value *v)
+{
+	return v->nchunks;
+}
+
+size_t kv_value_chunk(const struct kv_value *v, size_t i, const void **data, size_t *have)
+{
+	const struct kv_chunk *c = v->chunks[i];
+	uint64_t left = v->size - (uint64_t)i * KV_CHUNK_SIZE;
+	size_t n = left < KV_CHUNK_SIZE ? left : KV_CHUNK_SIZE;
+
+	*data = c ? c->data : NULL;
+	*have = c ? (c->cap < n ? c->cap : n) : 0;
+	return n;
+}
+
+bool kv_value_chunk_tag(const struct kv_value *v, size_t i, struct kv_chunk_tag *t)
+{
+	const struct kv_chunk *c = v->chunks[i];
+
+	*t = c ? c->tag : (struct kv_chunk_tag){ 0 };
+	return t->ver != 0;
+}
+
+void kv_value_set_chunk_tag(const struct kv_value *v, size_t i, const struct kv_chunk_tag *t)
+{
+	if (v->chunks[i])
+		v->chunks[i]->tag = *t;
 }

@@ -13,6 +13,7 @@
 #ifndef NADB_STORE_VALUE_H
 #define NADB_STORE_VALUE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -48,5 +49,34 @@ int kv_value_truncate(struct kv_value *v, uint64_t size);
  */
 typedef int (*kv_value_piece_fn)(const void *data, size_t len, void *arg);
 int kv_value_foreach(const struct kv_value *v, kv_value_piece_fn fn, void *arg);
+
+/*
+ * Chunk-level access, for a backend that stores a value chunk by chunk and
+ * rewrites only what changed since its last commit. A chunk's tag says where
+ * a backend already stored exactly these bytes (its own naming: the key's
+ * id, the chunk's index, a version); a chunk starts untagged and loses its
+ * tag whenever its bytes change in place, and a copied chunk is untagged, so
+ * a tag that still matches what the backend's current record names is proof
+ * that the stored chunk holds these bytes.
+ *
+ * The tag of a shared chunk may be set through any value holding it (the
+ * flusher sets it through its snapshot while the owner keeps the value):
+ * only the owner changes bytes in place, and only after every other holder
+ * let go, so nobody reads a tag while it is set.
+ */
+struct kv_chunk_tag {
+	uint64_t id, ver;	/* ver 0: not stored anywhere */
+	uint32_t idx;
+};
+
+size_t kv_value_nchunks(const struct kv_value *v);
+/* Chunk i (< nchunks): its bytes (*data NULL for a hole) of which *have are
+ * held; the chunk's length in the value is returned, bytes past *have are
+ * zeros. */
+size_t kv_value_chunk(const struct kv_value *v, size_t i, const void **data, size_t *have);
+/* Chunk i's tag; false (and *t zeroed) for a hole or an untagged chunk. */
+bool kv_value_chunk_tag(const struct kv_value *v, size_t i, struct kv_chunk_tag *t);
+/* Tags chunk i if it is not a hole. */
+void kv_value_set_chunk_tag(const struct kv_value *v, size_t i, const struct kv_chunk_tag *t);
 
 #endif

@@ -645,21 +645,27 @@ static void test_damaged_value_files(void **state)
 	assert_int_equal(text.encoding, KV_ENC_ZSTD);
 
 	capture_log();
-	/* A flipped byte in a compressed value: zstd's checksum sees it. */
+	/* A flipped byte in a compressed chunk: zstd's checksum sees it. */
+	kv_fs_chunk_name(name, 2, text.vver, 1);
+	snprintf(path, sizeof(path), "values/%s", name);
+	flip(store_file(path), file_size(store_file(path)) / 2);
+	assert_int_equal(b->ops->read_value(b, &text, &v), -EIO);
+	assert_int_equal(b->ops->pread(b, &text, buf, sizeof(buf), 90000), -EIO);
+	/* A frame cut short. */
+	assert_int_equal(truncate(store_file(path), file_size(store_file(path)) / 2), 0);
+	assert_int_equal(b->ops->read_value(b, &text, &v), -EIO);
+	assert_int_equal(b->ops->pread(b, &text, buf, sizeof(buf), 90000), -EIO);
+	/* The other chunk still reads. */
+	assert_int_equal(b->ops->pread(b, &text, buf, sizeof(buf), 100), sizeof(buf));
+	/* A flipped byte in a chunk map: its checksum sees it. */
 	kv_fs_value_name(name, 2, text.vver);
 	snprintf(path, sizeof(path), "values/%s", name);
-	flip(store_file(path), (off_t)text.stored_size / 2);
-	assert_int_equal(b->ops->read_value(b, &text, &v), -EIO);
-	assert_int_equal(b->ops->pread(b, &text, buf, sizeof(buf), 90000), -EIO);
-	/* A frame cut short, with a record that agrees on the length. */
-	assert_int_equal(truncate(store_file(path), (off_t)text.stored_size / 2), 0);
-	text.stored_size /= 2;
-	assert_int_equal(b->ops->read_value(b, &text, &v), -EIO);
-	assert_int_equal(b->ops->pread(b, &text, buf, sizeof(buf), 90000), -EIO);
-	/* A truncated value. */
+	flip(store_file(path), 30);
+	assert_int_equal(b->ops->pread(b, &text, buf, sizeof(buf), 100), -EIO);
+	/* A truncated map (single chunk, inline). */
 	kv_fs_value_name(name, 3, zeros.vver);
 	snprintf(path, sizeof(path), "values/%s", name);
-	assert_int_equal(truncate(store_file(path), 100), 0);
+	assert_int_equal(truncate(store_file(path), 30), 0);
 	assert_int_equal(b->ops->pread(b, &zeros, buf, sizeof(buf), 0), -EIO);
 	/* A missing one reads as superseded. */
 	assert_int_equal(unlink(store_file(path)), 0);
@@ -724,7 +730,7 @@ static void test_failed_commits_leave_nothing(void **state)
 
 	/* A value larger than the limit fails while it is written. */
 	capture_log();
-	limit_file_size(64 * 1024);
+	limit_file_size(32 * 1024);
 	{
 		struct kv_op op[2] = { { .type = KV_OP_PUT }, { .type = KV_OP_PUT } };
 		char *big = malloc(200000);
