@@ -291,7 +291,13 @@ int fs_loop_run(struct fuse_session *se, unsigned max_threads)
 		pthread_mutex_unlock(&l.lock);
 		if (stop)
 			break;
-		sem_wait(&l.finished);
+		/* Timed: a signal landing between the check above and the
+		 * wait would otherwise leave this thread asleep. */
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 1;
+		sem_timedwait(&l.finished, &ts);
 	}
 	end_loop(&l, 0);
 	for (unsigned i = 0; i < l.nthreads; i++)

@@ -2,6 +2,7 @@
  * Opening a store (backend, load, tree) and closing it (final flush).
  */
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -274,6 +275,10 @@ opened:
 			goto out_free;
 		}
 	}
+	/* Loading freed as much as it kept (decoded records, the journal's
+	 * replay map, index growth), interleaved with the nodes: give the free
+	 * pages back rather than keep them in the daemon's resident size. */
+	malloc_trim(0);
 	NLOG(NLOG_INFO, "store", "store opened", LF_STR("backend", kv->backend->ops->name),
 	     LF_INT("keys", kv->nkeys), LF_INT("dirs", kv->ndirs));
 	*out = kv;
