@@ -374,7 +374,7 @@ int fs_new(struct kv_store *kv, const struct fs_options *o, struct fs **out)
 	fs->o = *o;
 	fs->attr_timeout = o->attr_timeout;
 	fs->entry_timeout = o->entry_timeout;
-	pthread_mutex_init(&fs->dirs_lock, NULL);
+	pthread_mutex_init(&fs->handles_lock, NULL);
 	pthread_mutex_init(&fs->defer.lock, NULL);
 	pthread_cond_init(&fs->defer.cond, NULL);
 	fs_tags_init(fs);
@@ -413,14 +413,55 @@ void fs_attach(struct fs *fs, struct fuse_session *se)
 	kv_set_expire_fn(fs->kv, fs_on_expire, fs);
 }
 
+void fs_handle_link(struct fs *fs, struct fs_handle *h, void (*free_fn)(struct fs_handle *h))
+{
+	h->free = free_fn;
+	pthread_mutex_lock(&fs->handles_lock);
+	h->prev = NULL;
+	h->next = fs->handles;
+	if (fs->handles)
+		fs->handles->prev = h;
+	fs->handles = h;
+	pthread_mutex_unlock(&fs->handles_lock);
+}
+
+void fs_handle_release(struct fs *fs, struct fs_handle *h)
+{
+	if (!h)
+		return;
+	pthread_mutex_lock(&fs->handles_lock);
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		fs->handles = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	pthread_mutex_unlock(&fs->handles_lock);
+	h->free(h);
+}
+
+/* Frees the handles the kernel never released; the loop has returned. */
+static void handles_free_all(struct fs *fs)
+{
+	struct fs_handle *h, *next;
+
+	pthread_mutex_lock(&fs->handles_lock);
+	for (h = fs->handles; h; h = next) {
+		next = h->next;
+		h->free(h);
+	}
+	fs->handles = NULL;
+	pthread_mutex_unlock(&fs->handles_lock);
+}
+
 void fs_free(struct fs *fs)
 {
 	if (!fs)
 		return;
 	fs_drain(fs);
-	fs_dirs_free_all(fs);
+	handles_free_all(fs);
 	fs_tags_free(fs);
-	pthread_mutex_destroy(&fs->dirs_lock);
+	pthread_mutex_destroy(&fs->handles_lock);
 	pthread_mutex_destroy(&fs->defer.lock);
 	pthread_cond_destroy(&fs->defer.cond);
 	free(fs);

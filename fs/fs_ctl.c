@@ -19,6 +19,7 @@
 #include "nadbfs-config.h"
 
 struct fs_ctlh {
+	struct fs_handle h;	/* first: fi->fh points at both */
 	fuse_ino_t ino;
 	pthread_mutex_t lock;	/* a session may be used by several threads */
 	char *buf;		/* snapshot, or the last reply */
@@ -301,6 +302,15 @@ bool fs_ctl_is_file(fuse_ino_t ino)
 	return ino == FS_INO_STATS || ino == FS_INO_METRICS || ino == FS_INO_CTL;
 }
 
+static void ctlh_free(struct fs_handle *hh)
+{
+	struct fs_ctlh *h = (struct fs_ctlh *)hh;
+
+	pthread_mutex_destroy(&h->lock);
+	free(h->buf);
+	free(h);
+}
+
 void fs_ctl_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
@@ -317,15 +327,16 @@ void fs_ctl_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	else if (ino == FS_INO_METRICS)
 		h->buf = metrics_text(fs, &h->len);
 	if (ino != FS_INO_CTL && !h->buf) {
-		free(h);
+		ctlh_free(&h->h);
 		fs_reply_err(req, -ENOMEM);
 		return;
 	}
 	fi->fh = (uintptr_t)h;
 	fi->direct_io = 1;
 	fi->keep_cache = 0;
-	if (fuse_reply_open(req, fi))
-		fs_ctl_release(fi);
+	fs_handle_link(fs, &h->h, ctlh_free);
+	if (fuse_reply_open(req, fi)) /* interrupted: no release will come */
+		fs_ctl_release(fs, fi);
 }
 
 void fs_ctl_read(fuse_req_t req, struct fuse_file_info *fi, size_t size, off_t off)
@@ -389,15 +400,13 @@ void fs_ctl_write(fuse_req_t req, struct fuse_file_info *fi, const char *buf, si
 	fuse_reply_write(req, size);
 }
 
-void fs_ctl_release(struct fuse_file_info *fi)
+void fs_ctl_release(struct fs *fs, struct fuse_file_info *fi)
 {
 	struct fs_ctlh *h = (struct fs_ctlh *)(uintptr_t)fi->fh;
 
 	if (!h)
 		return;
 	/* No read is inside h: fs_ctl_read replies after letting go of it. */
-	pthread_mutex_destroy(&h->lock);
-	free(h->buf);
-	free(h);
+	fs_handle_release(fs, &h->h);
 	fi->fh = 0;
 }

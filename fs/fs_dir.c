@@ -16,7 +16,7 @@
 
 /* The directory handle kept in fi->fh. */
 struct fs_dirh {
-	struct fs_dirh *prev, *next; /* fs->dirs_lock */
+	struct fs_handle h;	/* first: fi->fh points at both */
 	pthread_mutex_t lock;	/* readers of one handle may race on rewinds */
 	fuse_ino_t ino;
 	struct fs_dent *ents;	/* lock */
@@ -294,50 +294,14 @@ static int dirh_snapshot(struct fs *fs, struct fs_dirh *d)
 	return 0;
 }
 
-static void dirh_free(struct fs_dirh *d)
+static void dirh_free(struct fs_handle *h)
 {
-	if (!d)
-		return;
+	struct fs_dirh *d = (struct fs_dirh *)h;
+
 	free(d->ents);
 	kv_dirents_free(d->kv_ents, d->kv_n);
 	pthread_mutex_destroy(&d->lock);
 	free(d);
-}
-
-static void dirh_link(struct fs *fs, struct fs_dirh *d)
-{
-	pthread_mutex_lock(&fs->dirs_lock);
-	d->prev = NULL;
-	d->next = fs->dirs;
-	if (fs->dirs)
-		fs->dirs->prev = d;
-	fs->dirs = d;
-	pthread_mutex_unlock(&fs->dirs_lock);
-}
-
-static void dirh_unlink(struct fs *fs, struct fs_dirh *d)
-{
-	pthread_mutex_lock(&fs->dirs_lock);
-	if (d->prev)
-		d->prev->next = d->next;
-	else
-		fs->dirs = d->next;
-	if (d->next)
-		d->next->prev = d->prev;
-	pthread_mutex_unlock(&fs->dirs_lock);
-}
-
-void fs_dirs_free_all(struct fs *fs)
-{
-	struct fs_dirh *d, *next;
-
-	pthread_mutex_lock(&fs->dirs_lock);
-	for (d = fs->dirs; d; d = next) {
-		next = d->next;
-		dirh_free(d);
-	}
-	fs->dirs = NULL;
-	pthread_mutex_unlock(&fs->dirs_lock);
 }
 
 void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -355,17 +319,14 @@ void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	d->ino = ino;
 	ret = dirh_snapshot(fs, d);
 	if (ret) {
-		dirh_free(d);
+		dirh_free(&d->h);
 		fs_reply_err(req, ret);
 		return;
 	}
 	fi->fh = (uintptr_t)d;
-	dirh_link(fs, d);
-	if (fuse_reply_open(req, fi)) {
-		/* The opener was interrupted: no releasedir will come. */
-		dirh_unlink(fs, d);
-		dirh_free(d);
-	}
+	fs_handle_link(fs, &d->h, dirh_free);
+	if (fuse_reply_open(req, fi)) /* interrupted: no releasedir will come */
+		fs_handle_release(fs, &d->h);
 }
 
 /* Attributes of one listed entry for readdirplus: 0, or -ENOENT if it is gone. */
@@ -483,8 +444,7 @@ void fs_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct fs_dirh *d = (struct fs_dirh *)(uintptr_t)fi->fh;
 
 	(void)ino;
-	dirh_unlink(fs_of(req), d);
-	dirh_free(d);
+	fs_handle_release(fs_of(req), &d->h);
 	fs_reply_err(req, 0);
 }
 

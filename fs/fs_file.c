@@ -170,7 +170,7 @@ void fs_op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	if (fs_ctl_is_file(ino))
-		fs_ctl_release(fi);
+		fs_ctl_release(fs_of(req), fi);
 	else
 		kv_release_file(fs_of(req)->kv, ino);
 	fs_reply_err(req, 0);

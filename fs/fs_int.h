@@ -74,6 +74,17 @@ struct fs_opstat {
 	_Atomic uint64_t buckets[FS_LAT_BUCKETS];
 };
 
+/*
+ * The head of every handle kept in fi->fh (a directory listing, a control
+ * file session). The kernel may never send the RELEASE of a file closed just
+ * before an unmount: it aborts the connection instead. So every handle is on
+ * one list and fs_free() frees what is left.
+ */
+struct fs_handle {
+	struct fs_handle *prev, *next; /* fs->handles_lock */
+	void (*free)(struct fs_handle *h);
+};
+
 /* Writes waiting for buffer space off the FUSE workers (fs_defer.c). */
 struct fs_defer {
 	pthread_mutex_t lock;
@@ -89,13 +100,8 @@ struct fs {
 	/* o.attr_timeout and o.entry_timeout as a reload may change them. */
 	_Atomic double attr_timeout, entry_timeout;
 	struct timespec started; /* times of the reserved directories */
-	/*
-	 * Open directory handles. The kernel may never send the RELEASEDIR of
-	 * a directory closed just before an unmount, so fs_free() frees what
-	 * is left here.
-	 */
-	pthread_mutex_t dirs_lock;
-	struct fs_dirh *dirs;	/* dirs_lock */
+	pthread_mutex_t handles_lock;
+	struct fs_handle *handles; /* handles_lock: every open handle */
 	struct fs_defer defer;
 	struct fuse_session *se;	/* set by fs_attach before the loop runs */
 	/* Tag and query directories the kernel holds (fs_tags.c). Never
@@ -183,7 +189,7 @@ bool fs_ctl_is_file(fuse_ino_t ino);
 void fs_ctl_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void fs_ctl_read(fuse_req_t req, struct fuse_file_info *fi, size_t size, off_t off);
 void fs_ctl_write(fuse_req_t req, struct fuse_file_info *fi, const char *buf, size_t size);
-void fs_ctl_release(struct fuse_file_info *fi);
+void fs_ctl_release(struct fs *fs, struct fuse_file_info *fi);
 /* fs_ctl_backup.c: runs "backup ARGS" (args: the text after "backup"); the
  * reply (malloc'd, *len bytes), or NULL without memory. */
 char *fs_ctl_backup(struct fs *fs, const char *args, size_t *len);
@@ -228,8 +234,10 @@ void fs_op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi);
 void fs_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void fs_op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
-/* Frees the directory handles the kernel never released. */
-void fs_dirs_free_all(struct fs *fs);
+/* Puts h, freed by free_fn, on the list of open handles. */
+void fs_handle_link(struct fs *fs, struct fs_handle *h, void (*free_fn)(struct fs_handle *h));
+/* Takes h off the list and frees it. */
+void fs_handle_release(struct fs *fs, struct fs_handle *h);
 /* Owner of a new entry in parent: the caller, with the group of a set-gid
  * parent (which new directories inherit, as on ext4). */
 int fs_new_owner(fuse_req_t req, fuse_ino_t parent, bool is_dir, uint32_t *mode, uint32_t *uid,

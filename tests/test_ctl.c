@@ -15,10 +15,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include <dirent.h>
+#include <sys/wait.h>
 
 #include <jansson.h>
 
@@ -94,6 +98,53 @@ static void test_stats_is_a_snapshot_at_open(void **state)
 	assert_int_equal(stat_int(o, "keys"), 3);
 	json_decref(o);
 	mnt_stop(m);
+}
+
+/*
+ * The kernel may never send the RELEASE of a file closed just before an
+ * unmount: it aborts the connection instead. The daemon must free what such
+ * handles hold (under the sanitizers a leak makes its exit status 1, which
+ * mnt_stop fails on). Aborting through fusectl, mounted in the test's own
+ * directory, makes the lost releases certain rather than a race.
+ */
+static void test_handles_freed_when_releases_never_come(void **state)
+{
+	struct mnt *m = *state;
+	int fds[4], status;
+	char buf[64], ctl[4096];
+	struct stat st;
+	DIR *dir;
+
+	mnt_start(m, NULL);
+	snprintf(ctl, sizeof(ctl), "%s/fusectl", m->root);
+	put_str(mnt_path(m, "k"), "v");
+	ASSERT_SYS(stat(m->dir, &st));
+	fds[0] = open(mnt_path(m, ".nadb/stats"), O_RDONLY);
+	fds[1] = open(mnt_path(m, ".nadb/metrics"), O_RDONLY);
+	fds[2] = open(mnt_path(m, ".nadb/ctl"), O_RDWR);
+	for (int i = 0; i < 3; i++)
+		assert_true(fds[i] >= 0);
+	assert_true(read(fds[0], buf, sizeof(buf)) > 0);
+	assert_int_equal(write(fds[2], "flush\n", 6), 6);
+	dir = opendir(m->dir);
+	assert_non_null(dir);
+	assert_non_null(readdir(dir));
+	fds[3] = open(mnt_path(m, "k"), O_RDONLY);
+	assert_true(fds[3] >= 0);
+
+	ASSERT_SYS(mkdir(ctl, 0700));
+	ASSERT_SYS(mount("fusectl", ctl, "fusectl", 0, NULL));
+	put_str(mnt_str(m, "%s/%u/abort", ctl, minor(st.st_dev)), "1");
+	ASSERT_SYS(umount(ctl));
+	/* The daemon sees the connection gone and ends by itself. */
+	assert_int_equal(wait_pid(m->pid, 10000, &status), 0);
+	m->pid = 0;
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	for (int i = 0; i < 4; i++)
+		close(fds[i]);
+	closedir(dir);
+	assert_int_equal(run_cmd("fusermount3 -u %s", shq(m, m->dir)), 0);
 }
 
 static void test_metrics_parse(void **state)
@@ -397,6 +448,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		T(test_stats_is_a_snapshot_at_open),
+		T(test_handles_freed_when_releases_never_come),
 		T(test_metrics_parse),
 		T(test_op_figures),
 		T(test_ctl_mode),
