@@ -100,6 +100,11 @@ static char *stats_json(struct fs *fs, size_t *len)
 		json_decref(o);
 		return NULL;
 	}
+	/* The timeouts the kernel is given now (a reload may change them; on a
+	 * shared store they are capped by coherence_delay). */
+	json_object_set_new(o, "kernel_cache",
+			    json_pack("{s:f, s:f}", "attr_timeout_s", fs->attr_timeout,
+				      "entry_timeout_s", fs->entry_timeout));
 	/* What nadbctl shows as progress while a backup command runs. */
 	json_object_set_new(o, "backup",
 			    json_pack("{s:s?, s:I, s:I, s:I, s:I}", "running", s.backup_op, "keys",

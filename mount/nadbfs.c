@@ -76,6 +76,20 @@ static void warn_fixed(const struct conf *old, const struct conf *new)
 }
 
 /*
+ * Seconds the kernel may cache an attribute or entry. On a store several
+ * mounts share, no longer than coherence_delay: other mounts' changes are
+ * invalidated as they arrive, but an invalidation can race a lookup reply
+ * already on its way (the kernel then caches the old answer afresh), and
+ * only the timeout bounds how long that stale answer lives.
+ */
+static double kernel_timeout(const struct conf *c, uint64_t ms)
+{
+	if (c->backend == CONF_BACKEND_REDIS && ms > c->coherence_delay_ms)
+		ms = c->coherence_delay_ms;
+	return (double)ms / 1000.0;
+}
+
+/*
  * Rebuilds the configuration and applies what a running mount can change:
  * log level and format, buffer size, flush interval, backend timeout, value
  * size limit, default TTL and sweep period. A configuration with any error
@@ -106,8 +120,8 @@ static int reload(void *arg, char *msg, size_t len)
 	kv_options_from_conf(&next, &ko);
 	kv_reconfigure(r->kv, &ko);
 	if (r->fs)
-		fs_set_timeouts(r->fs, (double)next.attr_timeout_ms / 1000.0,
-				(double)next.entry_timeout_ms / 1000.0);
+		fs_set_timeouts(r->fs, kernel_timeout(&next, next.attr_timeout_ms),
+				kernel_timeout(&next, next.entry_timeout_ms));
 	conf_free(r->conf);
 	*r->conf = next;
 	log_msg(NLOG_INFO, "conf", "configuration reloaded");
@@ -434,8 +448,8 @@ int main(int argc, char **argv)
 	fso = (struct fs_options){
 		.reload = reload,
 		.reload_arg = &rl,
-		.attr_timeout = (double)conf.attr_timeout_ms / 1000.0,
-		.entry_timeout = (double)conf.entry_timeout_ms / 1000.0,
+		.attr_timeout = kernel_timeout(&conf, conf.attr_timeout_ms),
+		.entry_timeout = kernel_timeout(&conf, conf.entry_timeout_ms),
 		.allow_other = conf.allow_other,
 		.ctl_mode = conf.ctl_mode,
 		.close_to_open = conf.close_to_open,

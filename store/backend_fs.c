@@ -220,6 +220,9 @@ static void fs_close(struct kv_backend *b)
 	ZSTD_freeCCtx(fs->cctx);
 	free(fs->zbuf);
 	free(fs->jbuf);
+	for (int i = 0; i < 256; i++)
+		if (fs->valdirs[i] >= 0)
+			close(fs->valdirs[i]);
 	if (fs->valfd >= 0)
 		close(fs->valfd);
 	if (fs->metafd >= 0)
@@ -260,6 +263,8 @@ int kv_fs_open(const struct kv_backend_params *p, struct kv_backend **out, char 
 		return -ENOMEM;
 	fs->base.ops = &fs_ops;
 	fs->dirfd = fs->metafd = fs->valfd = fs->lockfd = -1;
+	for (int i = 0; i < 256; i++)
+		fs->valdirs[i] = -1;
 	fs->compression = p->compression;
 	fs->compression_min_size = p->compression_min_size;
 	fs->data_dir = strdup(p->data_dir);
@@ -490,7 +495,6 @@ static int sync_value_dirs(struct kv_fs *fs, const struct kv_op *ops, const stru
 			   size_t n, bool new_dir)
 {
 	uint8_t seen[256 / 8] = { 0 };
-	char name[4];
 	int fd, ret = 0;
 
 	if (new_dir)
@@ -501,12 +505,8 @@ static int sync_value_dirs(struct kv_fs *fs, const struct kv_op *ops, const stru
 		if (!u[i].written || (seen[xx / 8] & (1u << (xx % 8))))
 			continue;
 		seen[xx / 8] |= (uint8_t)(1u << (xx % 8));
-		snprintf(name, sizeof(name), "%02x", xx);
-		fd = openat(fs->valfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (fd < 0)
-			return -errno;
-		ret = fsync_fd_dir(fd);
-		close(fd);
+		fd = kv_fs_valdir(fs, xx, false, NULL);
+		ret = fd < 0 ? fd : fsync_fd_dir(fd);
 	}
 	if (ret)
 		log_msg(NLOG_ERROR, "store", "cannot sync the value directories of %s: %s",

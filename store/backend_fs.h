@@ -19,6 +19,7 @@
 #ifndef NADB_STORE_BACKEND_FS_H
 #define NADB_STORE_BACKEND_FS_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -46,6 +47,14 @@ struct kv_fs {
 	char *data_dir;		/* as given, for messages */
 	char *path;		/* the store's directory */
 	int dirfd, metafd, valfd, lockfd;
+	/*
+	 * values/XX for each XX, opened once with O_NOFOLLOW and kept (-1 until
+	 * first use): no path under values/ is resolved again, so a symlink
+	 * planted there cannot send a value write outside the data directory.
+	 * Set once by whichever thread opens it first (readers run on FUSE
+	 * workers, writes on the committing thread).
+	 */
+	_Atomic int valdirs[256];
 	enum kv_encoding compression;
 	uint64_t compression_min_size;
 
@@ -115,6 +124,13 @@ uint32_t kv_fs_chunk_len(uint64_t size, size_t i);
 int kv_fs_pwrite_all(int fd, const void *data, size_t len, uint64_t off);
 void kv_fs_value_name(char *buf, uint64_t id, uint64_t vver);
 void kv_fs_chunk_name(char *buf, uint64_t id, uint64_t cver, size_t idx);
+/* The descriptor of values/XX (XX = id & 0xff), made first if create (then
+ * *made is set: the caller syncs values/). Owned by fs; -errno. */
+int kv_fs_valdir(struct kv_fs *fs, unsigned int xx, bool create, bool *made);
+/* openat and unlinkat of a name from kv_fs_value_name or kv_fs_chunk_name,
+ * never following a symlink; -errno (open: the descriptor). */
+int kv_fs_val_open(struct kv_fs *fs, const char *name, int flags);
+int kv_fs_val_unlink(struct kv_fs *fs, const char *name);
 /* Reads and checks the map of (id, vver): -ESTALE when it is gone, -EIO when
  * damaged. *fdp (if not NULL) receives the open map file, for inline bytes. */
 int kv_fs_map_read(struct kv_fs *fs, uint64_t id, uint64_t vver, struct kv_fs_map *map, int *fdp);

@@ -115,9 +115,9 @@ static int map_read(struct kv_fs *fs, uint64_t id, uint64_t vver, struct kv_fs_m
 
 	*map = (struct kv_fs_map){ 0 };
 	kv_fs_value_name(name, id, vver);
-	fd = openat(fs->valfd, name, O_RDONLY | O_CLOEXEC);
+	fd = kv_fs_val_open(fs, name, O_RDONLY);
 	if (fd < 0)
-		return errno == ENOENT ? -ESTALE : -errno;
+		return fd == -ENOENT ? -ESTALE : fd;
 	/* One pread: a short count is the end of a regular file. */
 	do
 		got = pread(fd, first, FIRST_READ, 0);
@@ -204,9 +204,9 @@ static int read_chunk(struct kv_fs *fs, uint64_t id, uint64_t vver, const struct
 		off = map->inl_off;
 	} else {
 		kv_fs_chunk_name(name, id, e->cver, i);
-		fd = openat(fs->valfd, name, O_RDONLY | O_CLOEXEC);
+		fd = kv_fs_val_open(fs, name, O_RDONLY);
 		if (fd < 0)
-			return errno == ENOENT ? -ESTALE : -errno;
+			return fd == -ENOENT ? -ESTALE : fd;
 	}
 	got = pread_full(fd, e->enc == KV_ENC_NONE ? out : zin, e->stored, off);
 	if (fd != mapfd)
@@ -271,9 +271,9 @@ ssize_t kv_fs_pread(struct kv_backend *b, const struct kv_meta *m, void *buf, si
 
 			if (!e->inl) {
 				kv_fs_chunk_name(name, m->id, e->cver, i);
-				fd = openat(fs->valfd, name, O_RDONLY | O_CLOEXEC);
+				fd = kv_fs_val_open(fs, name, O_RDONLY);
 				if (fd < 0) {
-					ret = errno == ENOENT ? -ESTALE : -errno;
+					ret = fd == -ENOENT ? -ESTALE : fd;
 					goto out_free;
 				}
 			}

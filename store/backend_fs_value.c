@@ -46,6 +46,63 @@ void kv_fs_chunk_name(char *buf, uint64_t id, uint64_t cver, size_t idx)
 		 (unsigned int)(id & 0xff), id, cver, idx);
 }
 
+/* XX of a name "XX/..." made by kv_fs_value_name or kv_fs_chunk_name. */
+static unsigned int valdir_of(const char *name)
+{
+	return (unsigned int)strtoul((char[3]){ name[0], name[1], '\0' }, NULL, 16);
+}
+
+int kv_fs_valdir(struct kv_fs *fs, unsigned int xx, bool create, bool *made)
+{
+	char dir[3];
+	int fd = fs->valdirs[xx & 0xff], expected = -1;
+
+	if (fd >= 0)
+		return fd;
+	snprintf(dir, sizeof(dir), "%02x", xx & 0xff);
+	fd = openat(fs->valfd, dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT && create) {
+		if (mkdirat(fs->valfd, dir, 0700) && errno != EEXIST)
+			return -errno;
+		if (made)
+			*made = true;
+		fd = openat(fs->valfd, dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	}
+	if (fd < 0) {
+		/* ELOOP or ENOTDIR: something else was put where a directory must be. */
+		if (errno != ENOENT)
+			log_msg(NLOG_ERROR, "store", "%s/values/%s is not a directory: %s",
+				fs->path, dir, strerror(errno));
+		return errno == ELOOP ? -ENOTDIR : -errno;
+	}
+	/* Another thread may have opened it meanwhile: keep the first. */
+	if (!atomic_compare_exchange_strong(&fs->valdirs[xx & 0xff], &expected, fd)) {
+		close(fd);
+		fd = expected;
+	}
+	return fd;
+}
+
+int kv_fs_val_open(struct kv_fs *fs, const char *name, int flags)
+{
+	int dfd = kv_fs_valdir(fs, valdir_of(name), false, NULL);
+	int fd;
+
+	if (dfd < 0)
+		return dfd;
+	fd = openat(dfd, name + 3, flags | O_NOFOLLOW | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+int kv_fs_val_unlink(struct kv_fs *fs, const char *name)
+{
+	int dfd = kv_fs_valdir(fs, valdir_of(name), false, NULL);
+
+	if (dfd < 0)
+		return dfd;
+	return unlinkat(dfd, name + 3, 0) ? -errno : 0;
+}
+
 uint32_t kv_fs_chunk_len(uint64_t size, size_t i)
 {
 	uint64_t left = size - (uint64_t)i * KV_CHUNK_SIZE;
@@ -80,21 +137,19 @@ static int write_file(struct kv_fs *fs, const char *final, const struct iovec *i
 {
 	char tmp[KV_FS_NAME_MAX + 8];
 	uint64_t off = 0;
-	int fd, ret = 0;
+	int dfd, fd, ret = 0;
 
-	/* "xx/" then ".tmp-" and the file's own name: unique per commit. */
-	snprintf(tmp, sizeof(tmp), "%.2s/.tmp-%s", final, final + 3);
-	fd = openat(fs->valfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd < 0 && errno == ENOENT) {
-		char dir[3] = { final[0], final[1], '\0' };
-
-		if (mkdirat(fs->valfd, dir, 0700) && errno != EEXIST)
-			goto out_err;
-		*new_dir = true;
-		fd = openat(fs->valfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	/* ".tmp-" and the file's own name: unique per commit. */
+	snprintf(tmp, sizeof(tmp), ".tmp-%s", final + 3);
+	dfd = kv_fs_valdir(fs, valdir_of(final), true, new_dir);
+	fd = dfd < 0 ? dfd : openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+				    0600);
+	if (fd < 0) {
+		ret = dfd < 0 ? dfd : -errno;
+		log_msg(NLOG_ERROR, "store", "cannot create %s/values/%.2s/%s: %s", fs->path,
+			final, tmp, strerror(-ret));
+		return ret;
 	}
-	if (fd < 0)
-		goto out_err;
 	/* One pwritev for the usual case; piece by piece after a short one. */
 	{
 		size_t total = 0;
@@ -121,19 +176,13 @@ static int write_file(struct kv_fs *fs, const char *final, const struct iovec *i
 		ret = -errno;
 	if (close(fd) && !ret)
 		ret = -errno;
-	if (!ret && renameat(fs->valfd, tmp, fs->valfd, final))
+	if (!ret && renameat(dfd, tmp, dfd, final + 3))
 		ret = -errno;
 	if (ret) {
-		unlinkat(fs->valfd, tmp, 0);
+		unlinkat(dfd, tmp, 0);
 		log_msg(NLOG_ERROR, "store", "cannot write %s/values/%s: %s", fs->path, final,
 			strerror(-ret));
 	}
-	return ret;
-
-out_err:
-	ret = -errno;
-	log_msg(NLOG_ERROR, "store", "cannot create %s/values/%s: %s", fs->path, tmp,
-		strerror(-ret));
 	return ret;
 }
 
@@ -323,10 +372,12 @@ out_undo:
 
 static void unlink_value_file(struct kv_fs *fs, const char *name)
 {
-	if (unlinkat(fs->valfd, name, 0) && errno != ENOENT)
+	int ret = kv_fs_val_unlink(fs, name);
+
+	if (ret && ret != -ENOENT)
 		/* Only space is lost; the next open's sweep retries. */
 		log_msg(NLOG_WARN, "store", "cannot remove %s/values/%s: %s", fs->path, name,
-			strerror(errno));
+			strerror(-ret));
 }
 
 void kv_fs_value_undo(struct kv_fs *fs, uint64_t id, uint64_t vver, const struct kv_fs_map *map)
@@ -348,6 +399,7 @@ static int drop_except(struct kv_fs *fs, uint64_t id, uint64_t vver, const struc
 		       const bool *keep)
 {
 	char name[KV_FS_NAME_MAX];
+	int ret;
 
 	for (uint32_t i = 0; i < old->n; i++) {
 		if (!old->e[i].cver || old->e[i].inl || (keep && keep[i]))
@@ -357,10 +409,11 @@ static int drop_except(struct kv_fs *fs, uint64_t id, uint64_t vver, const struc
 	}
 	/* The map last: while it exists, a sweep keeps what it names. */
 	kv_fs_value_name(name, id, vver);
-	if (unlinkat(fs->valfd, name, 0) && errno != ENOENT) {
+	ret = kv_fs_val_unlink(fs, name);
+	if (ret && ret != -ENOENT) {
 		log_msg(NLOG_WARN, "store", "cannot remove %s/values/%s: %s", fs->path, name,
-			strerror(errno));
-		return -errno;
+			strerror(-ret));
+		return ret;
 	}
 	return 0;
 }

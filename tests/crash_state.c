@@ -126,13 +126,14 @@ static char *make_value(const char *key, unsigned gen, size_t len, size_t *out_l
 	return v;
 }
 
-int cs_write(const char *path, struct cs_key *k, size_t len, bool sync)
+int cs_write(const char *path, struct cs_key *k, size_t len, bool sync, bool *synced)
 {
 	size_t vlen;
 	unsigned gen = ++k->vatt;
 	char *v = make_value(k->name, gen, len, &vlen);
 	int fd, err = 0;
 
+	*synced = false;
 	if (!v)
 		return -ENOMEM;
 	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -150,7 +151,7 @@ int cs_write(const char *path, struct cs_key *k, size_t len, bool sync)
 		if (fsync(fd))
 			err = -errno;
 		else
-			cs_mark_durable(k);
+			*synced = true;
 	}
 	if (close(fd) && !err)
 		err = -errno;

@@ -30,8 +30,9 @@ struct cs_key {
 
 void cs_init_keys(struct cs_key *keys, int writers);
 void cs_path(const char *mnt, const struct cs_key *k, int loc, char *buf, size_t len);
-/* Writes generation ++vatt at path, fsync'd when asked (then floors rise). 0 or -errno. */
-int cs_write(const char *path, struct cs_key *k, size_t len, bool sync);
+/* Writes generation ++vatt at path, fsync'd when asked (*synced tells whether
+ * the fsync succeeded; the caller decides if that makes it durable). 0 or -errno. */
+int cs_write(const char *path, struct cs_key *k, size_t len, bool sync, bool *synced);
 /* After a successful fsync: the attempted state is durable. */
 void cs_mark_durable(struct cs_key *k);
 /* The user.tags list generation g sets ("" for none). */

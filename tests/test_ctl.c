@@ -419,7 +419,8 @@ static void test_reload_applies_timeouts(void **state)
 
 	mnt_init(m);
 	conf = mnt_str(m, "%s/kv.conf", m->root);
-	put_str(conf, "[mount]\nattr_timeout = 60s\nentry_timeout = 60s\n");
+	/* coherence_delay: on Redis it caps the kernel's timeouts. */
+	put_str(conf, "[mount]\nattr_timeout = 60s\nentry_timeout = 60s\ncoherence_delay = 60s\n");
 	mnt_start(m, mnt_str(m, "config=%s", conf));
 	/* Directories: no write or release in flight that could drop the
 	 * kernel's attributes on its own. */
@@ -442,6 +443,49 @@ static void test_reload_applies_timeouts(void **state)
 	mnt_stop(m);
 }
 
+static double stat_real(json_t *o, const char *obj, const char *key)
+{
+	json_t *v = json_object_get(json_object_get(o, obj), key);
+
+	if (!json_is_real(v))
+		fail_msg("stats has no %s.%s", obj, key);
+	return json_real_value(v);
+}
+
+/*
+ * On a store several mounts share (Redis), the kernel may keep attributes
+ * and entries no longer than coherence_delay, whatever attr_timeout and
+ * entry_timeout say: that bounds a stale answer an invalidation raced. On
+ * the filesystem backend the timeouts stand as configured. The stats show
+ * the very values every reply carries, after a reload too.
+ */
+static void test_coherence_delay_caps_kernel_cache(void **state)
+{
+	struct mnt *m = *state;
+	const char *conf;
+	char *out = NULL;
+	bool redis;
+	json_t *o;
+
+	mnt_init(m);
+	redis = m->backend == MNT_BACKEND_REDIS;
+	conf = mnt_str(m, "%s/kv.conf", m->root);
+	put_str(conf, "[mount]\nattr_timeout = 60s\nentry_timeout = 2s\ncoherence_delay = 300ms\n");
+	mnt_start(m, mnt_str(m, "config=%s", conf));
+	o = read_stats(m);
+	assert_true(stat_real(o, "kernel_cache", "attr_timeout_s") == (redis ? 0.3 : 60.0));
+	assert_true(stat_real(o, "kernel_cache", "entry_timeout_s") == (redis ? 0.3 : 2.0));
+	json_decref(o);
+	put_str(conf, "[mount]\nattr_timeout = 60s\nentry_timeout = 100ms\ncoherence_delay = 5s\n");
+	assert_int_equal(run_cmd_out(&out, "%s -m %s reload", nadbctl(), shq(m, m->dir)), 0);
+	free(out);
+	o = read_stats(m);
+	assert_true(stat_real(o, "kernel_cache", "attr_timeout_s") == (redis ? 5.0 : 60.0));
+	assert_true(stat_real(o, "kernel_cache", "entry_timeout_s") == 0.1);
+	json_decref(o);
+	mnt_stop(m);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, mnt_setup, mnt_teardown)
 
 int main(void)
@@ -453,6 +497,7 @@ int main(void)
 		T(test_op_figures),
 		T(test_ctl_mode),
 		T(test_reload_applies_timeouts),
+		T(test_coherence_delay_caps_kernel_cache),
 		T(test_ctl_sessions),
 		T(test_control_files_are_protected),
 		T(test_nadbctl),
