@@ -137,7 +137,7 @@ static void test_handles_freed_when_releases_never_come(void **state)
 	put_str(mnt_str(m, "%s/%u/abort", ctl, minor(st.st_dev)), "1");
 	ASSERT_SYS(umount(ctl));
 	/* The daemon sees the connection gone and ends by itself. */
-	assert_int_equal(wait_pid(m->pid, 10000, &status), 0);
+	assert_int_equal(wait_pid(m->pid, 120000, &status), 0);
 	m->pid = 0;
 	assert_true(WIFEXITED(status));
 	assert_int_equal(WEXITSTATUS(status), 0);
