@@ -101,6 +101,7 @@ struct kv_store {
 	kv_expire_fn on_expire;		/* notify_lock */
 	void *on_expire_arg;		/* notify_lock */
 	pthread_cond_t sweep_cond;	/* wakes the sweeper */
+	pthread_cond_t inval_cond;	/* the sweeper sent what was queued, or stopped */
 	pthread_t sweeper;
 	bool sweeper_running;
 

@@ -210,6 +210,7 @@ int kv_open(const struct kv_options *o, struct kv_store **out, char *err, size_t
 	pthread_cond_init(&kv->flush_cond, &ca);
 	pthread_cond_init(&kv->done_cond, &ca);
 	pthread_cond_init(&kv->sweep_cond, &ca);
+	pthread_cond_init(&kv->inval_cond, &ca);
 	pthread_condattr_destroy(&ca);
 	htab_init(&kv->by_id, kv_node_id_hash, kv_node_id_match);
 	ret = copy_options(kv, o);
@@ -375,6 +376,7 @@ int kv_close(struct kv_store *kv)
 	pthread_cond_destroy(&kv->flush_cond);
 	pthread_cond_destroy(&kv->done_cond);
 	pthread_cond_destroy(&kv->sweep_cond);
+	pthread_cond_destroy(&kv->inval_cond);
 	kv_ttl_destroy(kv);
 	pthread_mutex_destroy(&kv->lock);
 	pthread_mutex_destroy(&kv->notify_lock);

@@ -229,29 +229,30 @@ static void notify_gone(struct kv_store *kv)
 	free(g);
 	pthread_mutex_lock(&kv->lock);
 	kv->gone_sending = false;
+	pthread_cond_broadcast(&kv->inval_cond);
 	pthread_mutex_unlock(&kv->lock);
 }
 
 int kv_wait_invals(struct kv_store *kv, int timeout_ms)
 {
-	int64_t deadline = kv_mono_ms() + timeout_ms;
+	struct timespec ts;
+	int ret = 0;
 
-	for (;;) {
-		bool pending;
-
-		pthread_mutex_lock(&kv->lock);
-		pending = kv->sweeper_running && (kv->gone_len || kv->gone_sending);
-		if (pending)
-			pthread_cond_signal(&kv->sweep_cond);
-		pthread_mutex_unlock(&kv->lock);
-		if (!pending)
-			return 0;
-		if (kv_mono_ms() >= deadline)
-			return -ETIMEDOUT;
-		struct timespec ts = { 0, 2 * 1000000 };
-
-		nanosleep(&ts, NULL);
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += timeout_ms / 1000;
+	ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
 	}
+	pthread_mutex_lock(&kv->lock);
+	while (!ret && kv->sweeper_running && !kv->stopping && (kv->gone_len || kv->gone_sending)) {
+		pthread_cond_signal(&kv->sweep_cond);
+		if (pthread_cond_timedwait(&kv->inval_cond, &kv->lock, &ts) == ETIMEDOUT)
+			ret = -ETIMEDOUT;
+	}
+	pthread_mutex_unlock(&kv->lock);
+	return ret;
 }
 
 int kv_sweep(struct kv_store *kv)
@@ -293,6 +294,7 @@ static void *sweeper_main(void *arg)
 		}
 		pthread_cond_timedwait(&kv->sweep_cond, &kv->lock, &ts);
 	}
+	pthread_cond_broadcast(&kv->inval_cond);
 	pthread_mutex_unlock(&kv->lock);
 	return NULL;
 }
