@@ -22,6 +22,10 @@ void conf_fmt_err(char *err, size_t errlen, const char *fmt, ...)
 const char *conf_quote_value(const char *s, char *buf, size_t buflen);
 /* A whole decimal number. 0, -EINVAL or -ERANGE. */
 int conf_parse_uint(const char *s, uint64_t *out);
+/* An octal mode up to 07777. 0, -EINVAL or -ERANGE. */
+int conf_parse_octal(const char *s, uint64_t *out);
+/* 1-255 printable bytes without spaces (db and namespace names). */
+bool conf_valid_name(const char *s);
 /* Non-empty, at most 255 bytes, no spaces, control characters or '/'. */
 bool conf_valid_host(const char *s);
 /*
