@@ -6,6 +6,14 @@
  * The page cache is dropped at each open (keep_cache = 0) and writes go
  * through to the store (no writeback cache), so a write is visible to every
  * reader as soon as write(2) returns.
+ *
+ * A write-only open gets direct I/O. Through the page cache the kernel
+ * would ask for security.capability (GETXATTR, its check for privileges to
+ * drop) before every write(2): one round trip more for each `echo >` or
+ * create+write. With direct I/O it leaves that to the filesystem instead
+ * (fs_op_write), and a write-only descriptor can be neither read nor
+ * mmap'ed, so nothing is lost by bypassing the cache; Linux drops cached
+ * pages of the range a direct write covers.
  */
 #include "fs/fs_int.h"
 
@@ -13,11 +21,18 @@
 #include <fcntl.h>
 #include <stdlib.h>
 
+/* Write-only opens get direct I/O (see above). A WRITE request carries the
+ * open flags but not the reply's direct_io, hence this one test for both. */
+static bool direct_io_for(const struct fuse_file_info *fi)
+{
+	return (fi->flags & O_ACCMODE) == O_WRONLY;
+}
+
 static void setup_handle(const struct fs *fs, struct fuse_file_info *fi)
 {
 	fi->fh = 0;
 	fi->keep_cache = 0;
-	fi->direct_io = 0;
+	fi->direct_io = direct_io_for(fi);
 	/* FOPEN_NOFLUSH (Linux 5.16+): close(2) has nothing to wait for here
 	 * (fs_op_flush), so spare it the FLUSH round trip; older kernels
 	 * ignore the flag and still send it. Not with close_to_open, where
@@ -134,6 +149,19 @@ void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, o
 	if (off < 0) {
 		fs_reply_err(req, -EINVAL);
 		return;
+	}
+	/* What the kernel does for callers without CAP_FSETID before a cached
+	 * write, done here for direct I/O (libfuse 3.14 does not pass on
+	 * FUSE_WRITE_KILL_SUIDGID; root is taken to hold CAP_FSETID). */
+	if (direct_io_for(fi) && fuse_req_ctx(req)->uid != 0) {
+		struct kv_setattr kill = { .mask = KV_SET_KILL_SUIDGID };
+		struct kv_attr a;
+		int ret = kv_setattr(fs_of(req)->kv, ino, &kill, &a);
+
+		if (ret) {
+			fs_reply_err(req, ret);
+			return;
+		}
 	}
 	n = kv_write_try(fs_of(req)->kv, ino, buf, size, (uint64_t)off);
 	if (n == -EWOULDBLOCK) {

@@ -69,6 +69,10 @@ enum {
 	KV_SET_MTIME = 1 << 5,
 	KV_SET_ATIME_NOW = 1 << 6,
 	KV_SET_MTIME_NOW = 1 << 7,
+	/* Drop set-user-ID, and set-group-ID where group execute is set, as a
+	 * write by a caller without CAP_FSETID does; nothing changes (not
+	 * even ctime) when neither is set. */
+	KV_SET_KILL_SUIDGID = 1 << 8,
 };
 
 struct kv_setattr {

@@ -206,6 +206,9 @@ void kv_tx_destroy_all(struct kv_store *kv);
 /* Queues a kernel cache invalidation of (parent, name) and of id for the
  * sweeper thread to send (ttl.c), as expiry does; with kv->lock held. */
 void kv_queue_inval(struct kv_store *kv, uint64_t parent, const char *name, uint64_t id);
+/* Applies sa's metadata fields (all but the size) to m at time now, ctime
+ * included; false when nothing changed. */
+bool kv_meta_setattr(struct kv_meta *m, const struct kv_setattr *sa, int64_t now);
 /* Waits (without kv->lock) up to timeout_ms until the sweeper has sent
  * every invalidation queued so far: 0 or -ETIMEDOUT. */
 int kv_wait_invals(struct kv_store *kv, int timeout_ms);

@@ -303,6 +303,37 @@ ssize_t kv_write_try(struct kv_store *kv, uint64_t id, const void *buf, size_t l
 	return do_write(kv, id, buf, len, off, false);
 }
 
+bool kv_meta_setattr(struct kv_meta *m, const struct kv_setattr *sa, int64_t now)
+{
+	bool changed = sa->mask & ~(unsigned)(KV_SET_SIZE | KV_SET_KILL_SUIDGID);
+
+	if (sa->mask & KV_SET_MODE)
+		m->mode = (m->mode & S_IFMT) | (sa->mode & 07777);
+	if (sa->mask & KV_SET_UID)
+		m->uid = sa->uid;
+	if (sa->mask & KV_SET_GID)
+		m->gid = sa->gid;
+	if (sa->mask & KV_SET_ATIME)
+		m->atime_ns = sa->atime_ns;
+	if (sa->mask & KV_SET_ATIME_NOW)
+		m->atime_ns = now;
+	if (sa->mask & KV_SET_MTIME)
+		m->mtime_ns = sa->mtime_ns;
+	if (sa->mask & KV_SET_MTIME_NOW)
+		m->mtime_ns = now;
+	if (sa->mask & KV_SET_KILL_SUIDGID) {
+		uint32_t kill = S_ISUID | (m->mode & S_IXGRP ? S_ISGID : 0);
+
+		if (m->mode & kill) {
+			m->mode &= ~kill;
+			changed = true;
+		}
+	}
+	if (changed)
+		m->ctime_ns = now;
+	return changed;
+}
+
 int kv_setattr(struct kv_store *kv, uint64_t id, const struct kv_setattr *sa, struct kv_attr *out)
 {
 	if (kv_is_tx_id(id))
@@ -322,25 +353,8 @@ int kv_setattr(struct kv_store *kv, uint64_t id, const struct kv_setattr *sa, st
 		ret = -ENOENT;
 		goto out;
 	}
-	if (sa->mask & KV_SET_MODE)
-		n->m.mode = (n->m.mode & S_IFMT) | (sa->mode & 07777);
-	if (sa->mask & KV_SET_UID)
-		n->m.uid = sa->uid;
-	if (sa->mask & KV_SET_GID)
-		n->m.gid = sa->gid;
-	if (sa->mask & KV_SET_ATIME)
-		n->m.atime_ns = sa->atime_ns;
-	if (sa->mask & KV_SET_ATIME_NOW)
-		n->m.atime_ns = now;
-	if (sa->mask & KV_SET_MTIME)
-		n->m.mtime_ns = sa->mtime_ns;
-	if (sa->mask & KV_SET_MTIME_NOW)
-		n->m.mtime_ns = now;
-	if (sa->mask & ~(unsigned)KV_SET_SIZE) {
-		n->m.ctime_ns = now;
-		if (!(n->flags & KV_NODE_DELETED))
-			kv_mark_dirty(kv, n);
-	}
+	if (kv_meta_setattr(&n->m, sa, now) && !(n->flags & KV_NODE_DELETED))
+		kv_mark_dirty(kv, n);
 	kv_fill_attr(n, out);
 out:
 	pthread_mutex_unlock(&kv->lock);

@@ -319,21 +319,7 @@ int kv_tx_setattr(struct kv_store *kv, uint64_t id, const struct kv_setattr *sa,
 	}
 	if (ret)
 		goto out;
-	if (sa->mask & KV_SET_MODE)
-		t->n.m.mode = (t->n.m.mode & S_IFMT) | (sa->mode & 07777);
-	if (sa->mask & KV_SET_UID)
-		t->n.m.uid = sa->uid;
-	if (sa->mask & KV_SET_GID)
-		t->n.m.gid = sa->gid;
-	if (sa->mask & KV_SET_ATIME)
-		t->n.m.atime_ns = sa->atime_ns;
-	if (sa->mask & KV_SET_ATIME_NOW)
-		t->n.m.atime_ns = now;
-	if (sa->mask & KV_SET_MTIME)
-		t->n.m.mtime_ns = sa->mtime_ns;
-	if (sa->mask & KV_SET_MTIME_NOW)
-		t->n.m.mtime_ns = now;
-	if (sa->mask)
+	if (!kv_meta_setattr(&t->n.m, sa, now) && (sa->mask & KV_SET_SIZE))
 		t->n.m.ctime_ns = now;
 	kv_txnode_attr(kv, t, out);
 out:

@@ -197,6 +197,53 @@ static void test_other_users_kept_out(void **state)
 	mnt_stop(m);
 }
 
+static mode_t mode_of(struct mnt *m, const char *key)
+{
+	struct stat st;
+
+	ASSERT_SYS(stat(mnt_path(m, "%s", key), &st));
+	return st.st_mode & 07777;
+}
+
+/*
+ * A write by a user without CAP_FSETID drops set-user-ID, and set-group-ID
+ * where group execute is set, as on any Linux filesystem: through the page
+ * cache (read-write opens) the kernel does it, with direct I/O (write-only
+ * opens) the daemon does. Root keeps the bits.
+ */
+static void test_write_drops_setid_bits(void **state)
+{
+	struct mnt *m = *state;
+	const char *as_nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups";
+
+	mnt_start(m, "allow_other");
+	ASSERT_SYS(chmod(m->root, 0755));
+	for (int i = 0; i < 4; i++) {
+		put_str(mnt_path(m, "k%d", i), "v");
+		ASSERT_SYS(chmod(mnt_path(m, "k%d", i), i == 2 ? 06767 : 06777));
+	}
+	/* Write-only (direct I/O) and read-write (page cache) opens. */
+	assert_int_equal(run_cmd("%s sh -c 'echo x >> %s'", as_nobody, shq(m, mnt_path(m, "k0"))),
+			 0);
+	assert_int_equal(run_cmd("%s sh -c 'echo x 1<> %s'", as_nobody, shq(m, mnt_path(m, "k1"))),
+			 0);
+	/* Without group execute, set-group-ID stays (it marks mandatory locking). */
+	assert_int_equal(run_cmd("%s sh -c 'echo x >> %s'", as_nobody, shq(m, mnt_path(m, "k2"))),
+			 0);
+	put_str(mnt_path(m, "k3"), "root writes");
+	assert_int_equal(mode_of(m, "k0"), 0777);
+	assert_int_equal(mode_of(m, "k1"), 0777);
+	assert_int_equal(mode_of(m, "k2"), 02767);
+	assert_int_equal(mode_of(m, "k3"), 06777);
+	/* And it is what the store keeps. */
+	mnt_restart(m, "allow_other");
+	assert_int_equal(mode_of(m, "k0"), 0777);
+	assert_int_equal(mode_of(m, "k2"), 02767);
+	assert_file_str(mnt_path(m, "k0"), "vx\n");
+	ASSERT_SYS(chmod(m->root, 0700));
+	mnt_stop(m);
+}
+
 static void test_redis_password_never_shown(void **state)
 {
 	struct mnt *m = *state;
@@ -250,6 +297,7 @@ int main(void)
 		T(test_names_stay_inside),
 		T(test_symlinks_in_data_dir),
 		T(test_other_users_kept_out),
+		T(test_write_drops_setid_bits),
 		T(test_redis_password_never_shown),
 	};
 
