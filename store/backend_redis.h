@@ -29,6 +29,8 @@
  *	T:tmp:<vver>		a large value being uploaded in pieces; renamed
  *				to T:v:... by the commit script, expires after an
  *				hour if the commit never happens
+ *	T:qtmp:<n>		a query's AND-term, made and deleted inside the
+ *				query script (backend_redis_query.c)
  *	T:c:<id>		"parent/name": a name claimed for a record not
  *				committed yet (O_EXCL create, mkdir); expires
  *	T:log			stream: one entry per commit, fields seq, by
