@@ -208,8 +208,7 @@ int kv_redis_sweep(struct kv_backend *b, int64_t now_ms, size_t limit, size_t *n
 
 /* backend_redis_query.c: tag listings and queries by set operations on
  * the T:t:<tag> sets (the backend's query op). */
-int kv_redis_query(struct kv_backend *b, const struct kv_query_expr *e, uint64_t **ids,
-		   size_t *n);
+int kv_redis_query(struct kv_backend *b, const struct kv_query_expr *e, uint64_t **ids, size_t *n);
 
 /* backend_redis_value.c */
 /* A value as it is sent: flat bytes (compressed or not). */

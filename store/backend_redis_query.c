@@ -118,7 +118,7 @@ static int scan_tag(struct kv_redis *r, redisContext *c, const char *tag, struct
 		cursor[rep->element[0]->len] = '\0';
 		ret = add_members(out, rep->element[1]);
 		freeReplyObject(rep);
-	} while (!ret && strcmp(cursor, "0"));
+	} while (!ret && strcmp(cursor, "0") != 0);
 	free(key);
 	return ret;
 }

@@ -116,8 +116,8 @@ static bool node_unflushed(const struct kv_node *n)
 
 /* The ids of the keys matching q, sorted and unique (caller frees); with
  * unflushed_only, only those of keys changed here and not flushed yet. */
-static int evaluate(struct kv_store *kv, const struct query *q, bool unflushed_only,
-		    uint64_t **out, size_t *count)
+static int evaluate(struct kv_store *kv, const struct query *q, bool unflushed_only, uint64_t **out,
+		    size_t *count)
 {
 	uint64_t *ids = NULL;
 	size_t n = 0, cap = 0;

@@ -422,7 +422,6 @@ static void test_close_to_open(void **state)
 	stop_pair(p);
 }
 
-
 #define TT "{nadb:default:default}:"
 
 /* The names `ls -1` prints, comma-joined ("E" when ls fails). */
@@ -525,9 +524,10 @@ static void test_tag_queries_by_redis(void **state)
 	await_names(b, "tags/blue", "k1,k3");
 
 	q0 = query_stat(b, "backend");
-	assert_string_equal(names(b, "tags/red+blue"), "k1");		/* SINTER */
-	assert_string_equal(names(b, "tags/red+-blue"), "k2");		/* SDIFF */
-	assert_string_equal(names(b, "tags/red,green"), "k1,k2,k4");	/* SUNION */
+	/* SINTER, SDIFF, SUNION. */
+	assert_string_equal(names(b, "tags/red+blue"), "k1");
+	assert_string_equal(names(b, "tags/red+-blue"), "k2");
+	assert_string_equal(names(b, "tags/red,green"), "k1,k2,k4");
 	assert_string_equal(names(b, "tags/blue+-red,green"), "k3,k4");
 	assert_string_equal(names(b, "tags/red+nosuch"), "");
 	assert_true(query_stat(b, "backend") >= q0 + 5);

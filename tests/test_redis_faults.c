@@ -360,7 +360,6 @@ static void test_damaged_spill_refused(void **state)
 	assert_int_equal(count_spills(spill), 1);
 }
 
-
 /* The names `ls -1` prints, comma-joined ("E" when ls fails). */
 static const char *names(struct mnt *m, const char *dir)
 {
