@@ -200,6 +200,9 @@ static int remote_evaluate(struct kv_store *kv, const struct query *q, uint64_t 
 		rids = NULL;
 		rn = 0;
 		pthread_mutex_unlock(&kv->lock);
+		/* A network round trip: the FUSE loop hands its other requests
+		 * to another thread meanwhile, as for a backend read. */
+		kv_may_block();
 		ret = b->ops->query(b, &e, &rids, &rn);
 		pthread_mutex_lock(&kv->lock);
 		if (!ret && kv->flushes != flushes)
