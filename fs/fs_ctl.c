@@ -82,7 +82,7 @@ static char *stats_json(struct fs *fs, size_t *len)
 	uint64_t lookups = s.query_hits + s.query_misses;
 
 	o = json_pack("{s:I, s:I, s:{s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I},"
-		      " s:{s:I, s:I}, s:{s:I, s:I, s:I, s:f}, s:f, s:s}",
+		      " s:{s:I, s:I}, s:{s:I, s:I, s:I, s:f, s:I, s:I}, s:f, s:s}",
 		      "keys", (json_int_t)s.keys, "dirs", (json_int_t)s.dirs,
 		      "buffer", "keys", (json_int_t)s.buffer_keys, "bytes",
 		      (json_int_t)s.buffer_bytes, "dirty_bytes", (json_int_t)s.dirty_bytes,
@@ -92,7 +92,9 @@ static char *stats_json(struct fs *fs, size_t *len)
 		      "expired", (json_int_t)s.ttl_expired, "tags", "count", (json_int_t)s.tags, "entries", (json_int_t)s.tag_entries,
 		      "query_cache", "entries", (json_int_t)s.query_cached, "hits",
 		      (json_int_t)s.query_hits, "misses", (json_int_t)s.query_misses, "hit_rate",
-		      lookups ? (double)s.query_hits / (double)lookups : 0.0, "uptime_s",
+		      lookups ? (double)s.query_hits / (double)lookups : 0.0, "backend",
+		      (json_int_t)s.query_backend, "backend_fallbacks",
+		      (json_int_t)s.query_backend_fallbacks, "uptime_s",
 		      uptime_s(fs), "version", NADBFS_VERSION);
 	if (!o)
 		return NULL;
@@ -191,6 +193,11 @@ static char *metrics_text(struct fs *fs, size_t *len)
 		  s.query_hits },
 		{ "nadbfs_query_cache_misses_total", "counter", "Queries evaluated.",
 		  s.query_misses },
+		{ "nadbfs_query_backend_total", "counter",
+		  "Queries evaluated by the backend (Redis set operations).", s.query_backend },
+		{ "nadbfs_query_backend_fallbacks_total", "counter",
+		  "Queries evaluated locally because the backend failed.",
+		  s.query_backend_fallbacks },
 	};
 
 	f = open_memstream(&text, &size);

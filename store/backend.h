@@ -105,6 +105,25 @@ struct kv_backend_health {
 
 struct kv_backend;
 
+/*
+ * A tag query as the store parses it (tag_query.c), in disjunctive normal
+ * form: the OR of terms f[term_end[t-1] .. term_end[t]) (term 0 starts at
+ * 0), each the AND of its factors, a factor being a tag or, with neg, its
+ * complement. Every term has at least one positive factor, so no term is
+ * "all records". Tags follow kv_tag_name_ok.
+ */
+struct kv_query_factor {
+	const char *tag;
+	bool neg;
+};
+
+struct kv_query_expr {
+	const struct kv_query_factor *f;
+	size_t nf;
+	const size_t *term_end;
+	size_t nterms;
+};
+
 /* The current state of a record another mount may have changed. */
 struct kv_change {
 	uint64_t id;
@@ -184,6 +203,17 @@ struct kv_backend_ops {
 	 * indexes; every mount hears of them through changes(). *n: how many.
 	 */
 	int (*sweep)(struct kv_backend *b, int64_t now_ms, size_t limit, size_t *n);
+
+	/*
+	 * Optional: the ids of the committed records matching e, evaluated by
+	 * the backend on its own tag index (*ids malloc'd, in any order,
+	 * possibly with repeats; *n may be 0). It knows nothing of the
+	 * store's unflushed changes: the store corrects the result with them
+	 * (tag_query.c). May run on any thread, concurrently with everything
+	 * else. NULL: the store evaluates queries on its own index.
+	 */
+	int (*query)(struct kv_backend *b, const struct kv_query_expr *e, uint64_t **ids,
+		     size_t *n);
 };
 
 /* Frees what fetch() put in c[0..n). */

@@ -734,4 +734,5 @@ static const struct kv_backend_ops redis_ops = {
 	.claim_name = kv_redis_claim_name,
 	.lookup_name = kv_redis_lookup_name,
 	.sweep = kv_redis_sweep,
+	.query = kv_redis_query,
 };

@@ -3,7 +3,8 @@
  * backend_redis.c (open, load, reads, statfs), backend_redis_commit.c (the
  * commit script), backend_redis_conn.c (the connection pool and error
  * translation), backend_redis_sync.c (change log, id blocks, name claims,
- * expiry sweep: several mounts) and backend_redis_value.c (value encoding).
+ * expiry sweep: several mounts), backend_redis_query.c (tag queries by set
+ * operations) and backend_redis_value.c (value encoding).
  * These are the only files that include hiredis.
  *
  * Layout of one store: every key starts with the hash tag
@@ -28,6 +29,8 @@
  *	T:tmp:<vver>		a large value being uploaded in pieces; renamed
  *				to T:v:... by the commit script, expires after an
  *				hour if the commit never happens
+ *	T:qtmp:<n>		a query's AND-term, made and deleted inside the
+ *				query script (backend_redis_query.c)
  *	T:c:<id>		"parent/name": a name claimed for a record not
  *				committed yet (O_EXCL create, mkdir); expires
  *	T:log			stream: one entry per commit, fields seq, by
@@ -202,6 +205,10 @@ int kv_redis_reserve_ids(struct kv_backend *b, uint64_t count, uint64_t *first);
 int kv_redis_claim_name(struct kv_backend *b, uint64_t parent, const char *name, uint64_t id);
 int kv_redis_lookup_name(struct kv_backend *b, uint64_t parent, const char *name, uint64_t *id);
 int kv_redis_sweep(struct kv_backend *b, int64_t now_ms, size_t limit, size_t *n);
+
+/* backend_redis_query.c: tag listings and queries by set operations on
+ * the T:t:<tag> sets (the backend's query op). */
+int kv_redis_query(struct kv_backend *b, const struct kv_query_expr *e, uint64_t **ids, size_t *n);
 
 /* backend_redis_value.c */
 /* A value as it is sent: flat bytes (compressed or not). */

@@ -795,6 +795,8 @@ void kv_get_stats(struct kv_store *kv, struct kv_stats *out)
 	out->query_hits = kv->tags.hits;
 	out->query_misses = kv->tags.misses;
 	out->query_cached = kv_qcache_count(kv->tags.cache);
+	out->query_backend = kv->tags.backend_queries;
+	out->query_backend_fallbacks = kv->tags.backend_fallbacks;
 	out->backend = kv->backend->ops->name;
 	out->backend_error = kv->last_flush_error;
 	out->spilled = kv->spilled;

@@ -112,6 +112,9 @@ struct kv_stats {
 	uint64_t tags;			/* tags in use or declared */
 	uint64_t tag_entries;		/* (tag, key) memberships */
 	uint64_t query_hits, query_misses, query_cached;
+	/* Misses evaluated by the backend (Redis set operations), and those
+	 * that fell back to the local index because the backend failed. */
+	uint64_t query_backend, query_backend_fallbacks;
 	uint64_t tx_active, tx_committed, tx_aborted, tx_conflicted;
 	const char *backend;		/* its name: "fs", "redis" */
 	int backend_error;		/* of the last flush: 0, or a negative errno */

@@ -6,7 +6,10 @@
  * An AND-term is evaluated by walking the members of its smallest positive
  * tag and testing each against the term's other tags in the key's own sorted
  * list, so a query costs O(members of its positive tags), never O(keys).
- * All of it runs under kv->lock.
+ * All of it runs under kv->lock, except the round trip to a backend that
+ * evaluates queries itself (Redis: set operations on its tag sets); its
+ * answer is then corrected with this mount's unflushed changes
+ * (remote_evaluate).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -18,14 +21,10 @@
 /* Every factor takes at least two bytes of a 255-byte name ("a+"). */
 #define Q_MAX_FACTORS (KV_NAME_MAX / 2 + 1)
 
-struct q_factor {
-	const char *tag; /* into query.buf */
-	bool neg;
-};
-
 struct query {
 	char buf[KV_NAME_MAX + 1];
-	struct q_factor f[Q_MAX_FACTORS];
+	/* The AST the backend's query op takes too (tags point into buf). */
+	struct kv_query_factor f[Q_MAX_FACTORS];
 	size_t nf;
 	size_t term_end[Q_MAX_FACTORS]; /* term t is f[term_end[t-1] .. term_end[t]) */
 	size_t nterms;
@@ -54,7 +53,7 @@ static int parse(const char *expr, struct query *q)
 
 			if (kv_tag_check(f + neg))
 				return -ENOENT;
-			q->f[q->nf++] = (struct q_factor){ f + neg, neg };
+			q->f[q->nf++] = (struct kv_query_factor){ f + neg, neg };
 			positive |= !neg;
 		}
 		/* A pure negation would be O(all keys): it names nothing. */
@@ -94,8 +93,31 @@ static int id_cmp(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-/* The ids of the keys matching q, sorted and unique (caller frees). */
-static int evaluate(struct kv_store *kv, const struct query *q, uint64_t **out, size_t *count)
+/* Sorts ids[0..n) and drops repeats: the new count. */
+static size_t sort_unique(uint64_t *ids, size_t n)
+{
+	size_t k = 0;
+
+	if (n)
+		qsort(ids, n, sizeof(*ids), id_cmp);
+	for (size_t i = 0; i < n; i++)
+		if (!k || ids[k - 1] != ids[i])
+			ids[k++] = ids[i];
+	return k;
+}
+
+/* Changed here since the last flush that completed: what the backend holds
+ * of it is out of date (a batch being committed counts: it may or may not
+ * have landed when the backend answers). */
+static bool node_unflushed(const struct kv_node *n)
+{
+	return n->flags & (KV_NODE_ON_DIRTY | KV_NODE_INFLIGHT);
+}
+
+/* The ids of the keys matching q, sorted and unique (caller frees); with
+ * unflushed_only, only those of keys changed here and not flushed yet. */
+static int evaluate(struct kv_store *kv, const struct query *q, bool unflushed_only, uint64_t **out,
+		    size_t *count)
 {
 	uint64_t *ids = NULL;
 	size_t n = 0, cap = 0;
@@ -120,6 +142,8 @@ static int evaluate(struct kv_store *kv, const struct query *q, uint64_t **out, 
 		if (!smallest)
 			continue;
 		for (size_t i = 0; (node = htab_next(&smallest->members, &i));) {
+			if (unflushed_only && !node_unflushed(node))
+				continue;
 			if (!term_match(q, t, node))
 				continue;
 			if (n == cap) {
@@ -136,16 +160,78 @@ static int evaluate(struct kv_store *kv, const struct query *q, uint64_t **out, 
 			ids[n++] = node->m.id;
 		}
 	}
-	if (n)
-		qsort(ids, n, sizeof(*ids), id_cmp);
-	size_t k = 0;
-
-	for (size_t i = 0; i < n; i++)
-		if (!k || ids[k - 1] != ids[i])
-			ids[k++] = ids[i];
 	*out = ids;
-	*count = k;
+	*count = sort_unique(ids, n);
 	return 0;
+}
+
+/*
+ * q evaluated by the backend (its query op) and made exact for this mount:
+ * (the backend's ids - ids of keys changed or removed here and not flushed
+ * - ids this mount does not know) + the unflushed keys here that match q by
+ * the local index. An id the backend has but this mount does not know yet
+ * (another mount's commit the change log has not brought) is left out: it
+ * appears once sync.c applies that commit, which also renews the tags'
+ * generations. A clean key whose tags another mount changed is answered as
+ * the backend has it, which is the newer state.
+ *
+ * Called and returns with kv->lock held; drops it for the round trip (never
+ * held across a backend call). gens[i] gets q->f[i]'s generation from before
+ * the round trip: a change during it makes the cached result stale at once.
+ * A flush that completes during the round trip makes keys clean whose
+ * commit the answer may predate: the round trip is tried again, and after a
+ * second such race -EAGAIN tells the caller to use the local index.
+ */
+static int remote_evaluate(struct kv_store *kv, const struct query *q, uint64_t *gens,
+			   uint64_t **out, size_t *count)
+{
+	struct kv_backend *b = kv->backend;
+	const struct kv_query_expr e = { q->f, q->nf, q->term_end, q->nterms };
+	uint64_t *rids = NULL, *loc = NULL, *ids;
+	size_t rn = 0, ln = 0, k = 0;
+	int ret = -EAGAIN;
+
+	for (int tries = 0; tries < 2 && ret == -EAGAIN; tries++) {
+		uint64_t flushes = kv->flushes;
+
+		for (size_t i = 0; i < q->nf; i++)
+			gens[i] = kv_tag_gen(kv, q->f[i].tag);
+		free(rids);
+		rids = NULL;
+		rn = 0;
+		pthread_mutex_unlock(&kv->lock);
+		/* A network round trip: the FUSE loop hands its other requests
+		 * to another thread meanwhile, as for a backend read. */
+		kv_may_block();
+		ret = b->ops->query(b, &e, &rids, &rn);
+		pthread_mutex_lock(&kv->lock);
+		if (!ret && kv->flushes != flushes)
+			ret = -EAGAIN;
+	}
+	if (!ret)
+		ret = evaluate(kv, q, true, &loc, &ln);
+	if (ret)
+		goto out_free;
+	ids = malloc((rn + ln + 1) * sizeof(*ids));
+	if (!ids) {
+		ret = -ENOMEM;
+		goto out_free;
+	}
+	for (size_t i = 0; i < rn; i++) {
+		struct kv_node *n = kv_node_get(kv, rids[i]);
+
+		if (n && !(n->flags & (KV_NODE_DELETED | KV_NODE_STAGED)) && !node_unflushed(n) &&
+		    n->parent && !S_ISDIR(n->m.mode))
+			ids[k++] = rids[i];
+	}
+	if (ln)
+		memcpy(ids + k, loc, ln * sizeof(*ids));
+	*out = ids;
+	*count = sort_unique(ids, k + ln);
+out_free:
+	free(rids);
+	free(loc);
+	return ret;
 }
 
 /* --- the cache ----------------------------------------------------------- */
@@ -263,13 +349,22 @@ static bool ent_valid(struct kv_store *kv, const struct qc_ent *e)
 	return true;
 }
 
-/* Caches ids for expr (taking ownership of ids); on -ENOMEM ids stay the caller's. */
-static int cache_store(struct kv_store *kv, const char *expr, const struct query *q, uint64_t *ids,
-		       size_t nids)
+/*
+ * Caches ids for expr (taking ownership of ids), valid while q->f[i]'s
+ * generation is gens[i] (NULL: the current ones); on -ENOMEM ids stay the
+ * caller's.
+ */
+static int cache_store(struct kv_store *kv, const char *expr, const struct query *q,
+		       const uint64_t *gens, uint64_t *ids, size_t nids)
 {
 	struct kv_qcache *c = kv->tags.cache;
-	struct qc_ent *e = calloc(1, sizeof(*e) + q->nf * sizeof(e->deps[0]));
+	struct qc_ent *e, *old;
 
+	/* Another thread may have stored expr while the lock was dropped. */
+	old = htab_find(&c->by_expr, htab_hash_bytes(expr, strlen(expr), 0), expr);
+	if (old)
+		ent_drop(c, old);
+	e = calloc(1, sizeof(*e) + q->nf * sizeof(e->deps[0]));
 	if (!e || !(e->expr = strdup(expr)))
 		goto out_free;
 	for (size_t i = 0; i < q->nf; i++) {
@@ -279,7 +374,7 @@ static int cache_store(struct kv_store *kv, const char *expr, const struct query
 			seen = !strcmp(e->deps[j].tag, q->f[i].tag);
 		if (seen)
 			continue;
-		e->deps[e->ndeps].gen = kv_tag_gen(kv, q->f[i].tag);
+		e->deps[e->ndeps].gen = gens ? gens[i] : kv_tag_gen(kv, q->f[i].tag);
 		if (!(e->deps[e->ndeps].tag = strdup(q->f[i].tag)))
 			goto out_free;
 		e->ndeps++;
@@ -300,14 +395,18 @@ out_free:
 
 /*
  * The result of a query: *ids points into the cache (valid while kv->lock is
- * held) or, with *owned set, to an array the caller frees.
+ * held) or, with *owned set, to an array the caller frees. With a backend
+ * that evaluates queries, a miss drops kv->lock for the round trip; a
+ * backend error falls back to the local index, which is exact for this
+ * mount, and is counted.
  */
 static int query_ids(struct kv_store *kv, const char *expr, const struct query *q, uint64_t **ids,
 		     size_t *n, bool *owned)
 {
 	struct kv_qcache *c = kv->tags.cache;
 	struct qc_ent *e = NULL;
-	int ret;
+	uint64_t gens[Q_MAX_FACTORS], *gensp = NULL;
+	int ret = -EAGAIN;
 
 	if (kv->tags.cache_max)
 		e = htab_find(&c->by_expr, htab_hash_bytes(expr, strlen(expr), 0), expr);
@@ -323,23 +422,43 @@ static int query_ids(struct kv_store *kv, const char *expr, const struct query *
 	kv->tags.misses++;
 	if (e)
 		ent_drop(c, e);
-	ret = evaluate(kv, q, ids, n);
+	if (kv->backend->ops->query) {
+		ret = remote_evaluate(kv, q, gens, ids, n);
+		if (!ret) {
+			kv->tags.backend_queries++;
+			gensp = gens;
+		} else if (ret != -EAGAIN) {
+			/* The backend already logged why (rate-limited); a
+			 * listing must not fail because it is down. */
+			kv->tags.backend_fallbacks++;
+		}
+	}
+	if (ret)
+		ret = evaluate(kv, q, false, ids, n);
 	if (ret)
 		return ret;
-	*owned = !kv->tags.cache_max || cache_store(kv, expr, q, *ids, *n) != 0;
+	*owned = !kv->tags.cache_max || cache_store(kv, expr, q, gensp, *ids, *n) != 0;
 	return 0;
 }
 
 /* --- the operations ------------------------------------------------------ */
 
-/* The members of a directory's listing, as nodes (caller frees the array). */
+/*
+ * The members of a directory's listing, as nodes (caller frees the array).
+ * A plain tag is listed from the local index unless the backend evaluates
+ * queries: then it goes through the cache and the backend like any query
+ * (so the lock may be dropped meanwhile), and only its existence is the
+ * local index's to say.
+ */
 static int dir_nodes(struct kv_store *kv, const char *expr, const struct query *q,
 		     struct kv_node ***out, size_t *count)
 {
 	struct kv_node **nodes;
 	size_t k = 0;
 
-	if (q->plain) {
+	if (q->plain && kv->backend->ops->query && !kv_tag_find(kv, q->f[0].tag))
+		return -ENOENT;
+	if (q->plain && !kv->backend->ops->query) {
 		struct kv_tag *t = kv_tag_find(kv, q->f[0].tag);
 		struct kv_node *n;
 
@@ -363,7 +482,7 @@ static int dir_nodes(struct kv_store *kv, const char *expr, const struct query *
 			struct kv_node *n = kv_node_get(kv, ids[i]);
 
 			/* A valid result only names keys in the tree. */
-			if (n && !(n->flags & KV_NODE_DELETED))
+			if (n && !(n->flags & (KV_NODE_DELETED | KV_NODE_STAGED)) && n->parent)
 				nodes[k++] = n;
 		}
 		if (owned)
@@ -453,23 +572,33 @@ out:
 	return ret;
 }
 
-/* The key entry names in directory q, or NULL. */
+/*
+ * The key entry names in directory q, or NULL. With listed, a key the
+ * listing has although its local tags do not match (another mount retagged
+ * it, and the backend's answer is ahead of the change log) is found too, so
+ * that every listed entry can be looked up; a retag acts on local tags only.
+ * May drop kv->lock (dir_nodes).
+ */
 static struct kv_node *find_entry(struct kv_store *kv, const char *expr, const struct query *q,
-				  const char *entry)
+				  const char *entry, bool listed)
 {
 	struct kv_node *n = kv_entry_resolve(kv, entry), *found = NULL;
 	struct kv_node **nodes;
+	uint64_t id = 0;
 	size_t count;
 
 	if (n && query_match(q, n))
 		return n;
-	if (!kv_entry_is_hashed(entry) || dir_nodes(kv, expr, q, &nodes, &count))
+	if (n && listed && kv->backend->ops->query)
+		id = n->m.id; /* n may go while the lock is dropped: by id */
+	if ((!id && !kv_entry_is_hashed(entry)) || dir_nodes(kv, expr, q, &nodes, &count))
 		return NULL;
 	count = drop_expired(kv, nodes, count);
 	for (size_t i = 0; i < count && !found; i++) {
 		char name[KV_NAME_MAX + 1];
 
-		if (!kv_node_entry_name(nodes[i], name) && !strcmp(name, entry))
+		if (id ? nodes[i]->m.id == id
+		       : !kv_node_entry_name(nodes[i], name) && !strcmp(name, entry))
 			found = nodes[i];
 	}
 	free(nodes);
@@ -485,7 +614,7 @@ int kv_tag_lookup(struct kv_store *kv, const char *expr, const char *entry, stru
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&kv->lock);
-	n = find_entry(kv, expr, &q, entry);
+	n = find_entry(kv, expr, &q, entry, true);
 	if (n)
 		kv_fill_attr(n, out);
 	pthread_mutex_unlock(&kv->lock);
@@ -509,7 +638,7 @@ static int retag(struct kv_store *kv, const char *tag, const char *entry, bool a
 	pthread_mutex_lock(&kv->lock);
 	/* A long (hashed) name can only be found among the tag's members,
 	 * so a key is tagged by a long name with setfattr instead. */
-	n = add ? kv_entry_resolve(kv, entry) : find_entry(kv, tag, &q, entry);
+	n = add ? kv_entry_resolve(kv, entry) : find_entry(kv, tag, &q, entry, false);
 	if (!n) {
 		ret = -ENOENT;
 		goto out;

@@ -50,6 +50,9 @@ struct kv_tag_index {
 	struct kv_qcache *cache;
 	uint64_t cache_max; /* entries; 0 disables the cache */
 	uint64_t hits, misses;
+	/* Misses answered by the backend's query op, and those that fell back
+	 * to the local index because the backend failed. */
+	uint64_t backend_queries, backend_fallbacks;
 };
 
 int kv_tags_init(struct kv_store *kv, uint64_t cache_max);

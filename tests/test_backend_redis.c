@@ -610,6 +610,159 @@ static void test_indexes_follow(void **state)
 	kv_backend_close(b);
 }
 
+/* The ids matching expr by the backend's query op, sorted, comma-joined.
+ * expr is the store's syntax ("a+-b,c"), split here into the DNF the store's
+ * parser hands the backend; the test trusts it to be well formed. */
+static char *query(struct kv_backend *b, const char *expr, int *err)
+{
+	struct kv_query_factor f[32];
+	size_t ends[32], nf = 0, nt = 0, n = 0, len = 0;
+	char *copy = strdup(expr), *term, *tsave = NULL, *out;
+	uint64_t *ids = NULL;
+	int ret;
+
+	assert_non_null(copy);
+	for (term = strtok_r(copy, ",", &tsave); term; term = strtok_r(NULL, ",", &tsave)) {
+		char *fsave = NULL;
+
+		for (char *x = strtok_r(term, "+", &fsave); x; x = strtok_r(NULL, "+", &fsave))
+			f[nf++] = (struct kv_query_factor){ x + (x[0] == '-'), x[0] == '-' };
+		ends[nt++] = nf;
+	}
+	{
+		struct kv_query_expr e = { f, nf, ends, nt };
+
+		assert_non_null(b->ops->query);
+		ret = b->ops->query(b, &e, &ids, &n);
+	}
+	free(copy);
+	if (err)
+		*err = ret;
+	if (ret)
+		return NULL;
+	out = calloc(1, 21 * n + 1);
+	assert_non_null(out);
+	/* Sorted and unique: a set's SSCAN may repeat a member. */
+	for (size_t i = 1; i < n; i++)
+		for (size_t j = i; j > 0 && ids[j - 1] > ids[j]; j--) {
+			uint64_t t = ids[j];
+
+			ids[j] = ids[j - 1];
+			ids[j - 1] = t;
+		}
+	for (size_t i = 0; i < n; i++)
+		if (!i || ids[i] != ids[i - 1])
+			len += (size_t)sprintf(out + len, "%s%llu", len ? "," : "",
+					       (unsigned long long)ids[i]);
+	free(ids);
+	return out;
+}
+
+static void assert_query(struct kv_backend *b, const char *expr, const char *want)
+{
+	int err = 0;
+	char *got = query(b, expr, &err);
+
+	if (err)
+		fail_msg("query %s: %s", expr, strerror(-err));
+	if (strcmp(got, want))
+		fail_msg("query %s: got \"%s\", want \"%s\"", expr, got, want);
+	free(got);
+}
+
+/* Listings and queries by set operations on the tag sets (SSCAN, SINTER,
+ * SUNION, SDIFF), in pages for a big set, leaving no temporary key. */
+static void test_query_set_operations(void **state)
+{
+	struct kv_backend *b;
+	long long keys;
+	int err = 0;
+
+	(void)state;
+	ctx.timeout_ms = 500;
+	b = xload(NULL);
+	assert_int_equal(put_key(b, 10, KV_ROOT_ID, "a", "blue,red", 0, "v", NULL), 0);
+	assert_int_equal(put_key(b, 11, KV_ROOT_ID, "b", "red", 0, "v", NULL), 0);
+	assert_int_equal(put_key(b, 12, KV_ROOT_ID, "c", "blue,green", 0, "v", NULL), 0);
+	assert_int_equal(put_key(b, 13, KV_ROOT_ID, "d", "green,red", 0, "v", NULL), 0);
+	assert_int_equal(put_key(b, 14, KV_ROOT_ID, "e", "green", 0, "v", NULL), 0);
+	keys = cli_int("DBSIZE%s", "");
+
+	/* A single tag by SSCAN, the rest by SINTER, SUNION and SDIFF. */
+	assert_query(b, "red", "10,11,13");
+	assert_query(b, "red+blue", "10");
+	assert_query(b, "red+blue+green", "");
+	assert_query(b, "red,green", "10,11,12,13,14");
+	assert_query(b, "red+-blue", "11,13");
+	assert_query(b, "green+-red+-blue", "14");
+	assert_query(b, "-blue+red", "11,13");
+	assert_query(b, "red+green,blue+-red", "12,13");
+	assert_query(b, "red+red", "10,11,13");
+	/* An unknown tag is an empty set, wherever it stands. */
+	assert_query(b, "nosuch", "");
+	assert_query(b, "red+nosuch", "");
+	assert_query(b, "nosuch,blue", "10,12");
+	assert_query(b, "red+-nosuch", "10,11,13");
+	/* The temporary keys went with the script that made them. */
+	assert_int_equal(cli_int("DBSIZE%s", ""), keys);
+	assert_cli("EXISTS %s", "{nadb:default:default}:qtmp:0", "0");
+
+	/* Commits move ids between the sets the queries read. */
+	assert_int_equal(put_key(b, 11, KV_ROOT_ID, "b", "blue,red", 0, "w", NULL), 0);
+	assert_int_equal(del_key(b, 10, 0), 0);
+	assert_query(b, "red+blue", "11");
+	assert_query(b, "red", "11,13");
+
+	/* A set larger than an SSCAN page comes whole, in pages. */
+	{
+		enum { BIG = 2500 };
+		struct kv_op *ops = calloc(BIG, sizeof(*ops));
+		char *names = calloc(BIG, 8), *odd[2] = { "big", "odd" }, *even[1] = { "big" };
+		char *got, *p;
+		size_t count = 0;
+
+		assert_non_null(ops);
+		assert_non_null(names);
+		for (size_t i = 0; i < BIG; i++) {
+			snprintf(names + 8 * i, 8, "k%zu", i);
+			ops[i].type = KV_OP_PUT;
+			ops[i].meta.id = 1000 + i;
+			ops[i].meta.parent = KV_ROOT_ID;
+			ops[i].meta.name = names + 8 * i;
+			ops[i].meta.mode = S_IFREG | 0644;
+			ops[i].meta.tags = i % 2 ? odd : even;
+			ops[i].meta.ntags = i % 2 ? 2 : 1;
+		}
+		assert_int_equal(b->ops->commit(b, ops, BIG), 0);
+		free(ops);
+		free(names);
+		got = query(b, "big", NULL);
+		assert_non_null(got);
+		for (p = got; *p; p++)
+			count += *p == ',';
+		assert_int_equal(count + 1, BIG);
+		assert_true(!strncmp(got, "1000,1001,", 10));
+		free(got);
+		got = query(b, "big+-odd", NULL);
+		assert_non_null(got);
+		count = 0;
+		for (p = got; *p; p++)
+			count += *p == ',';
+		assert_int_equal(count + 1, BIG / 2);
+		assert_true(!strncmp(got, "1000,1002,", 10));
+		free(got);
+	}
+
+	/* Down: an error the store can fall back from, for either form. */
+	redis_server_halt(&srv);
+	assert_null(query(b, "red", &err));
+	assert_int_equal(err, -EIO);
+	assert_null(query(b, "red+blue", &err));
+	assert_int_equal(err, -EIO);
+	assert_int_equal(redis_server_resume(&srv), 0);
+	kv_backend_close(b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -623,6 +776,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_sweep_unindexes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_claims, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_expiry_notifications, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_query_set_operations, setup, teardown),
 	};
 	struct contract_backend rb = {
 		.name = "redis",

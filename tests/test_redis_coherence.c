@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "tests/mnt.h"
 #include "tests/redis_server.h"
@@ -421,6 +422,162 @@ static void test_close_to_open(void **state)
 	stop_pair(p);
 }
 
+#define TT "{nadb:default:default}:"
+
+/* The names `ls -1` prints, comma-joined ("E" when ls fails). */
+static const char *names(struct mnt *m, const char *dir)
+{
+	char *out = NULL, *p;
+	const char *ret;
+
+	if (run_cmd_out(&out, "ls -1 %s 2>&1", shq(m, mnt_path(m, "%s", dir)))) {
+		free(out);
+		return "E";
+	}
+	for (p = out; *p; p++)
+		if (*p == '\n')
+			*p = p[1] ? ',' : '\0';
+	ret = mnt_str(m, "%s", out);
+	free(out);
+	return ret;
+}
+
+static void await_names(struct mnt *m, const char *dir, const char *want)
+{
+	int64_t deadline = now_ms() + CATCH_UP_MS;
+
+	while (strcmp(names(m, dir), want)) {
+		if (now_ms() > deadline)
+			fail_msg("%s: %s, want %s", dir, names(m, dir), want);
+		usleep(10000);
+	}
+}
+
+/* query_cache.<field> of the mount's .nadb/stats. */
+static long long query_stat(struct mnt *m, const char *field)
+{
+	char *text = read_file(mnt_path(m, ".nadb/stats"), NULL);
+	json_t *o, *v;
+	long long n;
+
+	assert_non_null(text);
+	o = json_loads(text, 0, NULL);
+	free(text);
+	assert_non_null(o);
+	v = json_object_get(json_object_get(o, "query_cache"), field);
+	assert_true(json_is_integer(v));
+	n = json_integer_value(v);
+	json_decref(o);
+	return n;
+}
+
+/* Everything m holds is committed once this returns (fsync waits for it). */
+static void flush_mount(struct mnt *m, const char *key)
+{
+	int fd = open(mnt_path(m, "%s", key), O_RDONLY);
+
+	ASSERT_SYS(fd);
+	ASSERT_SYS(fsync(fd));
+	close(fd);
+}
+
+/* redis-cli's one-line answer, without its newline. */
+static const char *rcli(struct mnt *m, const char *fmt, const char *arg)
+{
+	char *out = redis_cli(m->redis, fmt, arg);
+	const char *ret;
+
+	assert_non_null(out);
+	out[strcspn(out, "\r\n")] = '\0';
+	ret = mnt_str(m, "%s", out);
+	free(out);
+	return ret;
+}
+
+/*
+ * Tag listings and queries are evaluated by Redis (the stats count them),
+ * see what Redis's tag sets hold ahead of the change log, and stay exact
+ * with this mount's unflushed changes (b never flushes on its own).
+ */
+static void test_tag_queries_by_redis(void **state)
+{
+	struct pair *p = *state;
+	struct mnt *a = &p->a, *b = &p->b;
+	const char *id4;
+	long long q0;
+
+	a->backend = MNT_BACKEND_REDIS;
+	mnt_start(a, OPTS);
+	mnt_init_shared(b, a, "mnt2");
+	mnt_start(b, "flush_interval=1h");
+	put_str(mnt_path(a, "k1"), "1\n");
+	put_str(mnt_path(a, "k2"), "2\n");
+	put_str(mnt_path(a, "k3"), "3\n");
+	put_str(mnt_path(a, "k4"), "4\n");
+	ASSERT_SYS(setxattr(mnt_path(a, "k1"), "user.tags", "red,blue", 8, 0));
+	ASSERT_SYS(setxattr(mnt_path(a, "k2"), "user.tags", "red", 3, 0));
+	ASSERT_SYS(setxattr(mnt_path(a, "k3"), "user.tags", "blue", 4, 0));
+	ASSERT_SYS(setxattr(mnt_path(a, "k4"), "user.tags", "green", 5, 0));
+	flush_mount(a, "k1");
+	await_names(b, "tags/red", "k1,k2");
+	await_names(b, "tags/green", "k4");
+	await_names(b, "tags/blue", "k1,k3");
+
+	q0 = query_stat(b, "backend");
+	/* SINTER, SDIFF, SUNION. */
+	assert_string_equal(names(b, "tags/red+blue"), "k1");
+	assert_string_equal(names(b, "tags/red+-blue"), "k2");
+	assert_string_equal(names(b, "tags/red,green"), "k1,k2,k4");
+	assert_string_equal(names(b, "tags/blue+-red,green"), "k3,k4");
+	assert_string_equal(names(b, "tags/red+nosuch"), "");
+	assert_true(query_stat(b, "backend") >= q0 + 5);
+	assert_int_equal(query_stat(b, "backend_fallbacks"), 0);
+	/* Every listed entry can be looked up and read through. */
+	assert_file_str(mnt_path(b, "tags/red+blue/k1"), "1\n");
+
+	/* Another mount retags and flushes: b's listings follow. */
+	ASSERT_SYS(setxattr(mnt_path(a, "k3"), "user.tags", "blue,red", 8, 0));
+	flush_mount(a, "k3");
+	await_names(b, "tags/red", "k1,k2,k3");
+	await_names(b, "tags/red+blue", "k1,k3");
+
+	/* A tag set changed in Redis itself, with no change log entry: only
+	 * an evaluation by Redis can see it (b's own index says k4 is green
+	 * only), and a query b never asked before does. */
+	id4 = rcli(a, "HGET " TT "d:1 %s", "k4");
+	assert_true(*id4);
+	rcli(a, "SADD " TT "t:red %s", id4);
+	assert_string_equal(names(b, "tags/green+red"), "k4");
+	assert_file_str(mnt_path(b, "tags/green+red/k4"), "4\n");
+	rcli(a, "SREM " TT "t:red %s", id4);
+
+	/* Unflushed changes on b: a retag, a new key, a delete. Redis still
+	 * has the old sets; b's listings are exact all the same. */
+	q0 = query_stat(b, "backend");
+	ASSERT_SYS(setxattr(mnt_path(b, "k2"), "user.tags", "blue", 4, 0));
+	put_str(mnt_path(b, "k5"), "5\n");
+	ASSERT_SYS(setxattr(mnt_path(b, "k5"), "user.tags", "green,red", 9, 0));
+	ASSERT_SYS(unlink(mnt_path(b, "k1")));
+	assert_string_equal(rcli(a, "SCARD " TT "t:red%s", ""), "3");
+	assert_string_equal(rcli(a, "EXISTS " TT "t:blue%s", ""), "1");
+	assert_string_equal(names(b, "tags/red"), "k3,k5");
+	assert_string_equal(names(b, "tags/red+blue"), "k3");
+	assert_string_equal(names(b, "tags/blue+-red"), "k2");
+	assert_string_equal(names(b, "tags/red+green"), "k5");
+	assert_string_equal(names(b, "tags/green,blue"), "k2,k3,k4,k5");
+	assert_file_str(mnt_path(b, "tags/red+green/k5"), "5\n");
+	assert_true(query_stat(b, "backend") >= q0 + 5);
+	assert_int_equal(query_stat(b, "backend_fallbacks"), 0);
+	/* Redis still had k1 and k2 in red: the unflushed state won. */
+	assert_string_equal(rcli(a, "SCARD " TT "t:red%s", ""), "3");
+
+	/* Once b flushes, a sees the same. */
+	flush_mount(b, "k5");
+	await_names(a, "tags/red", "k3,k5");
+	await_names(a, "tags/blue+-red", "k2");
+	stop_pair(p);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -434,6 +591,7 @@ int main(void)
 		T(test_claim_released),
 		T(test_close_to_open),
 		T(test_read_during_rewrites),
+		T(test_tag_queries_by_redis),
 	};
 
 	return cmocka_run_group_tests_name("redis coherence", tests, NULL, NULL);

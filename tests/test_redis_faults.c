@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -359,6 +360,79 @@ static void test_damaged_spill_refused(void **state)
 	assert_int_equal(count_spills(spill), 1);
 }
 
+/* The names `ls -1` prints, comma-joined ("E" when ls fails). */
+static const char *names(struct mnt *m, const char *dir)
+{
+	char *out = NULL, *p;
+	const char *ret;
+
+	if (run_cmd_out(&out, "ls -1 %s 2>&1", shq(m, mnt_path(m, "%s", dir)))) {
+		free(out);
+		return "E";
+	}
+	for (p = out; *p; p++)
+		if (*p == '\n')
+			*p = p[1] ? ',' : '\0';
+	ret = mnt_str(m, "%s", out);
+	free(out);
+	return ret;
+}
+
+static long long query_stat(struct mnt *m, const char *field)
+{
+	json_t *o = stats(m);
+	long long n = json_integer_value(json_object_get(json_object_get(o, "query_cache"), field));
+
+	json_decref(o);
+	return n;
+}
+
+/* Tag listings and queries never fail because Redis is down: the local
+ * index answers them, exactly, and the stats count each fallback; once
+ * Redis is back it evaluates them again. */
+static void test_queries_fall_back(void **state)
+{
+	struct mnt *m = faulty_mnt(state);
+	long long q;
+	int64_t t0;
+
+	mnt_start(m, "backend_timeout=1s,flush_interval=100ms");
+	put_str(mnt_path(m, "k1"), "1\n");
+	put_str(mnt_path(m, "k2"), "2\n");
+	ASSERT_SYS(setxattr(mnt_path(m, "k1"), "user.tags", "blue,red", 8, 0));
+	ASSERT_SYS(setxattr(mnt_path(m, "k2"), "user.tags", "red", 3, 0));
+	assert_int_equal(put_fsync(mnt_path(m, "k0"), "0\n"), 0);
+	q = query_stat(m, "backend");
+	assert_string_equal(names(m, "tags/red+blue"), "k1");
+	assert_true(query_stat(m, "backend") > q);
+	assert_int_equal(query_stat(m, "backend_fallbacks"), 0);
+
+	redis_server_kill(m->redis);
+	put_str(mnt_path(m, "k3"), "3\n");
+	ASSERT_SYS(setxattr(mnt_path(m, "k3"), "user.tags", "blue,red", 8, 0));
+	t0 = now_ms();
+	assert_string_equal(names(m, "tags/red+blue"), "k1,k3");
+	assert_string_equal(names(m, "tags/red"), "k1,k2,k3");
+	assert_string_equal(names(m, "tags/red+-blue"), "k2");
+	assert_true(now_ms() - t0 < HANG_MS);
+	assert_true(query_stat(m, "backend_fallbacks") >= 3);
+
+	assert_int_equal(redis_server_resume(m->redis), 0);
+	q = query_stat(m, "backend");
+	/* Each query not seen since is evaluated again; reconnecting waits
+	 * out the backoff. */
+	for (int i = 0; query_stat(m, "backend") == q; i++) {
+		char dir[32];
+
+		snprintf(dir, sizeof(dir), "tags/red+-nosuch%d", i);
+		assert_string_equal(names(m, dir), "k1,k2,k3");
+		if (now_ms() - t0 > 20000)
+			fail_msg("queries still not evaluated by redis 20 s after it came back");
+		pause_ms(50);
+	}
+	mnt_stop(m);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, mnt_setup, mnt_teardown)
 
 int main(void)
@@ -369,6 +443,7 @@ int main(void)
 		T(test_full_buffer_eio),
 		T(test_spill_on_unmount),
 		T(test_damaged_spill_refused),
+		T(test_queries_fall_back),
 	};
 
 	return cmocka_run_group_tests_name("redis faults", tests, NULL, NULL);
