@@ -140,6 +140,9 @@ void assert_file_str(const char *path, const char *want);
  * line per entry: escaped path, type, mode, uid, gid, size, mtime in ns and a
  * hash of the bytes. Two snapshots compare equal iff the trees do.
  */
+/* The names `ls -1 DIR` (a path in the mount) prints, comma-joined ("" when
+ * empty, "E" when ls fails); owned by m. */
+const char *mnt_ls(struct mnt *m, const char *dir);
 char *tree_snapshot(const char *dir);
 uint64_t fnv1a(const void *p, size_t n);
 

@@ -295,6 +295,23 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+const char *mnt_ls(struct mnt *m, const char *dir)
+{
+	char *out = NULL, *p;
+	const char *ret;
+
+	if (run_cmd_out(&out, "ls -1 %s 2>&1", shq(m, mnt_path(m, "%s", dir)))) {
+		free(out);
+		return "E";
+	}
+	for (p = out; *p; p++)
+		if (*p == '\n')
+			*p = p[1] ? ',' : '\0';
+	ret = mnt_str(m, "%s", out);
+	free(out);
+	return ret;
+}
+
 char *tree_snapshot(const char *dir)
 {
 	size_t total = 1;

@@ -424,31 +424,13 @@ static void test_close_to_open(void **state)
 
 #define TT "{nadb:default:default}:"
 
-/* The names `ls -1` prints, comma-joined ("E" when ls fails). */
-static const char *names(struct mnt *m, const char *dir)
-{
-	char *out = NULL, *p;
-	const char *ret;
-
-	if (run_cmd_out(&out, "ls -1 %s 2>&1", shq(m, mnt_path(m, "%s", dir)))) {
-		free(out);
-		return "E";
-	}
-	for (p = out; *p; p++)
-		if (*p == '\n')
-			*p = p[1] ? ',' : '\0';
-	ret = mnt_str(m, "%s", out);
-	free(out);
-	return ret;
-}
-
 static void await_names(struct mnt *m, const char *dir, const char *want)
 {
 	int64_t deadline = now_ms() + CATCH_UP_MS;
 
-	while (strcmp(names(m, dir), want)) {
+	while (strcmp(mnt_ls(m, dir), want)) {
 		if (now_ms() > deadline)
-			fail_msg("%s: %s, want %s", dir, names(m, dir), want);
+			fail_msg("%s: %s, want %s", dir, mnt_ls(m, dir), want);
 		usleep(10000);
 	}
 }
@@ -525,11 +507,11 @@ static void test_tag_queries_by_redis(void **state)
 
 	q0 = query_stat(b, "backend");
 	/* SINTER, SDIFF, SUNION. */
-	assert_string_equal(names(b, "tags/red+blue"), "k1");
-	assert_string_equal(names(b, "tags/red+-blue"), "k2");
-	assert_string_equal(names(b, "tags/red,green"), "k1,k2,k4");
-	assert_string_equal(names(b, "tags/blue+-red,green"), "k3,k4");
-	assert_string_equal(names(b, "tags/red+nosuch"), "");
+	assert_string_equal(mnt_ls(b, "tags/red+blue"), "k1");
+	assert_string_equal(mnt_ls(b, "tags/red+-blue"), "k2");
+	assert_string_equal(mnt_ls(b, "tags/red,green"), "k1,k2,k4");
+	assert_string_equal(mnt_ls(b, "tags/blue+-red,green"), "k3,k4");
+	assert_string_equal(mnt_ls(b, "tags/red+nosuch"), "");
 	assert_true(query_stat(b, "backend") >= q0 + 5);
 	assert_int_equal(query_stat(b, "backend_fallbacks"), 0);
 	/* Every listed entry can be looked up and read through. */
@@ -547,7 +529,7 @@ static void test_tag_queries_by_redis(void **state)
 	id4 = rcli(a, "HGET " TT "d:1 %s", "k4");
 	assert_true(*id4);
 	rcli(a, "SADD " TT "t:red %s", id4);
-	assert_string_equal(names(b, "tags/green+red"), "k4");
+	assert_string_equal(mnt_ls(b, "tags/green+red"), "k4");
 	assert_file_str(mnt_path(b, "tags/green+red/k4"), "4\n");
 	rcli(a, "SREM " TT "t:red %s", id4);
 
@@ -560,11 +542,11 @@ static void test_tag_queries_by_redis(void **state)
 	ASSERT_SYS(unlink(mnt_path(b, "k1")));
 	assert_string_equal(rcli(a, "SCARD " TT "t:red%s", ""), "3");
 	assert_string_equal(rcli(a, "EXISTS " TT "t:blue%s", ""), "1");
-	assert_string_equal(names(b, "tags/red"), "k3,k5");
-	assert_string_equal(names(b, "tags/red+blue"), "k3");
-	assert_string_equal(names(b, "tags/blue+-red"), "k2");
-	assert_string_equal(names(b, "tags/red+green"), "k5");
-	assert_string_equal(names(b, "tags/green,blue"), "k2,k3,k4,k5");
+	assert_string_equal(mnt_ls(b, "tags/red"), "k3,k5");
+	assert_string_equal(mnt_ls(b, "tags/red+blue"), "k3");
+	assert_string_equal(mnt_ls(b, "tags/blue+-red"), "k2");
+	assert_string_equal(mnt_ls(b, "tags/red+green"), "k5");
+	assert_string_equal(mnt_ls(b, "tags/green,blue"), "k2,k3,k4,k5");
 	assert_file_str(mnt_path(b, "tags/red+green/k5"), "5\n");
 	assert_true(query_stat(b, "backend") >= q0 + 5);
 	assert_int_equal(query_stat(b, "backend_fallbacks"), 0);

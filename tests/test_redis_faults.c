@@ -360,24 +360,6 @@ static void test_damaged_spill_refused(void **state)
 	assert_int_equal(count_spills(spill), 1);
 }
 
-/* The names `ls -1` prints, comma-joined ("E" when ls fails). */
-static const char *names(struct mnt *m, const char *dir)
-{
-	char *out = NULL, *p;
-	const char *ret;
-
-	if (run_cmd_out(&out, "ls -1 %s 2>&1", shq(m, mnt_path(m, "%s", dir)))) {
-		free(out);
-		return "E";
-	}
-	for (p = out; *p; p++)
-		if (*p == '\n')
-			*p = p[1] ? ',' : '\0';
-	ret = mnt_str(m, "%s", out);
-	free(out);
-	return ret;
-}
-
 static long long query_stat(struct mnt *m, const char *field)
 {
 	json_t *o = stats(m);
@@ -403,7 +385,7 @@ static void test_queries_fall_back(void **state)
 	ASSERT_SYS(setxattr(mnt_path(m, "k2"), "user.tags", "red", 3, 0));
 	assert_int_equal(put_fsync(mnt_path(m, "k0"), "0\n"), 0);
 	q = query_stat(m, "backend");
-	assert_string_equal(names(m, "tags/red+blue"), "k1");
+	assert_string_equal(mnt_ls(m, "tags/red+blue"), "k1");
 	assert_true(query_stat(m, "backend") > q);
 	assert_int_equal(query_stat(m, "backend_fallbacks"), 0);
 
@@ -411,9 +393,9 @@ static void test_queries_fall_back(void **state)
 	put_str(mnt_path(m, "k3"), "3\n");
 	ASSERT_SYS(setxattr(mnt_path(m, "k3"), "user.tags", "blue,red", 8, 0));
 	t0 = now_ms();
-	assert_string_equal(names(m, "tags/red+blue"), "k1,k3");
-	assert_string_equal(names(m, "tags/red"), "k1,k2,k3");
-	assert_string_equal(names(m, "tags/red+-blue"), "k2");
+	assert_string_equal(mnt_ls(m, "tags/red+blue"), "k1,k3");
+	assert_string_equal(mnt_ls(m, "tags/red"), "k1,k2,k3");
+	assert_string_equal(mnt_ls(m, "tags/red+-blue"), "k2");
 	assert_true(now_ms() - t0 < HANG_MS);
 	assert_true(query_stat(m, "backend_fallbacks") >= 3);
 
@@ -425,7 +407,7 @@ static void test_queries_fall_back(void **state)
 		char dir[32];
 
 		snprintf(dir, sizeof(dir), "tags/red+-nosuch%d", i);
-		assert_string_equal(names(m, dir), "k1,k2,k3");
+		assert_string_equal(mnt_ls(m, dir), "k1,k2,k3");
 		if (now_ms() - t0 > 20000)
 			fail_msg("queries still not evaluated by redis 20 s after it came back");
 		pause_ms(50);

@@ -32,24 +32,6 @@ static void tag(struct mnt *m, const char *key, const char *tags)
 			 0);
 }
 
-/* `ls -1 DIR` joined with commas ("" when empty), or "E" if ls failed. */
-static const char *ls(struct mnt *m, const char *dir)
-{
-	char *out = NULL, *p;
-	const char *ret;
-
-	if (run_cmd_out(&out, "ls -1 %s 2>&1", shq(m, mnt_path(m, "%s", dir)))) {
-		free(out);
-		return "E";
-	}
-	for (p = out; *p; p++)
-		if (*p == '\n')
-			*p = p[1] ? ',' : '\0';
-	ret = mnt_str(m, "%s", out);
-	free(out);
-	return ret;
-}
-
 static const char *tags_of(struct mnt *m, const char *key)
 {
 	char buf[256];
@@ -89,9 +71,9 @@ static void test_tags_with_the_tools(void **state)
 	assert_non_null(strstr(out, "user.tags=\"red\""));
 	assert_non_null(strstr(out, "user.xdg.tags=\"red\""));
 	free(out);
-	assert_string_equal(ls(m, "tags"), "blue,red");
-	assert_string_equal(ls(m, "tags/red"), "other,users%2F42%2Fprofile");
-	assert_string_equal(ls(m, "tags/blue"), "users%2F42%2Fprofile");
+	assert_string_equal(mnt_ls(m, "tags"), "blue,red");
+	assert_string_equal(mnt_ls(m, "tags/red"), "other,users%2F42%2Fprofile");
+	assert_string_equal(mnt_ls(m, "tags/blue"), "users%2F42%2Fprofile");
 	/* Entries are symlinks by relative path; cat reads the value. */
 	n = readlink(mnt_path(m, "tags/red/users%%2F42%%2Fprofile"), link, sizeof(link));
 	assert_int_equal(n, strlen("../../users/42/profile"));
@@ -150,7 +132,7 @@ static void test_bad_tags_and_where_tags_do_not_apply(void **state)
 				     shq(m, mnt_path(m, "k"))),
 			     0);
 	assert_string_equal(tags_of(m, "k"), "keep");
-	assert_string_equal(ls(m, "tags"), "keep");
+	assert_string_equal(mnt_ls(m, "tags"), "keep");
 	/* Directories, tags/ and its entries carry none. */
 	ASSERT_SYS(mkdir(mnt_path(m, "d"), 0755));
 	ASSERT_ERRNO(setxattr(mnt_path(m, "d"), "user.tags", "a", 1, 0), ENOTSUP);
@@ -161,7 +143,7 @@ static void test_bad_tags_and_where_tags_do_not_apply(void **state)
 	/* "" clears. */
 	tag(m, "k", "");
 	assert_string_equal(tags_of(m, "k"), "");
-	assert_string_equal(ls(m, "tags"), "");
+	assert_string_equal(mnt_ls(m, "tags"), "");
 	mnt_stop(m);
 }
 
@@ -182,7 +164,7 @@ static void test_rm_untags_and_ln_tags(void **state)
 	/* ln -s ANYTHING tags/T/ENTRY tags the key ENTRY names. */
 	assert_int_equal(run_cmd("ln -s whatever %s", shq(m, mnt_path(m, "tags/blue/j"))), 0);
 	assert_string_equal(tags_of(m, "j"), "blue");
-	assert_string_equal(ls(m, "tags/blue"), "d%2Fk,j");
+	assert_string_equal(mnt_ls(m, "tags/blue"), "d%2Fk,j");
 	ASSERT_ERRNO(symlink("x", mnt_path(m, "tags/blue/missing")), ENOENT);
 	ASSERT_ERRNO(symlink("x", mnt_path(m, "tags/blue/d")), ENOENT); /* a directory */
 	/* Nothing else can be made in tags/. */
@@ -205,7 +187,7 @@ static void test_rm_untags_and_ln_tags(void **state)
 	assert_string_equal(tags_of(m, "j"), "");
 	assert_file_str(mnt_path(m, "d/k"), "data");
 	assert_file_str(mnt_path(m, "j"), "more");
-	assert_string_equal(ls(m, "tags"), "");
+	assert_string_equal(mnt_ls(m, "tags"), "");
 	mnt_stop(m);
 }
 
@@ -225,16 +207,16 @@ static void test_mkdir_rmdir_and_remount(void **state)
 	tag(m, "k", "used,empty");
 	ASSERT_ERRNO(rmdir(mnt_path(m, "tags/empty")), ENOTEMPTY);
 	tag(m, "k", "used");
-	assert_string_equal(ls(m, "tags"), "empty,used");
+	assert_string_equal(mnt_ls(m, "tags"), "empty,used");
 	mnt_restart(m, NULL);
-	assert_string_equal(ls(m, "tags"), "empty,used");
-	assert_string_equal(ls(m, "tags/used"), "k");
+	assert_string_equal(mnt_ls(m, "tags"), "empty,used");
+	assert_string_equal(mnt_ls(m, "tags/used"), "k");
 	assert_string_equal(tags_of(m, "k"), "used");
 	ASSERT_SYS(rmdir(mnt_path(m, "tags/empty")));
 	ASSERT_ERRNO(lstat(mnt_path(m, "tags/empty"), &st), ENOENT);
 	ASSERT_ERRNO(rmdir(mnt_path(m, "tags/empty")), ENOENT);
 	mnt_restart(m, NULL);
-	assert_string_equal(ls(m, "tags"), "used");
+	assert_string_equal(mnt_ls(m, "tags"), "used");
 	mnt_stop(m);
 }
 
@@ -252,14 +234,14 @@ static void test_query_directories(void **state)
 	tag(m, "1", "user,active");
 	tag(m, "2", "user,inactive");
 	tag(m, "3", "admin");
-	assert_string_equal(ls(m, "tags/user+active"), "1");
-	assert_string_equal(ls(m, "tags/user,admin"), "1,2,3");
-	assert_string_equal(ls(m, "tags/user+-inactive"), "1");
-	assert_string_equal(ls(m, "tags/user+active,admin"), "1,3");
-	assert_string_equal(ls(m, "tags/user+ghost"), "");
+	assert_string_equal(mnt_ls(m, "tags/user+active"), "1");
+	assert_string_equal(mnt_ls(m, "tags/user,admin"), "1,2,3");
+	assert_string_equal(mnt_ls(m, "tags/user+-inactive"), "1");
+	assert_string_equal(mnt_ls(m, "tags/user+active,admin"), "1,3");
+	assert_string_equal(mnt_ls(m, "tags/user+ghost"), "");
 	assert_file_str(mnt_path(m, "tags/user+active/1"), "one");
 	/* Resolved on lookup, never listed. */
-	assert_string_equal(ls(m, "tags"), "active,admin,inactive,user");
+	assert_string_equal(mnt_ls(m, "tags"), "active,admin,inactive,user");
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		ASSERT_ERRNO(stat(mnt_path(m, "%s", bad[i]), &st), ENOENT);
 	/* Read-only. */
@@ -270,8 +252,8 @@ static void test_query_directories(void **state)
 	ASSERT_ERRNO(rmdir(mnt_path(m, "tags/user+active")), EPERM);
 	/* A change to a tag involved shows at once (the cache is invalidated). */
 	tag(m, "2", "user,active");
-	assert_string_equal(ls(m, "tags/user+active"), "1,2");
-	assert_string_equal(ls(m, "tags/user+-inactive"), "1,2");
+	assert_string_equal(mnt_ls(m, "tags/user+active"), "1,2");
+	assert_string_equal(mnt_ls(m, "tags/user+-inactive"), "1,2");
 	mnt_stop(m);
 }
 
@@ -286,8 +268,8 @@ static void test_stats(void **state)
 	put_str(mnt_path(m, "1"), "one");
 	tag(m, "1", "a,b");
 	ASSERT_SYS(mkdir(mnt_path(m, "tags/c"), 0755));
-	assert_string_equal(ls(m, "tags/a+b"), "1");
-	assert_string_equal(ls(m, "tags/a+b"), "1");
+	assert_string_equal(mnt_ls(m, "tags/a+b"), "1");
+	assert_string_equal(mnt_ls(m, "tags/a+b"), "1");
 	text = read_file(mnt_path(m, ".nadb/stats"), NULL);
 	assert_non_null(text);
 	o = json_loads(text, 0, NULL);
@@ -317,11 +299,11 @@ static void test_listings_follow_every_change(void **state)
 	ASSERT_SYS(mkdir(mnt_path(m, "d"), 0755));
 	put_str(mnt_path(m, "d/k"), "v1");
 	tag(m, "d/k", "t");
-	assert_string_equal(ls(m, "tags/t"), "d%2Fk");
+	assert_string_equal(mnt_ls(m, "tags/t"), "d%2Fk");
 	ASSERT_SYS(lstat(mnt_path(m, "tags/t/d%%2Fk"), &st));
 	/* Rename: the entry's name and its link follow. */
 	ASSERT_SYS(rename(mnt_path(m, "d/k"), mnt_path(m, "moved")));
-	assert_string_equal(ls(m, "tags/t"), "moved");
+	assert_string_equal(mnt_ls(m, "tags/t"), "moved");
 	ASSERT_ERRNO(lstat(mnt_path(m, "tags/t/d%%2Fk"), &st), ENOENT);
 	n = readlink(mnt_path(m, "tags/t/moved"), link, sizeof(link));
 	assert_int_equal(n, 11);
@@ -329,13 +311,13 @@ static void test_listings_follow_every_change(void **state)
 	/* Rename of a whole directory moves its keys' entries. */
 	ASSERT_SYS(rename(mnt_path(m, "moved"), mnt_path(m, "d/k")));
 	ASSERT_SYS(rename(mnt_path(m, "d"), mnt_path(m, "e")));
-	assert_string_equal(ls(m, "tags/t"), "e%2Fk");
+	assert_string_equal(mnt_ls(m, "tags/t"), "e%2Fk");
 	assert_file_str(mnt_path(m, "tags/t/e%%2Fk"), "v1");
 	/* Delete: gone from the listing, the entry, and the tag itself. */
 	ASSERT_SYS(unlink(mnt_path(m, "e/k")));
 	ASSERT_ERRNO(lstat(mnt_path(m, "tags/t/e%%2Fk"), &st), ENOENT);
 	ASSERT_ERRNO(lstat(mnt_path(m, "tags/t"), &st), ENOENT);
-	assert_string_equal(ls(m, "tags"), "");
+	assert_string_equal(mnt_ls(m, "tags"), "");
 	/* Re-created under the same name: a new key, untagged. */
 	put_str(mnt_path(m, "e/k"), "v2");
 	assert_string_equal(tags_of(m, "e/k"), "");
@@ -345,7 +327,7 @@ static void test_listings_follow_every_change(void **state)
 	assert_file_str(mnt_path(m, "tags/a/e%%2Fk"), "v2");
 	tag(m, "e/k", "b");
 	ASSERT_ERRNO(lstat(mnt_path(m, "tags/a/e%%2Fk"), &st), ENOENT);
-	assert_string_equal(ls(m, "tags/b"), "e%2Fk");
+	assert_string_equal(mnt_ls(m, "tags/b"), "e%2Fk");
 	mnt_stop(m);
 }
 
@@ -360,7 +342,7 @@ static void test_expired_keys_leave_their_tags(void **state)
 	put_str(mnt_path(m, "stays"), "v");
 	tag(m, "brief", "t");
 	tag(m, "stays", "t");
-	assert_string_equal(ls(m, "tags/t+t"), "brief,stays");
+	assert_string_equal(mnt_ls(m, "tags/t+t"), "brief,stays");
 	ASSERT_SYS(setxattr(mnt_path(m, "brief"), "user.ttl", "1", 1, 0));
 	until = now_ms() + 5000;
 	while (lstat(mnt_path(m, "tags/t/brief"), &st) == 0 && now_ms() < until) {
@@ -369,8 +351,8 @@ static void test_expired_keys_leave_their_tags(void **state)
 		nanosleep(&ts, NULL);
 	}
 	ASSERT_ERRNO(lstat(mnt_path(m, "tags/t/brief"), &st), ENOENT);
-	assert_string_equal(ls(m, "tags/t"), "stays");
-	assert_string_equal(ls(m, "tags/t+t"), "stays");
+	assert_string_equal(mnt_ls(m, "tags/t"), "stays");
+	assert_string_equal(mnt_ls(m, "tags/t+t"), "stays");
 	mnt_stop(m);
 }
 
@@ -391,8 +373,8 @@ static void test_long_key_names(void **state)
 	assert_int_equal(run_cmd_out(&out, "cat %s/*", shq(m, mnt_path(m, "tags/long"))), 0);
 	assert_string_equal(out, "deep");
 	free(out);
-	assert_int_equal(strlen(ls(m, "tags/long")), 255);
-	assert_int_equal(ls(m, "tags/long")[238], '~');
+	assert_int_equal(strlen(mnt_ls(m, "tags/long")), 255);
+	assert_int_equal(mnt_ls(m, "tags/long")[238], '~');
 	assert_int_equal(run_cmd("rm %s/*", shq(m, mnt_path(m, "tags/long"))), 0);
 	assert_string_equal(tags_of(m, key), "");
 	mnt_stop(m);
