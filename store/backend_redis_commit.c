@@ -42,7 +42,8 @@
 /*
  * ARGV[1] key prefix, [2] now (ms, the client's clock like the store's
  * deadlines), [3] the batch's highest id, [4] this mount's id ('' = do not
- * announce); then per op, from b = 4 + i*12: b+1 'P' or 'D', b+2 id, b+3
+ * announce); then per op, from b = 4 + i*12: b+1 'P', 'N' (a PUT of a
+ * record no commit carried before: kv_op.never_sent) or 'D', b+2 id, b+3
  * record, b+4 parent, b+5 name, b+6 tags (NUL-joined), b+7 vver, b+8
  * expires_ms, b+9 value source ('' none, 'i' inline, 't' uploaded), b+10
  * the bytes or the temporary key, b+11 stored size, b+12 the version the op
@@ -99,7 +100,7 @@ const char kv_redis_script[] =
 	"local claims, cl = {}, {}\n"
 	"for i = 0, n - 1 do\n"
 	"  local b = H + i * K\n"
-	"  if ARGV[b+1] == 'P' then cl[#cl+1] = ARGV[b+2] end\n"
+	"  if ARGV[b+1] ~= 'D' then cl[#cl+1] = ARGV[b+2] end\n"
 	"end\n"
 	"for s = 1, #cl, 2000 do\n"
 	"  local ks = {}\n"
@@ -115,11 +116,49 @@ const char kv_redis_script[] =
 	"  if cur and not inbatch[cur] and redis.call('EXISTS', P..'d:'..cur) == 0 then drop(cur) end\n"
 	"  redis.call('HSET', dk, name, id)\n"
 	"end\n"
+	/* Records never sent before ('N') cannot have an index, so they
+	 * skip its read, and those whose name was free when the script
+	 * started get their entries and tags in one HSET/SADD per
+	 * directory/tag (pend, written by flush()) instead of an HSETNX
+	 * each. Every other op first writes what is pending, so it sees
+	 * the entries as a one-by-one commit would; the only entry it can
+	 * create is its own name, which is then no longer free. */
+	"local free, pend, ptag = {}, {}, {}\n"
+	"do\n"
+	"  local want = {}\n"
+	"  for i = 0, n - 1 do\n"
+	"    local b = H + i * K\n"
+	"    if ARGV[b+1] == 'N' and ARGV[b+4] ~= '0' then\n"
+	"      local dk = P..'d:'..ARGV[b+4]\n"
+	"      if not want[dk] then want[dk] = {} end\n"
+	"      local w = want[dk]\n"
+	"      w[#w+1] = ARGV[b+5]\n"
+	"    end\n"
+	"  end\n"
+	"  for dk, names in pairs(want) do\n"
+	"    local f = {}\n"
+	"    for s = 1, #names, 2000 do\n"
+	"      local e = math.min(s + 1999, #names)\n"
+	"      local got = redis.call('HMGET', dk, unpack(names, s, e))\n"
+	"      for j = s, e do if not got[j - s + 1] then f[names[j]] = true end end\n"
+	"    end\n"
+	"    free[dk] = f\n"
+	"  end\n"
+	"end\n"
+	"local function flush()\n"
+	"  for dk, l in pairs(pend) do many('HSET', dk, l) end\n"
+	"  for tk, l in pairs(ptag) do many('SADD', tk, l) end\n"
+	"  pend, ptag = {}, {}\n"
+	"end\n"
 	"for i = 0, n - 1 do\n"
 	"  local b = H + i * K\n"
 	"  local typ, id = ARGV[b+1], ARGV[b+2]\n"
 	"  local rk, ik = P..'r:'..id, P..'i:'..id\n"
-	"  local old = redis.call('HMGET', ik, 'p', 'n', 't', 'v')\n"
+	"  local dk = typ ~= 'D' and ARGV[b+4] ~= '0' and P..'d:'..ARGV[b+4]\n"
+	"  local fast = typ == 'N' and dk and free[dk][ARGV[b+5]] and not claims[id]\n"
+	"  if not fast then flush() end\n"
+	"  if dk and free[dk] then free[dk][ARGV[b+5]] = nil end\n"
+	"  local old = typ == 'N' and {} or redis.call('HMGET', ik, 'p', 'n', 't', 'v')\n"
 	"  touched[#touched+1] = id\n"
 	"  local vver = '0'\n"
 	"  if typ == 'D' then\n"
@@ -141,10 +180,21 @@ const char kv_redis_script[] =
 	"    end\n"
 	"    if not known or old[3] ~= tags then\n"
 	"      if known then for _, tg in ipairs(split(old[3] or '')) do redis.call('SREM', P..'t:'..tg, id) end end\n"
-	"      for _, tg in ipairs(split(tags)) do redis.call('SADD', P..'t:'..tg, id) end\n"
+	"      for _, tg in ipairs(split(tags)) do\n"
+	"        if fast then\n"
+	"          local tk = P..'t:'..tg\n"
+	"          if not ptag[tk] then ptag[tk] = {} end\n"
+	"          local l = ptag[tk]\n"
+	"          l[#l+1] = id\n"
+	"        else redis.call('SADD', P..'t:'..tg, id) end\n"
+	"      end\n"
 	"    end\n"
-	"    if parent ~= '0' then\n"
-	"      local dk = P..'d:'..parent\n"
+	"    if fast then\n"
+	"      if not pend[dk] then pend[dk] = {} end\n"
+	"      local l = pend[dk]\n"
+	"      l[#l+1] = name\n"
+	"      l[#l+1] = id\n"
+	"    elseif parent ~= '0' then\n"
 	/* A claim is only ever made for an id before its first commit,
 	 * which settles it. */
 	"      if not known then unclaim(id, claims[id]) end\n"
@@ -189,6 +239,7 @@ const char kv_redis_script[] =
 	"end\n"
 	/* Membership of T:ids is per id, so the last op on each id decides
 	 * it, in two calls for the whole batch. */
+	"flush()\n"
 	"local add, rem = {}, {}\n"
 	"for id, live in pairs(idset) do\n"
 	"  if live then add[#add+1] = id else rem[#rem+1] = id end\n"
@@ -455,7 +506,7 @@ static void fill_args(const struct kv_op *ops, const struct prep *p, size_t n, c
 		size_t *l = lens + HDR_ARGS + i * OP_ARGS;
 		bool put = ops[i].type == KV_OP_PUT;
 
-		a[0] = put ? "P" : "D";
+		a[0] = !put ? "D" : ops[i].never_sent ? "N" : "P";
 		a[1] = q->id;
 		a[2] = put ? (const char *)q->rec : none;
 		l[2] = put ? q->reclen : 0;
