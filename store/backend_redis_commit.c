@@ -1,12 +1,14 @@
 /*
- * The Redis backend's commits. A batch is applied by one Lua script, which
- * Redis runs atomically: no client ever sees part of a batch, and the
- * script changes each record together with its value, its directory entry,
- * its tag sets, the set of ids and the deadline index. The script checks
- * everything that could fail (the uploaded values) before it writes
- * anything, because Redis does not roll a script back.
+ * The Redis backend's commits. A batch is applied by one MULTI/EXEC
+ * transaction, which Redis runs atomically: no client ever sees part of a
+ * batch. It holds the writes that need no decision as plain commands (see
+ * queue_plain) and then one Lua script, which changes each record together
+ * with its directory entry, its tag sets, the set of ids and the deadline
+ * index. The script checks everything that could fail (the uploaded values)
+ * before it writes anything, and then also removes the plain writes,
+ * because Redis does not roll a transaction or a script back.
  *
- * Values up to INLINE_MAX ride in the script call itself, as long as the
+ * Values up to INLINE_MAX ride in the transaction itself, as long as the
  * batch's inline bytes stay under INLINE_BUDGET; larger ones are uploaded
  * first (one SET, or pipelined APPENDs of at most PIECE bytes) to a
  * temporary key that the script renames into place, so no batch needs one
@@ -677,7 +679,6 @@ int kv_redis_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
 	const char **argv = NULL;
 	size_t *lens = NULL;
 	uint64_t max_id = 0;
-	redisReply *rep = NULL;
 	struct prep *p;
 	bool failed = false;
 	int64_t t0;
@@ -774,7 +775,6 @@ int kv_redis_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
 	return 0;
 
 out_undo:
-	freeReplyObject(rep);
 	for (size_t i = 0; i < n; i++) {
 		ops[i].meta.vver = p[i].vver0;
 		ops[i].meta.stored_size = p[i].stored0;
