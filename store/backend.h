@@ -82,6 +82,10 @@ struct kv_op {
 	/* The stored value version this op makes obsolete (0 = none); the backend
 	 * may reclaim it once the commit is durable. */
 	uint64_t old_vver;
+	/* PUT: no commit ever carried this id before (not even one that failed
+	 * or timed out), so the backend cannot have a record for it and may
+	 * skip looking for one. false is always safe. */
+	bool never_sent;
 };
 
 struct kv_backend_caps {

@@ -158,6 +158,7 @@ static ssize_t take_batch(struct kv_store *kv, struct kv_op *ops, struct batch_e
 			op->type = KV_OP_PUT;
 			if (kv_meta_copy(&op->meta, &n->m))
 				return -ENOMEM;
+			op->never_sent = !(n->flags & (KV_NODE_COMMITTED | KV_NODE_SENT));
 			if (n->flags & KV_NODE_VALUE_DIRTY) {
 				op->value = kv_value_snapshot(n->value);
 				if (!op->value) {
@@ -175,7 +176,7 @@ static ssize_t take_batch(struct kv_store *kv, struct kv_op *ops, struct batch_e
 		kv->dirty_bytes -= n->dirty_bytes;
 		kv->inflight_bytes += n->dirty_bytes;
 		n->dirty_bytes = 0;
-		n->flags |= KV_NODE_INFLIGHT;
+		n->flags |= KV_NODE_INFLIGHT | KV_NODE_SENT;
 		k++;
 	}
 	return (ssize_t)k;

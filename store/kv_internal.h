@@ -41,6 +41,9 @@ enum kv_node_flags {
 	KV_NODE_ON_DIRTY = 1 << 4,
 	/* A transaction's staged node (tx.c): never flushed, indexed or swept. */
 	KV_NODE_STAGED = 1 << 5,
+	/* Some commit (or spill) carried this id, whatever its outcome: the
+	 * backend may have a record for it (kv_op.never_sent). */
+	KV_NODE_SENT = 1 << 6,
 };
 
 struct kv_node {

@@ -530,6 +530,51 @@ static void test_claims(void **state)
 	kv_backend_close(b);
 }
 
+/* A batch of records no commit carried before (kv_op.never_sent): their
+ * entries and tags are written per directory and tag, yet a name another
+ * record holds is still taken from it and a claim is still settled. */
+static void test_never_sent_batch(void **state)
+{
+	static const char *names[] = { "f1", "f2", "taken", "c" };
+	char *tags[] = { "t1" };
+	struct kv_op ops[4];
+	struct kv_value *v[4];
+	struct kv_backend *b;
+
+	(void)state;
+	b = xload(NULL);
+	assert_int_equal(put_key(b, 40, KV_ROOT_ID, "taken", "", 0, "rival", NULL), 0);
+	assert_int_equal(b->ops->claim_name(b, KV_ROOT_ID, "c", 33), 0);
+	memset(ops, 0, sizeof(ops));
+	for (int i = 0; i < 4; i++) {
+		v[i] = kv_value_from_buf("val", 3);
+		assert_non_null(v[i]);
+		ops[i].type = KV_OP_PUT;
+		ops[i].never_sent = true;
+		ops[i].meta.id = (uint64_t)(30 + i);
+		ops[i].meta.parent = KV_ROOT_ID;
+		ops[i].meta.name = (char *)names[i];
+		ops[i].meta.mode = S_IFREG | 0644;
+		ops[i].meta.size = 3;
+		ops[i].meta.tags = tags;
+		ops[i].meta.ntags = i < 2 ? 1 : 0;
+		ops[i].value = v[i];
+	}
+	assert_int_equal(b->ops->commit(b, ops, 4), 0);
+	for (int i = 0; i < 4; i++)
+		kv_value_free(v[i]);
+	assert_cli("HGET {nadb:default:default}:d:1 %s", "f1", "30");
+	assert_cli("HGET {nadb:default:default}:d:1 %s", "f2", "31");
+	assert_cli("HGET {nadb:default:default}:d:1 %s", "taken", "32");
+	assert_cli("HGET {nadb:default:default}:d:1 %s", "c", "33");
+	assert_cli("EXISTS %s", "{nadb:default:default}:c:33", "0");
+	assert_cli("EXISTS %s", "{nadb:default:default}:r:40", "0");
+	assert_cli("SISMEMBER {nadb:default:default}:ids %s", "40", "0");
+	assert_cli("SCARD %s", "{nadb:default:default}:t:t1", "2");
+	assert_cli("HGET {nadb:default:default}:i:31 %s", "t", "t1");
+	kv_backend_close(b);
+}
+
 /* Directory entries and tag sets follow a record through retag, move and
  * delete, in the same atomic commit. */
 static void test_indexes_follow(void **state)
@@ -775,6 +820,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_indexes_follow, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sweep_unindexes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_claims, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_never_sent_batch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_expiry_notifications, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_query_set_operations, setup, teardown),
 	};
