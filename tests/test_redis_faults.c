@@ -6,13 +6,15 @@
  * succeeds once it is back, a full buffer makes writers fail with EIO after
  * backend_timeout instead of hanging, reconnects show in .nadb/stats, and an
  * unmount while Redis is down saves the buffer to a spill file that the next
- * mount replays.
+ * mount replays. A paused server (SIGSTOP: slow, not gone) gives the same
+ * outcome through command timeouts, never a hang.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -128,6 +130,60 @@ static void test_fsync_eio_then_recovers(void **state)
 	}
 
 	/* Everything reached the server that came back. */
+	mnt_restart(m, NULL);
+	assert_file_str(mnt_path(m, "before"), "acknowledged\n");
+	assert_file_str(mnt_path(m, "buffered"), "kept in the buffer\n");
+	assert_file_str(mnt_path(m, "synced"), "late\n");
+	mnt_stop(m);
+}
+
+/*
+ * Redis made slow rather than gone: the server is paused (SIGSTOP), so
+ * commands time out instead of failing at once. Writes go on into the
+ * buffer, fsync fails with EIO within backend_timeout, and once the server
+ * runs again the same fsync succeeds and everything is there.
+ */
+static void test_paused_server(void **state)
+{
+	struct mnt *m = faulty_mnt(state);
+	int64_t t0;
+	int fd, err;
+
+	mnt_start(m, "backend_timeout=1s,flush_interval=100ms");
+	assert_int_equal(put_fsync(mnt_path(m, "before"), "acknowledged\n"), 0);
+	assert_int_equal(kill(m->redis->pid, SIGSTOP), 0);
+
+	t0 = now_ms();
+	put_str(mnt_path(m, "buffered"), "kept in the buffer\n");
+	assert_file_str(mnt_path(m, "buffered"), "kept in the buffer\n");
+	assert_true(now_ms() - t0 < HANG_MS);
+	/* A value only Redis holds: EIO once the command times out, no hang. */
+	t0 = now_ms();
+	fd = open(mnt_path(m, "before"), O_RDONLY);
+	assert_true(fd >= 0);
+	{
+		char buf[64];
+
+		assert_int_equal(read(fd, buf, sizeof(buf)), -1);
+		assert_int_equal(errno, EIO);
+	}
+	close(fd);
+	assert_true(now_ms() - t0 < HANG_MS);
+	fd = open(mnt_path(m, "synced"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "late\n", 5), 5);
+	t0 = now_ms();
+	err = fsync(fd) ? errno : 0;
+	assert_int_equal(kill(m->redis->pid, SIGCONT), 0);
+	assert_int_equal(err, EIO);
+	assert_true(now_ms() - t0 < HANG_MS);
+
+	for (t0 = now_ms(); (err = fsync(fd) ? errno : 0) != 0;) {
+		assert_int_equal(err, EIO);
+		if (now_ms() - t0 > 20000)
+			fail_msg("fsync still fails 20 s after redis went on");
+	}
+	assert_int_equal(close(fd), 0);
 	mnt_restart(m, NULL);
 	assert_file_str(mnt_path(m, "before"), "acknowledged\n");
 	assert_file_str(mnt_path(m, "buffered"), "kept in the buffer\n");
@@ -421,6 +477,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		T(test_fsync_eio_then_recovers),
+		T(test_paused_server),
 		T(test_kill_while_writing),
 		T(test_full_buffer_eio),
 		T(test_spill_on_unmount),
