@@ -20,6 +20,7 @@
 #include <zstd.h>
 
 #include "store/backend_fs.h"
+#include "store/zstd_ctx.h"
 #include "util/log.h"
 
 /* One read covers the map of any value up to ~250 chunks, or a small
@@ -217,7 +218,13 @@ static int read_chunk(struct kv_fs *fs, uint64_t id, uint64_t vver, const struct
 		return corrupt(fs, id, vver, "chunk cut short");
 	if (e->enc == KV_ENC_NONE)
 		return 0;
-	r = ZSTD_decompress(out, len, zin, e->stored);
+	{
+		ZSTD_DCtx *d = kv_zstd_dctx();
+
+		if (!d)
+			return -ENOMEM;
+		r = ZSTD_decompressDCtx(d, out, len, zin, e->stored);
+	}
 	if (ZSTD_isError(r) || r != len)
 		return corrupt(fs, id, vver, "chunk does not decode");
 	return 0;

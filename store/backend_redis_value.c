@@ -16,6 +16,7 @@
 #include <zstd.h>
 
 #include "store/backend_redis.h"
+#include "store/zstd_ctx.h"
 #include "util/log.h"
 
 #define ZSTD_LEVEL 3
@@ -167,7 +168,7 @@ int kv_redis_decode_value(const struct kv_meta *m, const uint8_t *data, size_t l
 	if (m->encoding != KV_ENC_ZSTD)
 		return -EIO;
 	v = kv_value_new();
-	dctx = ZSTD_createDCtx();
+	dctx = kv_zstd_dctx();
 	buf = malloc(bufsize);
 	if (!v || !dctx || !buf) {
 		ret = -ENOMEM;
@@ -203,7 +204,6 @@ int kv_redis_decode_value(const struct kv_meta *m, const uint8_t *data, size_t l
 		ret = -EIO;
 out_free:
 	free(buf);
-	ZSTD_freeDCtx(dctx);
 	if (ret) {
 		kv_value_free(v);
 		return ret;
