@@ -118,7 +118,8 @@ void fs_op_init(void *userdata, struct fuse_conn_info *conn)
 	/*
 	 * The writeback cache would hold dirty pages past the flush bound and
 	 * hide EFBIG/EIO from write(2): it stays off whatever libfuse's default.
-	 * Suid/sgid clearing and ACLs are left to the kernel.
+	 * Suid/sgid clearing is the kernel's for cached writes and ours for
+	 * direct ones (fs_op_write); ACLs are left to the kernel.
 	 */
 	conn->want &= ~(unsigned)(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_HANDLE_KILLPRIV |
 				  FUSE_CAP_POSIX_ACL);

@@ -152,16 +152,21 @@ void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, o
 	}
 	/* What the kernel does for callers without CAP_FSETID before a cached
 	 * write, done here for direct I/O (libfuse 3.14 does not pass on
-	 * FUSE_WRITE_KILL_SUIDGID; root is taken to hold CAP_FSETID). */
+	 * FUSE_WRITE_KILL_SUIDGID; root is taken to hold CAP_FSETID). The
+	 * kernel's cached mode must go at once: exec(2) and permission checks
+	 * read it without asking while attr_timeout lasts. Attributes only
+	 * (offset -1): no page or inode lock is taken, so this is safe from
+	 * inside a request. */
 	if (direct_io_for(fi) && fuse_req_ctx(req)->uid != 0) {
-		struct kv_setattr kill = { .mask = KV_SET_KILL_SUIDGID };
-		struct kv_attr a;
-		int ret = kv_setattr(fs_of(req)->kv, ino, &kill, &a);
+		bool killed;
+		int ret = kv_kill_suidgid(fs_of(req)->kv, ino, &killed);
 
 		if (ret) {
 			fs_reply_err(req, ret);
 			return;
 		}
+		if (killed)
+			fuse_lowlevel_notify_inval_inode(fs_of(req)->se, ino, -1, 0);
 	}
 	n = kv_write_try(fs_of(req)->kv, ino, buf, size, (uint64_t)off);
 	if (n == -EWOULDBLOCK) {

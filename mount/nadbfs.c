@@ -82,9 +82,10 @@ static void warn_fixed(const struct conf *old, const struct conf *new)
  * already on its way (the kernel then caches the old answer afresh), and
  * only the timeout bounds how long that stale answer lives.
  */
-static double kernel_timeout(const struct conf *c, uint64_t ms)
+static double kernel_timeout(const struct conf *running, const struct conf *c, uint64_t ms)
 {
-	if (c->backend == CONF_BACKEND_REDIS && ms > c->coherence_delay_ms)
+	/* The backend is the mounted one: a reload cannot change it. */
+	if (running->backend == CONF_BACKEND_REDIS && ms > c->coherence_delay_ms)
 		ms = c->coherence_delay_ms;
 	return (double)ms / 1000.0;
 }
@@ -120,8 +121,8 @@ static int reload(void *arg, char *msg, size_t len)
 	kv_options_from_conf(&next, &ko);
 	kv_reconfigure(r->kv, &ko);
 	if (r->fs)
-		fs_set_timeouts(r->fs, kernel_timeout(&next, next.attr_timeout_ms),
-				kernel_timeout(&next, next.entry_timeout_ms));
+		fs_set_timeouts(r->fs, kernel_timeout(r->conf, &next, next.attr_timeout_ms),
+				kernel_timeout(r->conf, &next, next.entry_timeout_ms));
 	conf_free(r->conf);
 	*r->conf = next;
 	log_msg(NLOG_INFO, "conf", "configuration reloaded");
@@ -448,8 +449,8 @@ int main(int argc, char **argv)
 	fso = (struct fs_options){
 		.reload = reload,
 		.reload_arg = &rl,
-		.attr_timeout = kernel_timeout(&conf, conf.attr_timeout_ms),
-		.entry_timeout = kernel_timeout(&conf, conf.entry_timeout_ms),
+		.attr_timeout = kernel_timeout(&conf, &conf, conf.attr_timeout_ms),
+		.entry_timeout = kernel_timeout(&conf, &conf, conf.entry_timeout_ms),
 		.allow_other = conf.allow_other,
 		.ctl_mode = conf.ctl_mode,
 		.close_to_open = conf.close_to_open,

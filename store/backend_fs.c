@@ -490,23 +490,34 @@ static int check_ops(const struct kv_op *ops, size_t n)
 	return 0;
 }
 
-/* Makes the directory entries of new value files durable, each directory once. */
+/*
+ * Makes the directory entries of new value files durable, each directory
+ * once, and the entry of each values/XX itself the first time this process
+ * writes there: one made here, by a commit that failed afterwards, or by a
+ * daemon killed before it synced values/ may not be on disk yet.
+ */
 static int sync_value_dirs(struct kv_fs *fs, const struct kv_op *ops, const struct op_undo *u,
 			   size_t n, bool new_dir)
 {
 	uint8_t seen[256 / 8] = { 0 };
+	bool sync_parent = new_dir;
 	int fd, ret = 0;
 
-	if (new_dir)
-		ret = fsync_fd_dir(fs->valfd);
 	for (size_t i = 0; i < n && !ret; i++) {
 		unsigned int xx = (unsigned int)(ops[i].meta.id & 0xff);
 
 		if (!u[i].written || (seen[xx / 8] & (1u << (xx % 8))))
 			continue;
 		seen[xx / 8] |= (uint8_t)(1u << (xx % 8));
+		sync_parent |= !fs->valdir_durable[xx];
 		fd = kv_fs_valdir(fs, xx, false, NULL);
 		ret = fd < 0 ? fd : fsync_fd_dir(fd);
+	}
+	if (!ret && sync_parent) {
+		ret = fsync_fd_dir(fs->valfd);
+		for (unsigned int xx = 0; !ret && xx < 256; xx++)
+			if (seen[xx / 8] & (1u << (xx % 8)))
+				fs->valdir_durable[xx] = true;
 	}
 	if (ret)
 		log_msg(NLOG_ERROR, "store", "cannot sync the value directories of %s: %s",

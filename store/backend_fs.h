@@ -60,6 +60,7 @@ struct kv_fs {
 
 	/* Owned by the committing thread. */
 	bool loaded;
+	bool valdir_durable[256];	/* values/XX's own entry is known on disk */
 	struct journal *j;	/* meta/journal.<cur_gen>; takes new commits */
 	uint64_t snap_gen;	/* the snapshot holds journals <= this (0: no snapshot) */
 	uint64_t cur_gen;

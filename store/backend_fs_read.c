@@ -224,6 +224,7 @@ static int read_chunk(struct kv_fs *fs, uint64_t id, uint64_t vver, const struct
 		if (!d)
 			return -ENOMEM;
 		r = ZSTD_decompressDCtx(d, out, len, zin, e->stored);
+		kv_zstd_dctx_done(d);
 	}
 	if (ZSTD_isError(r) || r != len)
 		return corrupt(fs, id, vver, "chunk does not decode");

@@ -494,7 +494,6 @@ int kv_fs_value_reclaim(struct kv_fs *fs, uint64_t id, uint64_t vver)
 {
 	struct kv_fs_map old = { 0 };
 	struct dirent *de;
-	char dir[3];
 	bool *keep;
 	DIR *d;
 	int fd, ret;
@@ -511,8 +510,10 @@ int kv_fs_value_reclaim(struct kv_fs *fs, uint64_t id, uint64_t vver)
 	}
 	/* Every other map of this id on disk: the current version and those
 	 * still kept for a backup. */
-	snprintf(dir, sizeof(dir), "%02x", (unsigned int)(id & 0xff));
-	fd = openat(fs->valfd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	/* A descriptor of its own (fdopendir takes it, and its offset), on
+	 * the directory already opened without following links. */
+	fd = kv_fs_valdir(fs, id & 0xff, false, NULL);
+	fd = fd < 0 ? fd : openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	d = fd < 0 ? NULL : fdopendir(fd);
 	if (!d) {
 		/* Unsure what is shared: keep every chunk, the sweep decides. */

@@ -199,8 +199,9 @@ int kv_redis_query(struct kv_backend *b, const struct kv_query_expr *e, uint64_t
 		ret = scan_tag(r, conn->c, e->f[0].tag, &out);
 	else
 		ret = run_script(r, conn->c, e, &out);
-	/* -ENOMEM is ours; any other error leaves the link in doubt. */
-	kv_redis_put(r, conn, ret && ret != -ENOMEM);
+	/* Our own -ENOMEM leaves the link usable; hiredis's (c->err set,
+	 * REDIS_ERR_OOM) does not, nor does any other error. */
+	kv_redis_put(r, conn, !conn->c || conn->c->err || (ret && ret != -ENOMEM));
 	if (ret) {
 		free(out.v);
 		return ret;

@@ -204,6 +204,7 @@ int kv_redis_decode_value(const struct kv_meta *m, const uint8_t *data, size_t l
 		ret = -EIO;
 out_free:
 	free(buf);
+	kv_zstd_dctx_done(dctx);
 	if (ret) {
 		kv_value_free(v);
 		return ret;

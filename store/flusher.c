@@ -137,8 +137,9 @@ static ssize_t take_batch(struct kv_store *kv, struct kv_op *ops, struct batch_e
 		struct kv_op *op = &ops[k];
 
 		next = n->dirty_next;
-		if ((n->flags & KV_NODE_DELETED) && !(n->flags & KV_NODE_COMMITTED)) {
-			/* Removed before the backend ever had it. */
+		if ((n->flags & KV_NODE_DELETED) &&
+		    !(n->flags & (KV_NODE_COMMITTED | KV_NODE_SENT))) {
+			/* Removed before any commit carried it. */
 			kv_dirty_unlink(kv, n);
 			node_settle(kv, n);
 			continue;

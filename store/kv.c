@@ -278,9 +278,10 @@ void kv_node_remove(struct kv_store *kv, struct kv_node *n)
 		kv->ndirs--;
 	else
 		kv->nkeys--;
-	/* An in-flight PUT may be about to create the record: then a DEL is
-	 * owed too, and the flusher drops it if that PUT failed. */
-	if (n->flags & (KV_NODE_COMMITTED | KV_NODE_INFLIGHT)) {
+	/* An in-flight PUT may be about to create the record, and one that
+	 * failed may have landed all the same (a timed-out command Redis ran
+	 * later): then a DEL is owed too. */
+	if (n->flags & (KV_NODE_COMMITTED | KV_NODE_INFLIGHT | KV_NODE_SENT)) {
 		/* Writes through an open handle no longer reach the backend:
 		 * their bytes must not hold buffer space either. */
 		kv->dirty_bytes -= n->dirty_bytes;
@@ -288,7 +289,7 @@ void kv_node_remove(struct kv_store *kv, struct kv_node *n)
 		kv_mark_dirty(kv, n);
 		return;
 	}
-	/* Never committed: nothing to delete in the backend. */
+	/* Never sent: nothing to delete in the backend. */
 	if (n->flags & KV_NODE_ON_DIRTY) {
 		kv_dirty_unlink(kv, n);
 		kv->dirty_bytes -= n->dirty_bytes;

@@ -158,6 +158,9 @@ int kv_check_name(const char *name);
 int kv_lookup(struct kv_store *kv, uint64_t parent, const char *name, struct kv_attr *out);
 int kv_getattr(struct kv_store *kv, uint64_t id, struct kv_attr *out);
 int kv_setattr(struct kv_store *kv, uint64_t id, const struct kv_setattr *sa, struct kv_attr *out);
+/* KV_SET_KILL_SUIDGID for a write: costs a lookup only when no such bit is
+ * set (nothing is staged in a transaction then). *killed: bits were cleared. */
+int kv_kill_suidgid(struct kv_store *kv, uint64_t id, bool *killed);
 
 /* mode: permission bits. -EEXIST, -ENOENT (parent), -ENOTDIR, -ENAMETOOLONG
  * (component > 255 or whole key > 1024 bytes), -EINVAL. */

@@ -361,6 +361,21 @@ out:
 	return ret;
 }
 
+int kv_kill_suidgid(struct kv_store *kv, uint64_t id, bool *killed)
+{
+	struct kv_setattr sa = { .mask = KV_SET_KILL_SUIDGID };
+	struct kv_attr a;
+	int ret = kv_getattr(kv, id, &a);
+
+	*killed = false;
+	if (ret || !(a.mode & (S_ISUID | S_ISGID)))
+		return ret;
+	/* KV_SET_KILL_SUIDGID looks again under the lock. */
+	ret = kv_setattr(kv, id, &sa, &a);
+	*killed = !ret;
+	return ret;
+}
+
 int kv_fsync(struct kv_store *kv, uint64_t id)
 {
 	/* Staged data becomes durable when its transaction commits. */

@@ -2,6 +2,9 @@
 
 #include <pthread.h>
 
+/* What a context for single-shot decoding of small values takes, with room. */
+#define KEEP_MAX (256u * 1024u)
+
 static pthread_key_t key;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static int key_err;
@@ -35,4 +38,12 @@ ZSTD_DCtx *kv_zstd_dctx(void)
 	}
 	ZSTD_DCtx_reset(d, ZSTD_reset_session_only);
 	return d;
+}
+
+void kv_zstd_dctx_done(ZSTD_DCtx *d)
+{
+	if (d && ZSTD_sizeof_DCtx(d) > KEEP_MAX && pthread_getspecific(key) == d) {
+		pthread_setspecific(key, NULL);
+		ZSTD_freeDCtx(d);
+	}
 }

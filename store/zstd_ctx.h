@@ -12,5 +12,9 @@
 
 /* This thread's context, reset for a new frame; NULL on ENOMEM. */
 ZSTD_DCtx *kv_zstd_dctx(void);
+/* After a use: a context that grew (streaming keeps a window buffer of up
+ * to a few MiB after a large value) is freed rather than kept by an idle
+ * thread. */
+void kv_zstd_dctx_done(ZSTD_DCtx *d);
 
 #endif

@@ -216,7 +216,7 @@ static void test_write_drops_setid_bits(void **state)
 	struct mnt *m = *state;
 	const char *as_nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups";
 
-	mnt_start(m, "allow_other");
+	mnt_start(m, "allow_other,attr_timeout=60s");
 	ASSERT_SYS(chmod(m->root, 0755));
 	for (int i = 0; i < 4; i++) {
 		put_str(mnt_path(m, "k%d", i), "v");
@@ -236,7 +236,26 @@ static void test_write_drops_setid_bits(void **state)
 	assert_int_equal(mode_of(m, "k2"), 02767);
 	assert_int_equal(mode_of(m, "k3"), 06777);
 	/* And it is what the store keeps. */
-	mnt_restart(m, "allow_other");
+	mnt_restart(m, "allow_other,attr_timeout=60s,suid");
+	/*
+	 * exec(2) right after such a write must not run set-user-ID: the
+	 * kernel's cached mode (kept for attr_timeout) has to go with the bits.
+	 * A set-user-ID root copy of id(1), appended to by nobody and run at
+	 * once, says whose it runs as.
+	 */
+	{
+		char *out = NULL;
+
+		assert_int_equal(run_cmd("cp /usr/bin/id %s", shq(m, mnt_path(m, "idprog"))), 0);
+		ASSERT_SYS(chmod(mnt_path(m, "idprog"), 04777));
+		assert_int_equal(mode_of(m, "idprog"), 04777);
+		assert_int_equal(run_cmd_out(&out, "%s sh -c 'echo >> %s && %s -u'", as_nobody,
+					     shq(m, mnt_path(m, "idprog")),
+					     shq(m, mnt_path(m, "idprog"))),
+				 0);
+		assert_string_equal(out, "65534\n");
+		free(out);
+	}
 	assert_int_equal(mode_of(m, "k0"), 0777);
 	assert_int_equal(mode_of(m, "k2"), 02767);
 	assert_file_str(mnt_path(m, "k0"), "vx\n");
