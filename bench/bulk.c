@@ -353,8 +353,6 @@ static double redis_baseline(struct bench *b, const char *sock)
 
 void bench_flush(struct bench *b)
 {
-	static bool redis_done; /* once, even with --repeat */
-
 	if (selected(b, "flush")) {
 		struct row *r = row_add(xasprintf("flush %d keys of 1 KiB to fs backend",
 						  b->sz.flush_keys),
@@ -366,7 +364,7 @@ void bench_flush(struct bench *b)
 		row_set(r, FS_NADBFS, flush_rate(b, src, "fs", b->sz.flush_keys, false, &mounted));
 		free(src);
 	}
-	if (selected(b, "redis") && !redis_done) {
+	if (selected(b, "redis")) {
 		struct row *r = row_add(xasprintf("flush %d keys of 1 KiB to Redis backend",
 						  b->sz.flush_keys),
 					"keys/s");
@@ -396,6 +394,5 @@ void bench_flush(struct bench *b)
 		}
 		free(sock);
 		free(src);
-		redis_done = true;
 	}
 }

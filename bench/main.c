@@ -88,6 +88,7 @@ struct row *row_add(const char *name, const char *unit)
 	r->unit = unit;
 	for (int k = 0; k < NFS; k++)
 		r->v[k] = NAN;
+	r->base = NAN;
 	return r;
 }
 
@@ -109,9 +110,12 @@ void row_note(struct row *r, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* A baseline measured again (--repeat) keeps its best too, so that the
+ * ratio compares best with best. */
 void row_base(struct row *r, double v, const char *label)
 {
-	r->base = v;
+	if (isnan(r->base) || v > r->base)
+		r->base = v;
 	r->base_label = label;
 }
 
