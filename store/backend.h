@@ -86,6 +86,11 @@ struct kv_op {
 	 * or timed out), so the backend cannot have a record for it and may
 	 * skip looking for one. false is always safe. */
 	bool never_sent;
+	/* PUT: a commit carried this id but none has succeeded yet, so it may
+	 * have landed in part (a timed-out command the server ran later): a
+	 * backend that writes some of a record outside its atomic step must not
+	 * take what it finds as complete. false for a record once committed. */
+	bool uncertain;
 };
 
 struct kv_backend_caps {

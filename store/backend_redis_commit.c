@@ -47,7 +47,8 @@
  * ARGV[1] key prefix, [2] now (ms, the client's clock like the store's
  * deadlines), [3] the batch's highest id, [4] this mount's id ('' = do not
  * announce); then per op, from b = 4 + i*12: b+1 'P', 'N' (a PUT of a
- * record no commit carried before: kv_op.never_sent) or 'D', b+2 id, b+3
+ * record no commit carried before: kv_op.never_sent), 'U' (a PUT of one
+ * whose only commits failed: kv_op.uncertain) or 'D', b+2 id, b+3
  * record, b+4 parent, b+5 name, b+6 tags (NUL-joined), b+7 vver, b+8
  * expires_ms, b+9 value source ('' none, 'i' inline, 't' uploaded), b+10
  * the bytes or the temporary key, b+11 stored size, b+12 the version the op
@@ -172,6 +173,10 @@ const char kv_redis_script[] =
 	/* No index: the record was never committed (or its commit never
 	 * got this far), so it has no entry, tags, TTL or claim settled. */
 	"    local known = old[1] ~= false and old[1] ~= nil\n"
+	/* 'U': an earlier commit of this record failed after its plain
+	 * writes (the index) but maybe before this script: only membership
+	 * of T:ids, which the script alone writes, says it got this far. */
+	"    if known and typ == 'U' and redis.call('SISMEMBER', P..'ids', id) == 0 then known = false end\n"
 	"    local samedir = known and old[1] == parent and old[2] == name\n"
 	"    if known and not samedir then\n"
 	"      local odk = P..'d:'..old[1]\n"
@@ -648,7 +653,7 @@ static void fill_args(const struct kv_op *ops, const struct prep *p, size_t n, c
 		size_t *l = lens + HDR_ARGS + i * OP_ARGS;
 		bool put = ops[i].type == KV_OP_PUT;
 
-		a[0] = !put ? "D" : ops[i].never_sent ? "N" : "P";
+		a[0] = !put ? "D" : ops[i].never_sent ? "N" : ops[i].uncertain ? "U" : "P";
 		a[1] = q->id;
 		/* Written before the script (queue_plain). */
 		a[2] = put && !ops[i].never_sent ? (const char *)q->rec : none;

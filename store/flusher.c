@@ -160,6 +160,8 @@ static ssize_t take_batch(struct kv_store *kv, struct kv_op *ops, struct batch_e
 			if (kv_meta_copy(&op->meta, &n->m))
 				return -ENOMEM;
 			op->never_sent = !(n->flags & (KV_NODE_COMMITTED | KV_NODE_SENT));
+			op->uncertain = (n->flags & (KV_NODE_COMMITTED | KV_NODE_SENT)) ==
+					KV_NODE_SENT;
 			if (n->flags & KV_NODE_VALUE_DIRTY) {
 				op->value = kv_value_snapshot(n->value);
 				if (!op->value) {

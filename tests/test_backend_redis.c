@@ -575,6 +575,37 @@ static void test_never_sent_batch(void **state)
 	kv_backend_close(b);
 }
 
+/*
+ * A record whose first commit failed after its plain writes (its index is
+ * there, the script's work is not: no entry, no tags, not in T:ids) is
+ * completed by the retry, which the store marks uncertain ('U'), instead of
+ * being taken as known with its tags already indexed.
+ */
+static void test_uncertain_put_completes(void **state)
+{
+	char *tags[] = { "t1" };
+	struct kv_op op;
+	struct kv_backend *b;
+
+	(void)state;
+	b = xload(NULL);
+	free(cli("HSET {nadb:default:default}:i:50 p 1 n half t t1 v %s", "0"));
+	memset(&op, 0, sizeof(op));
+	op.type = KV_OP_PUT;
+	op.uncertain = true;
+	op.meta.id = 50;
+	op.meta.parent = KV_ROOT_ID;
+	op.meta.name = "half";
+	op.meta.mode = S_IFREG | 0644;
+	op.meta.tags = tags;
+	op.meta.ntags = 1;
+	assert_int_equal(b->ops->commit(b, &op, 1), 0);
+	assert_cli("HGET {nadb:default:default}:d:1 %s", "half", "50");
+	assert_cli("SISMEMBER {nadb:default:default}:t:t1 %s", "50", "1");
+	assert_cli("SISMEMBER {nadb:default:default}:ids %s", "50", "1");
+	kv_backend_close(b);
+}
+
 /* Directory entries and tag sets follow a record through retag, move and
  * delete, in the same atomic commit. */
 static void test_indexes_follow(void **state)
@@ -821,6 +852,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_sweep_unindexes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_claims, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_never_sent_batch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_uncertain_put_completes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_expiry_notifications, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_query_set_operations, setup, teardown),
 	};
