@@ -209,6 +209,21 @@ void kv_tx_destroy_all(struct kv_store *kv);
 /* Queues a kernel cache invalidation of (parent, name) and of id for the
  * sweeper thread to send (ttl.c), as expiry does; with kv->lock held. */
 void kv_queue_inval(struct kv_store *kv, uint64_t parent, const char *name, uint64_t id);
+/*
+ * A write of *len bytes at off under the size limit max, as POSIX has it for
+ * a file size limit: one that starts past the limit (or at it, with bytes to
+ * write) fails with -EFBIG; one that crosses it is cut to what fits (a short
+ * write, and the caller's next write gets -EFBIG). 0 or -EFBIG.
+ */
+static inline int kv_clamp_write(uint64_t max, uint64_t off, size_t *len)
+{
+	if (off > max || (off == max && *len))
+		return -EFBIG;
+	if (*len > max - off)
+		*len = (size_t)(max - off);
+	return 0;
+}
+
 /* Applies sa's metadata fields (all but the size) to m at time now, ctime
  * included; false when nothing changed. */
 bool kv_meta_setattr(struct kv_meta *m, const struct kv_setattr *sa, int64_t now);

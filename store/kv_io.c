@@ -255,10 +255,9 @@ static ssize_t do_write(struct kv_store *kv, uint64_t id, const void *buf, size_
 
 	pthread_mutex_lock(&kv->lock);
 	/* Under the lock: a reload may change the limit. */
-	if (off > kv->opts.max_value_size || len > kv->opts.max_value_size - off) {
-		ret = -EFBIG;
+	ret = kv_clamp_write(kv->opts.max_value_size, off, &len);
+	if (ret)
 		goto out;
-	}
 	n = kv_node_live(kv, id);
 	if (!n) {
 		ret = -ENOENT;

@@ -709,8 +709,8 @@ ssize_t kv_tx_write(struct kv_store *kv, uint64_t id, const void *buf, size_t le
 
 	pthread_mutex_lock(&kv->lock);
 	ret = file_of(kv, id, &t);
-	if (!ret && (off > kv->opts.max_value_size || len > kv->opts.max_value_size - off))
-		ret = -EFBIG;
+	if (!ret)
+		ret = kv_clamp_write(kv->opts.max_value_size, off, &len);
 	if (!ret)
 		ret = copy_up_value(kv, t);
 	if (!ret && off + len > t->n.m.size)
