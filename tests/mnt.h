@@ -140,6 +140,8 @@ void assert_file_str(const char *path, const char *want);
  * line per entry: escaped path, type, mode, uid, gid, size, mtime in ns and a
  * hash of the bytes. Two snapshots compare equal iff the trees do.
  */
+/* The permission bits (07777) of a path in the mount. */
+mode_t mnt_mode(struct mnt *m, const char *path);
 /* The names `ls -1 DIR` (a path in the mount) prints, comma-joined ("" when
  * empty, "E" when ls fails); owned by m. */
 const char *mnt_ls(struct mnt *m, const char *dir);

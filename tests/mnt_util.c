@@ -295,6 +295,14 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+mode_t mnt_mode(struct mnt *m, const char *path)
+{
+	struct stat st;
+
+	ASSERT_SYS(stat(mnt_path(m, "%s", path), &st));
+	return st.st_mode & 07777;
+}
+
 const char *mnt_ls(struct mnt *m, const char *dir)
 {
 	char *out = NULL, *p;

@@ -214,14 +214,6 @@ static void test_op_figures(void **state)
 	mnt_stop(m);
 }
 
-static mode_t mode_of(struct mnt *m, const char *path)
-{
-	struct stat st;
-
-	ASSERT_SYS(stat(mnt_path(m, "%s", path), &st));
-	return st.st_mode & 07777;
-}
-
 /* .nadb/ is the mounting user's; ctl_mode opens it to others (allow_other). */
 static void test_ctl_mode(void **state)
 {
@@ -229,17 +221,17 @@ static void test_ctl_mode(void **state)
 	const char *as_nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups";
 
 	mnt_start(m, NULL);
-	assert_int_equal(mode_of(m, ".nadb"), 0700);
-	assert_int_equal(mode_of(m, ".nadb/ctl"), 0600);
-	assert_int_equal(mode_of(m, ".nadb/stats"), 0400);
-	assert_int_equal(mode_of(m, ".nadb/tx"), 0700);
+	assert_int_equal(mnt_mode(m, ".nadb"), 0700);
+	assert_int_equal(mnt_mode(m, ".nadb/ctl"), 0600);
+	assert_int_equal(mnt_mode(m, ".nadb/stats"), 0400);
+	assert_int_equal(mnt_mode(m, ".nadb/tx"), 0700);
 	mnt_stop(m);
 	mnt_start(m, "allow_other,ctl_mode=0666");
 	ASSERT_SYS(chmod(m->root, 0755));
-	assert_int_equal(mode_of(m, ".nadb"), 0755);
-	assert_int_equal(mode_of(m, ".nadb/ctl"), 0666);
-	assert_int_equal(mode_of(m, ".nadb/stats"), 0444);
-	assert_int_equal(mode_of(m, ".nadb/tx"), 0777);
+	assert_int_equal(mnt_mode(m, ".nadb"), 0755);
+	assert_int_equal(mnt_mode(m, ".nadb/ctl"), 0666);
+	assert_int_equal(mnt_mode(m, ".nadb/stats"), 0444);
+	assert_int_equal(mnt_mode(m, ".nadb/tx"), 0777);
 	assert_int_equal(run_cmd("%s cat %s >/dev/null", as_nobody,
 				 shq(m, mnt_path(m, ".nadb/stats"))),
 			 0);

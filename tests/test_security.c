@@ -197,14 +197,6 @@ static void test_other_users_kept_out(void **state)
 	mnt_stop(m);
 }
 
-static mode_t mode_of(struct mnt *m, const char *key)
-{
-	struct stat st;
-
-	ASSERT_SYS(stat(mnt_path(m, "%s", key), &st));
-	return st.st_mode & 07777;
-}
-
 /*
  * A write by a user without CAP_FSETID drops set-user-ID, and set-group-ID
  * where group execute is set, as on any Linux filesystem: through the page
@@ -231,10 +223,10 @@ static void test_write_drops_setid_bits(void **state)
 	assert_int_equal(run_cmd("%s sh -c 'echo x >> %s'", as_nobody, shq(m, mnt_path(m, "k2"))),
 			 0);
 	put_str(mnt_path(m, "k3"), "root writes");
-	assert_int_equal(mode_of(m, "k0"), 0777);
-	assert_int_equal(mode_of(m, "k1"), 0777);
-	assert_int_equal(mode_of(m, "k2"), 02767);
-	assert_int_equal(mode_of(m, "k3"), 06777);
+	assert_int_equal(mnt_mode(m, "k0"), 0777);
+	assert_int_equal(mnt_mode(m, "k1"), 0777);
+	assert_int_equal(mnt_mode(m, "k2"), 02767);
+	assert_int_equal(mnt_mode(m, "k3"), 06777);
 	/* And it is what the store keeps. */
 	mnt_restart(m, "allow_other,attr_timeout=60s,suid");
 	/*
@@ -248,7 +240,7 @@ static void test_write_drops_setid_bits(void **state)
 
 		assert_int_equal(run_cmd("cp /usr/bin/id %s", shq(m, mnt_path(m, "idprog"))), 0);
 		ASSERT_SYS(chmod(mnt_path(m, "idprog"), 04777));
-		assert_int_equal(mode_of(m, "idprog"), 04777);
+		assert_int_equal(mnt_mode(m, "idprog"), 04777);
 		assert_int_equal(run_cmd_out(&out, "%s sh -c 'echo >> %s && %s -u'", as_nobody,
 					     shq(m, mnt_path(m, "idprog")),
 					     shq(m, mnt_path(m, "idprog"))),
@@ -256,8 +248,8 @@ static void test_write_drops_setid_bits(void **state)
 		assert_string_equal(out, "65534\n");
 		free(out);
 	}
-	assert_int_equal(mode_of(m, "k0"), 0777);
-	assert_int_equal(mode_of(m, "k2"), 02767);
+	assert_int_equal(mnt_mode(m, "k0"), 0777);
+	assert_int_equal(mnt_mode(m, "k2"), 02767);
 	assert_file_str(mnt_path(m, "k0"), "vx\n");
 	ASSERT_SYS(chmod(m->root, 0700));
 	mnt_stop(m);
