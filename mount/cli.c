@@ -194,6 +194,12 @@ int nadbfs_cli_parse(int argc, char **argv, struct nadbfs_cli *cli)
 	}
 	cli->source = pos[0];
 	cli->mountpoint = pos[1];
+	/* -o debug is libfuse's spelling of -d: it must also mean the
+	 * foreground, so it is settled here rather than with the other -o
+	 * items, which only reach the configuration. */
+	for (size_t i = 0; i < cli->nopts; i++)
+		if (strcmp(cli->opts[i], "debug") == 0)
+			cli->debug = true;
 	if (cli->debug)
 		cli->foreground = true;
 	return 0;
@@ -208,6 +214,36 @@ void nadbfs_cli_free(struct nadbfs_cli *cli)
 	free(cli->opts);
 	cli->opts = NULL;
 	cli->nopts = 0;
+	free(cli->mountpoint_abs);
+	cli->mountpoint_abs = NULL;
+}
+
+int nadbfs_cli_make_absolute(struct nadbfs_cli *cli)
+{
+	char *abs = realpath(cli->mountpoint, NULL);
+
+	if (!abs)
+		return -errno;
+	free(cli->mountpoint_abs);
+	cli->mountpoint_abs = abs;
+	cli->mountpoint = abs;
+	for (size_t i = 0; i < cli->nopts; i++) {
+		char *file, *opt;
+
+		if (strncmp(cli->opts[i], "config=", 7) != 0 || cli->opts[i][7] == '/')
+			continue;
+		file = realpath(cli->opts[i] + 7, NULL);
+		if (!file)
+			continue;
+		if (asprintf(&opt, "config=%s", file) < 0) {
+			free(file);
+			return -ENOMEM;
+		}
+		free(file);
+		free(cli->opts[i]);
+		cli->opts[i] = opt;
+	}
+	return 0;
 }
 
 /* Appends name to a comma-separated list, escaping commas and backslashes. */
@@ -251,7 +287,8 @@ static int apply_one(const char *opt, struct conf *c, struct nadbfs_fuse_opts *f
 	size_t nlen = eq ? (size_t)(eq - opt) : strlen(opt);
 	int ret;
 
-	if (is_ignored(opt))
+	/* debug was taken by nadbfs_cli_parse(). */
+	if (is_ignored(opt) || strcmp(opt, "debug") == 0)
 		return 0;
 	if (strcmp(opt, "ro") == 0) {
 		fo->read_only = true;

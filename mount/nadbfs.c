@@ -56,22 +56,46 @@ struct reloader {
 static void set_log_format(const struct conf *c, bool to_tty);
 static void kv_options_from_conf(const struct conf *c, struct kv_options *o);
 
-/* Settings a running mount cannot take: they need a remount. */
+static bool str_differ(const char *a, const char *b)
+{
+	return strcmp(a ? a : "", b ? b : "") != 0;
+}
+
+/*
+ * Settings a running mount cannot take: they need a remount. The Redis
+ * connection settings (timeout included) are fixed in every pooled
+ * connection when it is made; ctl_mode and close_to_open are read by
+ * requests in flight without a lock, and ctl_mode goes with allow_other.
+ */
 static void warn_fixed(const struct conf *old, const struct conf *new)
 {
 	static const char fmt[] = "reload: %s changes at the next mount, not now";
 
-	if (old->backend != new->backend || strcmp(old->data_dir ? old->data_dir : "",
-						   new->data_dir ? new->data_dir : ""))
+	if (old->backend != new->backend || str_differ(old->data_dir, new->data_dir))
 		log_msg(NLOG_WARN, "conf", fmt, "the backend or data_dir");
 	if (strcmp(old->db, new->db) || strcmp(old->ns, new->ns))
 		log_msg(NLOG_WARN, "conf", fmt, "db/namespace");
 	if (old->allow_other != new->allow_other || old->max_threads != new->max_threads)
 		log_msg(NLOG_WARN, "conf", fmt, "allow_other/max_threads");
+	if (old->ctl_mode != new->ctl_mode)
+		log_msg(NLOG_WARN, "conf", fmt, "ctl_mode");
+	if (old->close_to_open != new->close_to_open)
+		log_msg(NLOG_WARN, "conf", fmt, "close_to_open");
 	if (old->compression != new->compression ||
 	    old->compression_min_size != new->compression_min_size)
 		log_msg(NLOG_WARN, "conf", fmt, "compression");
-	if (strcmp(old->log_file ? old->log_file : "", new->log_file ? new->log_file : ""))
+	if (str_differ(old->redis_host, new->redis_host) || old->redis_port != new->redis_port ||
+	    str_differ(old->redis_socket, new->redis_socket) ||
+	    old->redis_database != new->redis_database ||
+	    str_differ(old->redis_password, new->redis_password) ||
+	    old->redis_timeout_ms != new->redis_timeout_ms ||
+	    old->redis_pool_size != new->redis_pool_size ||
+	    str_differ(old->redis_key_prefix, new->redis_key_prefix) ||
+	    str_differ(old->redis_spill_dir, new->redis_spill_dir))
+		log_msg(NLOG_WARN, "conf", fmt, "[redis]");
+	if (str_differ(old->backup_dir, new->backup_dir))
+		log_msg(NLOG_WARN, "conf", fmt, "backup_dir");
+	if (str_differ(old->log_file, new->log_file))
 		log_msg(NLOG_WARN, "conf", fmt, "log file");
 }
 
@@ -93,7 +117,9 @@ static double kernel_timeout(const struct conf *running, const struct conf *c, u
 /*
  * Rebuilds the configuration and applies what a running mount can change:
  * log level and format, buffer size, flush interval, backend timeout, value
- * size limit, default TTL and sweep period. A configuration with any error
+ * size limit, default TTL, sweep period, query cache size, tx_max_bytes and
+ * the kernel's attribute and entry timeouts (warn_fixed() names the rest).
+ * A configuration with any error
  * changes nothing. Returns 0 or -EINVAL with the reason in msg.
  */
 static int reload(void *arg, char *msg, size_t len)
@@ -407,6 +433,11 @@ int main(int argc, char **argv)
 	}
 	if (check_mountpoint(cli.mountpoint))
 		goto out_conf;
+	ret = nadbfs_cli_make_absolute(&cli);
+	if (ret) {
+		fprintf(stderr, "nadbfs: mountpoint %s: %s\n", cli.mountpoint, strerror(-ret));
+		goto out_conf;
+	}
 	/* What messages name as the source: never with a password. */
 	shown = conf.backend == CONF_BACKEND_FS ? strdup(conf.data_dir)
 						: nadbfs_public_source(cli.source);

@@ -14,7 +14,8 @@ struct nadbfs_cli {
 	bool foreground;	/* -f */
 	bool debug;		/* -d or -o debug: debug logs and libfuse's request trace */
 	const char *source;	/* borrowed from argv */
-	const char *mountpoint;	/* borrowed from argv */
+	const char *mountpoint;	/* borrowed from argv, or mountpoint_abs */
+	char *mountpoint_abs;	/* owned: set by nadbfs_cli_make_absolute() */
 	char **opts;		/* every -o item, split and unescaped, in order */
 	size_t nopts;
 };
@@ -35,6 +36,15 @@ enum { NADBFS_CLI_ERROR = 1, NADBFS_CLI_DONE = 2 };
  */
 int nadbfs_cli_parse(int argc, char **argv, struct nadbfs_cli *cli);
 void nadbfs_cli_free(struct nadbfs_cli *cli);
+
+/*
+ * Makes the mountpoint and every config=FILE absolute, once the mountpoint
+ * is known to exist: libfuse unmounts by the path it mounted, not always
+ * from our working directory (a daemon goes to /), and a reload re-reads
+ * the files from wherever it runs. A config file that cannot be resolved is
+ * left as given, for its loader to report. 0 or -errno.
+ */
+int nadbfs_cli_make_absolute(struct nadbfs_cli *cli);
 
 /*
  * Builds the configuration in its layers: every config=FILE, then SOURCE,

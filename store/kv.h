@@ -141,7 +141,7 @@ int kv_start(struct kv_store *kv);
 /*
  * Applies new values of the settings that may change while mounted:
  * buffer_size, flush_interval_ms, backend_timeout_ms, max_value_size,
- * default_ttl_s, ttl_sweep_ms, query_cache_size (the rest of o is
+ * default_ttl_s, ttl_sweep_ms, query_cache_size, tx_max_bytes (the rest of o is
  * ignored). The threads see them at once.
  */
 void kv_reconfigure(struct kv_store *kv, const struct kv_options *o);

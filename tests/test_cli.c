@@ -20,6 +20,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include <jansson.h>
+
 #include "mnt.h"
 
 static void assert_no_sanitizer(const char *out)
@@ -325,17 +327,24 @@ static void test_mount_fuse3_helper(void **state)
 static void test_mount_t_fuse_nadbfs(void **state)
 {
 	struct mnt *m = *state;
+	const char *conf;
 	char *out = NULL;
 	pid_t pid;
 	int r;
 
 	mnt_init(m);
+	/* The fstab form: a config file, and the words only mount(8) and
+	 * systemd care about. The file's settings show on the mount. */
+	conf = mnt_str(m, "%s/kv.conf", m->root);
+	put_str(conf, mnt_str(m, "[mount]\nctl_mode = 0640\n[log]\nfile = %s\n", m->log));
 	r = run_cmd_out(&out, "unshare -m --propagation private sh -ec '"
 			"mount --bind %s /usr/local/sbin; "
-			"mount -t fuse.nadbfs %s %s -o log_file=%s; "
+			"mount -t fuse.nadbfs %s %s -o config=%s,_netdev,nofail; "
 			"grep \"^%s %s fuse.nadbfs \" /proc/mounts; "
+			"test \"$(stat -c %%a %s/.nadb/ctl)\" = 640; "
 			"echo hello > %s/k; test \"$(cat %s/k)\" = hello'",
-			helper_path(m), m->data, m->dir, m->log, m->data, m->dir, m->dir, m->dir);
+			helper_path(m), m->data, m->dir, conf, m->data, m->dir, m->dir, m->dir,
+			m->dir);
 	if (r && strstr(out, "unshare: "))
 		skip();
 	if (r)
@@ -400,6 +409,90 @@ static void test_sighup_does_not_exit(void **state)
 	mnt_stop(m);
 }
 
+/* Every line the daemon printed is one JSON object; returns how many are
+ * at the given level. */
+static int json_lines_at(struct mnt *m, const char *level)
+{
+	char *text = mnt_log_text(m), *save = NULL;
+	int n = 0;
+
+	for (char *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+		json_t *o = json_loads(l, 0, NULL);
+
+		if (!json_is_object(o))
+			fail_msg("a log line is not a JSON object: %s", l);
+		if (strcmp(json_string_value(json_object_get(o, "level")) ?: "", level) == 0)
+			n++;
+		json_decref(o);
+	}
+	free(text);
+	return n;
+}
+
+/*
+ * -o debug (libfuse's spelling) and -d: debug-level lines, libfuse's
+ * request trace among them, and every line still JSON.
+ */
+static void test_debug_option(void **state)
+{
+	struct mnt *m = *state;
+	const char *const argv[] = { "-d", "-o", "log_format=json", NULL, NULL, NULL };
+	const char **av = (const char **)argv;
+	char *text;
+
+	mnt_start(m, "debug");
+	put_str(mnt_path(m, "k"), "v");
+	assert_true(json_lines_at(m, "debug") > 0);
+	text = mnt_log_text(m);
+	/* libfuse's own trace, through the daemon's logger. */
+	assert_non_null(strstr(text, "\"msg\":\"unique: "));
+	free(text);
+	mnt_stop(m);
+	assert_int_equal(json_lines_at(m, "error"), 0);
+
+	av[3] = m->source;
+	av[4] = m->dir;
+	mnt_spawn_argv(m, argv);
+	mnt_wait_mounted_or_fail(m);
+	assert_file_str(mnt_path(m, "k"), "v");
+	assert_true(json_lines_at(m, "debug") > 0);
+	mnt_stop(m);
+}
+
+/*
+ * Relative SOURCE, MOUNTPOINT and config file (the daemon starts in the
+ * test's tree): SIGTERM must still unmount, not leave the mount stale,
+ * and flush; a daemonized reload must still find the config file.
+ */
+static void test_relative_paths(void **state)
+{
+	struct mnt *m = *state;
+	const char *argv[] = { "-f", "-o", "config=kv.conf", NULL, "mnt", NULL };
+	bool fs;
+
+	mnt_init(m);
+	fs = m->backend != MNT_BACKEND_REDIS;
+	argv[3] = fs ? "data" : m->source;
+	put_str(mnt_str(m, "%s/kv.conf", m->root), "[store]\nflush_interval = 1h\n");
+	mnt_spawn_argv(m, argv);
+	mnt_wait_mounted_or_fail(m);
+	put_str(mnt_path(m, "k"), "kept");
+	mnt_stop_signal(m, SIGTERM);
+	mnt_start(m, NULL);
+	assert_file_str(mnt_path(m, "k"), "kept");
+	mnt_stop(m);
+
+	/* Daemonized, the daemon works from /: a reload re-reads the file. */
+	assert_int_equal(run_cmd("cd %s && %s -o config=kv.conf,log_file=%s %s mnt", shq(m, m->root),
+				 shq(m, nadbfs_bin()), shq(m, m->log),
+				 shq(m, fs ? "data" : m->source)),
+			 0);
+	mnt_adopt(m, find_pid_by_arg("config=kv.conf"));
+	assert_true(m->pid > 0);
+	assert_int_equal(run_cmd("%s -m %s reload >/dev/null", nadbctl_bin(), shq(m, m->dir)), 0);
+	mnt_stop(m);
+}
+
 /* Also ends daemonized leftovers: found by our unique tree in their argv. */
 static int cli_teardown(void **state)
 {
@@ -434,6 +527,8 @@ int main(void)
 		T(test_mount_t_fuse_nadbfs),
 		T(test_config_file_and_override),
 		T(test_sighup_does_not_exit),
+		T(test_debug_option),
+		T(test_relative_paths),
 	};
 
 	umask(022);
