@@ -7,6 +7,7 @@
  * every read reaches the daemon and no stale page is ever served.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,6 +161,56 @@ static void op_metrics(struct fs *fs, FILE *f)
 	}
 }
 
+static void gauge(FILE *f, const char *name, const char *help, double v)
+{
+	fprintf(f, "# HELP %s %s\n# TYPE %s gauge\n%s ", name, help, name, name);
+	/* Prometheus spells an unknown value NaN. */
+	if (isnan(v))
+		fputs("NaN\n", f);
+	else if (v >= 0 && v < 1e15 && v == (double)(uint64_t)v)
+		fprintf(f, "%.0f\n", v);
+	else
+		fprintf(f, "%.9g\n", v);
+}
+
+/*
+ * The stats figures that are not plain counts: ratios, durations in
+ * seconds (the Prometheus unit), the version as the label of a constant
+ * build_info gauge (the Prometheus convention for text), backup progress.
+ */
+static void stats_gauges(struct fs *fs, const struct kv_stats *s, FILE *f)
+{
+	uint64_t lookups = s->query_hits + s->query_misses;
+
+	fprintf(f, "# HELP nadbfs_build_info The nadbfs version and the backend, as labels.\n"
+		   "# TYPE nadbfs_build_info gauge\n"
+		   "nadbfs_build_info{version=\"%s\",backend=\"%s\"} 1\n",
+		NADBFS_VERSION, s->backend);
+	gauge(f, "nadbfs_flush_last_duration_seconds", "Duration of the last flush.",
+	      (double)s->last_flush_ms / 1000);
+	gauge(f, "nadbfs_flush_backlog", "Records written and not yet durable.",
+	      (double)s->buffer_keys);
+	gauge(f, "nadbfs_query_cache_hit_ratio", "Cache hits over lookups (0 before any).",
+	      lookups ? (double)s->query_hits / (double)lookups : 0.0);
+	gauge(f, "nadbfs_backend_rtt_seconds", "Round trip of the last backend request.",
+	      s->backend_rtt_ms >= 0 ? (double)s->backend_rtt_ms / 1000 : (double)NAN);
+	gauge(f, "nadbfs_backend_spill_replayed", "Records replayed from a spill file at mount.",
+	      (double)s->spilled);
+	gauge(f, "nadbfs_kernel_attr_timeout_seconds", "Attribute timeout the kernel is given.",
+	      fs->attr_timeout);
+	gauge(f, "nadbfs_kernel_entry_timeout_seconds", "Entry timeout the kernel is given.",
+	      fs->entry_timeout);
+	gauge(f, "nadbfs_backup_running", "1 while a backup command runs.", s->backup_op ? 1 : 0);
+	gauge(f, "nadbfs_backup_keys", "Keys done by the running backup command.",
+	      (double)s->backup_keys);
+	gauge(f, "nadbfs_backup_keys_total", "Keys the running backup command has to do.",
+	      (double)s->backup_keys_total);
+	gauge(f, "nadbfs_backup_bytes", "Bytes done by the running backup command.",
+	      (double)s->backup_bytes);
+	gauge(f, "nadbfs_backup_bytes_total", "Bytes the running backup command has to do.",
+	      (double)s->backup_bytes_total);
+}
+
 static char *metrics_text(struct fs *fs, size_t *len)
 {
 	struct kv_stats s;
@@ -218,6 +269,7 @@ static char *metrics_text(struct fs *fs, size_t *len)
 	fprintf(f, "# HELP nadbfs_uptime_seconds Seconds since the mount.\n"
 		   "# TYPE nadbfs_uptime_seconds gauge\nnadbfs_uptime_seconds %.3f\n",
 		uptime_s(fs));
+	stats_gauges(fs, &s, f);
 	op_metrics(fs, f);
 	if (fclose(f)) {
 		free(text);

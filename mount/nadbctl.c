@@ -30,9 +30,9 @@ static const char usage[] =
 	"\n"
 	"commands:\n"
 	"  stats [--json]   the mount's figures (buffer, flushes, TTL, ...)\n"
-	"  flush            make every buffered write durable now\n"
-	"  sweep            expire every key past its deadline now\n"
-	"  reload           re-read the configuration (as SIGHUP does)\n"
+	"  flush [--json]   make every buffered write durable now\n"
+	"  sweep [--json]   expire every key past its deadline now\n"
+	"  reload [--json]  re-read the configuration (as SIGHUP does)\n"
 	"  tx begin|commit|abort NAME, tx list\n"
 	"                   transactions (also: mkdir/rmdir .nadb/tx/NAME)\n"
 	"  tx apply FILE    run a JSON-lines batch (- for stdin) as one transaction\n"
@@ -193,13 +193,13 @@ static void progress_stop(void)
 	progress_running = NULL;
 }
 
-/* Runs cmd in .nadb/ctl; prints the reply (without its "ok" line if
- * skip_ok) and returns the exit status. */
-static int run_command_opt(const char *mnt, const char *cmd, bool skip_ok, bool quiet)
+/* Sends cmd to .nadb/ctl and reads its whole reply (malloc'd): 0, or 1
+ * after printing why on stderr. */
+static int ctl_roundtrip(const char *mnt, const char *cmd, char **reply)
 {
 	int fd = open_control(mnt, "ctl", O_RDWR);
 	size_t len = strlen(cmd);
-	char *line, *reply;
+	char *line;
 	int status = 1;
 
 	if (fd < 0)
@@ -215,14 +215,36 @@ static int run_command_opt(const char *mnt, const char *cmd, bool skip_ok, bool 
 		fprintf(stderr, "nadbctl: cannot send '%s': %s\n", cmd, strerror(errno));
 		goto out;
 	}
-	reply = read_all(fd);
+	*reply = read_all(fd);
 	progress_stop();
-	if (!reply) {
+	if (!*reply) {
 		fprintf(stderr, "nadbctl: cannot read the reply to '%s': %s\n", cmd,
 			strerror(errno));
 		goto out;
 	}
-	if (strncmp(reply, "ok", 2) == 0 && (reply[2] == '\n' || reply[2] == ' ' || !reply[2])) {
+	status = 0;
+out:
+	free(line);
+	close(fd);
+	return status;
+}
+
+static bool reply_ok(const char *reply)
+{
+	return strncmp(reply, "ok", 2) == 0 &&
+	       (reply[2] == '\n' || reply[2] == ' ' || !reply[2]);
+}
+
+/* Runs cmd in .nadb/ctl; prints the reply (without its "ok" line if
+ * skip_ok) and returns the exit status. */
+static int run_command_opt(const char *mnt, const char *cmd, bool skip_ok, bool quiet)
+{
+	char *reply;
+	int status = 1;
+
+	if (ctl_roundtrip(mnt, cmd, &reply))
+		return 1;
+	if (reply_ok(reply)) {
 		const char *nl = strchr(reply, '\n');
 
 		if (!quiet)
@@ -232,10 +254,39 @@ static int run_command_opt(const char *mnt, const char *cmd, bool skip_ok, bool 
 		fprintf(stderr, "nadbctl: %s", reply);
 	}
 	free(reply);
-out:
-	free(line);
-	close(fd);
 	return status;
+}
+
+/*
+ * cmd with --json: {"command":..., "ok":true, "reply":...} on stdout, the
+ * reply's text after "ok" without its newline; or "ok":false with "error"
+ * (the text after "error: "), also on stderr for whoever reads it there.
+ */
+static int run_command_json(const char *mnt, const char *cmd)
+{
+	char *reply, *end;
+	const char *text;
+	bool ok;
+	json_t *o;
+
+	if (ctl_roundtrip(mnt, cmd, &reply))
+		return 1;
+	ok = reply_ok(reply);
+	if (!ok)
+		fprintf(stderr, "nadbctl: %s", reply);
+	end = reply + strlen(reply);
+	if (end > reply && end[-1] == '\n')
+		*--end = '\0';
+	if (ok)
+		text = reply[2] == ' ' || reply[2] == '\n' ? reply + 3 : reply + 2;
+	else
+		text = strncmp(reply, "error: ", 7) == 0 ? reply + 7 : reply;
+	o = json_pack("{s:s, s:b, s:s}", "command", cmd, "ok", ok, ok ? "reply" : "error", text);
+	if (!o || json_dumpf(o, stdout, JSON_COMPACT) || putchar('\n') == EOF)
+		ok = false;
+	json_decref(o);
+	free(reply);
+	return ok ? 0 : 1;
 }
 
 int ctl_command(const char *mnt, const char *cmd, bool quiet)
@@ -561,7 +612,7 @@ int main(int argc, char **argv)
 	if (!strcmp(cmd, "query"))
 		return query(mnt, arg, page, page_size, as_json);
 	if (!strcmp(cmd, "flush") || !strcmp(cmd, "sweep") || !strcmp(cmd, "reload"))
-		return ctl_command(mnt, cmd, false);
+		return as_json ? run_command_json(mnt, cmd) : ctl_command(mnt, cmd, false);
 	fprintf(stderr, "nadbctl: unknown command '%s'\n%s", cmd, usage);
 	return 1;
 }

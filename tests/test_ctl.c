@@ -157,7 +157,8 @@ static void test_metrics_parse(void **state)
 	mnt_start(m, NULL);
 	put_str(mnt_path(m, "a"), "1");
 	assert_int_equal(regcomp(&sample,
-				 "^nadbfs_[a-z0-9_]+(\\{op=\"[a-z]+\"\\})? [0-9]+(\\.[0-9]+)?$",
+				 "^nadbfs_[a-z0-9_]+(\\{[a-z]+=\"[a-z0-9._-]+\"(,[a-z]+=\"[a-z0-9._-]+\")*"
+				 "\\})? ([0-9]+(\\.[0-9]+)?|NaN)$",
 				 REG_EXTENDED),
 			 0);
 	assert_int_equal(regcomp(&comment, "^# (HELP|TYPE) nadbfs_[a-z0-9_]+ .+$", REG_EXTENDED), 0);
@@ -177,6 +178,150 @@ static void test_metrics_parse(void **state)
 	free(text);
 	regfree(&sample);
 	regfree(&comment);
+	mnt_stop(m);
+}
+
+/*
+ * The metric of each stats figure ("ops.*" stands for every operation,
+ * labelled op). A figure added to stats without a metric fails the test.
+ */
+static const struct {
+	const char *figure, *metric;
+} stats_metrics[] = {
+	{ "keys", "nadbfs_keys" },
+	{ "dirs", "nadbfs_dirs" },
+	{ "buffer.keys", "nadbfs_buffer_keys" },
+	{ "buffer.bytes", "nadbfs_buffer_bytes" },
+	{ "buffer.dirty_bytes", "nadbfs_buffer_dirty_bytes" },
+	{ "flushes.count", "nadbfs_flushes_total" },
+	{ "flushes.failures", "nadbfs_flush_failures_total" },
+	{ "flushes.last_duration_ms", "nadbfs_flush_last_duration_seconds" },
+	{ "flushes.backlog", "nadbfs_flush_backlog" },
+	{ "ttl.pending", "nadbfs_ttl_pending" },
+	{ "ttl.expired", "nadbfs_ttl_expired_total" },
+	{ "tags.count", "nadbfs_tags" },
+	{ "tags.entries", "nadbfs_tag_entries" },
+	{ "query_cache.entries", "nadbfs_query_cache_entries" },
+	{ "query_cache.hits", "nadbfs_query_cache_hits_total" },
+	{ "query_cache.misses", "nadbfs_query_cache_misses_total" },
+	{ "query_cache.hit_rate", "nadbfs_query_cache_hit_ratio" },
+	{ "query_cache.backend", "nadbfs_query_backend_total" },
+	{ "query_cache.backend_fallbacks", "nadbfs_query_backend_fallbacks_total" },
+	{ "transactions.active", "nadbfs_tx_active" },
+	{ "transactions.committed", "nadbfs_tx_committed_total" },
+	{ "transactions.aborted", "nadbfs_tx_aborted_total" },
+	{ "transactions.conflicted", "nadbfs_tx_conflicted_total" },
+	{ "ops.*.count", "nadbfs_op_requests_total" },
+	{ "ops.*.p50_ms", "nadbfs_op_latency_p50_seconds" },
+	{ "ops.*.p99_ms", "nadbfs_op_latency_p99_seconds" },
+	{ "backend.name", "nadbfs_build_info" },
+	{ "backend.healthy", "nadbfs_backend_healthy" },
+	/* The reason's text: healthy is 0 exactly when there is one. */
+	{ "backend.last_error", "nadbfs_backend_healthy" },
+	{ "backend.connected", "nadbfs_backend_connected" },
+	{ "backend.reconnects", "nadbfs_backend_reconnects_total" },
+	{ "backend.rtt_ms", "nadbfs_backend_rtt_seconds" },
+	{ "backend.spill_replayed", "nadbfs_backend_spill_replayed" },
+	{ "uptime_s", "nadbfs_uptime_seconds" },
+	{ "version", "nadbfs_build_info" },
+	{ "kernel_cache.attr_timeout_s", "nadbfs_kernel_attr_timeout_seconds" },
+	{ "kernel_cache.entry_timeout_s", "nadbfs_kernel_entry_timeout_seconds" },
+	{ "backup.running", "nadbfs_backup_running" },
+	{ "backup.keys", "nadbfs_backup_keys" },
+	{ "backup.keys_total", "nadbfs_backup_keys_total" },
+	{ "backup.bytes", "nadbfs_backup_bytes" },
+	{ "backup.bytes_total", "nadbfs_backup_bytes_total" },
+};
+
+/* Fails unless the metrics text has a sample of name (with label if given). */
+static void assert_sample(const char *metrics, const char *figure, const char *name,
+			  const char *label)
+{
+	char want[256];
+
+	snprintf(want, sizeof(want), "\n%s%s", name, label ? label : "");
+	for (const char *p = strstr(metrics, want); p; p = strstr(p + 1, want)) {
+		char next = p[strlen(want)];
+
+		if (next == ' ' || (!label && next == '{') || (label && next == ','))
+			return;
+	}
+	fail_msg("stats figure %s: no sample %s%s in metrics", figure, name, label ? label : "");
+}
+
+static void check_figures(const char *metrics, json_t *o, const char *prefix)
+{
+	const char *key;
+	json_t *v;
+
+	json_object_foreach(o, key, v) {
+		char path[128], label[128] = "";
+		const char *metric = NULL;
+
+		if (!strcmp(prefix, "ops.")) {
+			/* Every operation: its figures, labelled by its name. */
+			snprintf(label, sizeof(label), "{op=\"%s\"", key);
+			snprintf(path, sizeof(path), "ops.*.");
+		} else {
+			snprintf(path, sizeof(path), "%s%s", prefix, key);
+		}
+		if (json_is_object(v)) {
+			if (!label[0])
+				strcat(path, ".");
+			if (label[0]) {
+				const char *k2;
+				json_t *v2;
+
+				json_object_foreach(v, k2, v2) {
+					char p2[160];
+
+					snprintf(p2, sizeof(p2), "%s%s", path, k2);
+					metric = NULL;
+					for (size_t i = 0; i < sizeof(stats_metrics) /
+								   sizeof(stats_metrics[0]);
+					     i++)
+						if (!strcmp(stats_metrics[i].figure, p2))
+							metric = stats_metrics[i].metric;
+					if (!metric)
+						fail_msg("stats figure %s has no metric", p2);
+					strcat(label, "}");
+					assert_sample(metrics, p2, metric, label);
+					label[strlen(label) - 1] = '\0';
+				}
+			} else {
+				check_figures(metrics, v, path);
+			}
+			continue;
+		}
+		for (size_t i = 0; i < sizeof(stats_metrics) / sizeof(stats_metrics[0]); i++)
+			if (!strcmp(stats_metrics[i].figure, path))
+				metric = stats_metrics[i].metric;
+		if (!metric)
+			fail_msg("stats figure %s has no metric", path);
+		assert_sample(metrics, path, metric, NULL);
+	}
+}
+
+/* .nadb/metrics has the same figures as .nadb/stats (README). */
+static void test_metrics_cover_stats(void **state)
+{
+	struct mnt *m = *state;
+	char *text, want[256];
+	json_t *o;
+
+	mnt_start(m, NULL);
+	put_str(mnt_path(m, "a"), "1");
+	o = read_stats(m);
+	text = read_file(mnt_path(m, ".nadb/metrics"), NULL);
+	assert_non_null(text);
+	check_figures(text, o, "");
+	/* The build_info labels carry the strings. */
+	snprintf(want, sizeof(want), "\nnadbfs_build_info{version=\"%s\",backend=\"%s\"} 1\n",
+		 json_string_value(json_object_get(o, "version")),
+		 json_string_value(json_object_get(json_object_get(o, "backend"), "name")));
+	assert_non_null(strstr(text, want));
+	free(text);
+	json_decref(o);
 	mnt_stop(m);
 }
 
@@ -478,6 +623,230 @@ static void test_coherence_delay_caps_kernel_cache(void **state)
 	mnt_stop(m);
 }
 
+static double stat_num(json_t *o, const char *obj, const char *key)
+{
+	json_t *v = json_object_get(obj ? json_object_get(o, obj) : o, key);
+
+	if (!json_is_number(v))
+		fail_msg("stats has no number %s%s%s", obj ? obj : "", obj ? "." : "", key);
+	return json_number_value(v);
+}
+
+/*
+ * The figures move as they should: dirty bytes before a flush and none
+ * after, the flush counted and timed, an expired key counted by a sweep,
+ * tags and memberships counted, uptime growing.
+ */
+static void test_stats_figures_move(void **state)
+{
+	struct mnt *m = *state;
+	size_t big = 8u << 20;
+	char *value = mnt_malloc(m, big), *out = NULL;
+	json_int_t flushes, expired;
+	double up;
+	json_t *o;
+	int fd;
+
+	mnt_start(m, "flush_interval=1h,buffer_size=64M,compression=zstd,ttl_sweep=1h");
+	/* Incompressible, so that zstd's attempt and the write take a while. */
+	fd = open("/dev/urandom", O_RDONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(read(fd, value, big), (ssize_t)big);
+	close(fd);
+	o = read_stats(m);
+	flushes = stat_int(o, "flushes.count");
+	assert_int_equal(stat_int(o, "buffer.dirty_bytes"), 0);
+	up = stat_num(o, NULL, "uptime_s");
+	assert_true(up > 0);
+	json_decref(o);
+
+	put_file(mnt_path(m, "big"), value, big);
+	o = read_stats(m);
+	assert_true(stat_int(o, "buffer.dirty_bytes") >= (json_int_t)big);
+	assert_true(stat_int(o, "buffer.bytes") >= (json_int_t)big);
+	assert_true(stat_int(o, "flushes.backlog") >= 1);
+	assert_true(stat_num(o, NULL, "uptime_s") > up);
+	json_decref(o);
+	assert_int_equal(run_cmd("%s -m %s flush >/dev/null", nadbctl(), shq(m, m->dir)), 0);
+	o = read_stats(m);
+	assert_int_equal(stat_int(o, "buffer.dirty_bytes"), 0);
+	assert_int_equal(stat_int(o, "flushes.backlog"), 0);
+	assert_true(stat_int(o, "flushes.count") > flushes);
+	assert_true(stat_int(o, "flushes.last_duration_ms") >= 1);
+	json_decref(o);
+
+	/* Tags: two tags, three memberships. */
+	put_str(mnt_path(m, "t1"), "x");
+	put_str(mnt_path(m, "t2"), "x");
+	o = read_stats(m);
+	assert_int_equal(stat_int(o, "tags.count"), 0);
+	assert_int_equal(stat_int(o, "tags.entries"), 0);
+	json_decref(o);
+	assert_int_equal(run_cmd("setfattr -n user.tags -v red,blue %s && "
+				 "setfattr -n user.tags -v red %s",
+				 shq(m, mnt_path(m, "t1")), shq(m, mnt_path(m, "t2"))),
+			 0);
+	o = read_stats(m);
+	assert_int_equal(stat_int(o, "tags.count"), 2);
+	assert_int_equal(stat_int(o, "tags.entries"), 3);
+	json_decref(o);
+
+	/* TTL: the sweeper sleeps an hour; nadbctl sweep expires the key. */
+	o = read_stats(m);
+	expired = stat_int(o, "ttl.expired");
+	json_decref(o);
+	put_str(mnt_path(m, "short"), "x");
+	assert_int_equal(run_cmd("setfattr -n user.ttl -v 1 %s", shq(m, mnt_path(m, "short"))), 0);
+	o = read_stats(m);
+	assert_int_equal(stat_int(o, "ttl.pending"), 1);
+	json_decref(o);
+	for (int64_t until = now_ms() + 10000;; ) {
+		assert_int_equal(run_cmd_out(&out, "%s -m %s sweep", nadbctl(), shq(m, m->dir)),
+				 0);
+		assert_string_equal(out, "ok\n");
+		free(out);
+		o = read_stats(m);
+		if (stat_int(o, "ttl.expired") == expired + 1) {
+			assert_int_equal(stat_int(o, "ttl.pending"), 0);
+			json_decref(o);
+			break;
+		}
+		json_decref(o);
+		if (now_ms() > until)
+			fail_msg("ttl.expired did not count the key past its deadline");
+		struct timespec ts = { 0, 50 * 1000000 };
+		nanosleep(&ts, NULL);
+	}
+	mnt_stop(m);
+}
+
+/* flush, sweep and reload with --json: one JSON object, also for an error;
+ * --help lists the commands. */
+static void test_nadbctl_json(void **state)
+{
+	struct mnt *m = *state;
+	static const char *const cmds[] = { "flush", "sweep", "reload" };
+	const char *conf;
+	char *out = NULL;
+	json_t *o;
+
+	mnt_init(m);
+	conf = mnt_str(m, "%s/kv.conf", m->root);
+	put_str(conf, "");
+	mnt_start(m, mnt_str(m, "config=%s", conf));
+	for (size_t i = 0; i < 3; i++) {
+		assert_int_equal(run_cmd_out(&out, "%s -m %s %s --json", nadbctl(),
+					     shq(m, m->dir), cmds[i]),
+				 0);
+		o = json_loads(out, 0, NULL);
+		if (!o)
+			fail_msg("nadbctl %s --json printed no JSON: %s", cmds[i], out);
+		assert_string_equal(json_string_value(json_object_get(o, "command")), cmds[i]);
+		assert_true(json_is_true(json_object_get(o, "ok")));
+		assert_true(json_is_string(json_object_get(o, "reply")));
+		json_decref(o);
+		free(out);
+	}
+	put_str(conf, "bogus\n");
+	assert_int_equal(run_cmd_out(&out, "%s -m %s reload --json 2>/dev/null", nadbctl(),
+				     shq(m, m->dir)),
+			 1);
+	o = json_loads(out, 0, NULL);
+	if (!o)
+		fail_msg("nadbctl reload --json printed no JSON on error: %s", out);
+	assert_true(json_is_false(json_object_get(o, "ok")));
+	assert_non_null(strstr(json_string_value(json_object_get(o, "error")), "kv.conf:1"));
+	json_decref(o);
+	free(out);
+	assert_int_equal(run_cmd_out(&out, "%s --help", nadbctl()), 0);
+	assert_non_null(strstr(out, "usage: nadbctl"));
+	for (const char *const *c = (const char *const[]){ "stats", "flush", "sweep", "reload",
+							   "query", "tx begin", "backup create",
+							   NULL };
+	     *c; c++)
+		if (!strstr(out, *c))
+			fail_msg("nadbctl --help does not list %s:\n%s", *c, out);
+	free(out);
+	mnt_stop(m);
+}
+
+static int log_lines_at(struct mnt *m, const char *level)
+{
+	char *text = mnt_log_text(m), *save = NULL;
+	int n = 0;
+
+	for (char *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+		json_t *o = json_loads(l, 0, NULL);
+
+		if (!json_is_object(o))
+			fail_msg("a log line is not a JSON object: %s", l);
+		n += !strcmp(json_string_value(json_object_get(o, "level")) ?: "", level);
+		json_decref(o);
+	}
+	free(text);
+	return n;
+}
+
+/*
+ * A reload applies the log level and buffer_size at once: debug lines
+ * appear, and a buffer now too small for what is dirty is flushed without
+ * waiting for the hour-long interval. ctl_mode needs a remount: a warning
+ * says so and the mode stays.
+ */
+static void test_reload_live(void **state)
+{
+	struct mnt *m = *state;
+	size_t len = 256 * 1024;
+	char *value = mnt_malloc(m, len), *text;
+	const char *conf;
+
+	memset(value, 'v', len);
+	mnt_init(m);
+	conf = mnt_str(m, "%s/kv.conf", m->root);
+	put_str(conf, "[store]\nflush_interval = 1h\nbuffer_size = 64M\ncompression = none\n");
+	mnt_start(m, mnt_str(m, "config=%s", conf));
+	put_file(mnt_path(m, "a"), value, len);
+	assert_false(wait_flushed(m, 300)); /* 256K: far below half of 64M */
+	assert_int_equal(log_lines_at(m, "debug"), 0);
+
+	put_str(conf, "[store]\nflush_interval = 1h\nbuffer_size = 64K\ncompression = none\n"
+		      "[log]\nlevel = debug\n[mount]\nctl_mode = 0640\n");
+	assert_int_equal(run_cmd("%s -m %s reload >/dev/null", nadbctl(), shq(m, m->dir)), 0);
+	assert_true(wait_flushed(m, 10000));
+	put_str(mnt_path(m, "b"), "1");
+	assert_true(log_lines_at(m, "debug") > 0);
+	text = mnt_log_text(m);
+	assert_non_null(strstr(text, "reload: ctl_mode changes at the next mount"));
+	free(text);
+	assert_int_equal(mnt_mode(m, ".nadb/ctl"), 0600);
+	mnt_stop(m);
+}
+
+/* Never values in logs, not even at debug level with libfuse's trace. */
+static void test_no_values_in_logs(void **state)
+{
+	struct mnt *m = *state;
+	static const char secret[] = "V4lue-N0t-F0r-L0gs-7f3a9c";
+	char *text;
+
+	mnt_start(m, "debug,log_level=debug,compression=none");
+	put_str(mnt_path(m, "k"), secret);
+	assert_int_equal(run_cmd("setfattr -n user.note -v %s %s", secret,
+				 shq(m, mnt_path(m, "k"))),
+			 0);
+	assert_int_equal(run_cmd("%s -m %s flush >/dev/null", nadbctl(), shq(m, m->dir)), 0);
+	assert_file_str(mnt_path(m, "k"), secret);
+	mnt_stop(m);
+	text = read_file(m->log, NULL);
+	assert_non_null(text);
+	/* The log did record the work (or the check proves nothing). */
+	assert_non_null(strstr(text, "\"level\":\"debug\""));
+	assert_non_null(strstr(text, "\"op\":\"write\""));
+	if (strstr(text, secret) || strstr(text, "V4lue"))
+		fail_msg("a value reached the log:\n%s", text);
+	free(text);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, mnt_setup, mnt_teardown)
 
 int main(void)
@@ -494,6 +863,11 @@ int main(void)
 		T(test_control_files_are_protected),
 		T(test_nadbctl),
 		T(test_reload),
+		T(test_metrics_cover_stats),
+		T(test_stats_figures_move),
+		T(test_nadbctl_json),
+		T(test_reload_live),
+		T(test_no_values_in_logs),
 	};
 
 	return cmocka_run_group_tests_name("ctl", tests, NULL, NULL);
