@@ -13,6 +13,8 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -109,15 +111,20 @@ static bool answers(const char *sock)
 
 static int spawn(struct redis_server *s)
 {
-	char log[128];
-	const char *argv[24];
+	char log[128], port[16];
+	const char *argv[28];
 	int n = 0;
 	pid_t pid;
 
 	snprintf(log, sizeof(log), "%s/redis.log", s->dir);
 	argv[n++] = server_bin();
+	snprintf(port, sizeof(port), "%u", s->port);
 	argv[n++] = "--port";
-	argv[n++] = "0";
+	argv[n++] = port;
+	if (s->port) {
+		argv[n++] = "--bind";
+		argv[n++] = "127.0.0.1";
+	}
 	argv[n++] = "--save";
 	argv[n++] = "";
 	argv[n++] = "--appendonly";
@@ -188,10 +195,33 @@ static int spawn(struct redis_server *s)
 	}
 }
 
-static int start(struct redis_server *s, const char *password, bool aof)
+/* A loopback port free now, picked by the kernel from the ephemeral range
+ * (checked anyway never to be Redis's default port). */
+static unsigned free_port(void)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(sa);
+	unsigned port = 0;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return 0;
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+		port = ntohs(sa.sin_port);
+	close(fd);
+	return port;
+}
+
+static int start(struct redis_server *s, const char *password, bool aof, bool tcp)
 {
 	memset(s, 0, sizeof(*s));
 	s->aof = aof;
+	if (tcp) {
+		s->port = free_port();
+		if (!s->port || s->port == 6379)
+			return -EADDRNOTAVAIL;
+	}
 	strcpy(s->dir, "/tmp/nadbfs-redis-XXXXXX");
 	if (!mkdtemp(s->dir)) {
 		int e = errno;
@@ -208,12 +238,17 @@ static int start(struct redis_server *s, const char *password, bool aof)
 
 int redis_server_start(struct redis_server *s, const char *password)
 {
-	return start(s, password, false);
+	return start(s, password, false, false);
+}
+
+int redis_server_start_tcp(struct redis_server *s, const char *password)
+{
+	return start(s, password, false, true);
 }
 
 int redis_server_start_aof(struct redis_server *s)
 {
-	return start(s, NULL, true);
+	return start(s, NULL, true, false);
 }
 
 void redis_server_kill(struct redis_server *s)

@@ -23,11 +23,15 @@ struct redis_server {
 	char password[64];	/* requirepass, "" for none */
 	pid_t pid;		/* 0 when not running */
 	bool aof;		/* appendonly with appendfsync always: survives SIGKILL */
+	unsigned port;		/* also on 127.0.0.1:port (redis_server_start_tcp), else 0 */
 };
 
 /* Makes the directory and starts the server; waits (polling, at most 10 s)
  * until it answers PING. password may be NULL. */
 int redis_server_start(struct redis_server *s, const char *password);
+/* The same, also listening on 127.0.0.1 on a free port (s->port, never
+ * 6379): for redis:// URLs, which name a host and port. */
+int redis_server_start_tcp(struct redis_server *s, const char *password);
 /* The same with an append-only file fsync'ed on every write, so that what
  * the server acknowledged survives redis_server_kill() and a resume. */
 int redis_server_start_aof(struct redis_server *s);

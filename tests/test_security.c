@@ -300,6 +300,53 @@ static void test_redis_password_never_shown(void **state)
 	redis_server_stop(&srv);
 }
 
+/* Where it should not be, in the redis:// URL itself: /proc/mounts, the
+ * stats and the log still never show it. */
+static void test_redis_password_in_url_never_shown(void **state)
+{
+	struct mnt *m = *state;
+	struct redis_server srv;
+	const char *url, *shown;
+	char *text;
+	size_t len;
+
+	if (mnt_default_backend() != MNT_BACKEND_REDIS)
+		skip();
+	m->backend = MNT_BACKEND_FS; /* our own server, with a password, on TCP */
+	mnt_init(m);
+	assert_int_equal(redis_server_start_tcp(&srv, "pw-Url5ecret"), 0);
+	url = mnt_str(m, "redis://:pw-Url5ecret@127.0.0.1:%u/3", srv.port);
+	{
+		const char *argv[] = { "-f", "-o", "log_level=debug", url, m->dir, NULL };
+
+		mnt_spawn_argv(m, argv);
+	}
+	mnt_wait_mounted_or_fail(m);
+	put_str(mnt_path(m, "k"), "v");
+	/* The key reaches the server's database 3: the URL was used whole. */
+	assert_int_equal(run_cmd("%s -m %s flush >/dev/null", nadbctl_bin(), shq(m, m->dir)), 0);
+	text = redis_cli(&srv, "-a pw-Url5ecret --no-auth-warning -n 3 DBSIZE");
+	assert_non_null(text);
+	assert_true(atoi(text) > 0);
+	free(text);
+	text = read_file("/proc/self/mounts", &len);
+	assert_non_null(text);
+	assert_null(strstr(text, "Url5ecret"));
+	shown = mnt_str(m, "redis://127.0.0.1:%u/3 %s fuse.nadbfs ", srv.port, m->dir);
+	if (!strstr(text, shown))
+		fail_msg("/proc/mounts does not show \"%s\":\n%s", shown, text);
+	free(text);
+	text = read_file(mnt_path(m, ".nadb/stats"), &len);
+	assert_non_null(text);
+	assert_null(strstr(text, "Url5ecret"));
+	free(text);
+	mnt_stop(m);
+	text = mnt_log_text(m);
+	assert_null(strstr(text, "Url5ecret"));
+	free(text);
+	redis_server_stop(&srv);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, mnt_setup, mnt_teardown)
 
 int main(void)
@@ -310,6 +357,7 @@ int main(void)
 		T(test_other_users_kept_out),
 		T(test_write_drops_setid_bits),
 		T(test_redis_password_never_shown),
+		T(test_redis_password_in_url_never_shown),
 	};
 
 	umask(022);
