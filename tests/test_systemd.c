@@ -4,6 +4,7 @@
  * STOPPING=1 when it stops.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <poll.h>
 #include <signal.h>
 #include <setjmp.h>
@@ -50,6 +51,94 @@ static void test_units_verify(void **state)
 	mnt_init(m);
 	verify_unit(m, mnt_str(m, "%s/systemd/nadbfs@.service", build), "nadbfs@kv.service");
 	verify_unit(m, mnt_str(m, "%s/systemd/srv-kv.mount", srcdir), "srv-kv.mount");
+}
+
+/* Every value of key in the unit text (one per line, "" after the last),
+ * joined by '\n'; "" when absent. Owned by m. */
+static const char *unit_values(struct mnt *m, const char *text, const char *key)
+{
+	size_t klen = strlen(key);
+	const char *out = "";
+
+	for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+		const char *end = strchr(l, '\n');
+		int len = end ? (int)(end - l) : (int)strlen(l);
+
+		if (strncmp(l, key, klen) == 0 && l[klen] == '=')
+			out = mnt_str(m, "%s%.*s\n", out, len - (int)klen - 1, l + klen + 1);
+	}
+	return out;
+}
+
+static bool truthy(const char *v)
+{
+	return *v && strcmp(v, "no\n") && strcmp(v, "false\n") && strcmp(v, "0\n") &&
+	       strcmp(v, "off\n") && strcmp(v, "\n");
+}
+
+/*
+ * The installed service unit has what the daemon's life cycle needs:
+ * Type=notify with the daemon in the foreground, ExecReload sending SIGHUP,
+ * Restart=on-failure, time to flush on stop, /dev/fuse allowed, and no
+ * option that puts the daemon in a mount namespace of its own (the mount
+ * would be invisible outside it).
+ */
+static void test_installed_unit_properties(void **state)
+{
+	struct mnt *m = *state;
+	static const char *const private_ns[] = {
+		"PrivateTmp", "ProtectSystem", "ProtectHome", "PrivateDevices", "PrivateMounts",
+		"MountFlags", "ReadOnlyPaths", "ReadWritePaths", "InaccessiblePaths",
+		"ExecPaths", "NoExecPaths", "TemporaryFileSystem", "BindPaths",
+		"BindReadOnlyPaths", "ProtectKernelTunables", "ProtectKernelModules",
+		"ProtectKernelLogs", "ProtectControlGroups", "ProtectProc", "ProcSubset",
+		"RootDirectory", "RootImage", "PrivateUsers", "PrivateIPC", "ProtectHostname",
+		"MountImages", "ExtensionImages", "NetworkNamespacePath",
+	};
+	const char *build = getenv("NADBFS_BUILD_ROOT");
+	const char *dest, *v;
+	char *text, *path = NULL;
+
+	assert_non_null(build);
+	mnt_init(m);
+	dest = mnt_str(m, "%s/inst", m->root);
+	assert_int_equal(run_cmd("meson install -C %s --no-rebuild --quiet --destdir %s "
+				 ">/dev/null",
+				 shq(m, build), shq(m, dest)),
+			 0);
+	assert_int_equal(run_cmd_out(&path, "find %s -name 'nadbfs@.service' -printf %%p",
+				     shq(m, dest)),
+			 0);
+	if (!path[0])
+		fail_msg("meson install put no nadbfs@.service under %s", dest);
+	text = read_file(path, NULL);
+	assert_non_null(text);
+	free(path);
+
+	assert_string_equal(unit_values(m, text, "Type"), "notify\n");
+	v = unit_values(m, text, "ExecStart");
+	if (!strstr(v, "/nadbfs -f ") || !strstr(v, "config=/etc/nadbfs/%i.conf"))
+		fail_msg("ExecStart must run nadbfs -f with the instance's config: %s", v);
+	v = unit_values(m, text, "ExecReload");
+	if (!strstr(v, "kill -HUP $MAINPID") && !strstr(v, "kill -s HUP $MAINPID"))
+		fail_msg("ExecReload must send SIGHUP to the daemon: %s", v);
+	assert_string_equal(unit_values(m, text, "Restart"), "on-failure\n");
+	v = unit_values(m, text, "NotifyAccess");
+	assert_true(!*v || !strcmp(v, "main\n") || !strcmp(v, "all\n"));
+	/* Longer than backend_timeout's default, so a stop can flush. */
+	v = unit_values(m, text, "TimeoutStopSec");
+	assert_true(!strcmp(v, "infinity\n") || atoi(v) > 30);
+	for (size_t i = 0; i < sizeof(private_ns) / sizeof(private_ns[0]); i++) {
+		v = unit_values(m, text, private_ns[i]);
+		if (truthy(v))
+			fail_msg("%s=%s puts the daemon in its own mount namespace", private_ns[i],
+				 v);
+	}
+	v = unit_values(m, text, "DevicePolicy");
+	if (!strcmp(v, "closed\n") || !strcmp(v, "strict\n"))
+		if (!strstr(unit_values(m, text, "DeviceAllow"), "/dev/fuse rw"))
+			fail_msg("DevicePolicy=%s without DeviceAllow=/dev/fuse rw", v);
+	free(text);
 }
 
 /* The next datagram on fd within timeout_ms, or NULL. */
@@ -104,6 +193,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		T(test_units_verify),
+		T(test_installed_unit_properties),
 		T(test_notify_ready_after_mount_then_stopping),
 	};
 
