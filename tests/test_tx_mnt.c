@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -15,7 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
@@ -350,63 +353,150 @@ static void test_three_concurrent_transactions(void **state)
 	mnt_stop(m);
 }
 
+#define KILL_KEYS 20
+#define KILL_VALUE (100 * 1024) /* two chunks and a map per key: a commit of ~60 files */
+
+/* Where a round of the kill test sends SIGKILL. */
+enum kill_at {
+	KILL_BEFORE_COMMIT, /* the transaction is staged, the commit never sent */
+	KILL_AFTER_DELAY,   /* a fixed delay after the commit is sent */
+	KILL_ON_VALUE_FILE, /* (filesystem backend) when the commit creates its first value file */
+	KILL_AFTER_REPLY,   /* once the commit's "ok" reply has been read */
+};
+
+/* Watches (IN_CREATE) every values/xx directory of the filesystem backend's
+ * data: the commit writes its value files there before the journal append
+ * that is its commit point. The fd, or fails the test. */
+static int watch_value_dirs(struct mnt *m)
+{
+	char *out = NULL, *line, *save;
+	int fd, n = 0;
+
+	ASSERT_SYS(fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
+	assert_int_equal(run_cmd_out(&out, "find %s -type d -path '*/values/*'", shq(m, m->data)),
+			 0);
+	for (line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save), n++)
+		ASSERT_SYS(inotify_add_watch(fd, line, IN_CREATE));
+	free(out);
+	assert_true(n > 0);
+	return fd;
+}
+
+/* Sends "tx commit t" on .nadb/ctl from a child: it exits 0 once it has read
+ * an "ok" reply (the commit is then durable), 1 otherwise. */
+static pid_t send_commit(struct mnt *m)
+{
+	pid_t child = fork();
+
+	assert_true(child >= 0);
+	if (child == 0) {
+		char reply[16] = "";
+		int fd = open(mnt_path(m, ".nadb/ctl"), O_RDWR);
+
+		if (fd < 0 || write(fd, "tx commit t\n", 12) != 12 ||
+		    pread(fd, reply, sizeof(reply) - 1, 0) < 2)
+			_exit(1);
+		_exit(strncmp(reply, "ok", 2) != 0);
+	}
+	return child;
+}
+
 /*
- * SIGKILL while a commit of 20 keys is on its way: after a remount either
- * every key has its new value or none has. The kill lands at a different
- * moment each round, from before the commit starts to after it is durable.
+ * SIGKILL around and during the commit of a 20-key transaction: after a
+ * remount every key has its new value or none has. Deterministic, and
+ * asserted: a kill before the commit is sent leaves every old value, and a
+ * kill after its "ok" leaves every new one (in any round). The rounds in
+ * between kill while the commit runs: after a sweep of delays, and on the
+ * filesystem backend as soon as the commit creates its first value file,
+ * which is provably after the commit began and, since ~60 files are written
+ * and fsynced before the journal append, almost always before its commit
+ * point. Which side of the commit point such a kill lands on is up to the
+ * scheduler, so for those rounds only all-or-nothing is asserted.
  */
 static void test_kill_during_commit_is_all_or_nothing(void **state)
 {
 	struct mnt *m = *state;
-	int seen_new = 0, seen_old = 0;
+	static const int delays_ms[] = { 0, 1, 2, 4, 8, 16, 32 };
+	char *oldv = mnt_malloc(m, KILL_VALUE), *newv = mnt_malloc(m, KILL_VALUE);
+	int seen[2] = { 0, 0 };
+	bool fs = mnt_default_backend() == MNT_BACKEND_FS;
 
-	for (int round = 0; round < 9; round++) {
-		int fd, news = 0;
+	memset(oldv, 'o', KILL_VALUE);
+	memset(newv, 'n', KILL_VALUE);
+	for (int round = 0;; round++) {
+		enum kill_at at = KILL_AFTER_DELAY;
+		int nd = (int)(sizeof(delays_ms) / sizeof(delays_ms[0]));
+		int fd, news = 0, olds = 0, status = -1, watch = -1;
+		pid_t child = 0;
 
+		/* Round 0 before, then the delays, three on a value file (fs
+		 * only), and last after the reply. */
+		if (round == 0)
+			at = KILL_BEFORE_COMMIT;
+		else if (round > nd && round <= nd + 3 && fs)
+			at = KILL_ON_VALUE_FILE;
+		else if (round > nd && (round > nd + 3 || !fs))
+			at = KILL_AFTER_REPLY;
 		mnt_start(m, "flush_interval=1h");
-		for (int i = 0; i < 20; i++)
-			put_str(mnt_path(m, "k%d", i), "old");
+		for (int i = 0; i < KILL_KEYS; i++)
+			put_file(mnt_path(m, "k%d", i), oldv, KILL_VALUE);
 		ASSERT_SYS(fd = open(mnt_path(m, "."), O_RDONLY | O_DIRECTORY));
 		ASSERT_SYS(fsync(fd)); /* the old values are durable */
 		close(fd);
 		ASSERT_SYS(mkdir(mnt_path(m, ".nadb/tx/t"), 0700));
-		for (int i = 0; i < 20; i++)
-			put_str(mnt_path(m, ".nadb/tx/t/k%d", i), "new");
-		/* The command returns once the commit is durable: send it from
-		 * a child and kill the daemon without waiting, from at once
-		 * to after the reply. */
-		pid_t child = fork();
-
-		assert_true(child >= 0);
-		if (child == 0) {
-			fd = open(mnt_path(m, ".nadb/ctl"), O_RDWR);
-			_exit(fd < 0 || write(fd, "tx commit t\n", 12) != 12);
-		}
-		if (round) {
-			/* 1 ms to 128 ms: a commit's flush here takes some. */
-			long ns = (1L << (round - 1)) * 1000000L;
+		for (int i = 0; i < KILL_KEYS; i++)
+			put_file(mnt_path(m, ".nadb/tx/t/k%d", i), newv, KILL_VALUE);
+		if (at == KILL_ON_VALUE_FILE)
+			watch = watch_value_dirs(m);
+		if (at != KILL_BEFORE_COMMIT)
+			child = send_commit(m);
+		if (at == KILL_AFTER_DELAY && delays_ms[round - 1]) {
+			long ns = delays_ms[round - 1] * 1000000L;
 			struct timespec ts = { ns / 1000000000L, ns % 1000000000L };
 
 			nanosleep(&ts, NULL);
+		} else if (at == KILL_ON_VALUE_FILE) {
+			struct pollfd p = { .fd = watch, .events = POLLIN };
+
+			if (poll(&p, 1, 10000) != 1)
+				fail_msg("round %d: the commit wrote no value file in 10 s", round);
+		} else if (at == KILL_AFTER_REPLY) {
+			assert_int_equal(wait_pid(child, 10000, &status), 0);
+			child = 0;
+			assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 		}
 		mnt_kill(m);
-		assert_int_equal(wait_pid(child, 10000, &fd), 0);
+		if (watch >= 0)
+			close(watch);
+		if (child)
+			assert_int_equal(wait_pid(child, 10000, &status), 0);
 		mnt_start(m, NULL);
-		for (int i = 0; i < 20; i++) {
+		for (int i = 0; i < KILL_KEYS; i++) {
 			size_t len;
 			char *v = read_file(mnt_path(m, "k%d", i), &len);
 
 			assert_non_null(v);
-			news += !strcmp(v, "new");
+			assert_int_equal(len, KILL_VALUE);
+			news += !memcmp(v, newv, KILL_VALUE);
+			olds += !memcmp(v, oldv, KILL_VALUE);
 			free(v);
 		}
-		if (news != 0 && news != 20)
-			fail_msg("round %d: %d of 20 keys committed", round, news);
-		seen_new += news == 20;
-		seen_old += news == 0;
 		mnt_stop(m);
+		if (news + olds != KILL_KEYS)
+			fail_msg("round %d: %d keys hold neither value", round, KILL_KEYS - news - olds);
+		if (news != 0 && news != KILL_KEYS)
+			fail_msg("round %d: %d of %d keys committed", round, news, KILL_KEYS);
+		if (at == KILL_BEFORE_COMMIT && news)
+			fail_msg("round %d: committed without a commit", round);
+		/* An "ok" means durable, whenever the kill came after it. */
+		if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && !news)
+			fail_msg("round %d: the commit said ok, then was lost", round);
+		seen[news == KILL_KEYS]++;
+		if (at == KILL_AFTER_REPLY)
+			break;
 	}
-	print_message("all-or-nothing: %d rounds committed, %d not\n", seen_new, seen_old);
+	assert_true(seen[0] > 0 && seen[1] > 0);
+	print_message("all-or-nothing: %d rounds committed, %d not\n", seen[1], seen[0]);
 }
 
 int main(void)
