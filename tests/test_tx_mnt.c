@@ -194,6 +194,8 @@ static void test_apply_a_batch(void **state)
 	set_xattr(m, "plain", "user.tags", "q");
 	put_str(mnt_path(m, "hasttl"), "h");
 	set_xattr(m, "hasttl", "user.ttl", "1000");
+	put_str(mnt_path(m, "cleared"), "c0");
+	set_xattr(m, "cleared", "user.tags", "old1");
 	put_str(good, "{\"op\":\"set\",\"key\":\"users/1\",\"value\":\"alice\","
 		      "\"tags\":[\"u\",\"active\"],\"ttl\":100}\n"
 		      "\n"
@@ -234,7 +236,8 @@ static void test_apply_a_batch(void **state)
 		assert_true(has_ttl(m, "retag"));
 		assert_file_str(mnt_path(m, "plain"), "p2");
 		assert_string_equal(tags_of(m, "plain"), "q");
-		assert_string_equal(tags_of(m, "cleared"), "");
+		assert_string_equal(tags_of(m, "cleared"), ""); /* "tags":[] */
+		ASSERT_ERRNO(lstat(mnt_path(m, "tags/old1"), &st), ENOENT);
 		assert_false(has_ttl(m, "hasttl"));
 		assert_file_str(mnt_path(m, "put"), "alias");
 		assert_int_equal(getxattr(mnt_path(m, "users/1"), "user.n", NULL, 0), 1);
