@@ -103,8 +103,8 @@ static int get_tags(const char *path, char **out)
 	buf = malloc(len > 0 ? (size_t)len + 1 : 1);
 	if (!buf)
 		return -ENOMEM;
-	/* Nothing else changes the key inside the transaction, but a tag
-	 * list that grew in between would come back as ERANGE. */
+	/* Only this batch works in its transaction, so the list does not
+	 * grow between the two calls; if it did, ERANGE aborts the batch. */
 	if (len > 0 && (len = getxattr(path, "user.tags", buf, (size_t)len)) < 0) {
 		free(buf);
 		return -errno;
