@@ -3,7 +3,9 @@
  * memory stream. Properties: no crash or leak; an accepted batch has at
  * least one operation, each with a known op and a key that stays below the
  * mount (relative, no "." or ".." parts), and a rename's target likewise;
- * a refused batch says on which line and why.
+ * a set or xattr has its value (value_b64 decoded), and every tag in a
+ * "tags" array follows the tag rules (so a joined "a,b" list is
+ * unambiguous); a refused batch says on which line and why.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -61,8 +63,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 		FUZZ_CHECK(ops[i].op && ops[i].key && stays_below(ops[i].key));
 		FUZZ_CHECK(strlen(ops[i].key) <= 1024);
+		json_t *tags = json_object_get(ops[i].o, "tags"), *t;
+		size_t j;
+
 		if (!strcmp(ops[i].op, "rename"))
 			FUZZ_CHECK(json_is_string(to) && stays_below(json_string_value(to)));
+		if (!strcmp(ops[i].op, "set") || !strcmp(ops[i].op, "xattr"))
+			FUZZ_CHECK(ops[i].value != NULL);
+		else
+			FUZZ_CHECK(ops[i].value == NULL);
+		FUZZ_CHECK(!tags || json_is_array(tags));
+		json_array_foreach (tags, j, t)
+			FUZZ_CHECK(json_is_string(t) && tx_batch_tag_ok(json_string_value(t)) &&
+				   !strchr(json_string_value(t), ','));
 	}
 	tx_batch_free(ops, n);
 	return 0;

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,34 +80,145 @@ static int set_attr_str(const char *path, const char *name, const char *v)
 	return setxattr(path, name, v, strlen(v), 0) ? -errno : 0;
 }
 
+static bool tag_in(json_t *tags, const char *t, size_t len)
+{
+	size_t i;
+	json_t *e;
+
+	json_array_foreach (tags, i, e)
+		if (json_string_length(e) == len && !memcmp(json_string_value(e), t, len))
+			return true;
+	return false;
+}
+
+/* The key's tag list ("a,b", what user.tags holds) into *out (malloc'd):
+ * 0 or -errno. A key without tags has an empty list. */
+static int get_tags(const char *path, char **out)
+{
+	ssize_t len = getxattr(path, "user.tags", NULL, 0);
+	char *buf;
+
+	if (len < 0 && errno != ENODATA)
+		return -errno;
+	buf = malloc(len > 0 ? (size_t)len + 1 : 1);
+	if (!buf)
+		return -ENOMEM;
+	/* Only this batch works in its transaction, so the list does not
+	 * grow between the two calls; if it did, ERANGE aborts the batch. */
+	if (len > 0 && (len = getxattr(path, "user.tags", buf, (size_t)len)) < 0) {
+		free(buf);
+		return -errno;
+	}
+	buf[len > 0 ? len : 0] = '\0';
+	*out = buf;
+	return 0;
+}
+
+/* Sets user.tags to the list cur plus (add) or minus (!add) the tags in the
+ * array tags (each checked by tx_batch_tag_ok, so none holds a comma). */
+static int write_tags(const char *path, const char *cur, json_t *tags, bool add)
+{
+	size_t i, n = 0, cap = strlen(cur) + 1;
+	const char *p;
+	char *list;
+	json_t *e;
+	int ret;
+
+	json_array_foreach (tags, i, e)
+		cap += json_string_length(e) + 1;
+	list = malloc(cap);
+	if (!list)
+		return -ENOMEM;
+	for (p = cur; *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] == ',')) {
+		size_t len = strcspn(p, ",");
+
+		if (len && (add || !tag_in(tags, p, len)))
+			n += (size_t)sprintf(list + n, n ? ",%.*s" : "%.*s", (int)len, p);
+	}
+	/* The daemon sorts the list and drops duplicates. */
+	json_array_foreach (tags, i, e)
+		if (add)
+			n += (size_t)sprintf(list + n, n ? ",%s" : "%s", json_string_value(e));
+	list[n] = '\0';
+	ret = set_attr_str(path, "user.tags", list);
+	free(list);
+	return ret;
+}
+
+/* tag (add) or untag (!add): the key's tags plus or minus the array's. */
+static int edit_tags(const char *path, json_t *tags, bool add)
+{
+	char *cur;
+	int ret = get_tags(path, &cur);
+
+	if (ret)
+		return ret;
+	ret = write_tags(path, cur, tags, add);
+	free(cur);
+	return ret;
+}
+
+static int write_value(const char *path, const struct tx_batch_op *op)
+{
+	const char *v = op->value;
+	size_t done = 0;
+	int fd, ret = 0;
+
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	while (done < op->value_len) {
+		ssize_t w = write(fd, v + done, op->value_len - done);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			ret = w < 0 ? -errno : -EIO;
+			break;
+		}
+		done += (size_t)w;
+	}
+	if (close(fd) && !ret)
+		ret = -errno;
+	return ret;
+}
+
+static int set_ttl(const char *path, json_int_t ttl)
+{
+	char num[32];
+
+	if (!ttl)
+		return removexattr(path, "user.ttl") && errno != ENODATA ? -errno : 0;
+	snprintf(num, sizeof(num), "%lld", (long long)ttl);
+	return set_attr_str(path, "user.ttl", num);
+}
+
 /* One operation inside the transaction rooted at root: 0 or -errno. */
 static int run_op(const char *root, const struct tx_batch_op *op)
 {
-	char path[PATH_MAX], to[PATH_MAX], num[32];
+	char path[PATH_MAX], to[PATH_MAX];
 	json_t *tags = json_object_get(op->o, "tags"), *ttl = json_object_get(op->o, "ttl");
-	int ret = 0, fd;
+	int ret = 0;
 
 	if (join(path, sizeof(path), root, op->key))
 		return -ENAMETOOLONG;
-	if (!strcmp(op->op, "put") || !strcmp(op->op, "mkdir") || !strcmp(op->op, "rename"))
+	if (!strcmp(op->op, "set") || !strcmp(op->op, "mkdir") || !strcmp(op->op, "rename"))
 		ret = make_parents(root,
 				   !strcmp(op->op, "rename") ? str_field(op->o, "to") : op->key);
 	if (ret)
 		return ret;
-	if (!strcmp(op->op, "put")) {
-		const char *v = str_field(op->o, "value");
-		size_t len = strlen(v);
-
-		fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-		if (fd < 0)
-			return -errno;
-		errno = 0;
-		if (write(fd, v, len) != (ssize_t)len)
-			ret = errno ? -errno : -EIO;
-		if (close(fd) && !ret)
-			ret = -errno;
-	} else if (!strcmp(op->op, "delete")) {
+	if (!strcmp(op->op, "set")) {
+		ret = write_value(path, op);
+		if (!ret && tags)
+			ret = write_tags(path, "", tags, true); /* replaces them */
+		if (!ret && ttl)
+			ret = set_ttl(path, json_integer_value(ttl));
+	} else if (!strcmp(op->op, "del")) {
 		ret = unlink(path) ? -errno : 0;
+	} else if (!strcmp(op->op, "tag") || !strcmp(op->op, "untag")) {
+		ret = edit_tags(path, tags, !strcmp(op->op, "tag"));
+	} else if (!strcmp(op->op, "ttl")) {
+		ret = set_ttl(path, json_integer_value(ttl));
 	} else if (!strcmp(op->op, "mkdir")) {
 		ret = mkdir(path, 0755) ? -errno : 0;
 	} else if (!strcmp(op->op, "rmdir")) {
@@ -116,15 +228,9 @@ static int run_op(const char *root, const struct tx_batch_op *op)
 		if (!ret)
 			ret = rename(path, to) ? -errno : 0;
 	} else if (!strcmp(op->op, "xattr")) {
-		ret = set_attr_str(path, str_field(op->o, "name"), str_field(op->o, "value"));
-	}
-	if (!ret && tags)
-		ret = set_attr_str(path, "user.tags", json_string_value(tags));
-	if (!ret && ttl && json_integer_value(ttl)) {
-		snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(ttl));
-		ret = set_attr_str(path, "user.ttl", num);
-	} else if (!ret && ttl && removexattr(path, "user.ttl") && errno != ENODATA) {
-		ret = -errno;
+		ret = setxattr(path, str_field(op->o, "name"), op->value, op->value_len, 0) ?
+			      -errno :
+			      0;
 	}
 	return ret;
 }

@@ -4,7 +4,8 @@
  * tags; an incremental chain with deletions; a snapshot that writers racing
  * it cannot tear; value versions pinned during a backup and reclaimed after;
  * damaged archives refused with nothing changed; bad ids; two backups in one
- * second; prune keeping whole chains. Every file lives in a mkdtemp tree.
+ * second; prune keeping whole chains; index.json never left half-written
+ * (tests/fault_shim.c fails its writes). Every file lives in a mkdtemp tree.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -17,11 +18,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
 #include "store/backup.h"
 #include "store/kv_internal.h"
+#include "tests/fault_shim.h"
 #include "tests/mem_backend.h"
 
 struct fx {
@@ -560,25 +563,60 @@ static void test_bad_ids(void **state)
 	assert_int_equal(kv_backup_verify(kv, "missing", &info, f->err, sizeof(f->err)), -ENOENT);
 }
 
+/* The default id of a backup made at t: the UTC second (20261124T182501Z). */
+static void id_at(time_t t, char *buf, size_t len)
+{
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(buf, len, "%Y%m%dT%H%M%SZ", &tm);
+}
+
+/* Two backups in one second get distinct ids: the second's id, then -2, -3.
+ * The collision is forced rather than left to timing: the ids the next
+ * seconds would take, and their -2, are made first with explicit ids. */
 static void test_two_in_one_second(void **state)
 {
+	enum { SECONDS = 5 }; /* the automatic backups run within these */
 	struct fx *f = *state;
 	struct kv_store *kv = KV(f);
 	struct kv_backup_info a, b, c, info, *list;
+	char id[64], at[32];
+	time_t t = time(NULL), t0, t1, x;
 	size_t n;
 
 	put_str(kv, "k", "v");
+	for (int s = 0; s < SECONDS; s++) {
+		id_at(t + s, id, sizeof(id));
+		assert_int_equal(kv_backup_create(kv, id, NULL, &info, f->err, sizeof(f->err)), 0);
+		strcat(id, "-2");
+		assert_int_equal(kv_backup_create(kv, id, NULL, &info, f->err, sizeof(f->err)), 0);
+	}
+	t0 = time(NULL);
 	assert_int_equal(kv_backup_create(kv, NULL, NULL, &a, f->err, sizeof(f->err)), 0);
 	assert_int_equal(kv_backup_create(kv, NULL, NULL, &b, f->err, sizeof(f->err)), 0);
 	assert_int_equal(kv_backup_create(kv, NULL, NULL, &c, f->err, sizeof(f->err)), 0);
+	t1 = time(NULL);
+	if (t1 >= t + SECONDS)
+		fail_msg("the backups took more than %d s: the collision was not forced",
+			 SECONDS);
+	/* a's second, and its -2, were taken: a is that second's -3. */
+	assert_int_equal(strlen(a.id), 18);
+	for (x = t0; x <= t1; x++) {
+		id_at(x, at, sizeof(at));
+		if (!strncmp(a.id, at, 16))
+			break;
+	}
+	if (x > t1)
+		fail_msg("%s is not the id of a second it was made in", a.id);
+	assert_string_equal(a.id + 16, "-3");
+	/* b is -4 of the same second, or -3 of the next. */
+	assert_true(!strcmp(b.id + 16, "-4") || !strcmp(b.id + 16, "-3"));
 	assert_string_not_equal(a.id, b.id);
 	assert_string_not_equal(b.id, c.id);
-	assert_int_equal(strlen(a.id), 16); /* 20261124T182501Z */
-	assert_int_equal(a.id[15], 'Z');
-	if (!strncmp(a.id, b.id, 16))
-		assert_string_equal(b.id + 16, "-2");
+	assert_string_not_equal(a.id, c.id);
 	assert_int_equal(kv_backup_list(kv, &list, &n, f->err, sizeof(f->err)), 0);
-	assert_int_equal(n, 3);
+	assert_int_equal(n, 2 * SECONDS + 3);
 	free(list);
 	assert_int_equal(kv_backup_verify(kv, a.id, &info, f->err, sizeof(f->err)), 0);
 	assert_int_equal(kv_backup_verify(kv, b.id, &info, f->err, sizeof(f->err)), 0);
@@ -661,6 +699,115 @@ static void test_expired_keys_skipped(void **state)
 	assert_str(kv, "long", "l");
 }
 
+/* The whole of a file (malloc'd, NUL-terminated), or NULL. */
+static char *slurp(const char *path)
+{
+	FILE *fp = fopen(path, "r");
+	char *buf = NULL;
+	size_t len = 0;
+
+	if (!fp)
+		return NULL;
+	buf = calloc(1, 1 << 16);
+	if (buf)
+		len = fread(buf, 1, (1 << 16) - 1, fp);
+	fclose(fp);
+	if (buf)
+		buf[len] = '\0';
+	return buf;
+}
+
+/* After a failed index update: the index is byte for byte what it was, reads
+ * back as the list of ids want (comma-separated), and no temp file is left. */
+static void check_index(struct fx *f, const char *before, const char *want)
+{
+	char path[256], ids[256] = "", *now;
+	struct kv_backup_info *list;
+	size_t n;
+
+	snprintf(path, sizeof(path), "%s/index.json", f->dir);
+	now = slurp(path);
+	assert_non_null(now);
+	assert_string_equal(now, before);
+	free(now);
+	assert_int_equal(kv_backup_list(KV(f), &list, &n, f->err, sizeof(f->err)), 0);
+	for (size_t i = 0; i < n; i++)
+		snprintf(ids + strlen(ids), sizeof(ids) - strlen(ids), "%s%s", i ? "," : "",
+			 list[i].id);
+	free(list);
+	assert_string_equal(ids, want);
+	snprintf(path, sizeof(path), "%s/.index.json.tmp", f->dir);
+	assert_int_equal(access(path, F_OK), -1);
+}
+
+/*
+ * index.json is replaced, never rewritten in place: a write, fsync or
+ * rename that fails while a create or a prune updates it leaves the previous
+ * index intact and readable, and a temp file left half-written (as a crash
+ * leaves it) is not read and is replaced by the next update.
+ */
+static void test_index_never_half_written(void **state)
+{
+	static const struct {
+		int op, err;
+		bool short_write;
+	} faults[] = {
+		{ F_WRITE, EIO, true }, /* a short write, then EIO */
+		{ F_WRITE, ENOSPC, false },
+		{ F_FSYNC, EIO, false },
+		{ F_RENAME, EIO, false },
+	};
+	struct fx *f = *state;
+	struct kv_store *kv = KV(f);
+	struct kv_backup_info info;
+	char path[256], id[32], *before;
+	size_t nremoved;
+	char *removed;
+	FILE *fp;
+
+	put_str(kv, "k", "v");
+	assert_int_equal(kv_backup_create(kv, "one", NULL, &info, f->err, sizeof(f->err)), 0);
+	snprintf(path, sizeof(path), "%s/index.json", f->dir);
+	before = slurp(path);
+	assert_non_null(before);
+	for (size_t i = 0; i < sizeof(faults) / sizeof(faults[0]); i++) {
+		snprintf(id, sizeof(id), "two-%zu", i);
+		fault_arm(faults[i].op, "index.json", faults[i].err, 0, -1, faults[i].short_write);
+		assert_int_equal(kv_backup_create(kv, id, NULL, &info, f->err, sizeof(f->err)),
+				 -faults[i].err);
+		assert_true(fault_hits() > 0);
+		fault_clear();
+		assert_non_null(strstr(f->err, "index.json"));
+		check_index(f, before, "one");
+	}
+	/* prune rewrites the index before it removes archives: a failure
+	 * there removes nothing. */
+	put_str(kv, "k", "w");
+	assert_int_equal(kv_backup_create(kv, "three", NULL, &info, f->err, sizeof(f->err)), 0);
+	free(before);
+	before = slurp(path);
+	fault_arm(F_RENAME, "index.json", EIO, 0, -1, false);
+	assert_int_equal(kv_backup_prune(kv, 1, &removed, &nremoved, f->err, sizeof(f->err)),
+			 -EIO);
+	assert_true(fault_hits() > 0);
+	fault_clear();
+	check_index(f, before, "one,three");
+	snprintf(path, sizeof(path), "%s/one.tar.zst", f->dir);
+	assert_int_equal(access(path, F_OK), 0);
+	/* A half-written temp file from a crash is ignored, then replaced. */
+	snprintf(path, sizeof(path), "%s/.index.json.tmp", f->dir);
+	assert_non_null(fp = fopen(path, "w"));
+	fputs("{\"version\":1,\"backups\":[{\"id\":\"ha", fp);
+	fclose(fp);
+	assert_int_equal(kv_backup_verify(kv, "three", &info, f->err, sizeof(f->err)), 0);
+	assert_int_equal(kv_backup_create(kv, "four", NULL, &info, f->err, sizeof(f->err)), 0);
+	free(before);
+	snprintf(path, sizeof(path), "%s/index.json", f->dir);
+	before = slurp(path);
+	check_index(f, before, "one,three,four");
+	free(before);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -674,6 +821,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bad_ids, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_two_in_one_second, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prune_keeps_chains, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_index_never_half_written, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_backup_dir, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_expired_keys_skipped, setup, teardown),
 	};

@@ -358,25 +358,32 @@ struct reader {
 	atomic_int mixed, reads;
 };
 
+/* The value of key as a number, -1 if it cannot be read. */
+static int read_num(struct mem_store *f, const char *key)
+{
+	char v[8] = "";
+	struct kv_attr x;
+	ssize_t n;
+
+	if (kv_lookup(f->kv, KV_ROOT_ID, key, &x) || (n = kv_read(f->kv, x.id, v, 7, 0)) < 0)
+		return -1;
+	v[n] = '\0';
+	return atoi(v);
+}
+
 static void *pair_reader(void *arg)
 {
 	struct reader *r = arg;
 
 	while (!atomic_load(&r->stop)) {
-		char a[8] = "", b[8] = "";
-		struct kv_attr x;
-		ssize_t n;
-
 		/* Both keys read inside one snapshot is not possible through
-		 * the API, so read b after a: a commit that made a newer
-		 * than b would have been seen out of order. */
-		if (kv_lookup(r->f->kv, KV_ROOT_ID, "a", &x) == 0 &&
-		    (n = kv_read(r->f->kv, x.id, a, 7, 0)) >= 0)
-			a[n] = '\0';
-		if (kv_lookup(r->f->kv, KV_ROOT_ID, "b", &x) == 0 &&
-		    (n = kv_read(r->f->kv, x.id, b, 7, 0)) >= 0)
-			b[n] = '\0';
-		if (atoi(b) < atoi(a))
+		 * the API, so read a, b, then a again. Commits only raise the
+		 * values, and always both together, so a1 <= b <= a2: a commit
+		 * seen with a applied before b makes b < a1, one with b applied
+		 * before a makes a2 < b. */
+		int a1 = read_num(r->f, "a"), b = read_num(r->f, "b"), a2 = read_num(r->f, "a");
+
+		if (a1 < 0 || b < a1 || a2 < b)
 			atomic_fetch_add(&r->mixed, 1);
 		atomic_fetch_add(&r->reads, 1);
 	}
