@@ -148,7 +148,7 @@ static int write_tags(const char *path, const char *cur, json_t *tags, bool add)
 /* tag (add) or untag (!add): the key's tags plus or minus the array's. */
 static int edit_tags(const char *path, json_t *tags, bool add)
 {
-	char *cur;
+	char *cur = NULL;
 	int ret = get_tags(path, &cur);
 
 	if (ret)
