@@ -140,6 +140,19 @@ struct kv_change {
 	struct kv_meta meta;	/* unless gone; owned */
 };
 
+/*
+ * What a transaction expects of the backend when it commits (spec 6a): a
+ * record as this mount last committed or loaded it, or a name it creates
+ * still free.
+ */
+struct kv_expect {
+	uint64_t id;		/* the record; 0: a name */
+	const uint8_t *rec;	/* with id: its encoding (kv_meta_encode) */
+	size_t reclen;
+	uint64_t parent;	/* without id: (parent, name) is free, parent alive */
+	const char *name;
+};
+
 /* Called once per live record by load(); a non-zero return stops the load. */
 typedef int (*kv_load_fn)(const struct kv_meta *m, void *arg);
 
@@ -223,6 +236,21 @@ struct kv_backend_ops {
 	 */
 	int (*query)(struct kv_backend *b, const struct kv_query_expr *e, uint64_t **ids,
 		     size_t *n);
+
+	/*
+	 * Optional, for a transaction about to be applied by this mount:
+	 * checks every e[i] (the record is still as rec says, its atime
+	 * aside; the name is still free and its parent alive) and, only if
+	 * all hold, reserves them for this mount until release() or ttl_ms:
+	 * meanwhile another mount's commit that writes a reserved record or
+	 * name fails with -EAGAIN, and its flusher retries. -ESTALE with *bad
+	 * = i when e[i] does not hold (or another mount reserved it):
+	 * nothing reserved. Checked and reserved in one atomic step.
+	 */
+	int (*reserve)(struct kv_backend *b, const struct kv_expect *e, size_t n, int64_t ttl_ms,
+		       size_t *bad);
+	/* Drops this mount's reservations of e[0..n). */
+	int (*release)(struct kv_backend *b, const struct kv_expect *e, size_t n);
 };
 
 /* Frees what fetch() put in c[0..n). */

@@ -206,6 +206,11 @@ int kv_redis_claim_name(struct kv_backend *b, uint64_t parent, const char *name,
 int kv_redis_lookup_name(struct kv_backend *b, uint64_t parent, const char *name, uint64_t *id);
 int kv_redis_sweep(struct kv_backend *b, int64_t now_ms, size_t limit, size_t *n);
 
+/* backend_redis_tx.c: a transaction's check and reservation (spec 6a). */
+int kv_redis_reserve(struct kv_backend *b, const struct kv_expect *e, size_t n, int64_t ttl_ms,
+		     size_t *bad);
+int kv_redis_release(struct kv_backend *b, const struct kv_expect *e, size_t n);
+
 /* backend_redis_query.c: tag listings and queries by set operations on
  * the T:t:<tag> sets (the backend's query op). */
 int kv_redis_query(struct kv_backend *b, const struct kv_query_expr *e, uint64_t **ids, size_t *n);

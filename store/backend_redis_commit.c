@@ -70,17 +70,43 @@ const char kv_redis_script[] =
 	"local P, now, maxid, by = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]\n"
 	"local K, H = 12, 4\n"
 	"local n = (#ARGV - H) / K\n"
+	/* Refusing the batch: what the transaction wrote before the script
+	 * goes too. */
+	"local function refuse(why)\n"
+	"  for j = 0, n - 1 do\n"
+	"    local c = H + j * K\n"
+	"    local x = ARGV[c+2]\n"
+	"    if ARGV[c+1] == 'N' then redis.call('DEL', P..'r:'..x, P..'i:'..x) end\n"
+	"    if ARGV[c+9] == 'i' then redis.call('DEL', P..'v:'..x..':'..ARGV[c+7]) end\n"
+	"  end\n"
+	"  return redis.error_reply(why)\n"
+	"end\n"
 	"for i = 0, n - 1 do\n"
 	"  local b = H + i * K\n"
 	"  if ARGV[b+9] == 't' and redis.call('STRLEN', ARGV[b+10]) ~= tonumber(ARGV[b+11]) then\n"
-	/* What the transaction wrote before the script goes too. */
-	"    for j = 0, n - 1 do\n"
-	"      local c = H + j * K\n"
-	"      local x = ARGV[c+2]\n"
-	"      if ARGV[c+1] == 'N' then redis.call('DEL', P..'r:'..x, P..'i:'..x) end\n"
-	"      if ARGV[c+9] == 'i' then redis.call('DEL', P..'v:'..x..':'..ARGV[c+7]) end\n"
+	"    return refuse('ERR nadb: an uploaded value is missing or incomplete')\n"
+	"  end\n"
+	"end\n"
+	/* Records and names another mount's transaction reserved
+	 * (backend_redis_tx.c) wait for its commit; T:txl exists only while a
+	 * transaction commits, so a batch usually pays one EXISTS. */
+	"if redis.call('EXISTS', P..'txl') == 1 then\n"
+	"  local t = redis.call('TIME')\n"
+	"  local tnow = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+	"  local fs = {}\n"
+	"  for i = 0, n - 1 do\n"
+	"    local b = H + i * K\n"
+	"    fs[#fs+1] = 'r'..ARGV[b+2]\n"
+	"    if ARGV[b+1] ~= 'D' then fs[#fs+1] = 'n'..ARGV[b+4]..'/'..ARGV[b+5] end\n"
+	"  end\n"
+	"  for s = 1, #fs, 2000 do\n"
+	"    local got = redis.call('HMGET', P..'txl', unpack(fs, s, math.min(s + 1999, #fs)))\n"
+	"    for j = 1, #got do\n"
+	"      local who, dl = string.match(got[j] or '', '^(%S+) (%d+)$')\n"
+	"      if who and who ~= by and tonumber(dl) > tnow then\n"
+	"        return refuse('NADBLOCKED reserved by a transaction of another mount')\n"
+	"      end\n"
 	"    end\n"
-	"    return redis.error_reply('ERR nadb: an uploaded value is missing or incomplete')\n"
 	"  end\n"
 	"end\n"
 	KV_REDIS_LUA_DROP
@@ -767,7 +793,8 @@ int kv_redis_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
 	if (!ret)
 		ret = read_exec(r, conn->c, pending);
 	if (ret) {
-		failed = true;
+		/* A batch refused for a reservation left the connection sound. */
+		failed = ret != -EAGAIN;
 		goto out_undo;
 	}
 	kv_redis_put(r, conn, false);

@@ -344,6 +344,10 @@ int kv_redis_error(struct kv_redis *r, redisContext *c, const redisReply *reply,
 		/* Redis at maxmemory with noeviction: the store is full. */
 		if (!strncmp(why, "OOM", 3))
 			ret = -ENOSPC;
+		/* Another mount's transaction is committing (backend_redis_tx.c):
+		 * a wait, not a failure of this backend. */
+		if (!strncmp(why, "NADBLOCKED", 10))
+			return -EAGAIN;
 	} else if (reply) {
 		snprintf(why, sizeof(why), "unexpected reply type %d", reply->type);
 	} else {

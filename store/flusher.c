@@ -308,7 +308,10 @@ out_unlock:
 	pthread_mutex_unlock(&kv->lock);
 	free_ops(ops, k > 0 ? (size_t)k : 0);
 	free(ents);
-	if (ret)
+	if (ret == -EAGAIN)
+		NLOG(NLOG_INFO, "sync", "flush waits for another mount's transaction",
+		     LF_INT("records", k));
+	else if (ret)
 		NLOG(NLOG_WARN, "sync", "flush failed; will retry", LF_INT("records", k),
 		     LF_STR("error", strerror(-ret)));
 	return ret;

@@ -233,6 +233,9 @@ static int take_meta(struct kv_store *kv, struct kv_node *n, const struct kv_met
 	kv_node_meta_clear(n); /* the name may live inside n */
 	n->m = copy;
 	n->flags |= KV_NODE_COMMITTED;
+	/* A change like any other: a transaction that saw the record before
+	 * conflicts with it (tx_commit.c). n is clean, so no flush is racing. */
+	n->version++;
 	return kv_set_deadline(kv, n, exp);
 }
 

@@ -69,6 +69,29 @@ void kv_txnode_attr(struct kv_store *kv, struct kv_txnode *t, struct kv_attr *a)
 /* Frees tx and its staged nodes (values handed to the store excepted). */
 void kv_tx_free(struct kv_store *kv, struct kv_txn *tx);
 
+/* tx_commit.c: with the lock held, every staged change of tx still applies
+ * to the store (0), or a conflict (-ESTALE) or another refusal with msg. */
+int kv_tx_check(struct kv_store *kv, struct kv_txn *tx, char *msg, size_t msglen);
+/* msg says t's key was why outside the transaction; returns -ESTALE. */
+int kv_tx_conflict(const struct kv_txnode *t, const char *why, char *msg, size_t len);
+
+/* tx_shared.c: a commit on a backend other mounts share. */
+struct kv_tx_hold {
+	struct kv_expect *e;	/* reserved in the backend */
+	struct kv_txnode **t;	/* e[i] is for t[i] */
+	size_t n;
+};
+/* With the lock held (dropped and taken again; tx counted in users
+ * meanwhile): makes the records tx changes clean, checks them and the names
+ * it creates against the backend and reserves them (h, for kv_tx_release).
+ * 0 at once when the backend is not shared; otherwise as kv_tx_check, or
+ * the backend's error, with msg. */
+int kv_tx_reserve(struct kv_store *kv, struct kv_txn *tx, struct kv_tx_hold *h, char *msg,
+		  size_t msglen);
+/* Without the lock: ends h's reservations, once its commit is durable. */
+void kv_tx_release(struct kv_store *kv, struct kv_tx_hold *h);
+void kv_tx_hold_free(struct kv_tx_hold *h);
+
 /* The staged side of the public API (tx.c), each taking kv->lock. */
 int kv_tx_lookup(struct kv_store *kv, uint64_t parent, const char *name, struct kv_attr *out);
 int kv_tx_getattr(struct kv_store *kv, uint64_t id, struct kv_attr *out);

@@ -92,7 +92,7 @@ static void view_path(const struct kv_txnode *t, char *buf, size_t len)
 					chain[depth]->m.name, depth ? "/" : "");
 }
 
-static int conflict(const struct kv_txnode *t, const char *why, char *msg, size_t len)
+int kv_tx_conflict(const struct kv_txnode *t, const char *why, char *msg, size_t len)
 {
 	char path[KV_KEY_MAX + 1];
 
@@ -152,27 +152,27 @@ static int validate(struct kv_store *kv, const struct kv_txnode *d, struct kv_no
 		bool moved = !b || b->parent != s || strcmp(b->m.name, c->m.name);
 
 		if (t->state != TXN_UNCHANGED && b && kv_node_expired(b, now))
-			return conflict(t, "expired", msg, len);
+			return kv_tx_conflict(t, "expired", msg, len);
 		switch (t->state) {
 		case TXN_UNCHANGED:
 			if (!S_ISDIR(c->m.mode) || !changed_below(t))
 				break;
 			if (moved)
-				return conflict(t, "removed or moved", msg, len);
+				return kv_tx_conflict(t, "removed or moved", msg, len);
 			ret = validate(kv, t, b, klen, now, msg, len);
 			break;
 		case TXN_MODIFIED:
 		case TXN_WHITEOUT:
 			if (moved)
-				return conflict(t, "removed or moved", msg, len);
+				return kv_tx_conflict(t, "removed or moved", msg, len);
 			if (b->version != t->base_version)
-				return conflict(t, "changed", msg, len);
+				return kv_tx_conflict(t, "changed", msg, len);
 			if (S_ISDIR(c->m.mode))
 				ret = validate(kv, t, b, klen, now, msg, len);
 			break;
 		case TXN_CREATED:
 			if (s && kv_child_get(s, c->m.name))
-				return conflict(t, "created", msg, len);
+				return kv_tx_conflict(t, "created", msg, len);
 			/* A rename outside may have made the path longer. */
 			if (klen > KV_KEY_MAX) {
 				snprintf(msg, len, "%s: the key would be longer than %u bytes",
@@ -308,6 +308,17 @@ static int load_removed_open(struct kv_store *kv, struct kv_txn *tx)
 	return 0;
 }
 
+int kv_tx_check(struct kv_store *kv, struct kv_txn *tx, char *msg, size_t msglen)
+{
+	struct kv_txnode *root = tx->root;
+
+	/* The root's own attributes are rarely staged (chmod or an xattr on
+	 * it); when they are, any change of its entries outside conflicts. */
+	if (root->state == TXN_MODIFIED && kv->root->version != root->base_version)
+		return kv_tx_conflict(root, "changed", msg, msglen);
+	return validate(kv, root, kv->root, 0, kv_now_ms(), msg, msglen);
+}
+
 static int tx_apply(struct kv_store *kv, struct kv_txn *tx, char *msg, size_t msglen, bool *changed)
 {
 	struct kv_txnode *root = tx->root;
@@ -321,11 +332,7 @@ static int tx_apply(struct kv_store *kv, struct kv_txn *tx, char *msg, size_t ms
 		snprintf(msg, msglen, "cannot keep the bytes of a removed key: %s", strerror(-ret));
 		return ret;
 	}
-	/* The root's own attributes are rarely staged (chmod or an xattr on
-	 * it); when they are, any change of its entries outside conflicts. */
-	if (root->state == TXN_MODIFIED && kv->root->version != root->base_version)
-		return conflict(root, "changed", msg, msglen);
-	ret = validate(kv, root, kv->root, 0, kv_now_ms(), msg, msglen);
+	ret = kv_tx_check(kv, tx, msg, msglen);
 	if (ret)
 		return ret;
 	*changed = true;
@@ -344,6 +351,7 @@ static int tx_apply(struct kv_store *kv, struct kv_txn *tx, char *msg, size_t ms
 
 int kv_tx_commit(struct kv_store *kv, const char *name, char *msg, size_t msglen)
 {
+	struct kv_tx_hold hold = { 0 };
 	struct kv_txn *tx;
 	bool changed = false;
 	int ret;
@@ -361,7 +369,10 @@ int kv_tx_commit(struct kv_store *kv, const char *name, char *msg, size_t msglen
 		ret = -EBUSY;
 		goto out;
 	}
-	ret = tx_apply(kv, tx, msg, msglen, &changed);
+	/* On a shared backend, also against what other mounts committed. */
+	ret = kv_tx_reserve(kv, tx, &hold, msg, msglen);
+	if (!ret)
+		ret = tx_apply(kv, tx, msg, msglen, &changed);
 	if (ret == -ESTALE) {
 		kv->tx_conflicted++;
 		NLOG(NLOG_INFO, "tx", "commit refused", LF_STR("tx", name), LF_STR("error", msg));
@@ -379,6 +390,7 @@ int kv_tx_commit(struct kv_store *kv, const char *name, char *msg, size_t msglen
 		snprintf(msg, msglen, "applied, but not yet durable: %s", strerror(-ret));
 out:
 	pthread_mutex_unlock(&kv->lock);
+	kv_tx_release(kv, &hold);
 	/* Readers who cached what changed see the commit on return. */
 	if (changed)
 		kv_wait_invals(kv, 5000);

@@ -530,6 +530,97 @@ static void test_claims(void **state)
 	kv_backend_close(b);
 }
 
+/* The record of id as the backend has it, encoded (what a mount holds of
+ * it once clean), with its ctime and atime moved by dctime and datime. */
+static void record_of(struct kv_backend *b, uint64_t id, int64_t dctime, int64_t datime,
+		      uint8_t **rec, size_t *len)
+{
+	struct kv_change c;
+	size_t cap = 0;
+
+	*rec = NULL;
+	*len = 0;
+	assert_int_equal(b->ops->fetch(b, &id, 1, &c), 0);
+	assert_false(c.gone);
+	c.meta.ctime_ns += dctime;
+	c.meta.atime_ns += datime;
+	assert_int_equal(kv_meta_encode(&c.meta, rec, len, &cap), 0);
+	kv_changes_clear(&c, 1);
+}
+
+/*
+ * A transaction's check and reservation (spec 6a): a record changed since
+ * the mount last saw it, or a name taken, refuses it and reserves nothing;
+ * once reserved, another mount's commits of those records and names wait
+ * (-EAGAIN, nothing written) while the reserving mount's own pass, until
+ * release or the deadline.
+ */
+static void test_transaction_reservations(void **state)
+{
+	struct kv_backend *a, *b;
+	struct kv_expect e[2] = { { .id = 30 }, { .parent = KV_ROOT_ID, .name = "new" } };
+	struct kv_expect bad_name[] = { { .parent = KV_ROOT_ID, .name = "taken" } };
+	struct kv_expect dead_dir[] = { { .parent = 999, .name = "x" } };
+	uint64_t va = 0, vb = 0;
+	uint8_t *rec, *stale;
+	size_t len, stale_len, bad = 99;
+	int64_t give_up;
+	int ret;
+
+	(void)state;
+	a = xload(NULL);
+	b = xload(NULL);
+	assert_int_equal(put_key(a, 30, KV_ROOT_ID, "k", "", 0, "v1", &va), 0);
+	assert_int_equal(put_key(b, 31, KV_ROOT_ID, "taken", "", 0, "t", NULL), 0);
+
+	/* Changed since: refused, with the index of what failed. */
+	record_of(a, 30, 1, 0, &stale, &stale_len);
+	e[0].rec = stale;
+	e[0].reclen = stale_len;
+	assert_int_equal(a->ops->reserve(a, e, 2, 60000, &bad), -ESTALE);
+	assert_int_equal(bad, 0);
+	assert_int_equal(a->ops->reserve(a, bad_name, 1, 60000, &bad), -ESTALE);
+	assert_int_equal(a->ops->reserve(a, dead_dir, 1, 60000, &bad), -ESTALE);
+	assert_cli("EXISTS %s", "{nadb:default:default}:txl", "0");
+
+	/* Only the atime differs: the same record. */
+	record_of(a, 30, 0, 12345, &rec, &len);
+	e[0].rec = rec;
+	e[0].reclen = len;
+	assert_int_equal(a->ops->reserve(a, e, 2, 60000, &bad), 0);
+	assert_cli("HLEN %s", "{nadb:default:default}:txl", "2");
+	/* b waits for both the record and the name; what its refused batch
+	 * wrote first is gone again. */
+	assert_int_equal(put_key(b, 30, KV_ROOT_ID, "k", "", 0, "v2", &vb), -EAGAIN);
+	assert_int_equal(put_key(b, 32, KV_ROOT_ID, "new", "", 0, "x", NULL), -EAGAIN);
+	assert_cli("EXISTS %s", "{nadb:default:default}:r:32", "0");
+	assert_cli("HGET %s k", "{nadb:default:default}:d:1", "30");
+	/* b sees a reservation as a conflict too. */
+	assert_int_equal(b->ops->reserve(b, e, 1, 60000, &bad), -ESTALE);
+	/* a's own commit passes. */
+	assert_int_equal(put_key(a, 30, KV_ROOT_ID, "k", "", 0, "v3", &va), 0);
+	assert_int_equal(a->ops->release(a, e, 2), 0);
+	assert_cli("EXISTS %s", "{nadb:default:default}:txl", "0");
+	assert_int_equal(put_key(b, 32, KV_ROOT_ID, "new", "", 0, "x", NULL), 0);
+	free(rec);
+
+	/* Never released (the mount died): it lapses at its deadline. */
+	record_of(a, 30, 0, 0, &rec, &len);
+	e[0].rec = rec;
+	e[0].reclen = len;
+	assert_int_equal(a->ops->reserve(a, e, 1, 200, &bad), 0);
+	assert_int_equal(put_key(b, 30, KV_ROOT_ID, "k", "", 0, "v4", &vb), -EAGAIN);
+	give_up = wall_ms() + 10000;
+	while ((ret = put_key(b, 30, KV_ROOT_ID, "k", "", 0, "v4", &vb)) == -EAGAIN &&
+	       wall_ms() < give_up)
+		;
+	assert_int_equal(ret, 0);
+	free(rec);
+	free(stale);
+	kv_backend_close(b);
+	kv_backend_close(a);
+}
+
 /* A batch of records no commit carried before (kv_op.never_sent): their
  * entries and tags are written per directory and tag, yet a name another
  * record holds is still taken from it and a claim is still settled. */
@@ -851,6 +942,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_indexes_follow, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sweep_unindexes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_claims, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_transaction_reservations, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_never_sent_batch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_uncertain_put_completes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_expiry_notifications, setup, teardown),

@@ -560,6 +560,89 @@ static void test_tag_queries_by_redis(void **state)
 	stop_pair(p);
 }
 
+/* nadbctl tx ARGS on m: its exit status; its output in *out. */
+static int tx_cmd(struct mnt *m, char **out, const char *args)
+{
+	return run_cmd_out(out, "%s -m '%s' tx %s 2>&1", nadbctl_bin(), m->dir, args);
+}
+
+static void assert_conflict(struct mnt *m, const char *tx, const char *key)
+{
+	char *out = NULL;
+
+	assert_int_not_equal(tx_cmd(m, &out, mnt_str(m, "commit %s", tx)), 0);
+	if (!strstr(out, "conflict") || !strstr(out, key))
+		fail_msg("tx commit %s: %s", tx, out);
+	free(out);
+	assert_int_equal(tx_cmd(m, &out, mnt_str(m, "abort %s", tx)), 0);
+	free(out);
+}
+
+/*
+ * Spec 6a across mounts: a change another mount made to a key the
+ * transaction changed, or a name it creates, refuses the commit and applies
+ * nothing, whether this mount has heard of the change yet or not. The
+ * latter is made by changing the record in Redis without a change log
+ * entry, as a commit this mount has not heard of yet would look.
+ */
+static void test_transaction_conflicts_across_mounts(void **state)
+{
+	struct pair *p = start_pair(state, OPTS);
+	struct mnt *a = &p->a, *b = &p->b;
+	char *out = NULL;
+	const char *id;
+
+	put_str(mnt_path(a, "k"), "old");
+	put_str(mnt_path(a, "k2"), "old2");
+	flush_mount(a, "k");
+	await_file(mnt_path(b, "k2"), "old2");
+
+	/* Heard of through the change log. */
+	ASSERT_SYS(mkdir(mnt_path(a, ".nadb/tx/t1"), 0700));
+	put_str(mnt_path(a, ".nadb/tx/t1/k"), "from t1");
+	put_str(mnt_path(b, "k"), "from b");
+	flush_mount(b, "k");
+	await_file(mnt_path(a, "k"), "from b");
+	assert_conflict(a, "t1", "k");
+
+	/* Not heard of: only Redis can tell. The record's ctime changes
+	 * (bytes 46-53 of the record), nothing else. */
+	ASSERT_SYS(mkdir(mnt_path(a, ".nadb/tx/t2"), 0700));
+	put_str(mnt_path(a, ".nadb/tx/t2/k2"), "from t2");
+	put_str(mnt_path(a, ".nadb/tx/t2/fresh"), "fresh");
+	id = rcli(a, "HGET " TT "d:1 %s", "k2");
+	rcli(a, mnt_str(a, "EVAL \"local m = redis.call('HGET', KEYS[1], 'm') "
+		      "redis.call('HSET', KEYS[1], 'm', string.sub(m, 1, 45) .. 'XXXXXXXX' .. "
+		      "string.sub(m, 54)) return 1\" 1 %s", TT "r:%s"), id);
+	assert_conflict(a, "t2", "k2");
+	assert_file_str(mnt_path(a, "k2"), "old2");
+	assert_file_str(mnt_path(b, "k2"), "old2");
+	ASSERT_ERRNO(access(mnt_path(a, "fresh"), F_OK), ENOENT);
+	assert_string_equal(rcli(a, "HEXISTS " TT "d:1 %s", "fresh"), "0");
+	assert_string_equal(rcli(a, "EXISTS " TT "txl%s", ""), "0");
+
+	/* A name created through the other mount meanwhile. */
+	ASSERT_SYS(mkdir(mnt_path(a, ".nadb/tx/t3"), 0700));
+	put_str(mnt_path(a, ".nadb/tx/t3/n"), "from t3");
+	put_str(mnt_path(b, "n"), "from b");
+	flush_mount(b, "n");
+	assert_conflict(a, "t3", "n");
+	await_file(mnt_path(a, "n"), "from b");
+
+	/* Nothing changed outside since (k2's record stays changed behind
+	 * a's back, as no log entry tells of it): it commits, through both
+	 * mounts. */
+	ASSERT_SYS(mkdir(mnt_path(a, ".nadb/tx/t4"), 0700));
+	put_str(mnt_path(a, ".nadb/tx/t4/k"), "from t4");
+	put_str(mnt_path(a, ".nadb/tx/t4/n2"), "new");
+	assert_int_equal(tx_cmd(a, &out, "commit t4"), 0);
+	free(out);
+	await_file(mnt_path(b, "k"), "from t4");
+	await_file(mnt_path(b, "n2"), "new");
+	assert_string_equal(rcli(a, "EXISTS " TT "txl%s", ""), "0");
+	stop_pair(p);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -574,6 +657,7 @@ int main(void)
 		T(test_close_to_open),
 		T(test_read_during_rewrites),
 		T(test_tag_queries_by_redis),
+		T(test_transaction_conflicts_across_mounts),
 	};
 
 	return cmocka_run_group_tests_name("redis coherence", tests, NULL, NULL);
