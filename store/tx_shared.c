@@ -22,7 +22,14 @@
 /* Rounds of "flush, look again" before giving up on records that keep
  * changing locally (each change is a local conflict anyway). */
 #define FLUSH_ROUNDS 3
-#define MIN_HOLD_MS 10000
+/*
+ * How long reservations last if never released: long enough for the flush
+ * that carries the transaction (milliseconds, plus the time to send its
+ * staged bytes at a modest 16 MiB/s), short because a mount killed during
+ * a commit holds up other mounts' writes of those keys until then.
+ */
+#define HOLD_MS 3000
+#define HOLD_BYTES_PER_MS (16 * 1024)
 
 static bool changes_record(const struct kv_txnode *t)
 {
@@ -116,7 +123,7 @@ int kv_tx_reserve(struct kv_store *kv, struct kv_txn *tx, struct kv_tx_hold *h, 
 		  size_t msglen)
 {
 	const struct kv_backend_ops *ops = kv->backend->ops;
-	int64_t hold_ms = 2 * (int64_t)kv->opts.backend_timeout_ms;
+	int64_t hold_ms = HOLD_MS + (int64_t)(tx->staged_bytes / HOLD_BYTES_PER_MS);
 	size_t bad = 0;
 	int ret;
 
@@ -149,8 +156,7 @@ int kv_tx_reserve(struct kv_store *kv, struct kv_txn *tx, struct kv_tx_hold *h, 
 	}
 	tx->users++;
 	pthread_mutex_unlock(&kv->lock);
-	ret = ops->reserve(kv->backend, h->e, h->n, hold_ms > MIN_HOLD_MS ? hold_ms : MIN_HOLD_MS,
-			   &bad);
+	ret = ops->reserve(kv->backend, h->e, h->n, hold_ms, &bad);
 	pthread_mutex_lock(&kv->lock);
 	tx->users--;
 	if (ret == -ESTALE && bad < h->n)
