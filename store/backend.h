@@ -241,16 +241,19 @@ struct kv_backend_ops {
 	 * Optional, for a transaction about to be applied by this mount:
 	 * checks every e[i] (the record is still as rec says, its atime
 	 * aside; the name is still free and its parent alive) and, only if
-	 * all hold, reserves them for this mount until release() or ttl_ms:
-	 * meanwhile another mount's commit that writes a reserved record or
-	 * name fails with -EAGAIN, and its flusher retries. -ESTALE with *bad
-	 * = i when e[i] does not hold (or another mount reserved it):
-	 * nothing reserved. Checked and reserved in one atomic step.
+	 * all hold, reserves them (and the parents of the names) for this
+	 * mount's commit owner until release() or ttl_ms: meanwhile another
+	 * mount's commit that writes a reserved record or name fails with
+	 * -EAGAIN (its flusher retries), and its claim of a reserved name
+	 * with -EEXIST. -ESTALE with *bad = i when e[i] does not hold, or is
+	 * reserved by another mount or another owner of this one: nothing
+	 * reserved. Checked and reserved in one atomic step. owner tells
+	 * this mount's concurrent commits apart.
 	 */
-	int (*reserve)(struct kv_backend *b, const struct kv_expect *e, size_t n, int64_t ttl_ms,
-		       size_t *bad);
-	/* Drops this mount's reservations of e[0..n). */
-	int (*release)(struct kv_backend *b, const struct kv_expect *e, size_t n);
+	int (*reserve)(struct kv_backend *b, const struct kv_expect *e, size_t n, uint64_t owner,
+		       int64_t ttl_ms, size_t *bad);
+	/* Drops what owner reserved of e[0..n). */
+	int (*release)(struct kv_backend *b, const struct kv_expect *e, size_t n, uint64_t owner);
 };
 
 /* Frees what fetch() put in c[0..n). */

@@ -207,9 +207,20 @@ int kv_redis_lookup_name(struct kv_backend *b, uint64_t parent, const char *name
 int kv_redis_sweep(struct kv_backend *b, int64_t now_ms, size_t limit, size_t *n);
 
 /* backend_redis_tx.c: a transaction's check and reservation (spec 6a). */
-int kv_redis_reserve(struct kv_backend *b, const struct kv_expect *e, size_t n, int64_t ttl_ms,
-		     size_t *bad);
-int kv_redis_release(struct kv_backend *b, const struct kv_expect *e, size_t n);
+int kv_redis_reserve(struct kv_backend *b, const struct kv_expect *e, size_t n, uint64_t owner,
+		     int64_t ttl_ms, size_t *bad);
+int kv_redis_release(struct kv_backend *b, const struct kv_expect *e, size_t n, uint64_t owner);
+/* Lua: live(v, now) is the mount id of a T:txl value whose deadline is
+ * after now, else nil. */
+#define KV_REDIS_LUA_TXL \
+	"local function live(v, now)\n" \
+	"  local who, dl = string.match(v or '', '^([^: ]+):%S* (%d+)$')\n" \
+	"  if who and tonumber(dl) > now then return who end\n" \
+	"end\n" \
+	"local function server_ms()\n" \
+	"  local t = redis.call('TIME')\n" \
+	"  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n" \
+	"end\n"
 
 /* backend_redis_query.c: tag listings and queries by set operations on
  * the T:t:<tag> sets (the backend's query op). */

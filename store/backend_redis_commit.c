@@ -78,6 +78,7 @@ const char kv_redis_script[] =
 	"    local x = ARGV[c+2]\n"
 	"    if ARGV[c+1] == 'N' then redis.call('DEL', P..'r:'..x, P..'i:'..x) end\n"
 	"    if ARGV[c+9] == 'i' then redis.call('DEL', P..'v:'..x..':'..ARGV[c+7]) end\n"
+	"    if ARGV[c+9] == 't' then redis.call('DEL', ARGV[c+10]) end\n"
 	"  end\n"
 	"  return redis.error_reply(why)\n"
 	"end\n"
@@ -91,8 +92,8 @@ const char kv_redis_script[] =
 	 * (backend_redis_tx.c) wait for its commit; T:txl exists only while a
 	 * transaction commits, so a batch usually pays one EXISTS. */
 	"if redis.call('EXISTS', P..'txl') == 1 then\n"
-	"  local t = redis.call('TIME')\n"
-	"  local tnow = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+	KV_REDIS_LUA_TXL
+	"  local tnow = server_ms()\n"
 	"  local fs = {}\n"
 	"  for i = 0, n - 1 do\n"
 	"    local b = H + i * K\n"
@@ -102,8 +103,8 @@ const char kv_redis_script[] =
 	"  for s = 1, #fs, 2000 do\n"
 	"    local got = redis.call('HMGET', P..'txl', unpack(fs, s, math.min(s + 1999, #fs)))\n"
 	"    for j = 1, #got do\n"
-	"      local who, dl = string.match(got[j] or '', '^(%S+) (%d+)$')\n"
-	"      if who and who ~= by and tonumber(dl) > tnow then\n"
+	"      local who = live(got[j], tnow)\n"
+	"      if who and who ~= by then\n"
 	"        return refuse('NADBLOCKED reserved by a transaction of another mount')\n"
 	"      end\n"
 	"    end\n"

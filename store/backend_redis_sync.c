@@ -440,10 +440,15 @@ int kv_redis_reserve_ids(struct kv_backend *b, uint64_t count, uint64_t *first)
 }
 
 /* KEYS[1] the directory hash; ARGV[1] prefix, [2] name, [3] id, [4] parent,
- * [5] claim TTL. A name held by an indexed record or a live claim stays;
- * one left by a claim that expired or a record removed is taken. */
+ * [5] claim TTL, [6] mount id. A name held by an indexed record or a live
+ * claim stays, and so does one another mount's transaction reserved
+ * (backend_redis_tx.c); one left by a claim that expired or a record
+ * removed is taken. */
 static const char claim_script[] =
 	"local P, name, id = ARGV[1], ARGV[2], ARGV[3]\n"
+	KV_REDIS_LUA_TXL
+	"local who = live(redis.call('HGET', P..'txl', 'n'..ARGV[4]..'/'..name), server_ms())\n"
+	"if who and who ~= ARGV[6] then return 0 end\n"
 	"local cur = redis.call('HGET', KEYS[1], name)\n"
 	"if cur and cur ~= id and (redis.call('EXISTS', P..'i:'..cur) == 1 or\n"
 	"    redis.call('EXISTS', P..'c:'..cur) == 1) then return 0 end\n"
@@ -470,9 +475,9 @@ int kv_redis_claim_name(struct kv_backend *b, uint64_t parent, const char *name,
 	snprintf(sparent, sizeof(sparent), "%" PRIu64, parent);
 	{
 		const char *argv[] = { "EVAL", claim_script, "1", dk, r->tag, name, sid, sparent,
-				       CLAIM_TTL_MS };
+				       CLAIM_TTL_MS, r->mount_id };
 
-		rep = redisCommandArgv(conn->c, 9, argv, NULL);
+		rep = redisCommandArgv(conn->c, 10, argv, NULL);
 	}
 	free(dk);
 	if (!rep || rep->type != REDIS_REPLY_INTEGER) {

@@ -2,12 +2,12 @@
  * The Redis backend's side of a transaction's commit (spec 6a): one script
  * checks what the transaction expects of the records and names it changes
  * and, only if everything holds, reserves them for this mount in T:txl
- * (field -> "<mount id> <deadline ms>", r<id> for a record, n<parent>/<name>
- * for a name). The commit script refuses a batch of another mount that
- * writes a reserved record or name (NADBLOCKED, -EAGAIN: its flusher
- * retries), so nothing another mount commits can slip in between this
- * check and the commit that carries the transaction; this mount's own
- * commits pass. A reservation ends with release() after that commit, or at
+ * (field -> "<mount id>:<owner> <deadline ms>", r<id> for a record,
+ * n<parent>/<name> for a name). The commit script refuses a batch of
+ * another mount that writes a reserved record or name (NADBLOCKED, -EAGAIN:
+ * its flusher retries), and the claim script a claim of a reserved name, so
+ * nothing another mount commits can slip in between this check and the
+ * commit that carries the transaction; this mount's own commits pass. A reservation ends with release() after that commit, or at
  * its deadline if this mount dies first. Deadlines use Redis's clock
  * (TIME), which every mount shares.
  */
@@ -27,56 +27,46 @@
 	"         string.sub(m, 38) == string.sub(rec, 38)\n"                              \
 	"end\n"
 
-/* KEYS[1] T:txl; ARGV[1] prefix, [2] mount id, [3] TTL (ms), then per
- * expectation id ('0' for a name), parent, name, record. */
+/* KEYS[1] T:txl; ARGV[1] prefix, [2] owner ("<mount id>:<n>"), [3] TTL
+ * (ms), then per expectation id ('0' for a name), parent, name, record.
+ * The hash expires with its last deadline, so reservations of a mount that
+ * died do not outlive it. */
 static const char reserve_script[] =
-	"local P, me, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
-	"local t = redis.call('TIME')\n"
-	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+	"local P, owner, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
+	KV_REDIS_LUA_TXL
 	LUA_SAME_RECORD
+	"local now = server_ms()\n"
 	"local n, fields = (#ARGV - 3) / 4, {}\n"
 	"for i = 0, n - 1 do\n"
 	"  local b = 3 + i * 4\n"
 	"  local id, parent, name = ARGV[b+1], ARGV[b+2], ARGV[b+3]\n"
 	"  local f = id ~= '0' and 'r'..id or 'n'..parent..'/'..name\n"
-	"  fields[#fields+1] = f\n"
 	"  local v = redis.call('HGET', KEYS[1], f)\n"
-	"  if v then\n"
-	"    local who, dl = string.match(v, '^(%S+) (%d+)$')\n"
-	"    if who ~= me and tonumber(dl) > now then return redis.status_reply('NADBCONFLICT '..i) end\n"
-	"  end\n"
-	"  if id ~= '0' then\n"
-	"    if not same(redis.call('HGET', P..'r:'..id, 'm'), ARGV[b+4]) then\n"
-	"      return redis.status_reply('NADBCONFLICT '..i)\n"
-	"    end\n"
-	"  else\n"
+	"  local bad = live(v, now) and string.match(v, '^(%S+) ') ~= owner\n"
+	"  if not bad and id ~= '0' then\n"
+	"    bad = not same(redis.call('HGET', P..'r:'..id, 'm'), ARGV[b+4])\n"
+	"  elseif not bad then\n"
 	/* Taken, unless by a record removed since or a claim that lapsed
-	 * (as the claim script sees it). */
+	 * (as the claim script sees it); or its directory is gone. */
 	"    local cur = redis.call('HGET', P..'d:'..parent, name)\n"
-	"    if cur and (redis.call('EXISTS', P..'i:'..cur) == 1 or\n"
-	"                redis.call('EXISTS', P..'c:'..cur) == 1) then\n"
-	"      return redis.status_reply('NADBCONFLICT '..i)\n"
-	"    end\n"
-	"    if parent ~= '1' and redis.call('EXISTS', P..'i:'..parent) == 0 then\n"
-	"      return redis.status_reply('NADBCONFLICT '..i)\n"
-	"    end\n"
+	"    bad = (cur and (redis.call('EXISTS', P..'i:'..cur) == 1 or\n"
+	"                    redis.call('EXISTS', P..'c:'..cur) == 1)) or\n"
+	"          (parent ~= '1' and redis.call('EXISTS', P..'i:'..parent) == 0)\n"
 	"  end\n"
+	"  if bad then return redis.status_reply('NADBCONFLICT '..i) end\n"
+	"  fields[#fields+1] = f\n"
 	"end\n"
-	"local v = me..' '..(now + ttl)\n"
+	"local v = owner..' '..(now + ttl)\n"
 	"for _, f in ipairs(fields) do redis.call('HSET', KEYS[1], f, v) end\n"
-	/* Reservations of mounts that died lapse but stay: drop a few. */
-	"local all = redis.call('HRANDFIELD', KEYS[1], 16, 'WITHVALUES')\n"
-	"for i = 1, #all, 2 do\n"
-	"  local dl = string.match(all[i+1], ' (%d+)$')\n"
-	"  if not dl or tonumber(dl) <= now then redis.call('HDEL', KEYS[1], all[i]) end\n"
-	"end\n"
+	"if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end\n"
 	"return redis.status_reply('OK')\n";
 
-/* KEYS[1] T:txl; ARGV[1] mount id, then the fields. */
+/* KEYS[1] T:txl; ARGV[1] owner, then the fields. */
 static const char release_script[] =
+	"local mine = ARGV[1]..' '\n"
 	"for i = 2, #ARGV do\n"
 	"  local v = redis.call('HGET', KEYS[1], ARGV[i])\n"
-	"  if v and string.match(v, '^(%S+) ') == ARGV[1] then redis.call('HDEL', KEYS[1], ARGV[i]) end\n"
+	"  if v and string.sub(v, 1, #mine) == mine then redis.call('HDEL', KEYS[1], ARGV[i]) end\n"
 	"end\n"
 	"return redis.status_reply('OK')\n";
 
@@ -177,12 +167,18 @@ out:
 	return ret;
 }
 
-int kv_redis_reserve(struct kv_backend *b, const struct kv_expect *e, size_t n, int64_t ttl_ms,
-		     size_t *bad)
+/* "<mount id>:<owner>" into buf (64 bytes). */
+static void owner_str(const struct kv_redis *r, uint64_t owner, char *buf)
+{
+	snprintf(buf, 64, "%s:%" PRIu64, r->mount_id, owner);
+}
+
+int kv_redis_reserve(struct kv_backend *b, const struct kv_expect *e, size_t n, uint64_t owner,
+		     int64_t ttl_ms, size_t *bad)
 {
 	struct kv_redis *r = (struct kv_redis *)b;
-	char ttl[24];
-	const char *hdr[] = { r->tag, r->mount_id, ttl };
+	char ttl[24], who[64];
+	const char *hdr[] = { r->tag, who, ttl };
 	redisReply *rep = NULL;
 	int ret;
 
@@ -192,6 +188,7 @@ int kv_redis_reserve(struct kv_backend *b, const struct kv_expect *e, size_t n, 
 		if (e[i].id ? !e[i].rec : !e[i].name)
 			return -EINVAL;
 	snprintf(ttl, sizeof(ttl), "%" PRId64, ttl_ms > 0 ? ttl_ms : 1);
+	owner_str(r, owner, who);
 	ret = run(r, reserve_script, hdr, 3, e, n, true, &rep);
 	if (ret)
 		return ret;
@@ -204,15 +201,17 @@ int kv_redis_reserve(struct kv_backend *b, const struct kv_expect *e, size_t n, 
 	return ret;
 }
 
-int kv_redis_release(struct kv_backend *b, const struct kv_expect *e, size_t n)
+int kv_redis_release(struct kv_backend *b, const struct kv_expect *e, size_t n, uint64_t owner)
 {
 	struct kv_redis *r = (struct kv_redis *)b;
-	const char *hdr[] = { r->mount_id };
+	char who[64];
+	const char *hdr[] = { who };
 	redisReply *rep = NULL;
 	int ret;
 
 	if (n == 0)
 		return 0;
+	owner_str(r, owner, who);
 	ret = run(r, release_script, hdr, 1, e, n, false, &rep);
 	freeReplyObject(rep);
 	return ret;

@@ -290,7 +290,8 @@ int kv_flush_once_via(struct kv_store *kv, kv_commit_fn commit, void *arg)
 	apply_batch(kv, ops, ents, (size_t)k, ret);
 	if (k > 0) {
 		kv->last_flush_ms = (uint64_t)(kv_mono_ms() - start);
-		if (ret)
+		/* -EAGAIN: waiting for another mount's transaction, no failure. */
+		if (ret && ret != -EAGAIN)
 			kv->flush_failures++;
 		else
 			kv->flushes++;
@@ -303,7 +304,8 @@ int kv_flush_once_via(struct kv_store *kv, kv_commit_fn commit, void *arg)
 out_unlock:
 	if (!ret && gen > kv->flush_done)
 		kv->flush_done = gen;
-	kv->last_flush_error = ret;
+	if (ret != -EAGAIN)
+		kv->last_flush_error = ret;
 	pthread_cond_broadcast(&kv->done_cond);
 	pthread_mutex_unlock(&kv->lock);
 	free_ops(ops, k > 0 ? (size_t)k : 0);
@@ -359,10 +361,14 @@ static void *flusher_main(void *arg)
 		int ret = kv_flush_once(kv);
 		pthread_mutex_lock(&kv->lock);
 		if (ret) {
-			/* Back off while the backend fails, up to 5 s. */
+			/* Back off while the backend fails, up to 5 s; a wait for
+			 * another mount's transaction, which ends in milliseconds
+			 * (or seconds if that mount died), up to 0.5 s. */
+			int64_t cap = ret == -EAGAIN ? 500 : 5000;
+
 			backoff_ms = backoff_ms ? backoff_ms * 2 : 50;
-			if (backoff_ms > 5000)
-				backoff_ms = 5000;
+			if (backoff_ms > cap)
+				backoff_ms = cap;
 			retry_at = kv_mono_ms() + backoff_ms;
 		} else {
 			backoff_ms = retry_at = 0;

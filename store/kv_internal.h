@@ -112,6 +112,7 @@ struct kv_store {
 	struct kv_txn *txs;		/* [L] open transactions (tx.c) */
 	uint64_t tx_serial;		/* [L] last staged node number */
 	uint64_t tx_committed, tx_aborted, tx_conflicted; /* [L] */
+	uint64_t tx_owner_seq;		/* [L] commits that reserved in the backend */
 
 	/* Backups (backup.c): while backup_pins > 0 a backup is reading stored
 	 * value versions by reference, so the flusher must not let the backend

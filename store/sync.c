@@ -217,6 +217,14 @@ static bool in_batch(const struct batch *b, uint64_t id)
 	return bsearch(&id, b->ids, b->nids, sizeof(id), cmp_u64) != NULL;
 }
 
+static bool changed_elsewhere(const struct kv_meta *a, const struct kv_meta *b)
+{
+	return a->ctime_ns != b->ctime_ns || a->mtime_ns != b->mtime_ns ||
+	       a->parent != b->parent || a->vver != b->vver || a->size != b->size ||
+	       a->mode != b->mode || a->uid != b->uid || a->gid != b->gid ||
+	       strcmp(a->name ? a->name : "", b->name ? b->name : "");
+}
+
 /* Replaces n's metadata (n is out of the tree) with m. */
 static int take_meta(struct kv_store *kv, struct kv_node *n, const struct kv_meta *m)
 {
@@ -230,12 +238,16 @@ static int take_meta(struct kv_store *kv, struct kv_node *n, const struct kv_met
 	/* A cached clean value of another version is stale now. */
 	if (n->value && (n->m.vver != copy.vver || n->m.size != copy.size))
 		kv_value_account(kv, n, NULL);
+	/* Another version of the record (ctime moves with every change of a
+	 * record, atime alone is none) is a change like any other: a
+	 * transaction that saw the record before conflicts with it
+	 * (tx_commit.c). n is clean, so no flush is racing. A fetch of what
+	 * this mount holds already is no change. */
+	if (changed_elsewhere(&n->m, &copy))
+		n->version++;
 	kv_node_meta_clear(n); /* the name may live inside n */
 	n->m = copy;
 	n->flags |= KV_NODE_COMMITTED;
-	/* A change like any other: a transaction that saw the record before
-	 * conflicts with it (tx_commit.c). n is clean, so no flush is racing. */
-	n->version++;
 	return kv_set_deadline(kv, n, exp);
 }
 

@@ -140,12 +140,23 @@ void kv_txnode_attr(struct kv_store *kv, struct kv_txnode *t, struct kv_attr *a)
 	a->parent = t->n.parent ? t->n.parent->m.id : 0;
 }
 
-/* Gives t its own copy of base's metadata: MODIFIED from now on. */
+/* Staging into tx is allowed (not while it commits, which may drop the
+ * lock and must apply what it checked). */
+static int stageable(const struct kv_txn *tx)
+{
+	return tx->committing ? -EBUSY : 0;
+}
+
+/* Gives t its own copy of base's metadata: MODIFIED from now on. Every
+ * change of a staged key's metadata comes through here, and every first
+ * change of its content. */
 static int copy_up_meta(struct kv_store *kv, struct kv_txnode *t)
 {
 	struct kv_node *b;
 	struct kv_meta m;
 
+	if (stageable(t->tx))
+		return -EBUSY;
 	if (t->state != TXN_UNCHANGED)
 		return 0;
 	b = kv_tx_base(kv, t);
@@ -396,6 +407,8 @@ int kv_tx_make(struct kv_store *kv, uint64_t parent, const char *name, uint32_t 
 		return ret;
 	pthread_mutex_lock(&kv->lock);
 	ret = dir_of(kv, parent, &d);
+	if (!ret)
+		ret = stageable(d->tx);
 	if (ret)
 		goto out;
 	c = child(kv, d, name, &ret);
@@ -513,6 +526,8 @@ int kv_tx_remove(struct kv_store *kv, uint64_t parent, const char *name, bool wa
 
 	pthread_mutex_lock(&kv->lock);
 	ret = dir_of(kv, parent, &d);
+	if (!ret)
+		ret = stageable(d->tx);
 	if (ret)
 		goto out;
 	c = visible(kv, d, name, &ret);
@@ -631,6 +646,8 @@ int kv_tx_rename(struct kv_store *kv, uint64_t parent, const char *name, uint64_
 			ret = dir_of(kv, newparent, &nd);
 		if (!ret && d->tx != nd->tx)
 			ret = -EXDEV;
+		if (!ret)
+			ret = stageable(d->tx);
 		if (ret)
 			goto out;
 		s = visible(kv, d, name, &ret);
@@ -709,6 +726,8 @@ ssize_t kv_tx_write(struct kv_store *kv, uint64_t id, const void *buf, size_t le
 
 	pthread_mutex_lock(&kv->lock);
 	ret = file_of(kv, id, &t);
+	if (!ret)
+		ret = stageable(t->tx);
 	if (!ret)
 		ret = kv_clamp_write(kv->opts.max_value_size, off, &len);
 	if (!ret)

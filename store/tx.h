@@ -51,6 +51,8 @@ struct kv_txn {
 	struct kv_txnode *nodes;
 	uint64_t staged_bytes;
 	unsigned users;
+	/* Commit has begun (and may drop the lock): nothing more is staged. */
+	bool committing;
 };
 
 static inline struct kv_txnode *kv_txnode_of(struct kv_node *n)
@@ -78,8 +80,9 @@ int kv_tx_conflict(const struct kv_txnode *t, const char *why, char *msg, size_t
 /* tx_shared.c: a commit on a backend other mounts share. */
 struct kv_tx_hold {
 	struct kv_expect *e;	/* reserved in the backend */
-	struct kv_txnode **t;	/* e[i] is for t[i] */
+	struct kv_txnode **t;	/* e[i] is for t[i]; only while the check runs */
 	size_t n;
+	uint64_t owner;		/* this commit among the mount's */
 };
 /* With the lock held (dropped and taken again; tx counted in users
  * meanwhile): makes the records tx changes clean, checks them and the names
@@ -88,8 +91,9 @@ struct kv_tx_hold {
  * the backend's error, with msg. */
 int kv_tx_reserve(struct kv_store *kv, struct kv_txn *tx, struct kv_tx_hold *h, char *msg,
 		  size_t msglen);
-/* Without the lock: ends h's reservations, once its commit is durable. */
-void kv_tx_release(struct kv_store *kv, struct kv_tx_hold *h);
+/* Without the lock: ends h's reservations (now, or, !now, when they
+ * lapse) and frees h. */
+void kv_tx_release(struct kv_store *kv, struct kv_tx_hold *h, bool now);
 void kv_tx_hold_free(struct kv_tx_hold *h);
 
 /* The staged side of the public API (tx.c), each taking kv->lock. */

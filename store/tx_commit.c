@@ -364,11 +364,13 @@ int kv_tx_commit(struct kv_store *kv, const char *name, char *msg, size_t msglen
 		ret = -ENOENT;
 		goto out;
 	}
-	if (tx->users) {
+	if (tx->users || tx->committing) {
 		snprintf(msg, msglen, "transaction '%s' is in use", name);
 		ret = -EBUSY;
 		goto out;
 	}
+	/* From here the lock may be dropped: nothing more gets staged. */
+	tx->committing = true;
 	/* On a shared backend, also against what other mounts committed. */
 	ret = kv_tx_reserve(kv, tx, &hold, msg, msglen);
 	if (!ret)
@@ -379,8 +381,10 @@ int kv_tx_commit(struct kv_store *kv, const char *name, char *msg, size_t msglen
 	}
 	/* Refused before any change: the transaction stays, to be looked at
 	 * and aborted. */
-	if (!changed)
+	if (!changed) {
+		tx->committing = false;
 		goto out;
+	}
 	kv_tx_free(kv, tx);
 	if (ret)
 		goto out;
@@ -390,7 +394,9 @@ int kv_tx_commit(struct kv_store *kv, const char *name, char *msg, size_t msglen
 		snprintf(msg, msglen, "applied, but not yet durable: %s", strerror(-ret));
 out:
 	pthread_mutex_unlock(&kv->lock);
-	kv_tx_release(kv, &hold);
+	/* Applied but not durable: the reservations still guard the retries
+	 * of its flush until they lapse. */
+	kv_tx_release(kv, &hold, !(changed && ret));
 	/* Readers who cached what changed see the commit on return. */
 	if (changed)
 		kv_wait_invals(kv, 5000);

@@ -47,12 +47,18 @@ static struct kv_node *landing_dir(struct kv_store *kv, const struct kv_txnode *
 	return kv_tx_base(kv, p);
 }
 
-static bool records_busy(struct kv_store *kv, const struct kv_txn *tx)
+/* Must the store flush before the backend can be asked? Yes while a
+ * record the transaction changes is not clean, and, when it creates names,
+ * while anything is dirty: a name this mount freed and has not flushed yet
+ * would still be taken in the backend. */
+static bool flush_first(struct kv_store *kv, const struct kv_txn *tx)
 {
 	for (const struct kv_txnode *t = tx->nodes; t; t = t->next) {
 		const struct kv_node *b = changes_record(t) ? kv_tx_base(kv, t) : NULL;
 
 		if (b && (b->flags & (KV_NODE_ON_DIRTY | KV_NODE_INFLIGHT)))
+			return true;
+		if (!t->dead && t->state == TXN_CREATED && kv->ndirty)
 			return true;
 	}
 	return false;
@@ -131,7 +137,7 @@ int kv_tx_reserve(struct kv_store *kv, struct kv_txn *tx, struct kv_tx_hold *h, 
 		return 0;
 	for (int round = 0;; round++) {
 		ret = kv_tx_check(kv, tx, msg, msglen);
-		if (ret || !records_busy(kv, tx))
+		if (ret || !flush_first(kv, tx))
 			break;
 		if (round == FLUSH_ROUNDS) {
 			snprintf(msg, msglen, "keys of the transaction keep changing; try again");
@@ -154,9 +160,10 @@ int kv_tx_reserve(struct kv_store *kv, struct kv_txn *tx, struct kv_tx_hold *h, 
 		snprintf(msg, msglen, "%s", strerror(-ret));
 		return ret;
 	}
+	h->owner = ++kv->tx_owner_seq;
 	tx->users++;
 	pthread_mutex_unlock(&kv->lock);
-	ret = ops->reserve(kv->backend, h->e, h->n, hold_ms, &bad);
+	ret = ops->reserve(kv->backend, h->e, h->n, h->owner, hold_ms, &bad);
 	pthread_mutex_lock(&kv->lock);
 	tx->users--;
 	if (ret == -ESTALE && bad < h->n)
@@ -167,18 +174,25 @@ int kv_tx_reserve(struct kv_store *kv, struct kv_txn *tx, struct kv_tx_hold *h, 
 	else if (ret)
 		snprintf(msg, msglen, "cannot check the transaction with the backend: %s",
 			 strerror(-ret));
-	if (ret)
+	if (ret) {
 		kv_tx_hold_free(h);
-	return ret;
+		return ret;
+	}
+	/* The nodes go with the transaction, before the release. */
+	free(h->t);
+	h->t = NULL;
+	return 0;
 }
 
-void kv_tx_release(struct kv_store *kv, struct kv_tx_hold *h)
+void kv_tx_release(struct kv_store *kv, struct kv_tx_hold *h, bool now)
 {
 	int ret;
 
-	if (!h->n)
+	if (!h->n || !now) {
+		kv_tx_hold_free(h);
 		return;
-	ret = kv->backend->ops->release(kv->backend, h->e, h->n);
+	}
+	ret = kv->backend->ops->release(kv->backend, h->e, h->n, h->owner);
 	/* Not fatal: the reservations lapse at their deadline. */
 	if (ret)
 		NLOG(NLOG_INFO, "tx", "reservations not released; they lapse by themselves",

@@ -268,11 +268,50 @@ static const struct kv_backend_ops mem_ops = {
 	.reclaim = mem_reclaim,
 };
 
+static int mem_reserve(struct kv_backend *b, const struct kv_expect *e, size_t n, uint64_t owner,
+		       int64_t ttl_ms, size_t *bad)
+{
+	struct mem_state *s = ((struct mem_backend *)b)->s;
+	int ret = 0;
+
+	(void)owner;
+	(void)ttl_ms;
+	s->reserves++;
+	if (s->on_reserve)
+		ret = s->on_reserve(s->on_reserve_arg, e, n);
+	if (ret == -ESTALE)
+		*bad = 0;
+	return ret;
+}
+
+static int mem_release(struct kv_backend *b, const struct kv_expect *e, size_t n, uint64_t owner)
+{
+	(void)e;
+	(void)n;
+	(void)owner;
+	((struct mem_backend *)b)->s->releases++;
+	return 0;
+}
+
+static const struct kv_backend_ops mem_shared_ops = {
+	.name = "mem",
+	.caps = { .shared = true },
+	.close = mem_close,
+	.load = mem_load,
+	.commit = mem_commit,
+	.pread = mem_pread,
+	.read_value = mem_read_value,
+	.statfs = mem_statfs,
+	.reclaim = mem_reclaim,
+	.reserve = mem_reserve,
+	.release = mem_release,
+};
+
 struct kv_backend *mem_backend_new(struct mem_state *s)
 {
 	struct mem_backend *b = calloc(1, sizeof(*b));
 
-	b->base.ops = &mem_ops;
+	b->base.ops = s->shared ? &mem_shared_ops : &mem_ops;
 	b->s = s;
 	return &b->base;
 }

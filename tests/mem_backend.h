@@ -35,6 +35,14 @@ struct mem_state {
 	struct mem_old *olds;	/* kept versions, until reclaim() */
 	size_t nolds, olds_cap;
 	size_t reclaimed;	/* versions freed by reclaim() */
+	/* Set before the backend is made: it says other mounts share the
+	 * store (caps.shared) and offers reserve()/release(), which count
+	 * their calls and let the test act, without the store's lock, from
+	 * inside reserve: its return is reserve()'s (-ESTALE: *bad = 0). */
+	bool shared;
+	int (*on_reserve)(void *arg, const struct kv_expect *e, size_t n);
+	void *on_reserve_arg;
+	unsigned reserves, releases;
 };
 
 void mem_state_init(struct mem_state *s);

@@ -577,17 +577,24 @@ static void test_transaction_reservations(void **state)
 	record_of(a, 30, 1, 0, &stale, &stale_len);
 	e[0].rec = stale;
 	e[0].reclen = stale_len;
-	assert_int_equal(a->ops->reserve(a, e, 2, 60000, &bad), -ESTALE);
+	assert_int_equal(a->ops->reserve(a, e, 2, 1, 60000, &bad), -ESTALE);
 	assert_int_equal(bad, 0);
-	assert_int_equal(a->ops->reserve(a, bad_name, 1, 60000, &bad), -ESTALE);
-	assert_int_equal(a->ops->reserve(a, dead_dir, 1, 60000, &bad), -ESTALE);
+	assert_int_equal(a->ops->reserve(a, bad_name, 1, 1, 60000, &bad), -ESTALE);
+	assert_int_equal(a->ops->reserve(a, dead_dir, 1, 1, 60000, &bad), -ESTALE);
 	assert_cli("EXISTS %s", "{nadb:default:default}:txl", "0");
 
 	/* Only the atime differs: the same record. */
 	record_of(a, 30, 0, 12345, &rec, &len);
 	e[0].rec = rec;
 	e[0].reclen = len;
-	assert_int_equal(a->ops->reserve(a, e, 2, 60000, &bad), 0);
+	assert_int_equal(a->ops->reserve(a, e, 2, 1, 60000, &bad), 0);
+	assert_cli("HLEN %s", "{nadb:default:default}:txl", "2");
+	/* The hash lasts as long as its last reservation. */
+	assert_true(cli_int("PTTL %s", "{nadb:default:default}:txl") > 50000);
+	/* Another commit of the same mount is refused too, and cannot
+	 * release what the first holds. */
+	assert_int_equal(a->ops->reserve(a, e, 1, 2, 60000, &bad), -ESTALE);
+	assert_int_equal(a->ops->release(a, e, 2, 2), 0);
 	assert_cli("HLEN %s", "{nadb:default:default}:txl", "2");
 	/* b waits for both the record and the name; what its refused batch
 	 * wrote first is gone again. */
@@ -595,11 +602,27 @@ static void test_transaction_reservations(void **state)
 	assert_int_equal(put_key(b, 32, KV_ROOT_ID, "new", "", 0, "x", NULL), -EAGAIN);
 	assert_cli("EXISTS %s", "{nadb:default:default}:r:32", "0");
 	assert_cli("HGET %s k", "{nadb:default:default}:d:1", "30");
+	/* Nor does an uploaded value stay behind. */
+	{
+		char *big = malloc(100 * 1024 + 1);
+		char *keys;
+
+		assert_non_null(big);
+		memset(big, 'b', 100 * 1024);
+		big[100 * 1024] = '\0';
+		assert_int_equal(put_key(b, 30, KV_ROOT_ID, "k", "", 0, big, &vb), -EAGAIN);
+		free(big);
+		keys = cli("--scan --pattern %s", "'*tmp*'");
+		assert_string_equal(keys, "");
+		free(keys);
+	}
+	/* An O_EXCL create or mkdir on b cannot claim the name either. */
+	assert_int_equal(b->ops->claim_name(b, KV_ROOT_ID, "new", 33), -EEXIST);
 	/* b sees a reservation as a conflict too. */
-	assert_int_equal(b->ops->reserve(b, e, 1, 60000, &bad), -ESTALE);
+	assert_int_equal(b->ops->reserve(b, e, 1, 1, 60000, &bad), -ESTALE);
 	/* a's own commit passes. */
 	assert_int_equal(put_key(a, 30, KV_ROOT_ID, "k", "", 0, "v3", &va), 0);
-	assert_int_equal(a->ops->release(a, e, 2), 0);
+	assert_int_equal(a->ops->release(a, e, 2, 1), 0);
 	assert_cli("EXISTS %s", "{nadb:default:default}:txl", "0");
 	assert_int_equal(put_key(b, 32, KV_ROOT_ID, "new", "", 0, "x", NULL), 0);
 	free(rec);
@@ -608,7 +631,7 @@ static void test_transaction_reservations(void **state)
 	record_of(a, 30, 0, 0, &rec, &len);
 	e[0].rec = rec;
 	e[0].reclen = len;
-	assert_int_equal(a->ops->reserve(a, e, 1, 200, &bad), 0);
+	assert_int_equal(a->ops->reserve(a, e, 1, 1, 200, &bad), 0);
 	assert_int_equal(put_key(b, 30, KV_ROOT_ID, "k", "", 0, "v4", &vb), -EAGAIN);
 	give_up = wall_ms() + 10000;
 	while ((ret = put_key(b, 30, KV_ROOT_ID, "k", "", 0, "v4", &vb)) == -EAGAIN &&

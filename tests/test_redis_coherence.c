@@ -621,6 +621,18 @@ static void test_transaction_conflicts_across_mounts(void **state)
 	assert_string_equal(rcli(a, "HEXISTS " TT "d:1 %s", "fresh"), "0");
 	assert_string_equal(rcli(a, "EXISTS " TT "txl%s", ""), "0");
 
+	/* A name taken in Redis behind a's back (an entry and an index, no log
+	 * entry): only Redis can tell. */
+	ASSERT_SYS(mkdir(mnt_path(a, ".nadb/tx/t5"), 0700));
+	put_str(mnt_path(a, ".nadb/tx/t5/ghost"), "from t5");
+	rcli(a, "HSET " TT "d:1 ghost %s", "999999");
+	rcli(a, "HSET " TT "i:999999 p 1 n ghost t %s", "''");
+	assert_conflict(a, "t5", "ghost");
+	ASSERT_ERRNO(access(mnt_path(a, "ghost"), F_OK), ENOENT);
+	assert_string_equal(rcli(a, "HGET " TT "d:1 %s", "ghost"), "999999");
+	rcli(a, "DEL " TT "i:999999%s", "");
+	rcli(a, "HDEL " TT "d:1 %s", "ghost");
+
 	/* A name created through the other mount meanwhile. */
 	ASSERT_SYS(mkdir(mnt_path(a, ".nadb/tx/t3"), 0700));
 	put_str(mnt_path(a, ".nadb/tx/t3/n"), "from t3");

@@ -241,6 +241,91 @@ static void test_conflicts_apply_nothing(void **state)
 	}
 }
 
+/* What the shared mem backend's reserve() saw and what the test did from
+ * inside it. */
+struct reserve_probe {
+	struct mem_store *f;
+	uint64_t root;		/* the transaction's root */
+	uint64_t k;		/* a key it changes */
+	int ret;		/* what reserve() returns */
+	size_t n;
+	bool saw_k_record, saw_new_name;
+	int write_ret, make_ret, abort_ret;
+};
+
+static int probe_reserve(void *arg, const struct kv_expect *e, size_t n)
+{
+	struct reserve_probe *p = arg;
+	struct kv_attr a;
+
+	p->n = n;
+	for (size_t i = 0; i < n; i++) {
+		if (e[i].id == p->k) {
+			struct kv_meta m;
+			size_t used;
+
+			/* The record as the store holds it, clean. */
+			assert_int_equal(kv_meta_decode(e[i].rec, e[i].reclen, &m, &used), 0);
+			p->saw_k_record = m.id == p->k && !strcmp(m.name, "k");
+			kv_meta_clear(&m);
+		}
+		if (!e[i].id && e[i].parent == KV_ROOT_ID && !strcmp(e[i].name, "fresh"))
+			p->saw_new_name = true;
+	}
+	/* The store's lock is not held here: staging into the committing
+	 * transaction, or aborting it, must wait for the commit's end. */
+	p->write_ret = (int)kv_write(p->f->kv, walk(p->f, p->root, "k", false), "x", 1, 0);
+	p->make_ret = kv_create(p->f->kv, p->root, "late", 0644, 0, 0, false, &a);
+	p->abort_ret = kv_tx_abort(p->f->kv, "t");
+	return p->ret;
+}
+
+/*
+ * On a store other mounts share, commit checks and reserves in the backend
+ * the records it changes (clean, as the store holds them) and the names it
+ * creates before applying anything; nothing can be staged meanwhile; a
+ * refusal there applies nothing; the reservations go once it is durable.
+ */
+static void test_shared_backend_reserves_first(void **state)
+{
+	struct mem_store *f = *state;
+	struct reserve_probe p = { .f = f };
+	char msg[512];
+
+	f->s.shared = true;
+	f->s.on_reserve = probe_reserve;
+	f->s.on_reserve_arg = &p;
+	mem_store_reopen(f, true);
+	p.k = put(f, KV_ROOT_ID, "k", "v1");
+	p.root = begin(f, "t");
+	put(f, p.root, "k", "tx");
+	put(f, p.root, "fresh", "new");
+
+	/* Refused by the backend: nothing applied, the transaction stays. */
+	p.ret = -ESTALE;
+	assert_int_equal(commit(f, "t", msg, sizeof(msg)), -ESTALE);
+	assert_non_null(strstr(msg, "through another mount"));
+	assert_string_equal(get(f, KV_ROOT_ID, "k"), "v1");
+	assert_string_equal(get(f, KV_ROOT_ID, "fresh"), "E2");
+	assert_int_equal(f->s.releases, 0);
+	assert_int_equal(p.n, 2);
+	assert_true(p.saw_k_record);
+	assert_true(p.saw_new_name);
+	assert_int_equal(p.write_ret, -EBUSY);
+	assert_int_equal(p.make_ret, -EBUSY);
+	assert_int_equal(p.abort_ret, -EBUSY);
+
+	/* Staging works again once the commit is over. */
+	put(f, p.root, "late", "l");
+	p.ret = 0;
+	assert_int_equal(commit(f, "t", msg, sizeof(msg)), 0);
+	assert_string_equal(get(f, KV_ROOT_ID, "k"), "tx");
+	assert_string_equal(get(f, KV_ROOT_ID, "fresh"), "new");
+	assert_string_equal(get(f, KV_ROOT_ID, "late"), "l");
+	assert_int_equal(f->s.reserves, 2);
+	assert_int_equal(f->s.releases, 1);
+}
+
 static void test_staged_bytes_are_bounded(void **state)
 {
 	struct mem_store *f = *state;
@@ -591,6 +676,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_xattrs_tags_and_ttl_are_staged, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_conflicts_apply_nothing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_shared_backend_reserves_first, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_staged_bytes_are_bounded, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recreate_and_type_change, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unfinished_transactions_vanish_at_close,
