@@ -61,42 +61,86 @@ static bool str_differ(const char *a, const char *b)
 	return strcmp(a ? a : "", b ? b : "") != 0;
 }
 
+/* next takes the string in force; running, about to be freed, takes next's. */
+static void keep_str(char **running, char **next)
+{
+	char *t = *running;
+
+	*running = *next;
+	*next = t;
+}
+
 /*
  * Settings a running mount cannot take: they need a remount. The Redis
  * connection settings (timeout included) are fixed in every pooled
  * connection when it is made; ctl_mode and close_to_open are read by
  * requests in flight without a lock, and ctl_mode goes with allow_other.
+ * Each changed one is warned about and next keeps the value in force, so
+ * that next, once it is the running configuration, says what is in effect
+ * and the next reload warns again while the file still differs from it.
+ * The strings move by swapping: running is freed right after.
  */
-static void warn_fixed(const struct conf *old, const struct conf *new)
+static void keep_fixed(struct conf *running, struct conf *next)
 {
 	static const char fmt[] = "reload: %s changes at the next mount, not now";
+	struct conf *o = running, *n = next;
 
-	if (old->backend != new->backend || str_differ(old->data_dir, new->data_dir))
+	if (o->backend != n->backend || str_differ(o->data_dir, n->data_dir)) {
 		log_msg(NLOG_WARN, "conf", fmt, "the backend or data_dir");
-	if (strcmp(old->db, new->db) || strcmp(old->ns, new->ns))
+		n->backend = o->backend;
+		keep_str(&o->data_dir, &n->data_dir);
+	}
+	if (strcmp(o->db, n->db) || strcmp(o->ns, n->ns)) {
 		log_msg(NLOG_WARN, "conf", fmt, "db/namespace");
-	if (old->allow_other != new->allow_other || old->max_threads != new->max_threads)
+		keep_str(&o->db, &n->db);
+		keep_str(&o->ns, &n->ns);
+	}
+	if (o->allow_other != n->allow_other || o->max_threads != n->max_threads) {
 		log_msg(NLOG_WARN, "conf", fmt, "allow_other/max_threads");
-	if (old->ctl_mode != new->ctl_mode)
+		n->allow_other = o->allow_other;
+		n->max_threads = o->max_threads;
+	}
+	if (o->ctl_mode != n->ctl_mode) {
 		log_msg(NLOG_WARN, "conf", fmt, "ctl_mode");
-	if (old->close_to_open != new->close_to_open)
+		n->ctl_mode = o->ctl_mode;
+	}
+	if (o->close_to_open != n->close_to_open) {
 		log_msg(NLOG_WARN, "conf", fmt, "close_to_open");
-	if (old->compression != new->compression ||
-	    old->compression_min_size != new->compression_min_size)
+		n->close_to_open = o->close_to_open;
+	}
+	if (o->compression != n->compression ||
+	    o->compression_min_size != n->compression_min_size) {
 		log_msg(NLOG_WARN, "conf", fmt, "compression");
-	if (str_differ(old->redis_host, new->redis_host) || old->redis_port != new->redis_port ||
-	    str_differ(old->redis_socket, new->redis_socket) ||
-	    old->redis_database != new->redis_database ||
-	    str_differ(old->redis_password, new->redis_password) ||
-	    old->redis_timeout_ms != new->redis_timeout_ms ||
-	    old->redis_pool_size != new->redis_pool_size ||
-	    str_differ(old->redis_key_prefix, new->redis_key_prefix) ||
-	    str_differ(old->redis_spill_dir, new->redis_spill_dir))
+		n->compression = o->compression;
+		n->compression_min_size = o->compression_min_size;
+	}
+	if (str_differ(o->redis_host, n->redis_host) || o->redis_port != n->redis_port ||
+	    str_differ(o->redis_socket, n->redis_socket) ||
+	    o->redis_database != n->redis_database ||
+	    str_differ(o->redis_password, n->redis_password) ||
+	    o->redis_timeout_ms != n->redis_timeout_ms ||
+	    o->redis_pool_size != n->redis_pool_size ||
+	    str_differ(o->redis_key_prefix, n->redis_key_prefix) ||
+	    str_differ(o->redis_spill_dir, n->redis_spill_dir)) {
 		log_msg(NLOG_WARN, "conf", fmt, "[redis]");
-	if (str_differ(old->backup_dir, new->backup_dir))
+		keep_str(&o->redis_host, &n->redis_host);
+		n->redis_port = o->redis_port;
+		keep_str(&o->redis_socket, &n->redis_socket);
+		n->redis_database = o->redis_database;
+		keep_str(&o->redis_password, &n->redis_password);
+		n->redis_timeout_ms = o->redis_timeout_ms;
+		n->redis_pool_size = o->redis_pool_size;
+		keep_str(&o->redis_key_prefix, &n->redis_key_prefix);
+		keep_str(&o->redis_spill_dir, &n->redis_spill_dir);
+	}
+	if (str_differ(o->backup_dir, n->backup_dir)) {
 		log_msg(NLOG_WARN, "conf", fmt, "backup_dir");
-	if (str_differ(old->log_file, new->log_file))
+		keep_str(&o->backup_dir, &n->backup_dir);
+	}
+	if (str_differ(o->log_file, n->log_file)) {
 		log_msg(NLOG_WARN, "conf", fmt, "log file");
+		keep_str(&o->log_file, &n->log_file);
+	}
 }
 
 /*
@@ -118,7 +162,8 @@ static double kernel_timeout(const struct conf *running, const struct conf *c, u
  * Rebuilds the configuration and applies what a running mount can change:
  * log level and format, buffer size, flush interval, backend timeout, value
  * size limit, default TTL, sweep period, query cache size, tx_max_bytes and
- * the kernel's attribute and entry timeouts (warn_fixed() names the rest).
+ * the kernel's attribute and entry timeouts; keep_fixed() warns about the
+ * rest and keeps their values in force.
  * A configuration with any error
  * changes nothing. Returns 0 or -EINVAL with the reason in msg.
  */
@@ -141,7 +186,7 @@ static int reload(void *arg, char *msg, size_t len)
 	nadbfs_fuse_opts_free(&fo);
 	if (r->cli->debug)
 		next.log_level = NLOG_DEBUG;
-	warn_fixed(r->conf, &next);
+	keep_fixed(r->conf, &next);
 	log_set_level(next.log_level);
 	set_log_format(&next, r->to_tty);
 	kv_options_from_conf(&next, &ko);

@@ -382,10 +382,15 @@ static int write_archive(struct kv_store *kv, const char *dir, struct snapshot *
 	int fdd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
 	if (fdd >= 0) {
-		if (fsync(fdd))
+		if (fsync(fdd)) {
 			ret = -errno;
+			snprintf(err, errlen, "cannot write %s: %s", dir, strerror(errno));
+		}
 		close(fdd);
 	}
+	/* Not known durable: no archive, so a retry of this id is not refused. */
+	if (ret)
+		unlink(final);
 	return ret;
 
 out_unlink:
@@ -394,6 +399,32 @@ out_unlink:
 		close(fd);
 	unlink(tmp);
 	return ret;
+}
+
+/*
+ * A create that failed after its archive went into place: the archive goes,
+ * or a retry of the id would be refused as existing while no index lists it.
+ * If index.json was renamed into place before the failure (its directory's
+ * fsync failed), it names the archive: put back the list without it.
+ */
+static void undo_create(const char *dir, const char *id, const char *archive)
+{
+	struct kv_backup_info *v;
+	char err[512];
+	size_t n, k = 0;
+
+	if (unlink(archive) && errno != ENOENT)
+		NLOG(NLOG_WARN, "backup", "cannot remove the archive of a failed backup",
+		     LF_STR("file", archive), LF_STR("error", strerror(errno)));
+	if (kv_bk_index_read(dir, &v, &n, err, sizeof(err)))
+		return;
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(v[i].id, id))
+			v[k++] = v[i];
+	if (k < n && kv_bk_index_write(dir, v, k, err, sizeof(err)))
+		NLOG(NLOG_WARN, "backup", "cannot remove a failed backup from the index",
+		     LF_STR("id", id), LF_STR("error", err));
+	free(v);
 }
 
 int kv_backup_create(struct kv_store *kv, const char *id, const char *parent,
@@ -406,6 +437,7 @@ int kv_backup_create(struct kv_store *kv, const char *id, const char *parent,
 	const char *dir = kv->backup_dir;
 	char newid[KV_BACKUP_ID_MAX + 1], final[4096];
 	size_t nchain = 0, nidx = 0;
+	bool made_dir = false;
 	int ret;
 
 	if (!dir) {
@@ -423,7 +455,9 @@ int kv_backup_create(struct kv_store *kv, const char *id, const char *parent,
 		return -EINVAL;
 	}
 	pthread_mutex_lock(&kv->backup_lock);
-	if (mkdir(dir, 0700) && errno != EEXIST) {
+	if (mkdir(dir, 0700) == 0) {
+		made_dir = true;
+	} else if (errno != EEXIST) {
 		ret = -errno;
 		snprintf(err, errlen, "cannot create the backup directory %s: %s", dir,
 			 strerror(errno));
@@ -431,7 +465,7 @@ int kv_backup_create(struct kv_store *kv, const char *id, const char *parent,
 	}
 	ret = pick_id(dir, newid, sizeof(newid), id, err, errlen);
 	if (ret)
-		goto out_unlock;
+		goto out_free;
 	if (parent) {
 		/* An increment on a damaged chain would be worthless. */
 		ret = kv_bk_load_chain(dir, parent, &chain, &nchain, NULL, err, errlen);
@@ -480,11 +514,12 @@ int kv_backup_create(struct kv_store *kv, const char *id, const char *parent,
 	if (!ret) {
 		struct kv_backup_info *v = realloc(idx, (nidx + 1) * sizeof(*v));
 
-		if (!v) {
+		if (v)
+			idx = v;
+		else
 			ret = -ENOMEM;
-			goto out_free;
-		}
-		idx = v;
+	}
+	if (!ret) {
 		/* An entry whose archive was removed by hand names this id no more. */
 		for (size_t i = 0; i < nidx; i++)
 			if (!strcmp(idx[i].id, info->id)) {
@@ -495,11 +530,16 @@ int kv_backup_create(struct kv_store *kv, const char *id, const char *parent,
 		idx[nidx++] = *info;
 		ret = kv_bk_index_write(dir, idx, nidx, err, errlen);
 	}
-	if (!ret)
+	if (ret)
+		undo_create(dir, newid, final);
+	else
 		NLOG(NLOG_INFO, "backup", "backup created", LF_STR("id", newid),
 		     LF_INT("keys", mf.total_keys), LF_INT("stored", mf.nkeys),
 		     LF_INT("duration_ms", mf.finished_ms - mf.started_ms));
 out_free:
+	/* Only succeeds when empty: what a failed first backup leaves. */
+	if (ret && made_dir)
+		rmdir(dir);
 	free(idx);
 	snapshot_free(&s);
 	kv_bk_manifest_free(&mf);

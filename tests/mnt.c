@@ -458,6 +458,26 @@ char *mnt_log_text(const struct mnt *m)
 	return s;
 }
 
+int mnt_log_lines(const struct mnt *m, const char *level, const char *what)
+{
+	char *text = mnt_log_text(m), *save = NULL;
+	int n = 0;
+
+	for (char *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+		json_t *o = json_loads(l, 0, NULL);
+		const char *lv, *msg;
+
+		if (!json_is_object(o))
+			fail_msg("a log line is not a JSON object: %s", l);
+		lv = json_string_value(json_object_get(o, "level"));
+		msg = json_string_value(json_object_get(o, "msg"));
+		n += (!level || !strcmp(lv ?: "", level)) && (!what || strstr(msg ?: "", what));
+		json_decref(o);
+	}
+	free(text);
+	return n;
+}
+
 /* The whole output: print_error() cuts long messages, and a sanitizer
  * report is long. */
 static void print_output(const char *title, const char *log)

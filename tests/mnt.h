@@ -102,6 +102,12 @@ void mnt_cleanup(struct mnt *m);
 void mnt_check_log(struct mnt *m);
 /* The current daemon's output so far (malloc'd, NUL-terminated). */
 char *mnt_log_text(const struct mnt *m);
+/*
+ * How many lines of the current daemon's output are at level (NULL: any)
+ * with msg containing what (NULL: any). Fails the test on a line that is not
+ * one JSON object, so it also checks that the log is JSON lines.
+ */
+int mnt_log_lines(const struct mnt *m, const char *level, const char *what);
 /* Adopts a daemon that is not our child yet (daemonized mode, see
  * mnt_subreaper()); mnt_stop then works on it. */
 void mnt_adopt(struct mnt *m, pid_t pid);

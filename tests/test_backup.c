@@ -5,8 +5,10 @@
  * it cannot tear; value versions pinned during a backup and reclaimed after;
  * damaged archives refused with nothing changed; bad ids; two backups in one
  * second; prune keeping whole chains; index.json never left half-written
- * (tests/fault_shim.c fails its writes). Every file lives in a mkdtemp tree.
+ * and a create failing at it leaving no archive behind (tests/fault_shim.c
+ * fails its writes). Every file lives in a mkdtemp tree.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -808,6 +810,82 @@ static void test_index_never_half_written(void **state)
 	free(before);
 }
 
+/* The names in the backup directory, sorted, comma-separated ("" when it is missing). */
+static void dir_names(const char *dir, char *out, size_t len)
+{
+	struct dirent **ents;
+	int n = scandir(dir, &ents, NULL, alphasort);
+
+	out[0] = '\0';
+	for (int i = 0; i < n; i++) {
+		if (strcmp(ents[i]->d_name, ".") && strcmp(ents[i]->d_name, ".."))
+			snprintf(out + strlen(out), len - strlen(out), "%s%s", out[0] ? "," : "",
+				 ents[i]->d_name);
+		free(ents[i]);
+	}
+	if (n >= 0)
+		free(ents);
+}
+
+/*
+ * A create that fails once its archive is in place (index.json not written,
+ * or written but its directory not synced) leaves the backup directory as it
+ * was, so the same id can be created next; the first backup's failure does
+ * not even leave the directory it made.
+ */
+static void test_failed_create_leaves_nothing(void **state)
+{
+	static const struct {
+		int op, err, skip;
+		const char *file, *msg;
+	} faults[] = {
+		{ F_WRITE, ENOSPC, 0, "index.json", "index.json" },
+		{ F_FSYNC, EIO, 0, "index.json", "index.json" },
+		{ F_RENAME, EIO, 0, "index.json", "index.json" },
+		/* The directory's fsyncs: after the archive's rename (the
+		 * archive's own fsync comes first), then after index.json's
+		 * (the archive's, the directory's, index.json's first). */
+		{ F_FSYNC, EIO, 1, "/backups", "backups" },
+		{ F_FSYNC, EIO, 3, "/backups", "index.json" },
+	};
+	struct fx *f = *state;
+	struct kv_store *kv = KV(f);
+	struct kv_backup_info info;
+	char path[256], id[32], names[1024], now[1024], *before, *after;
+
+	put_str(kv, "k", "v");
+	fault_arm(F_RENAME, "index.json", EIO, 0, -1, false);
+	assert_int_equal(kv_backup_create(kv, "first", NULL, &info, f->err, sizeof(f->err)),
+			 -EIO);
+	fault_clear();
+	assert_int_equal(access(f->dir, F_OK), -1);
+	assert_int_equal(kv_backup_create(kv, "first", NULL, &info, f->err, sizeof(f->err)), 0);
+	snprintf(path, sizeof(path), "%s/index.json", f->dir);
+	for (size_t i = 0; i < sizeof(faults) / sizeof(faults[0]); i++) {
+		snprintf(id, sizeof(id), "two-%zu", i);
+		before = slurp(path);
+		dir_names(f->dir, names, sizeof(names));
+		fault_arm(faults[i].op, faults[i].file, faults[i].err, faults[i].skip, 1, false);
+		assert_int_equal(kv_backup_create(kv, id, NULL, &info, f->err, sizeof(f->err)),
+				 -faults[i].err);
+		assert_int_equal(fault_hits(), 1);
+		fault_clear();
+		assert_non_null(strstr(f->err, faults[i].msg));
+		dir_names(f->dir, now, sizeof(now));
+		assert_string_equal(now, names);
+		after = slurp(path);
+		assert_non_null(after);
+		assert_string_equal(after, before);
+		free(after);
+		free(before);
+		assert_int_equal(kv_backup_create(kv, id, NULL, &info, f->err, sizeof(f->err)), 0);
+		assert_int_equal(kv_backup_verify(kv, id, &info, f->err, sizeof(f->err)), 0);
+	}
+	dir_names(f->dir, names, sizeof(names));
+	assert_string_equal(names, "first.tar.zst,index.json,two-0.tar.zst,two-1.tar.zst,"
+				   "two-2.tar.zst,two-3.tar.zst,two-4.tar.zst");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -822,6 +900,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_two_in_one_second, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prune_keeps_chains, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_index_never_half_written, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_failed_create_leaves_nothing, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_no_backup_dir, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_expired_keys_skipped, setup, teardown),
 	};

@@ -409,26 +409,6 @@ static void test_sighup_does_not_exit(void **state)
 	mnt_stop(m);
 }
 
-/* Every line the daemon printed is one JSON object; returns how many are
- * at the given level. */
-static int json_lines_at(struct mnt *m, const char *level)
-{
-	char *text = mnt_log_text(m), *save = NULL;
-	int n = 0;
-
-	for (char *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
-		json_t *o = json_loads(l, 0, NULL);
-
-		if (!json_is_object(o))
-			fail_msg("a log line is not a JSON object: %s", l);
-		if (strcmp(json_string_value(json_object_get(o, "level")) ?: "", level) == 0)
-			n++;
-		json_decref(o);
-	}
-	free(text);
-	return n;
-}
-
 /*
  * -o debug (libfuse's spelling) and -d: debug-level lines, libfuse's
  * request trace among them, and every line still JSON.
@@ -442,20 +422,20 @@ static void test_debug_option(void **state)
 
 	mnt_start(m, "debug");
 	put_str(mnt_path(m, "k"), "v");
-	assert_true(json_lines_at(m, "debug") > 0);
+	assert_true(mnt_log_lines(m, "debug", NULL) > 0);
 	text = mnt_log_text(m);
 	/* libfuse's own trace, through the daemon's logger. */
 	assert_non_null(strstr(text, "\"msg\":\"unique: "));
 	free(text);
 	mnt_stop(m);
-	assert_int_equal(json_lines_at(m, "error"), 0);
+	assert_int_equal(mnt_log_lines(m, "error", NULL), 0);
 
 	av[3] = m->source;
 	av[4] = m->dir;
 	mnt_spawn_argv(m, argv);
 	mnt_wait_mounted_or_fail(m);
 	assert_file_str(mnt_path(m, "k"), "v");
-	assert_true(json_lines_at(m, "debug") > 0);
+	assert_true(mnt_log_lines(m, "debug", NULL) > 0);
 	mnt_stop(m);
 }
 
