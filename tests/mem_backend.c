@@ -257,16 +257,13 @@ static int mem_reclaim(struct kv_backend *b, const uint64_t (*refs)[2], size_t n
 	return 0;
 }
 
-static const struct kv_backend_ops mem_ops = {
-	.name = "mem",
-	.close = mem_close,
-	.load = mem_load,
-	.commit = mem_commit,
-	.pread = mem_pread,
-	.read_value = mem_read_value,
-	.statfs = mem_statfs,
-	.reclaim = mem_reclaim,
-};
+#define MEM_OPS                              \
+	.name = "mem", .close = mem_close,   \
+	.load = mem_load, .commit = mem_commit, \
+	.pread = mem_pread, .read_value = mem_read_value, \
+	.statfs = mem_statfs, .reclaim = mem_reclaim
+
+static const struct kv_backend_ops mem_ops = { MEM_OPS };
 
 static int mem_reserve(struct kv_backend *b, const struct kv_expect *e, size_t n, uint64_t owner,
 		       int64_t ttl_ms, size_t *bad)
@@ -294,15 +291,8 @@ static int mem_release(struct kv_backend *b, const struct kv_expect *e, size_t n
 }
 
 static const struct kv_backend_ops mem_shared_ops = {
-	.name = "mem",
+	MEM_OPS,
 	.caps = { .shared = true },
-	.close = mem_close,
-	.load = mem_load,
-	.commit = mem_commit,
-	.pread = mem_pread,
-	.read_value = mem_read_value,
-	.statfs = mem_statfs,
-	.reclaim = mem_reclaim,
 	.reserve = mem_reserve,
 	.release = mem_release,
 };
