@@ -48,17 +48,18 @@ static struct kv_node *landing_dir(struct kv_store *kv, const struct kv_txnode *
 }
 
 /* Must the store flush before the backend can be asked? Yes while a
- * record the transaction changes is not clean, and, when it creates names,
- * while anything is dirty: a name this mount freed and has not flushed yet
- * would still be taken in the backend. */
-static bool flush_first(struct kv_store *kv, const struct kv_txn *tx)
+ * record the transaction changes is not clean, and, in the first round,
+ * when it creates names and anything is dirty: a name this mount freed
+ * before the commit and has not flushed yet would still be taken in the
+ * backend. (What other writers dirty later is no reason to wait again.) */
+static bool flush_first(struct kv_store *kv, const struct kv_txn *tx, bool first)
 {
 	for (const struct kv_txnode *t = tx->nodes; t; t = t->next) {
 		const struct kv_node *b = changes_record(t) ? kv_tx_base(kv, t) : NULL;
 
 		if (b && (b->flags & (KV_NODE_ON_DIRTY | KV_NODE_INFLIGHT)))
 			return true;
-		if (!t->dead && t->state == TXN_CREATED && kv->ndirty)
+		if (first && !t->dead && t->state == TXN_CREATED && kv->ndirty)
 			return true;
 	}
 	return false;
@@ -137,7 +138,7 @@ int kv_tx_reserve(struct kv_store *kv, struct kv_txn *tx, struct kv_tx_hold *h, 
 		return 0;
 	for (int round = 0;; round++) {
 		ret = kv_tx_check(kv, tx, msg, msglen);
-		if (ret || !flush_first(kv, tx))
+		if (ret || !flush_first(kv, tx, round == 0))
 			break;
 		if (round == FLUSH_ROUNDS) {
 			snprintf(msg, msglen, "keys of the transaction keep changing; try again");
