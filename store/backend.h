@@ -167,7 +167,9 @@ struct kv_backend_ops {
 	int (*load)(struct kv_backend *b, kv_load_fn fn, void *arg, uint64_t *max_id);
 	/* Applies ops atomically (all or nothing, also across a crash) and
 	 * durably: on return 0 every op survives power loss. Each id appears at
-	 * most once in ops. On error nothing was applied. */
+	 * most once in ops. On error nothing was applied; -EAGAIN (another
+	 * mount's transaction holds a record or name, see reserve) also says
+	 * that nothing of the batch stayed in the backend, as if never sent. */
 	int (*commit)(struct kv_backend *b, struct kv_op *ops, size_t n);
 	/* Reads stored bytes of the value m names (m->vver, encoding, size).
 	 * -ESTALE when that version no longer exists (superseded): the caller

@@ -27,6 +27,7 @@ struct batch_ent {
 	uint64_t version;	/* node->version when snapshotted */
 	uint64_t dirty_bytes;	/* moved from the node into inflight_bytes */
 	uint64_t kept_vver;	/* superseded version kept for a backup's pin */
+	bool was_sent;		/* KV_NODE_SENT before this batch */
 };
 
 /* With the lock held: op would make a stored version obsolete while a backup
@@ -174,6 +175,7 @@ static ssize_t take_batch(struct kv_store *kv, struct kv_op *ops, struct batch_e
 			}
 		}
 		ents[k].node = n;
+		ents[k].was_sent = n->flags & KV_NODE_SENT;
 		ents[k].version = n->version;
 		ents[k].dirty_bytes = n->dirty_bytes;
 		kv->dirty_bytes -= n->dirty_bytes;
@@ -199,6 +201,11 @@ static void apply_batch(struct kv_store *kv, struct kv_op *ops, struct batch_ent
 			/* Everything stays owed; the next flush retries. */
 			if (op->value)
 				n->flags |= KV_NODE_VALUE_DIRTY;
+			/* Refused whole before anything was written (another
+			 * mount's transaction, backend_redis_tx.c): this batch
+			 * did not carry the record after all. */
+			if (result == -EAGAIN && !ents[i].was_sent)
+				n->flags &= ~KV_NODE_SENT;
 			if (!(n->flags & KV_NODE_DELETED)) {
 				n->dirty_bytes += ents[i].dirty_bytes;
 				kv->dirty_bytes += ents[i].dirty_bytes;

@@ -162,6 +162,11 @@ static int mem_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
 	while (s->gate_closed)
 		pthread_cond_wait(&s->cond, &s->lock);
 	s->in_commit = false;
+	s->never_sent_puts = s->uncertain_puts = 0;
+	for (size_t i = 0; i < n; i++) {
+		s->never_sent_puts += ops[i].type == KV_OP_PUT && ops[i].never_sent;
+		s->uncertain_puts += ops[i].type == KV_OP_PUT && ops[i].uncertain;
+	}
 	ret = s->fail_commit;
 	if (ret)
 		goto out;

@@ -32,6 +32,9 @@ struct mem_state {
 	unsigned commits;	/* successful commits */
 	size_t last_nops;	/* ops in the last commit */
 	unsigned puts_with_value; /* in the last commit */
+	/* PUTs flagged never_sent / uncertain in the last commit() call,
+	 * failed ones included. */
+	unsigned never_sent_puts, uncertain_puts;
 	struct mem_old *olds;	/* kept versions, until reclaim() */
 	size_t nolds, olds_cap;
 	size_t reclaimed;	/* versions freed by reclaim() */

@@ -232,6 +232,35 @@ static void test_fsync_eio_when_backend_down_then_recovers(void **state)
 	free(c);
 }
 
+/* A batch the backend refused whole (-EAGAIN: another mount's transaction
+ * holds a record) did not carry its records: a new key is still sent as
+ * never sent, while after a failure (-EIO) it may have landed in part. */
+static void test_refused_batch_leaves_records_unsent(void **state)
+{
+	struct fx *f = *state;
+	uint64_t id;
+
+	kv_close(f->kv);
+	f->o.backend_timeout_ms = 200;
+	reopen(f);
+	id = mkfile(f->kv, KV_ROOT_ID, "k", "v");
+	f->s.fail_commit = -EAGAIN;
+	assert_int_equal(kv_fsync(f->kv, id), -EIO);
+	assert_int_equal(f->s.never_sent_puts, 1);
+	f->s.fail_commit = 0;
+	assert_int_equal(kv_fsync(f->kv, id), 0);
+	assert_int_equal(f->s.never_sent_puts, 1);
+	assert_int_equal(f->s.uncertain_puts, 0);
+
+	id = mkfile(f->kv, KV_ROOT_ID, "k2", "v");
+	f->s.fail_commit = -EIO;
+	assert_int_equal(kv_fsync(f->kv, id), -EIO);
+	f->s.fail_commit = 0;
+	assert_int_equal(kv_fsync(f->kv, id), 0);
+	assert_int_equal(f->s.never_sent_puts, 0);
+	assert_int_equal(f->s.uncertain_puts, 1);
+}
+
 static void test_buffer_full_writer_waits_then_eio(void **state)
 {
 	struct fx *f = *state;
@@ -567,6 +596,8 @@ int main(void)
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fsync_eio_when_backend_down_then_recovers,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_refused_batch_leaves_records_unsent, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_buffer_full_writer_waits_then_eio, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_dir_rename_is_one_small_change, setup,
