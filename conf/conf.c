@@ -641,12 +641,38 @@ out_close:
 
 /* --- -o options ----------------------------------------------------------- */
 
+/* The keys a -o NAME names (at most two are looked for): SECTION_KEY, or a
+ * bare key, which must name one key only. */
+static size_t match_option(const char *name, const struct conf_key *found[2])
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < NKEYS && n < 2; i++) {
+		const struct conf_key *k = &keys[i];
+		size_t slen = strlen(k->section);
+
+		if ((strncmp(name, k->section, slen) == 0 && name[slen] == '_' &&
+		     strcmp(name + slen + 1, k->name) == 0) ||
+		    strcmp(name, k->name) == 0)
+			found[n++] = k;
+	}
+	return n;
+}
+
+bool conf_option_is_path(const char *name)
+{
+	const struct conf_key *found[2] = { NULL, NULL };
+
+	return match_option(name, found) == 1 &&
+	       (found[0]->kind == K_PATH || found[0]->kind == K_SOCKET);
+}
+
 int conf_set_option(struct conf *c, const char *name, const char *value, char *err,
 		    size_t errlen)
 {
 	const struct conf_key *found[2] = { NULL, NULL };
 	char qbuf[80], msg[320];
-	size_t i, n = 0, slen;
+	size_t n;
 	int rc;
 
 	if (!name || !*name) {
@@ -654,17 +680,7 @@ int conf_set_option(struct conf *c, const char *name, const char *value, char *e
 		return -EINVAL;
 	}
 	conf_quote_value(name, qbuf, sizeof(qbuf));
-	for (i = 0; i < NKEYS && n < 2; i++) {
-		const struct conf_key *k = &keys[i];
-
-		slen = strlen(k->section);
-		/* SECTION_KEY, or a bare key that names one key only. */
-		if ((strncmp(name, k->section, slen) == 0 && name[slen] == '_' &&
-		     strcmp(name + slen + 1, k->name) == 0) ||
-		    strcmp(name, k->name) == 0) {
-			found[n++] = k;
-		}
-	}
+	n = match_option(name, found);
 	if (n == 0) {
 		conf_fmt_err(err, errlen, "option %s: unknown option", qbuf);
 		return -ENOENT;

@@ -84,6 +84,13 @@ int conf_set(struct conf *c, const char *section, const char *key, const char *v
  */
 int conf_set_option(struct conf *c, const char *name, const char *value, char *err,
 		    size_t errlen);
+/* Does -o NAME name a path (made absolute against the working directory)? */
+bool conf_option_is_path(const char *name);
+/*
+ * path made absolute against the working directory, without touching the
+ * file; *out is malloc'ed. 0, -ENOMEM, -ENAMETOOLONG or a getcwd() error.
+ */
+int conf_absolute_path(const char *path, char **out);
 /*
  * Applies the SOURCE argument: a directory path (backend fs, data_dir made
  * absolute), redis://[:PASSWORD@]HOST[:PORT][/DB] or

@@ -28,10 +28,5 @@ int conf_parse_octal(const char *s, uint64_t *out);
 bool conf_valid_name(const char *s);
 /* Non-empty, at most 255 bytes, no spaces, control characters or '/'. */
 bool conf_valid_host(const char *s);
-/*
- * path made absolute against the working directory, without touching the
- * file; *out is malloc'ed. 0, -ENOMEM, -ENAMETOOLONG or a getcwd() error.
- */
-int conf_absolute_path(const char *path, char **out);
 
 #endif

@@ -216,6 +216,8 @@ void nadbfs_cli_free(struct nadbfs_cli *cli)
 	cli->nopts = 0;
 	free(cli->mountpoint_abs);
 	cli->mountpoint_abs = NULL;
+	free(cli->source_abs);
+	cli->source_abs = NULL;
 }
 
 int nadbfs_cli_make_absolute(struct nadbfs_cli *cli)
@@ -227,19 +229,45 @@ int nadbfs_cli_make_absolute(struct nadbfs_cli *cli)
 	free(cli->mountpoint_abs);
 	cli->mountpoint_abs = abs;
 	cli->mountpoint = abs;
-	for (size_t i = 0; i < cli->nopts; i++) {
-		char *file, *opt;
+	/* A data directory (not a URL) may not exist yet: joined, not
+	 * resolved. */
+	if (cli->source && cli->source[0] != '/' && !strstr(cli->source, "://")) {
+		char *src;
+		int ret = conf_absolute_path(cli->source, &src);
 
-		if (strncmp(cli->opts[i], "config=", 7) != 0 || cli->opts[i][7] == '/')
+		if (ret)
+			return ret;
+		free(cli->source_abs);
+		cli->source_abs = src;
+		cli->source = src;
+	}
+	for (size_t i = 0; i < cli->nopts; i++) {
+		const char *eq = strchr(cli->opts[i], '=');
+		char *name, *file = NULL, *opt;
+		int ret = 0;
+
+		if (!eq || eq[1] == '/' || !eq[1])
 			continue;
-		file = realpath(cli->opts[i] + 7, NULL);
-		if (!file)
-			continue;
-		if (asprintf(&opt, "config=%s", file) < 0) {
-			free(file);
+		name = strndup(cli->opts[i], (size_t)(eq - cli->opts[i]));
+		if (!name)
 			return -ENOMEM;
+		/* config= names an existing file; the other paths (log_file,
+		 * backup_dir, ...) may not exist yet. */
+		if (!strcmp(name, "config"))
+			file = realpath(eq + 1, NULL);
+		else if (conf_option_is_path(name))
+			ret = conf_absolute_path(eq + 1, &file);
+		if (ret || !file) {
+			free(name);
+			if (ret)
+				return ret;
+			continue;
 		}
+		ret = asprintf(&opt, "%s=%s", name, file);
+		free(name);
 		free(file);
+		if (ret < 0)
+			return -ENOMEM;
 		free(cli->opts[i]);
 		cli->opts[i] = opt;
 	}

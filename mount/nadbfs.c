@@ -480,7 +480,8 @@ int main(int argc, char **argv)
 		goto out_conf;
 	ret = nadbfs_cli_make_absolute(&cli);
 	if (ret) {
-		fprintf(stderr, "nadbfs: mountpoint %s: %s\n", cli.mountpoint, strerror(-ret));
+		fprintf(stderr, "nadbfs: cannot make the paths absolute (mountpoint %s): %s\n",
+			cli.mountpoint, strerror(-ret));
 		goto out_conf;
 	}
 	/* What messages name as the source: never with a password. */

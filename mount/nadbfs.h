@@ -13,7 +13,8 @@ struct conf;
 struct nadbfs_cli {
 	bool foreground;	/* -f */
 	bool debug;		/* -d or -o debug: debug logs and libfuse's request trace */
-	const char *source;	/* borrowed from argv */
+	const char *source;	/* borrowed from argv, or source_abs */
+	char *source_abs;	/* owned: set by nadbfs_cli_make_absolute() */
 	const char *mountpoint;	/* borrowed from argv, or mountpoint_abs */
 	char *mountpoint_abs;	/* owned: set by nadbfs_cli_make_absolute() */
 	char **opts;		/* every -o item, split and unescaped, in order */

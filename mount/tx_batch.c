@@ -230,7 +230,8 @@ int tx_batch_read(FILE *f, struct tx_batch_op **out, size_t *count, char *err, s
 			cap = cap ? 2 * cap : 64;
 		}
 		ops[n] = (struct tx_batch_op){ .line = lineno };
-		ops[n].o = json_loadb(line, (size_t)len, 0, &jerr);
+		/* A field given twice would silently lose one of its values. */
+		ops[n].o = json_loadb(line, (size_t)len, JSON_REJECT_DUPLICATES, &jerr);
 		if (!ops[n].o) {
 			snprintf(err, errlen, "%u: not JSON: %s", lineno, jerr.text);
 			ret = -EINVAL;

@@ -243,7 +243,15 @@ int redis_server_start(struct redis_server *s, const char *password)
 
 int redis_server_start_tcp(struct redis_server *s, const char *password)
 {
-	return start(s, password, false, true);
+	int ret = start(s, password, false, true);
+
+	/* The port is free when picked, not necessarily when Redis binds it:
+	 * another process may take it in between, and Redis exits. */
+	for (int tries = 1; tries < 5 && ret == -EIO; tries++) {
+		redis_server_stop(s);
+		ret = start(s, password, false, true);
+	}
+	return ret;
 }
 
 int redis_server_start_aof(struct redis_server *s)

@@ -462,15 +462,21 @@ static void test_relative_paths(void **state)
 	assert_file_str(mnt_path(m, "k"), "kept");
 	mnt_stop(m);
 
-	/* Daemonized, the daemon works from /: a reload re-reads the file. */
-	assert_int_equal(run_cmd("cd %s && %s -o config=kv.conf,log_file=%s %s mnt", shq(m, m->root),
-				 shq(m, nadbfs_bin()), shq(m, m->log),
+	/* Daemonized, the daemon works from /: a reload re-reads the file,
+	 * and takes SOURCE and the paths among the options as they were
+	 * meant, so nothing seems changed (fsname= only marks the daemon as
+	 * this test's). */
+	assert_int_equal(run_cmd("cd %s && %s -o config=kv.conf,log_file=daemon.log,backup_dir=bk,"
+				 "fsname=%s %s mnt",
+				 shq(m, m->root), shq(m, nadbfs_bin()), shq(m, m->root),
 				 shq(m, fs ? "data" : m->source)),
 			 0);
-	mnt_adopt(m, find_pid_by_arg("config=kv.conf"));
+	mnt_adopt(m, find_pid_by_arg(m->root));
 	assert_true(m->pid > 0);
 	assert_int_equal(run_cmd("%s -m %s reload >/dev/null", nadbctl_bin(), shq(m, m->dir)), 0);
 	mnt_stop(m);
+	assert_int_equal(mnt_log_lines(m, "warn", "at the next mount"), 0);
+	assert_int_equal(mnt_log_lines(m, NULL, "configuration reloaded"), 1);
 }
 
 /* Also ends daemonized leftovers: found by our unique tree in their argv. */

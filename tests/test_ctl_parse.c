@@ -196,6 +196,7 @@ static void test_tx_batch_spec_ops(void **state)
 	refused("{\"op\":\"set\",\"key\":\"a\",\"value\":\"v\",\"tll\":5}",
 		"set takes no \"tll\" field");
 	refused("{\"op\":\"del\",\"key\":\"a\",\"tags\":[]}", "del takes no \"tags\" field");
+	refused("{\"op\":\"set\",\"key\":\"a\",\"value\":\"v\",\"op\":\"del\"}", "not JSON: duplicate");
 	refused("{\"op\":\"tag\",\"key\":\"a\",\"tags\":[\"x\"],\"value\":\"v\"}",
 		"tag takes no \"value\" field");
 	refused("{\"op\":\"xattr\",\"key\":\"a\",\"name\":\"trusted.x\",\"value\":\"v\"}",
