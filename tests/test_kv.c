@@ -212,16 +212,22 @@ static void test_create_delete_before_flush_costs_nothing(void **state)
 	assert_null(mem_find(&f->s, KV_ROOT_ID, "tmp"));
 }
 
+/* The store reopened with a short backend_timeout, and a new key in it. */
+static uint64_t file_after_short_timeout(struct fx *f, const char *name, const char *content)
+{
+	kv_close(f->kv);
+	f->o.backend_timeout_ms = 200;
+	reopen(f);
+	return mkfile(f->kv, KV_ROOT_ID, name, content);
+}
+
 static void test_fsync_eio_when_backend_down_then_recovers(void **state)
 {
 	struct fx *f = *state;
 	uint64_t id;
 	char *c;
 
-	kv_close(f->kv);
-	f->o.backend_timeout_ms = 200;
-	reopen(f);
-	id = mkfile(f->kv, KV_ROOT_ID, "k", "precious");
+	id = file_after_short_timeout(f, "k", "precious");
 	f->s.fail_commit = -EIO;
 	assert_int_equal(kv_fsync(f->kv, id), -EIO);
 	assert_content(f->kv, id, "precious"); /* nothing dropped */
@@ -240,10 +246,7 @@ static void test_refused_batch_leaves_records_unsent(void **state)
 	struct fx *f = *state;
 	uint64_t id;
 
-	kv_close(f->kv);
-	f->o.backend_timeout_ms = 200;
-	reopen(f);
-	id = mkfile(f->kv, KV_ROOT_ID, "k", "v");
+	id = file_after_short_timeout(f, "k", "v");
 	f->s.fail_commit = -EAGAIN;
 	assert_int_equal(kv_fsync(f->kv, id), -EIO);
 	assert_int_equal(f->s.never_sent_puts, 1);

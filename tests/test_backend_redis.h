@@ -1,0 +1,34 @@
+/*
+ * The Redis backend's own tests, in two files: test_backend_redis.c (the
+ * fixture, layout, connection, expiry, indexes) and test_backend_redis_ops.c
+ * (transactions' reservations and tag queries), sharing these helpers.
+ */
+#ifndef NADB_TESTS_TEST_BACKEND_REDIS_H
+#define NADB_TESTS_TEST_BACKEND_REDIS_H
+
+#include <stdint.h>
+
+#include "store/backend.h"
+#include "tests/redis_server.h"
+
+/* The test's private redis-server. */
+extern struct redis_server srv;
+/* The command timeout of backends opened from now on. */
+void set_command_timeout(uint64_t ms);
+
+/* A fresh backend over the test's store, loaded (*n: records seen). */
+struct kv_backend *xload(size_t *n);
+int64_t wall_ms(void);
+/* A key under parent with tags (comma-separated, sorted, "" for none). */
+int put_key(struct kv_backend *b, uint64_t id, uint64_t parent, const char *name,
+	    const char *tags, int64_t expires_ms, const char *data, uint64_t *vver);
+int del_key(struct kv_backend *b, uint64_t id, uint64_t vver);
+/* redis-cli output, trimmed of its last newline; the caller frees it. */
+char *cli(const char *fmt, const char *arg);
+void assert_cli(const char *fmt, const char *arg, const char *want);
+long long cli_int(const char *fmt, const char *arg);
+
+void test_transaction_reservations(void **state);
+void test_query_set_operations(void **state);
+
+#endif

@@ -1,0 +1,285 @@
+/*
+ * The Redis backend, continued (see test_backend_redis.h): a transaction's
+ * check and reservation (backend_redis_tx.c), and tag listings and queries
+ * by set operations (backend_redis_query.c).
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cmocka.h>
+
+#include "tests/test_backend_redis.h"
+
+/* The record of id as the backend has it, encoded (what a mount holds of
+ * it once clean), with its ctime and atime moved by dctime and datime. */
+static void record_of(struct kv_backend *b, uint64_t id, int64_t dctime, int64_t datime,
+		      uint8_t **rec, size_t *len)
+{
+	struct kv_change c;
+	size_t cap = 0;
+
+	*rec = NULL;
+	*len = 0;
+	assert_int_equal(b->ops->fetch(b, &id, 1, &c), 0);
+	assert_false(c.gone);
+	c.meta.ctime_ns += dctime;
+	c.meta.atime_ns += datime;
+	assert_int_equal(kv_meta_encode(&c.meta, rec, len, &cap), 0);
+	kv_changes_clear(&c, 1);
+}
+
+/*
+ * A transaction's check and reservation (spec 6a): a record changed since
+ * the mount last saw it, or a name taken, refuses it and reserves nothing;
+ * once reserved, another mount's commits of those records and names wait
+ * (-EAGAIN, nothing written) while the reserving mount's own pass, until
+ * release or the deadline.
+ */
+void test_transaction_reservations(void **state)
+{
+	struct kv_backend *a, *b;
+	struct kv_expect e[2] = { { .id = 30 }, { .parent = KV_ROOT_ID, .name = "new" } };
+	struct kv_expect bad_name[] = { { .parent = KV_ROOT_ID, .name = "taken" } };
+	struct kv_expect dead_dir[] = { { .parent = 999, .name = "x" } };
+	uint64_t va = 0, vb = 0;
+	uint8_t *rec, *stale;
+	size_t len, stale_len, bad = 99;
+	int64_t give_up;
+	int ret;
+
+	(void)state;
+	a = xload(NULL);
+	b = xload(NULL);
+	assert_int_equal(put_key(a, 30, KV_ROOT_ID, "k", "", 0, "v1", &va), 0);
+	assert_int_equal(put_key(b, 31, KV_ROOT_ID, "taken", "", 0, "t", NULL), 0);
+
+	/* Changed since: refused, with the index of what failed. */
+	record_of(a, 30, 1, 0, &stale, &stale_len);
+	e[0].rec = stale;
+	e[0].reclen = stale_len;
+	assert_int_equal(a->ops->reserve(a, e, 2, 1, 60000, &bad), -ESTALE);
+	assert_int_equal(bad, 0);
+	assert_int_equal(a->ops->reserve(a, bad_name, 1, 1, 60000, &bad), -ESTALE);
+	assert_int_equal(a->ops->reserve(a, dead_dir, 1, 1, 60000, &bad), -ESTALE);
+	assert_cli("EXISTS %s", "{nadb:default:default}:txl", "0");
+
+	/* Only the atime differs: the same record. */
+	record_of(a, 30, 0, 12345, &rec, &len);
+	e[0].rec = rec;
+	e[0].reclen = len;
+	assert_int_equal(a->ops->reserve(a, e, 2, 1, 60000, &bad), 0);
+	assert_cli("HLEN %s", "{nadb:default:default}:txl", "2");
+	/* The hash lasts as long as its last reservation. */
+	assert_true(cli_int("PTTL %s", "{nadb:default:default}:txl") > 50000);
+	/* Another commit of the same mount is refused too, and cannot
+	 * release what the first holds. */
+	assert_int_equal(a->ops->reserve(a, e, 1, 2, 60000, &bad), -ESTALE);
+	assert_int_equal(a->ops->release(a, e, 2, 2), 0);
+	assert_cli("HLEN %s", "{nadb:default:default}:txl", "2");
+	/* b waits for both the record and the name; what its refused batch
+	 * wrote first is gone again. */
+	assert_int_equal(put_key(b, 30, KV_ROOT_ID, "k", "", 0, "v2", &vb), -EAGAIN);
+	assert_int_equal(put_key(b, 32, KV_ROOT_ID, "new", "", 0, "x", NULL), -EAGAIN);
+	assert_cli("EXISTS %s", "{nadb:default:default}:r:32", "0");
+	assert_cli("HGET %s k", "{nadb:default:default}:d:1", "30");
+	/* Nor does an uploaded value stay behind. */
+	{
+		char *big = malloc(100 * 1024 + 1);
+		char *keys;
+
+		assert_non_null(big);
+		memset(big, 'b', 100 * 1024);
+		big[100 * 1024] = '\0';
+		assert_int_equal(put_key(b, 30, KV_ROOT_ID, "k", "", 0, big, &vb), -EAGAIN);
+		free(big);
+		keys = cli("--scan --pattern %s", "'*tmp*'");
+		assert_string_equal(keys, "");
+		free(keys);
+	}
+	/* An O_EXCL create or mkdir on b cannot claim the name either. */
+	assert_int_equal(b->ops->claim_name(b, KV_ROOT_ID, "new", 33), -EEXIST);
+	/* b sees a reservation as a conflict too. */
+	assert_int_equal(b->ops->reserve(b, e, 1, 1, 60000, &bad), -ESTALE);
+	/* a's own commit passes. */
+	assert_int_equal(put_key(a, 30, KV_ROOT_ID, "k", "", 0, "v3", &va), 0);
+	assert_int_equal(a->ops->release(a, e, 2, 1), 0);
+	assert_cli("EXISTS %s", "{nadb:default:default}:txl", "0");
+	assert_int_equal(put_key(b, 32, KV_ROOT_ID, "new", "", 0, "x", NULL), 0);
+	free(rec);
+
+	/* Never released (the mount died): it lapses at its deadline. */
+	record_of(a, 30, 0, 0, &rec, &len);
+	e[0].rec = rec;
+	e[0].reclen = len;
+	assert_int_equal(a->ops->reserve(a, e, 1, 1, 200, &bad), 0);
+	assert_int_equal(put_key(b, 30, KV_ROOT_ID, "k", "", 0, "v4", &vb), -EAGAIN);
+	give_up = wall_ms() + 10000;
+	while ((ret = put_key(b, 30, KV_ROOT_ID, "k", "", 0, "v4", &vb)) == -EAGAIN &&
+	       wall_ms() < give_up)
+		;
+	assert_int_equal(ret, 0);
+	free(rec);
+	free(stale);
+	kv_backend_close(b);
+	kv_backend_close(a);
+}
+
+/* The ids matching expr by the backend's query op, sorted, comma-joined.
+ * expr is the store's syntax ("a+-b,c"), split here into the DNF the store's
+ * parser hands the backend; the test trusts it to be well formed. */
+static char *query(struct kv_backend *b, const char *expr, int *err)
+{
+	struct kv_query_factor f[32];
+	size_t ends[32], nf = 0, nt = 0, n = 0, len = 0;
+	char *copy = strdup(expr), *term, *tsave = NULL, *out;
+	uint64_t *ids = NULL;
+	int ret;
+
+	assert_non_null(copy);
+	for (term = strtok_r(copy, ",", &tsave); term; term = strtok_r(NULL, ",", &tsave)) {
+		char *fsave = NULL;
+
+		for (char *x = strtok_r(term, "+", &fsave); x; x = strtok_r(NULL, "+", &fsave))
+			f[nf++] = (struct kv_query_factor){ x + (x[0] == '-'), x[0] == '-' };
+		ends[nt++] = nf;
+	}
+	{
+		struct kv_query_expr e = { f, nf, ends, nt };
+
+		assert_non_null(b->ops->query);
+		ret = b->ops->query(b, &e, &ids, &n);
+	}
+	free(copy);
+	if (err)
+		*err = ret;
+	if (ret)
+		return NULL;
+	out = calloc(1, 21 * n + 1);
+	assert_non_null(out);
+	/* Sorted and unique: a set's SSCAN may repeat a member. */
+	for (size_t i = 1; i < n; i++)
+		for (size_t j = i; j > 0 && ids[j - 1] > ids[j]; j--) {
+			uint64_t t = ids[j];
+
+			ids[j] = ids[j - 1];
+			ids[j - 1] = t;
+		}
+	for (size_t i = 0; i < n; i++)
+		if (!i || ids[i] != ids[i - 1])
+			len += (size_t)sprintf(out + len, "%s%llu", len ? "," : "",
+					       (unsigned long long)ids[i]);
+	free(ids);
+	return out;
+}
+
+static void assert_query(struct kv_backend *b, const char *expr, const char *want)
+{
+	int err = 0;
+	char *got = query(b, expr, &err);
+
+	if (err)
+		fail_msg("query %s: %s", expr, strerror(-err));
+	if (strcmp(got, want))
+		fail_msg("query %s: got \"%s\", want \"%s\"", expr, got, want);
+	free(got);
+}
+
+/* Listings and queries by set operations on the tag sets (SSCAN, SINTER,
+ * SUNION, SDIFF), in pages for a big set, leaving no temporary key. */
+void test_query_set_operations(void **state)
+{
+	struct kv_backend *b;
+	long long keys;
+	int err = 0;
+
+	(void)state;
+	set_command_timeout(500);
+	b = xload(NULL);
+	assert_int_equal(put_key(b, 10, KV_ROOT_ID, "a", "blue,red", 0, "v", NULL), 0);
+	assert_int_equal(put_key(b, 11, KV_ROOT_ID, "b", "red", 0, "v", NULL), 0);
+	assert_int_equal(put_key(b, 12, KV_ROOT_ID, "c", "blue,green", 0, "v", NULL), 0);
+	assert_int_equal(put_key(b, 13, KV_ROOT_ID, "d", "green,red", 0, "v", NULL), 0);
+	assert_int_equal(put_key(b, 14, KV_ROOT_ID, "e", "green", 0, "v", NULL), 0);
+	keys = cli_int("DBSIZE%s", "");
+
+	/* A single tag by SSCAN, the rest by SINTER, SUNION and SDIFF. */
+	assert_query(b, "red", "10,11,13");
+	assert_query(b, "red+blue", "10");
+	assert_query(b, "red+blue+green", "");
+	assert_query(b, "red,green", "10,11,12,13,14");
+	assert_query(b, "red+-blue", "11,13");
+	assert_query(b, "green+-red+-blue", "14");
+	assert_query(b, "-blue+red", "11,13");
+	assert_query(b, "red+green,blue+-red", "12,13");
+	assert_query(b, "red+red", "10,11,13");
+	/* An unknown tag is an empty set, wherever it stands. */
+	assert_query(b, "nosuch", "");
+	assert_query(b, "red+nosuch", "");
+	assert_query(b, "nosuch,blue", "10,12");
+	assert_query(b, "red+-nosuch", "10,11,13");
+	/* The temporary keys went with the script that made them. */
+	assert_int_equal(cli_int("DBSIZE%s", ""), keys);
+	assert_cli("EXISTS %s", "{nadb:default:default}:qtmp:0", "0");
+
+	/* Commits move ids between the sets the queries read. */
+	assert_int_equal(put_key(b, 11, KV_ROOT_ID, "b", "blue,red", 0, "w", NULL), 0);
+	assert_int_equal(del_key(b, 10, 0), 0);
+	assert_query(b, "red+blue", "11");
+	assert_query(b, "red", "11,13");
+
+	/* A set larger than an SSCAN page comes whole, in pages. */
+	{
+		enum { BIG = 2500 };
+		struct kv_op *ops = calloc(BIG, sizeof(*ops));
+		char *names = calloc(BIG, 8), *odd[2] = { "big", "odd" }, *even[1] = { "big" };
+		char *got, *p;
+		size_t count = 0;
+
+		assert_non_null(ops);
+		assert_non_null(names);
+		for (size_t i = 0; i < BIG; i++) {
+			snprintf(names + 8 * i, 8, "k%zu", i);
+			ops[i].type = KV_OP_PUT;
+			ops[i].meta.id = 1000 + i;
+			ops[i].meta.parent = KV_ROOT_ID;
+			ops[i].meta.name = names + 8 * i;
+			ops[i].meta.mode = S_IFREG | 0644;
+			ops[i].meta.tags = i % 2 ? odd : even;
+			ops[i].meta.ntags = i % 2 ? 2 : 1;
+		}
+		assert_int_equal(b->ops->commit(b, ops, BIG), 0);
+		free(ops);
+		free(names);
+		got = query(b, "big", NULL);
+		assert_non_null(got);
+		for (p = got; *p; p++)
+			count += *p == ',';
+		assert_int_equal(count + 1, BIG);
+		assert_true(!strncmp(got, "1000,1001,", 10));
+		free(got);
+		got = query(b, "big+-odd", NULL);
+		assert_non_null(got);
+		count = 0;
+		for (p = got; *p; p++)
+			count += *p == ',';
+		assert_int_equal(count + 1, BIG / 2);
+		assert_true(!strncmp(got, "1000,1002,", 10));
+		free(got);
+	}
+
+	/* Down: an error the store can fall back from, for either form. */
+	redis_server_halt(&srv);
+	assert_null(query(b, "red", &err));
+	assert_int_equal(err, -EIO);
+	assert_null(query(b, "red+blue", &err));
+	assert_int_equal(err, -EIO);
+	assert_int_equal(redis_server_resume(&srv), 0);
+	kv_backend_close(b);
+}

@@ -1,0 +1,29 @@
+/*
+ * The backup tests, in two files: test_backup.c (round trips, chains,
+ * damage, ids, pruning) and test_backup_faults.c (failures while a backup
+ * is written), sharing the fixture and these helpers.
+ */
+#ifndef NADB_TESTS_TEST_BACKUP_H
+#define NADB_TESTS_TEST_BACKUP_H
+
+#include <stdint.h>
+
+#include "tests/mem_backend.h"
+
+struct fx {
+	struct mem_store st;
+	char root[64];
+	char dir[128];		/* backup_dir */
+	char err[512];
+};
+
+struct kv_store *KV(struct fx *f);
+/* The id of path ("a/b"), or 0. */
+uint64_t find(struct kv_store *kv, const char *path);
+void put_str(struct kv_store *kv, const char *path, const char *s);
+void assert_str(struct kv_store *kv, const char *path, const char *s);
+
+void test_index_never_half_written(void **state);
+void test_failed_create_leaves_nothing(void **state);
+
+#endif
