@@ -62,7 +62,10 @@
  * created it meanwhile) removes that record, as a rename over it would:
  * last writer wins, and the store never has two records on one name. A
  * non-empty directory is never removed that way, and neither is a record
- * of the same batch (a swap of two names). T:c:<id> ("parent/name") is a
+ * of the same batch (a swap of two names). A DEL of a directory that still
+ * has entries of records the batch does not carry (another mount created
+ * them meanwhile) is not applied: every mount is told to fetch the
+ * directory and those records again. T:c:<id> ("parent/name") is a
  * claim (backend_redis_sync.c) that the record's PUT or DEL settles. Every
  * batch is announced in the change log T:log with the ids it touched.
  */
@@ -120,7 +123,7 @@ const char kv_redis_script[] =
 	"    else redis.call(cmd, unpack(list, s, e)) end\n"
 	"  end\n"
 	"end\n"
-	"local inbatch, idset = {}, {}\n"
+	"local inbatch, idset, kept = {}, {}, {}\n"
 	"for i = 0, n - 1 do inbatch[ARGV[H + i * K + 2]] = true end\n"
 	/* The claims of the batch's records, read in a few MGETs: only
 	 * unclaim() changes them, each for its own id. */
@@ -188,7 +191,22 @@ const char kv_redis_script[] =
 	"  local old = typ == 'N' and {} or redis.call('HMGET', ik, 'p', 'n', 't', 'v')\n"
 	"  touched[#touched+1] = id\n"
 	"  local vver = '0'\n"
+	/* A directory that still has entries of live records or claims
+	 * outside the batch (another mount made them after this one last
+	 * looked) stays: the entries win, as an rmdir of a non-empty
+	 * directory fails. */
+	"  local stay = false\n"
 	"  if typ == 'D' then\n"
+	"    for _, x in ipairs(redis.call('HVALS', P..'d:'..id)) do\n"
+	"      if not inbatch[x] and redis.call('EXISTS', P..'r:'..x, P..'c:'..x) > 0 then\n"
+	"        stay = true\n"
+	"        kept[#kept+1] = x\n"
+	"      end\n"
+	"    end\n"
+	"    if stay then kept[#kept+1] = id end\n"
+	"  end\n"
+	"  if stay then\n"
+	"  elseif typ == 'D' then\n"
 	"    unindex(id, old)\n"
 	"    unclaim(id)\n"
 	"    redis.call('DEL', rk, ik)\n"
@@ -280,6 +298,13 @@ const char kv_redis_script[] =
 	"local cur = tonumber(redis.call('GET', P..'maxid') or '0')\n"
 	"if tonumber(maxid) > cur then redis.call('SET', P..'maxid', maxid) end\n"
 	"announce(by)\n"
+	/* Every mount, this one included ('*' is no mount's id), fetches the
+	 * directories kept above and their entries again. */
+	"if #kept > 0 then\n"
+	"  local seq = redis.call('INCR', P..'logseq')\n"
+	"  redis.call('XADD', P..'log', 'MAXLEN', '~', '10000', '*', 'seq', seq, 'by', '*',\n"
+	"             'ids', table.concat(kept, ' '))\n"
+	"end\n"
 	"return n\n";
 
 /* What one op sends, and what commit changed in it (to undo on failure). */

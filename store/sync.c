@@ -330,6 +330,33 @@ static int apply_gone(struct kv_store *kv, struct item *it, struct notes *ns)
 	return 1;
 }
 
+/* Marks n and everything below it for the next flush. */
+static void mark_subtree(struct kv_store *kv, struct kv_node *n)
+{
+	struct kv_node *c;
+
+	kv_mark_dirty(kv, n);
+	for (size_t i = 0; n->children && (c = htab_next(n->children, &i));)
+		mark_subtree(kv, c);
+}
+
+/*
+ * Another mount removed directory d, empty as it saw it, while this mount
+ * has entries in it (made after that mount last looked, or not flushed
+ * yet). The entries win, as an rmdir of a non-empty directory fails: d is
+ * committed again as a record the backend may have lost (sent, not
+ * committed: the commit rebuilds its index and entry), and so is every
+ * record below it, so that mounts which dropped them as orphans when their
+ * directory was gone fetch them again.
+ */
+static void recreate(struct kv_store *kv, struct kv_node *d)
+{
+	NLOG(NLOG_WARN, "sync", "a directory another mount removed still has entries here: "
+	     "committing it again", LF_INT("id", d->m.id), LF_STR("name", d->m.name));
+	d->flags = (d->flags & ~KV_NODE_COMMITTED) | KV_NODE_SENT;
+	mark_subtree(kv, d);
+}
+
 /*
  * With kv->lock held: applies c[0..n). Ids of records this mount holds
  * dirty are appended to *busy_ids (fetched again later).
@@ -398,6 +425,13 @@ static void apply(struct kv_store *kv, struct kv_change *c, size_t n, struct not
 				progress = true;
 			}
 		}
+	}
+	for (size_t i = 0; i < b.n; i++) {
+		struct item *it = &b.it[i];
+
+		/* A removal still not done: a directory with entries left. */
+		if (!it->done && it->c->gone && it->n->parent)
+			recreate(kv, it->n);
 	}
 	for (size_t i = 0; i < b.n; i++) {
 		/* Never placed (an orphan in the backend): not kept. */

@@ -709,6 +709,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_uncertain_put_completes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_expiry_notifications, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_query_set_operations, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_dir_delete_keeps_foreign_entries, setup,
+						teardown),
 	};
 	struct contract_backend rb = {
 		.name = "redis",

@@ -283,3 +283,58 @@ void test_query_set_operations(void **state)
 	assert_int_equal(redis_server_resume(&srv), 0);
 	kv_backend_close(b);
 }
+
+#define KT "{nadb:default:default}:"
+
+static int commit_dir(struct kv_backend *b, uint64_t id, uint64_t parent, const char *name)
+{
+	struct kv_op op = { .type = KV_OP_PUT };
+
+	op.meta.id = id;
+	op.meta.parent = parent;
+	op.meta.name = (char *)name;
+	op.meta.mode = S_IFDIR | 0755;
+	return b->ops->commit(b, &op, 1);
+}
+
+/*
+ * A DEL of a directory whose entries in Redis name records or claims the
+ * batch does not carry (another mount made them after the deleting mount
+ * last looked) is not applied, and every mount is told (by "*") to fetch
+ * it and them again. A whole tree deleted in one batch goes, in any order,
+ * and an entry whose record is gone does not keep its directory.
+ */
+void test_dir_delete_keeps_foreign_entries(void **state)
+{
+	struct kv_backend *b = xload(NULL);
+	struct kv_op del2[2] = { { .type = KV_OP_DEL, .meta.id = 2 },
+				 { .type = KV_OP_DEL, .meta.id = 3 } };
+	char *last;
+
+	(void)state;
+	assert_int_equal(commit_dir(b, 2, 1, "d"), 0);
+	assert_int_equal(put_key(b, 3, 2, "k", "", 0, "v", NULL), 0);
+
+	/* d alone: kept, announced to every mount with its foreign entry. */
+	assert_int_equal(del_key(b, 2, 0), 0);
+	assert_int_equal(cli_int("EXISTS %s", KT "r:2"), 1);
+	assert_int_equal(cli_int("SISMEMBER " KT "ids %s", "2"), 1);
+	assert_cli("HGET " KT "d:1 %s", "d", "2");
+	last = cli("XREVRANGE " KT "log + - COUNT %s", "1");
+	assert_non_null(strstr(last, "\nby\n*\nids\n3 2"));
+	free(last);
+
+	/* d and k in one batch, the directory first: both go. */
+	assert_int_equal(b->ops->commit(b, del2, 2), 0);
+	assert_int_equal(cli_int("EXISTS %s", KT "r:2"), 0);
+	assert_int_equal(cli_int("EXISTS %s", KT "r:3"), 0);
+	assert_int_equal(cli_int("HEXISTS " KT "d:1 %s", "d"), 0);
+
+	/* An entry left by a record that is gone keeps nothing. */
+	assert_int_equal(commit_dir(b, 4, 1, "e"), 0);
+	assert_cli("HSET " KT "d:4 ghost %s", "999", "1");
+	assert_int_equal(del_key(b, 4, 0), 0);
+	assert_int_equal(cli_int("EXISTS %s", KT "r:4"), 0);
+	assert_int_equal(cli_int("HEXISTS " KT "d:1 %s", "e"), 0);
+	b->ops->close(b);
+}

@@ -453,7 +453,8 @@ static long long query_stat(struct mnt *m, const char *field)
 	return n;
 }
 
-/* Everything m holds is committed once this returns (fsync waits for it). */
+/* Everything m holds is committed once this returns, provided key has a
+ * change not committed yet: fsync of such a key waits for a whole flush. */
 static void flush_mount(struct mnt *m, const char *key)
 {
 	int fd = open(mnt_path(m, "%s", key), O_RDONLY);
@@ -655,6 +656,85 @@ static void test_transaction_conflicts_across_mounts(void **state)
 	stop_pair(p);
 }
 
+/* Flushes only when told (fsync), so each test orders the commits. */
+#define OPTS_MANUAL "flush_interval=1h,coherence_delay=100ms"
+
+/* Everything m holds is committed once this returns. */
+static void flush_all(struct mnt *m)
+{
+	assert_int_equal(run_cmd("%s -m '%s' flush >/dev/null", nadbctl_bin(), m->dir), 0);
+}
+
+/* d/k must read "kept" through m now and after m is mounted again. */
+static void assert_survives(struct mnt *m, const char *want)
+{
+	await_file(mnt_path(m, "d/k"), want);
+	mnt_stop(m);
+	mnt_start(m, OPTS_MANUAL);
+	assert_file_str(mnt_path(m, "d/k"), want);
+	assert_int_equal(mnt_log_lines(m, NULL, "cannot be placed"), 0);
+}
+
+/*
+ * a removes d/k and d while b rewrites d/k. a's removals land first: b's
+ * key goes back into a directory Redis no longer has (a rewrite does not
+ * change its directory, so b's commit does not carry d). b, hearing of the
+ * removal with d/k still in d, commits d again and what is below it, so
+ * that no mount drops d/k as an orphan, now or at its next mount: the last
+ * writer wins, and d with it.
+ */
+static void test_rmdir_races_a_rewrite(void **state)
+{
+	struct pair *p = start_pair(state, OPTS_MANUAL);
+	struct mnt *a = &p->a, *b = &p->b;
+
+	ASSERT_SYS(mkdir(mnt_path(a, "d"), 0755));
+	put_str(mnt_path(a, "d/k"), "old");
+	flush_all(a);
+	await_file(mnt_path(b, "d/k"), "old");
+
+	put_str(mnt_path(b, "d/k"), "kept");
+	ASSERT_SYS(unlink(mnt_path(a, "d/k")));
+	ASSERT_SYS(rmdir(mnt_path(a, "d")));
+	flush_all(a);
+	flush_all(b);
+	assert_file_str(mnt_path(b, "d/k"), "kept");
+	await_file(mnt_path(a, "d/k"), "kept");
+	assert_string_equal(rcli(a, "SISMEMBER " TT "ids %s",
+				 rcli(a, "HGET " TT "d:1 %s", "d")), "1");
+	mnt_stop(b);
+	assert_survives(a, "kept");
+}
+
+/*
+ * The other order, with b gone before a's removal lands: Redis keeps a
+ * directory that still has entries no mount's removal knew of, and tells
+ * every mount, the remover included, to fetch it and them again.
+ */
+static void test_rmdir_races_a_create_create_first(void **state)
+{
+	struct pair *p = start_pair(state, OPTS_MANUAL);
+	struct mnt *a = &p->a, *b = &p->b;
+
+	ASSERT_SYS(mkdir(mnt_path(a, "d"), 0755));
+	ASSERT_SYS(mkdir(mnt_path(a, "e"), 0755));
+	put_str(mnt_path(a, "e/x"), "x");
+	flush_all(a);
+	await_listed(mnt_path(b, "."), "d", true);
+
+	ASSERT_SYS(rmdir(mnt_path(a, "d")));
+	put_str(mnt_path(b, "d/k"), "kept");
+	flush_all(b);
+	mnt_stop(b);
+	/* In the same batch, a whole tree a knew goes as it should. */
+	ASSERT_SYS(unlink(mnt_path(a, "e/x")));
+	ASSERT_SYS(rmdir(mnt_path(a, "e")));
+	flush_all(a);
+	assert_survives(a, "kept");
+	ASSERT_ERRNO(access(mnt_path(a, "e"), F_OK), ENOENT);
+	assert_string_equal(rcli(a, "HEXISTS " TT "d:1 %s", "e"), "0");
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -670,6 +750,8 @@ int main(void)
 		T(test_read_during_rewrites),
 		T(test_tag_queries_by_redis),
 		T(test_transaction_conflicts_across_mounts),
+		T(test_rmdir_races_a_rewrite),
+		T(test_rmdir_races_a_create_create_first),
 	};
 
 	return cmocka_run_group_tests_name("redis coherence", tests, NULL, NULL);
