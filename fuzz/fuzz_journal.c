@@ -2,7 +2,7 @@
  * Journal and snapshot replay as a mount does it: the input becomes
  * meta/journal.1 (or meta/snapshot) of a filesystem-backend store in a
  * private temporary directory, then kv_open loads it (replay, tree linking,
- * tag index, drop of orphans), and kv_close writes back what it changed.
+ * tag index, recovery into lost+found), and kv_close writes back what it changed.
  *
  * The framing's XXH32 would stop the fuzzer at the first byte it changes,
  * so the target frames the records itself. Input:

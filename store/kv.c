@@ -103,7 +103,7 @@ int kv_check_name(const char *name)
 }
 
 /* Length of the key naming n: its path below the root, without a leading '/'. */
-static size_t key_len(const struct kv_node *n)
+size_t kv_key_len(const struct kv_node *n)
 {
 	size_t len = 0;
 
@@ -115,13 +115,13 @@ static size_t key_len(const struct kv_node *n)
 /* Length a child called name of dir would have as a key. */
 static size_t child_key_len(const struct kv_node *dir, const char *name)
 {
-	size_t base = key_len(dir);
+	size_t base = kv_key_len(dir);
 
 	return base + (base ? 1 : 0) + strlen(name);
 }
 
 /* The longest key below dir, relative to dir ("a/b" for dir/a/b). */
-static size_t subtree_max_len(const struct kv_node *dir)
+size_t kv_subtree_max_len(const struct kv_node *dir)
 {
 	struct kv_node *c;
 	size_t max = 0;
@@ -132,7 +132,7 @@ static size_t subtree_max_len(const struct kv_node *dir)
 		size_t len = strlen(c->m.name);
 
 		if (is_dir(c) && c->children && htab_count(c->children))
-			len += 1 + subtree_max_len(c);
+			len += 1 + kv_subtree_max_len(c);
 		if (len > max)
 			max = len;
 	}
@@ -225,7 +225,7 @@ int kv_node_attach(struct kv_node *dir, struct kv_node *n)
 	return 0;
 }
 
-static void node_detach(struct kv_node *n)
+void kv_node_detach(struct kv_node *n)
 {
 	struct kv_node *dir = n->parent;
 
@@ -272,7 +272,7 @@ void kv_node_remove(struct kv_store *kv, struct kv_node *n)
 	/* Gone from every tag and query directory at once. */
 	if (!is_dir(n))
 		kv_tags_unindex_node(kv, n);
-	node_detach(n);
+	kv_node_detach(n);
 	n->flags |= KV_NODE_DELETED;
 	if (is_dir(n))
 		kv->ndirs--;
@@ -597,8 +597,8 @@ static int check_rename(struct kv_node *n, struct kv_node *dst, const char *newn
 	}
 	if (child_key_len(dst, newname) > KV_KEY_MAX)
 		return -ENAMETOOLONG;
-	if (is_dir(n) && child_key_len(dst, newname) > key_len(n)) {
-		size_t below = subtree_max_len(n);
+	if (is_dir(n) && child_key_len(dst, newname) > kv_key_len(n)) {
+		size_t below = kv_subtree_max_len(n);
 
 		if (below && child_key_len(dst, newname) + 1 + below > KV_KEY_MAX)
 			return -ENAMETOOLONG;
@@ -665,7 +665,7 @@ int kv_rename(struct kv_store *kv, uint64_t parent, const char *name, uint64_t n
 	if (victim) {
 		kv_node_remove(kv, victim);
 	}
-	node_detach(n);
+	kv_node_detach(n);
 	if (!kv_node_name_inline(n))
 		free(n->m.name);
 	n->m.name = dupname;

@@ -200,6 +200,15 @@ void kv_value_account(struct kv_store *kv, struct kv_node *n, struct kv_value *n
 void kv_value_changed(struct kv_store *kv, struct kv_node *n, uint64_t bytes);
 /* Drops n's in-memory value if nothing needs it (closed, clean). */
 void kv_maybe_drop_value(struct kv_store *kv, struct kv_node *n);
+/* Takes n out of its directory (nothing else changes). */
+void kv_node_detach(struct kv_node *n);
+/* Length of the key naming n (its path below the root, no leading '/'). */
+size_t kv_key_len(const struct kv_node *n);
+/* The longest key below dir, relative to dir ("a/b" for dir/a/b). */
+size_t kv_subtree_max_len(const struct kv_node *dir);
+/* kv_recover.c: moves the records a load could not place (orphans[0..n),
+ * out of the tree) and cycles of parents into lost+found. */
+int kv_recover_records(struct kv_store *kv, struct kv_node **orphans, size_t n);
 /* mkdir/create's common part: a new node under dir, dirty, dir touched. */
 int kv_node_create(struct kv_store *kv, struct kv_node *dir, const char *name, uint32_t mode,
 		   uint32_t uid, uint32_t gid, struct kv_node **out);

@@ -55,31 +55,21 @@ out_free:
 	return ret;
 }
 
-/* A loaded record that has no place in the tree: deleted at the next flush. */
-static void drop_loaded(struct kv_store *kv, struct kv_node *n)
-{
-	if (n->m.expires_ms) {
-		kv->ttl_live--;
-		n->m.expires_ms = 0;
-	}
-	n->flags |= KV_NODE_DELETED;
-	kv_mark_dirty(kv, n);
-}
-
 /*
  * Builds the tree from the loaded records. A record whose parent is missing
- * or whose name is taken cannot be placed; commits are whole-tree snapshots,
- * so this only happens to a damaged store: such records are dropped with a
- * warning and deleted from the backend at the next flush.
+ * or not a directory, or whose name is invalid or taken, cannot be placed:
+ * it is left out, listed in *orphans, for kv_recover_records (which also
+ * finds cycles of parents) once record ids can be handed out.
  */
-static int link_tree(struct kv_store *kv)
+static int link_tree(struct kv_store *kv, struct kv_node ***orphans, size_t *norphans)
 {
 	struct kv_node *n;
 	struct kv_node **nodes;
 	size_t count = htab_count(&kv->by_id), k = 0;
 	int ret = 0;
 
-	kv->root = kv_node_get(kv, KV_ROOT_ID);
+	*orphans = NULL;
+	*norphans = 0;
 	nodes = malloc((count ? count : 1) * sizeof(*nodes));
 	if (!nodes)
 		return -ENOMEM;
@@ -92,12 +82,10 @@ static int link_tree(struct kv_store *kv)
 		if (n == kv->root)
 			continue;
 		parent = kv_node_get(kv, n->m.parent);
-		if (!parent || !S_ISDIR_NODE(parent) || !kv->root || kv_check_name(n->m.name) ||
+		if (!parent || !S_ISDIR_NODE(parent) || kv_check_name(n->m.name) ||
 		    kv_child_get(parent, n->m.name)) {
-			log_msg(NLOG_WARN, "store",
-				"record %llu cannot be placed in the tree (parent %llu); dropped",
-				(unsigned long long)n->m.id, (unsigned long long)n->m.parent);
-			drop_loaded(kv, n);
+			/* nodes[] is done with up to i: it takes the list. */
+			nodes[(*norphans)++] = n;
 			continue;
 		}
 		ret = kv_node_attach(parent, n);
@@ -108,41 +96,13 @@ static int link_tree(struct kv_store *kv)
 		else
 			kv->nkeys++;
 	}
-	/*
-	 * Below a dropped directory, or in a cycle of parents, records were
-	 * attached but never reach the root: drop them too, deepest first is
-	 * not needed since each one is checked on its own chain.
-	 */
-	for (size_t i = 0; !ret && i < k; i++) {
-		struct kv_node *p = nodes[i];
-		unsigned depth = 0;
-
-		n = nodes[i];
-		if (n == kv->root || (n->flags & KV_NODE_DELETED))
-			continue;
-		/* A key of 1024 bytes has at most 512 levels. */
-		while (p && p != kv->root && !(p->flags & KV_NODE_DELETED) && depth++ <= KV_KEY_MAX)
-			p = p->parent;
-		if (p == kv->root)
-			continue;
-		log_msg(NLOG_WARN, "store", "record %llu does not reach the root; dropped",
-			(unsigned long long)n->m.id);
-		/* Unhooked like a removal, but its children stay linked to it for
-		 * their own check; they fail it the same way. */
-		if (n->parent) {
-			htab_remove(n->parent->children, n);
-			if (S_ISDIR_NODE(n))
-				n->parent->nsubdirs--;
-			n->parent = NULL;
-		}
-		if (S_ISDIR_NODE(n))
-			kv->ndirs--;
-		else
-			kv->nkeys--;
-		drop_loaded(kv, n);
+	if (ret) {
+		free(nodes);
+		*norphans = 0;
+		return ret;
 	}
-	free(nodes);
-	return ret;
+	*orphans = nodes;
+	return 0;
 }
 
 static int make_root(struct kv_store *kv)
@@ -195,6 +155,8 @@ static int copy_options(struct kv_store *kv, const struct kv_options *o)
 
 int kv_open(const struct kv_options *o, struct kv_store **out, char *err, size_t errlen)
 {
+	struct kv_node **orphans = NULL;
+	size_t norphans = 0;
 	struct kv_store *kv;
 	int ret;
 
@@ -255,11 +217,10 @@ opened:
 		snprintf(err, errlen, "cannot load the store: %s", strerror(-ret));
 		goto out_free;
 	}
-	ret = link_tree(kv);
-	if (!ret && !kv->root)
-		ret = make_root(kv);
+	kv->root = kv_node_get(kv, KV_ROOT_ID);
+	ret = kv->root ? 0 : make_root(kv);
 	if (!ret)
-		ret = kv_tags_load(kv);
+		ret = link_tree(kv, &orphans, &norphans);
 	if (ret) {
 		snprintf(err, errlen, "cannot build the tree: %s", strerror(-ret));
 		goto out_free;
@@ -267,8 +228,15 @@ opened:
 	ret = kv_sync_open(kv, err, errlen);
 	if (ret)
 		goto out_free;
-	/* Make a new store's root (and drops of damaged records) durable now,
-	 * so that a store is never half-created. */
+	ret = kv_recover_records(kv, orphans, norphans);
+	if (!ret)
+		ret = kv_tags_load(kv);
+	if (ret) {
+		snprintf(err, errlen, "cannot build the tree: %s", strerror(-ret));
+		goto out_free;
+	}
+	/* Make a new store's root (and recovered records) durable now, so
+	 * that a store is never half-created. */
 	if (kv->ndirty) {
 		ret = kv_flush_once(kv);
 		if (ret) {
@@ -279,6 +247,7 @@ opened:
 	/* Loading freed as much as it kept (decoded records, the journal's
 	 * replay map, index growth), interleaved with the nodes: give the free
 	 * pages back rather than keep them in the daemon's resident size. */
+	free(orphans);
 	malloc_trim(0);
 	NLOG(NLOG_INFO, "store", "store opened", LF_STR("backend", kv->backend->ops->name),
 	     LF_INT("keys", kv->nkeys), LF_INT("dirs", kv->ndirs));
@@ -286,6 +255,7 @@ opened:
 	return 0;
 
 out_free:
+	free(orphans);
 	kv_close(kv);
 	return ret;
 }

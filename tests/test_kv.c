@@ -445,17 +445,97 @@ static void test_ids_never_reused(void **state)
 	assert_true(at.id > a);
 }
 
-static void test_orphan_record_dropped_on_load(void **state)
+/*
+ * Records a load cannot place (parent missing or not a directory, name
+ * invalid or taken) go to lost+found as ID-NAME, or ID when that is no
+ * valid name, with what is below them; the move is committed at open and
+ * nothing is deleted. A key holding the name lost+found gives lost+found.1.
+ */
+static void test_unplaceable_records_recovered(void **state)
 {
 	struct fx *f = *state;
-	struct kv_meta m = { .id = 999, .parent = 555, .name = "lost", .mode = S_IFREG | 0644 };
-	struct kv_attr at;
+	struct kv_meta orphan = { .id = 999, .parent = 555, .name = "lost", .mode = S_IFDIR | 0755 };
+	struct kv_meta below = { .id = 1000, .parent = 999, .name = "k", .mode = S_IFREG | 0644 };
+	struct kv_meta twin = { .id = 1001, .parent = KV_ROOT_ID, .name = "a", .mode = S_IFREG };
+	struct kv_meta bad = { .id = 1002, .parent = KV_ROOT_ID, .name = "b/c", .mode = S_IFREG };
+	struct kv_meta infile = { .id = 1003, .parent = 1001, .name = "x", .mode = S_IFREG };
+	uint64_t a = mkfile(f->kv, KV_ROOT_ID, "a", "alpha");
+	struct kv_attr lf, at;
+	struct kv_stats st;
+	char other[32];
+
+	mkfile(f->kv, KV_ROOT_ID, "lost+found", "a key, not the directory");
+	assert_int_equal(kv_close(f->kv), 0);
+	/* The twin sorts either side of a: whichever links first keeps "a". */
+	mem_put_raw(&f->s, &orphan);
+	mem_put_raw(&f->s, &below);
+	mem_put_raw(&f->s, &twin);
+	mem_put_raw(&f->s, &bad);
+	mem_put_raw(&f->s, &infile);
+	reopen(f);
+	assert_int_equal(kv_lookup(f->kv, KV_ROOT_ID, "lost+found.1", &lf), 0);
+	assert_true(S_ISDIR(lf.mode));
+	assert_int_equal(lf.mode & 07777, 0700);
+	assert_int_equal(kv_lookup(f->kv, lf.id, "999-lost", &at), 0);
+	assert_int_equal(kv_lookup(f->kv, at.id, "k", &at), 0);
+	assert_int_equal(at.id, 1000);
+	assert_int_equal(kv_lookup(f->kv, lf.id, "1002", &at), 0);
+	assert_int_equal(kv_lookup(f->kv, lf.id, "1003-x", &at), 0);
+	assert_int_equal(kv_lookup(f->kv, KV_ROOT_ID, "a", &at), 0);
+	assert_true(at.id == a || at.id == 1001);
+	snprintf(other, sizeof(other), "%llu-a", (unsigned long long)(at.id == a ? 1001 : a));
+	assert_int_equal(kv_lookup(f->kv, lf.id, other, &at), 0);
+	assert_true(at.id == a || at.id == 1001);
+	assert_content(f->kv, a, "alpha");
+	kv_get_stats(f->kv, &st);
+	assert_int_equal(st.keys, 6);
+	assert_int_equal(st.dirs, 2);
+	/* Committed at open: the backend has every record in its new place. */
+	assert_int_equal(mem_find_id(&f->s, 999)->m.parent, lf.id);
+	assert_int_equal(mem_find_id(&f->s, 1002)->m.parent, lf.id);
+	assert_non_null(mem_find(&f->s, lf.id, "999-lost"));
+	reopen(f);
+	assert_int_equal(kv_lookup(f->kv, KV_ROOT_ID, "lost+found.1", &at), 0);
+	assert_int_equal(at.id, lf.id);
+	assert_int_equal(kv_lookup(f->kv, KV_ROOT_ID, "lost+found.2", &at), -ENOENT);
+	kv_get_stats(f->kv, &st);
+	assert_int_equal(st.keys, 6);
+}
+
+/* A recovered subtree too deep to fit under lost+found (keys are at most
+ * KV_KEY_MAX bytes) is recovered entry by entry, each one level shorter. */
+static void test_deep_orphan_split(void **state)
+{
+	struct fx *f = *state;
+	char names[4][253];
+	struct kv_meta top = { .id = 2000, .parent = 555, .name = "deep", .mode = S_IFDIR | 0755 };
+	struct kv_attr lf, at;
+	struct kv_dirent *ents;
+	size_t n;
 
 	assert_int_equal(kv_close(f->kv), 0);
-	mem_put_raw(&f->s, &m);
+	mem_put_raw(&f->s, &top);
+	/* 2000/xxx/yyy/zzz/www: 4 names of 252 bytes, 1011 bytes below 2000. */
+	for (int i = 0; i < 4; i++) {
+		struct kv_meta m = { .id = 2001 + i, .parent = 2000 + i, .name = names[i],
+				     .mode = i < 3 ? S_IFDIR | 0755 : S_IFREG | 0644 };
+
+		memset(names[i], 'w' + i, 252);
+		names[i][252] = '\0';
+		mem_put_raw(&f->s, &m);
+	}
 	reopen(f);
-	assert_int_equal(kv_getattr(f->kv, 999, &at), -ENOENT);
-	assert_null(mem_find_id(&f->s, 999)); /* and deleted from the backend */
+	assert_int_equal(kv_lookup(f->kv, KV_ROOT_ID, "lost+found", &lf), 0);
+	assert_int_equal(kv_lookup(f->kv, lf.id, "2000-deep", &at), 0);
+	assert_int_equal(kv_readdir(f->kv, at.id, &ents, &n), 0);
+	assert_int_equal(n, 0);
+	kv_dirents_free(ents, n);
+	/* "2001-www...": longer than a name may be. */
+	assert_int_equal(kv_lookup(f->kv, lf.id, "2001", &at), 0);
+	for (int i = 1; i < 4; i++) {
+		assert_int_equal(kv_lookup(f->kv, at.id, names[i], &at), 0);
+		assert_int_equal(at.id, 2001 + i);
+	}
 }
 
 static void test_metadata_persisted(void **state)
@@ -610,7 +690,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_unlinked_open_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncate_and_efbig, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ids_never_reused, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_orphan_record_dropped_on_load, setup,
+		cmocka_unit_test_setup_teardown(test_deep_orphan_split, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unplaceable_records_recovered, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_metadata_persisted, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rmdir_and_readdir, setup, teardown),

@@ -260,9 +260,10 @@ static void test_expired_open_key_keeps_its_bytes(void **state)
 	assert_null(mem_find_id(&f->s, id));
 }
 
-/* Records that cannot reach the root (below a dropped directory, or in a
- * cycle) are dropped with it and deleted from the backend. */
-static void test_unreachable_records_dropped(void **state)
+/* Records that cannot reach the root (below a record whose parent is
+ * missing, or in a cycle of parents) are recovered into lost+found with
+ * their deadlines, and nothing is deleted from the backend. */
+static void test_unreachable_records_recovered(void **state)
 {
 	struct fx *f = *state;
 	struct kv_meta lost = { .id = 800, .parent = 999, .name = "lost", .mode = S_IFDIR | 0755 };
@@ -270,6 +271,7 @@ static void test_unreachable_records_dropped(void **state)
 				 .expires_ms = 4000000000000 };
 	struct kv_meta c1 = { .id = 810, .parent = 811, .name = "a", .mode = S_IFDIR | 0755 };
 	struct kv_meta c2 = { .id = 811, .parent = 810, .name = "b", .mode = S_IFDIR | 0755 };
+	struct kv_attr lf, at;
 	struct kv_stats st;
 
 	assert_int_equal(kv_close(f->kv), 0);
@@ -279,14 +281,24 @@ static void test_unreachable_records_dropped(void **state)
 	mem_put_raw(&f->s, &c2);
 	reopen(f);
 	kv_get_stats(f->kv, &st);
-	assert_int_equal(st.keys, 0);
-	assert_int_equal(st.dirs, 0);
-	assert_int_equal(st.ttl_pending, 0);
+	assert_int_equal(st.keys, 1);
+	assert_int_equal(st.dirs, 4);
+	assert_int_equal(st.ttl_pending, 1);
+	assert_int_equal(kv_lookup(f->kv, KV_ROOT_ID, "lost+found", &lf), 0);
+	assert_int_equal(kv_lookup(f->kv, lf.id, "800-lost", &at), 0);
+	assert_int_equal(kv_lookup(f->kv, at.id, "c", &at), 0);
+	assert_int_equal(at.id, 801);
+	/* The cycle is cut at one of its two members. */
+	if (kv_lookup(f->kv, lf.id, "810-a", &at) == 0)
+		assert_int_equal(kv_lookup(f->kv, at.id, "b", &at), 0);
+	else
+		assert_int_equal(kv_lookup(f->kv, lf.id, "811-b", &at), 0);
 	assert_int_equal(kv_flush(f->kv), 0);
-	assert_null(mem_find_id(&f->s, 800));
-	assert_null(mem_find_id(&f->s, 801));
-	assert_null(mem_find_id(&f->s, 810));
-	assert_null(mem_find_id(&f->s, 811));
+	assert_int_equal(mem_find_id(&f->s, 800)->m.parent, lf.id);
+	assert_int_equal(mem_find_id(&f->s, 801)->m.parent, 800);
+	assert_int_equal(mem_find_id(&f->s, 801)->m.expires_ms, 4000000000000);
+	assert_non_null(mem_find_id(&f->s, 810));
+	assert_non_null(mem_find_id(&f->s, 811));
 }
 
 static void test_ttl_flags_and_pending_count(void **state)
@@ -321,7 +333,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_default_ttl, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_expired_open_key_keeps_its_bytes, setup,
 						teardown),
-		cmocka_unit_test_setup_teardown(test_unreachable_records_dropped, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unreachable_records_recovered, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ttl_flags_and_pending_count, setup, teardown),
 	};
 
