@@ -712,6 +712,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_index_never_half_written, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failed_create_leaves_nothing, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_lock_concurrent_creates, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lock_held_elsewhere, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lock_never_replaces, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_backup_dir, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_expired_keys_skipped, setup, teardown),
 	};
