@@ -27,7 +27,10 @@ void assert_str(struct kv_store *kv, const char *path, const char *s);
 void test_index_never_half_written(void **state);
 void test_failed_create_leaves_nothing(void **state);
 void test_lock_concurrent_creates(void **state);
+void test_lock_processes(void **state);
 void test_lock_held_elsewhere(void **state);
+/* The other process of test_lock_processes: main's, given --lock-child. */
+int lock_child(const char *dir, const char *owner);
 void test_lock_never_replaces(void **state);
 
 #endif

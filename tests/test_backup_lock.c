@@ -1,17 +1,18 @@
 /*
  * Backups, continued (see test_backup.h): stores sharing one backup
- * directory. Two stores creating automatic-id backups at once never share
- * an id, a temporary file or an archive; a lock held by another process
- * makes a create, prune, verify or restore wait, then fail with EBUSY after
- * backend_timeout; an archive already at the final name is never replaced
- * (with RENAME_NOREPLACE, and with the hard-link fallback); a failed create
- * removes only what it made.
+ * directory. Two stores (of one process, or of two) creating automatic-id
+ * backups at once never share an id, a temporary file or an archive; a lock
+ * held by another process makes a create, prune, verify or restore wait,
+ * then fail with EBUSY after backend_timeout; an archive already at the
+ * final name is never replaced (with RENAME_NOREPLACE, and with the
+ * hard-link fallback); a failed create removes only what it made.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <spawn.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -21,6 +22,8 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+extern char **environ;
 
 #include <cmocka.h>
 
@@ -36,7 +39,7 @@ struct creator {
 	struct kv_store *kv;
 	const char *owner;
 	uint64_t n_id;
-	pthread_barrier_t *start;
+	pthread_barrier_t *start;	/* NULL: none */
 	int rets[ROUNDS];
 	char ids[ROUNDS][KV_BACKUP_ID_MAX + 1];
 	char err[512];
@@ -49,7 +52,8 @@ static void *create_many(void *arg)
 	struct kv_backup_info info;
 	char num[8];
 
-	pthread_barrier_wait(c->start);
+	if (c->start)
+		pthread_barrier_wait(c->start);
 	for (int i = 0; i < ROUNDS; i++) {
 		snprintf(num, sizeof(num), "%04d", i);
 		c->rets[i] = kv_open_file(c->kv, c->n_id, true);
@@ -90,12 +94,62 @@ static int str_cmp(const void *a, const void *b)
 }
 
 /*
- * Two stores with one backup directory take automatic-id backups at the
- * same time (same second, so the same base id): every create succeeds with
- * its own id, the index lists every one, the directory holds exactly their
- * archives, and each verifies and restores the state of the store it was
- * taken from at that round.
+ * After two stores took ROUNDS automatic-id backups each at the same time:
+ * every create succeeded with its own id, the index lists every one, the
+ * directory holds exactly their archives (no temporary file left), and each
+ * verifies and restores the state of the store it was taken from at that
+ * round (restored into the fixture's store).
  */
+static void check_creates(struct fx *f, struct creator *c)
+{
+	const char *ids[2 * ROUNDS], *files[2 * ROUNDS + 2];
+	char file[2 * ROUNDS][KV_BACKUP_ID_MAX + 16], want[4096] = "", names[4096], num[8];
+	struct kv_backup_info *list, info;
+	uint64_t restored;
+	size_t n, k = 0;
+
+	for (int i = 0; i < 2; i++)
+		for (int r = 0; r < ROUNDS; r++) {
+			if (c[i].rets[r])
+				fail_msg("store %s, round %d: %d %s", c[i].owner, r, c[i].rets[r],
+					 c[i].err);
+			ids[k++] = c[i].ids[r];
+		}
+	qsort(ids, k, sizeof(*ids), str_cmp);
+	for (size_t i = 1; i < k; i++)
+		if (!strcmp(ids[i - 1], ids[i]))
+			fail_msg("backup id %s given to two creates", ids[i]);
+	files[0] = ".lock";
+	files[1] = "index.json";
+	for (size_t i = 0; i < k; i++) {
+		snprintf(file[i], sizeof(file[i]), "%s.tar.zst", ids[i]);
+		files[i + 2] = file[i];
+	}
+	qsort(files, k + 2, sizeof(*files), str_cmp);
+	for (size_t i = 0; i < k + 2; i++)
+		snprintf(want + strlen(want), sizeof(want) - strlen(want), "%s%s", i ? "," : "",
+			 files[i]);
+	names_in(f->dir, names, sizeof(names));
+	assert_string_equal(names, want);
+	assert_int_equal(kv_backup_list(KV(f), &list, &n, f->err, sizeof(f->err)), 0);
+	assert_int_equal(n, k);
+	for (size_t i = 0; i < n; i++)
+		assert_non_null(bsearch(&(const char *){ list[i].id }, ids, k, sizeof(*ids),
+					str_cmp));
+	free(list);
+	for (int i = 0; i < 2; i++)
+		for (int r = 0; r < ROUNDS; r++) {
+			assert_int_equal(kv_backup_verify(KV(f), c[i].ids[r], &info, f->err,
+							  sizeof(f->err)), 0);
+			assert_int_equal(kv_backup_restore(KV(f), c[i].ids[r], true, &restored,
+							   f->err, sizeof(f->err)), 0);
+			snprintf(num, sizeof(num), "%04d", r);
+			assert_str(KV(f), "owner", c[i].owner);
+			assert_str(KV(f), "n", num);
+		}
+}
+
+/* Two stores of this process, one backup directory, creating at once. */
 void test_lock_concurrent_creates(void **state)
 {
 	struct fx *f = *state;
@@ -103,11 +157,6 @@ void test_lock_concurrent_creates(void **state)
 	struct creator c[2] = { { .kv = KV(f), .owner = "A" }, { .owner = "B" } };
 	pthread_barrier_t start;
 	pthread_t t[2];
-	struct kv_backup_info *list;
-	const char *ids[2 * ROUNDS], *files[2 * ROUNDS + 2];
-	char file[2 * ROUNDS][KV_BACKUP_ID_MAX + 16], want[4096] = "", names[4096], num[8];
-	size_t n, k = 0;
-	uint64_t restored;
 
 	mem_store_open(&other, true);
 	other.o.backup_dir = f->dir;
@@ -125,52 +174,97 @@ void test_lock_concurrent_creates(void **state)
 	for (int i = 0; i < 2; i++)
 		assert_int_equal(pthread_join(t[i], NULL), 0);
 	pthread_barrier_destroy(&start);
-	for (int i = 0; i < 2; i++)
-		for (int r = 0; r < ROUNDS; r++) {
-			if (c[i].rets[r])
-				fail_msg("store %s, round %d: %d %s", c[i].owner, r, c[i].rets[r],
-					 c[i].err);
-			ids[k++] = c[i].ids[r];
-		}
-	qsort(ids, k, sizeof(*ids), str_cmp);
-	for (size_t i = 1; i < k; i++)
-		if (!strcmp(ids[i - 1], ids[i]))
-			fail_msg("backup id %s given to two creates", ids[i]);
-	/* Nothing but the lock, the index and one archive per create. */
-	files[0] = ".lock";
-	files[1] = "index.json";
-	for (size_t i = 0; i < k; i++) {
-		snprintf(file[i], sizeof(file[i]), "%s.tar.zst", ids[i]);
-		files[i + 2] = file[i];
-	}
-	qsort(files, k + 2, sizeof(*files), str_cmp);
-	for (size_t i = 0; i < k + 2; i++)
-		snprintf(want + strlen(want), sizeof(want) - strlen(want), "%s%s", i ? "," : "",
-			 files[i]);
-	names_in(f->dir, names, sizeof(names));
-	assert_string_equal(names, want);
-	assert_int_equal(kv_backup_list(KV(f), &list, &n, f->err, sizeof(f->err)), 0);
-	assert_int_equal(n, k);
-	for (size_t i = 0; i < n; i++) {
-		const char **hit = bsearch(&(const char *){ list[i].id }, ids, k, sizeof(*ids),
-					   str_cmp);
-
-		assert_non_null(hit);
-	}
-	free(list);
-	for (int i = 0; i < 2; i++)
-		for (int r = 0; r < ROUNDS; r++) {
-			struct kv_backup_info info;
-
-			assert_int_equal(kv_backup_verify(other.kv, c[i].ids[r], &info, f->err,
-							  sizeof(f->err)), 0);
-			assert_int_equal(kv_backup_restore(KV(f), c[i].ids[r], true, &restored,
-							   f->err, sizeof(f->err)), 0);
-			snprintf(num, sizeof(num), "%04d", r);
-			assert_str(KV(f), "owner", c[i].owner);
-			assert_str(KV(f), "n", num);
-		}
 	mem_store_close(&other);
+	check_creates(f, c);
+}
+
+/*
+ * The other process of test_lock_processes (this program run with
+ * --lock-child DIR OWNER): its own store with backup_dir DIR; says "ready",
+ * waits for a line on its input, then prints "RET ID-or-error" per round.
+ */
+int lock_child(const char *dir, const char *owner)
+{
+	struct mem_store st;
+	struct creator c = { .owner = owner };
+	char line[16];
+
+	mem_store_open(&st, true);
+	st.o.backup_dir = dir;
+	mem_store_reopen(&st, true);
+	c.kv = st.kv;
+	put_str(c.kv, "owner", owner);
+	put_str(c.kv, "n", "----");
+	c.n_id = find(c.kv, "n");
+	printf("ready\n");
+	fflush(stdout);
+	if (!fgets(line, sizeof(line), stdin))
+		return 1;
+	create_many(&c);
+	for (int r = 0; r < ROUNDS; r++)
+		printf("%d %s\n", c.rets[r], c.rets[r] ? c.err : c.ids[r]);
+	mem_store_close(&st);
+	return 0;
+}
+
+/*
+ * The same with two processes, each with its own store (this program run
+ * twice as lock_child), started together.
+ */
+void test_lock_processes(void **state)
+{
+	struct fx *f = *state;
+	struct creator c[2] = { { .owner = "A" }, { .owner = "B" } };
+	char *argv[2][5], line[1024];
+	FILE *out[2];
+	int in[2], status;
+	pid_t pid[2];
+
+	for (int i = 0; i < 2; i++) {
+		posix_spawn_file_actions_t fa;
+		int to[2], from[2];
+
+		assert_int_equal(pipe2(to, O_CLOEXEC), 0);
+		assert_int_equal(pipe2(from, O_CLOEXEC), 0);
+		posix_spawn_file_actions_init(&fa);
+		posix_spawn_file_actions_adddup2(&fa, to[0], 0);
+		posix_spawn_file_actions_adddup2(&fa, from[1], 1);
+		argv[i][0] = "test_backup";
+		argv[i][1] = "--lock-child";
+		argv[i][2] = f->dir;
+		argv[i][3] = (char *)c[i].owner;
+		argv[i][4] = NULL;
+		assert_int_equal(posix_spawn(&pid[i], "/proc/self/exe", &fa, NULL, argv[i],
+					     environ), 0);
+		posix_spawn_file_actions_destroy(&fa);
+		close(to[0]);
+		close(from[1]);
+		in[i] = to[1];
+		assert_non_null(out[i] = fdopen(from[0], "r"));
+		assert_non_null(fgets(line, sizeof(line), out[i]));
+		assert_string_equal(line, "ready\n");
+	}
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(write(in[i], "go\n", 3), 3);
+		close(in[i]);
+	}
+	for (int i = 0; i < 2; i++) {
+		for (int r = 0; r < ROUNDS; r++) {
+			char *sp;
+
+			assert_non_null(fgets(line, sizeof(line), out[i]));
+			line[strcspn(line, "\n")] = '\0';
+			assert_non_null(sp = strchr(line, ' '));
+			*sp = '\0';
+			c[i].rets[r] = atoi(line);
+			snprintf(c[i].rets[r] ? c[i].err : c[i].ids[r],
+				 c[i].rets[r] ? sizeof(c[i].err) : sizeof(c[i].ids[r]), "%s", sp + 1);
+		}
+		fclose(out[i]);
+		assert_int_equal(waitpid(pid[i], &status, 0), pid[i]);
+		assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	}
+	check_creates(f, c);
 }
 
 /*
