@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -76,6 +77,105 @@ int kv_bk_archive_path(const char *dir, const char *id, char *out, size_t len)
 
 	snprintf(out, len, "%s/%s.tar.zst", dir, id);
 	return stat(out, &st) == 0 ? 0 : -ENOENT;
+}
+
+/* --- the lock between processes ------------------------------------------- */
+
+/*
+ * kv->backup_lock orders the backup commands of one store; stores of other
+ * processes (or other stores of this one) sharing the backup directory are
+ * kept apart by flock(2) on its lock file. flock locks belong to the open
+ * file description, so two stores of one process exclude each other too.
+ */
+int kv_bk_lock(const char *dir, bool exclusive, bool make_dir, uint64_t timeout_ms,
+	       struct kv_bk_lock *lk, char *err, size_t errlen)
+{
+	int64_t deadline = kv_mono_ms() + (int64_t)timeout_ms;
+	long pause_ms = 1;
+	char path[4096];
+
+	lk->fd = -1;
+	lk->made_dir = false;
+	snprintf(path, sizeof(path), "%s/" KV_BK_LOCKFILE, dir);
+	for (;;) {
+		struct stat held, named;
+		int fd;
+
+		if (make_dir) {
+			if (mkdir(dir, 0700) == 0) {
+				lk->made_dir = true;
+			} else if (errno != EEXIST) {
+				int ret = -errno;
+
+				snprintf(err, errlen, "cannot create the backup directory %s: %s",
+					 dir, strerror(errno));
+				return ret;
+			}
+		}
+		fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (fd < 0 && !exclusive && (errno == EROFS || errno == EACCES || errno == ENOENT))
+			fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		/* A reader of a directory that is missing, read-only or not
+		 * ours to write: no writer of ours can change it either. */
+		if (fd < 0 && !exclusive && (errno == EROFS || errno == EACCES || errno == ENOENT))
+			return 0;
+		if (fd < 0) {
+			int ret = -errno;
+
+			snprintf(err, errlen, "cannot open the lock file %s: %s", path,
+				 strerror(errno));
+			return ret;
+		}
+		if (flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0) {
+			/* Still the file of that name? A failed first backup
+			 * removes it (and its directory) while holding it:
+			 * then again, with the file there now. */
+			if (fstat(fd, &held) == 0 && lstat(path, &named) == 0 &&
+			    held.st_dev == named.st_dev && held.st_ino == named.st_ino) {
+				lk->fd = fd;
+				return 0;
+			}
+		} else if (errno != EWOULDBLOCK) {
+			int ret = -errno;
+
+			snprintf(err, errlen, "cannot lock %s: %s", path, strerror(errno));
+			close(fd);
+			return ret;
+		}
+		close(fd);
+		int64_t left = deadline - kv_mono_ms();
+
+		if (left <= 0) {
+			snprintf(err, errlen, "the backup directory %s is in use by another "
+				 "process (a backup, restore or prune of a store sharing it): "
+				 "gave up waiting for %s after %" PRIu64 " ms", dir, path,
+				 timeout_ms);
+			return -EBUSY;
+		}
+		/* flock has no timed wait: poll, backing off to 50 ms. */
+		if (pause_ms > left)
+			pause_ms = (long)left;
+		nanosleep(&(struct timespec){ pause_ms / 1000, (pause_ms % 1000) * 1000000L },
+			  NULL);
+		pause_ms = pause_ms * 2 > 50 ? 50 : pause_ms * 2;
+	}
+}
+
+void kv_bk_unlock(const char *dir, struct kv_bk_lock *lk, bool remove_dir)
+{
+	char path[4096];
+
+	if (remove_dir && lk->made_dir && lk->fd >= 0) {
+		/* Removed while held: a waiter that then gets the lock of the
+		 * unlinked file sees it is not the named one and starts over. */
+		snprintf(path, sizeof(path), "%s/" KV_BK_LOCKFILE, dir);
+		unlink(path);
+		/* Only succeeds when empty: what a failed first backup leaves. */
+		rmdir(dir);
+	}
+	if (lk->fd >= 0)
+		close(lk->fd);
+	lk->fd = -1;
 }
 
 /* --- index.json ----------------------------------------------------------- */
@@ -372,6 +472,7 @@ int kv_backup_verify(struct kv_store *kv, const char *id, struct kv_backup_info 
 {
 	const char *dir = backup_dir(kv, err, errlen);
 	struct kv_bk_manifest *chain;
+	struct kv_bk_lock lk;
 	char path[4096];
 	size_t n;
 	int ret;
@@ -382,9 +483,15 @@ int kv_backup_verify(struct kv_store *kv, const char *id, struct kv_backup_info 
 		return bad_id(id, err, errlen);
 	/* The whole chain: a backup is only as good as what it needs. */
 	pthread_mutex_lock(&kv->backup_lock);
-	kv_bk_progress_start(&kv->backup_progress, KV_BK_VERIFY);
-	ret = kv_bk_load_chain(dir, id, &chain, &n, &kv->backup_progress, err, errlen);
-	kv_bk_progress_start(&kv->backup_progress, KV_BK_NONE);
+	/* Shared: verifies of stores sharing the directory run together, a
+	 * create or prune waits (a prune would remove what is being read). */
+	ret = kv_bk_lock(dir, false, false, kv->opts.backend_timeout_ms, &lk, err, errlen);
+	if (!ret) {
+		kv_bk_progress_start(&kv->backup_progress, KV_BK_VERIFY);
+		ret = kv_bk_load_chain(dir, id, &chain, &n, &kv->backup_progress, err, errlen);
+		kv_bk_progress_start(&kv->backup_progress, KV_BK_NONE);
+		kv_bk_unlock(dir, &lk, false);
+	}
 	pthread_mutex_unlock(&kv->backup_lock);
 	if (ret)
 		return ret;
@@ -399,6 +506,7 @@ int kv_backup_prune(struct kv_store *kv, unsigned keep, char **removed, size_t *
 {
 	const char *dir = backup_dir(kv, err, errlen);
 	struct kv_backup_info *v;
+	struct kv_bk_lock lk;
 	size_t n, k = 0, len = 0;
 	bool *kept;
 	char path[4096];
@@ -413,9 +521,16 @@ int kv_backup_prune(struct kv_store *kv, unsigned keep, char **removed, size_t *
 		return -EINVAL;
 	}
 	pthread_mutex_lock(&kv->backup_lock);
-	ret = kv_bk_index_read(dir, &v, &n, err, errlen);
+	ret = kv_bk_lock(dir, true, false, kv->opts.backend_timeout_ms, &lk, err, errlen);
+	if (ret == -ENOENT) {
+		ret = 0;	/* no directory: no backup to prune */
+		goto out_unlock;
+	}
 	if (ret)
 		goto out_unlock;
+	ret = kv_bk_index_read(dir, &v, &n, err, errlen);
+	if (ret)
+		goto out_release;
 	kept = calloc(n + 1, sizeof(*kept));
 	*removed = calloc(n + 1, KV_BACKUP_ID_MAX + 1);
 	if (!kept || !*removed) {
@@ -457,6 +572,8 @@ int kv_backup_prune(struct kv_store *kv, unsigned keep, char **removed, size_t *
 out_free:
 	free(kept);
 	free(v);
+out_release:
+	kv_bk_unlock(dir, &lk, false);
 out_unlock:
 	pthread_mutex_unlock(&kv->backup_lock);
 	if (ret || !*nremoved) {

@@ -8,8 +8,12 @@
  *
  * Return convention: 0 on success, a negative errno; err then holds a
  * one-line message for the user. Threads: safe from any thread; backup
- * operations of one store run one at a time (list and verify excepted), and
- * never hold the store lock for more than the instant of the snapshot.
+ * operations of one store run one at a time (list excepted), and never hold
+ * the store lock for more than the instant of the snapshot. Stores sharing a
+ * backup directory (in this process or others) are kept apart by flock on
+ * its .lock file: create and prune exclusively, verify and restore shared;
+ * a command that cannot take it within backend_timeout fails with -EBUSY.
+ * list reads index.json, which is only ever replaced whole, without it.
  */
 #ifndef NADB_STORE_BACKUP_H
 #define NADB_STORE_BACKUP_H

@@ -325,11 +325,44 @@ static void unpin(struct kv_store *kv, bool *pinned)
 	pthread_mutex_unlock(&kv->lock);
 }
 
-/* Writes the archive of mf/snapshot as dir/id.tar.zst, durably;
- * releases the snapshot's pin once the values are read. */
+/*
+ * Removes path if it is still the file open as fd, never another's: fd is
+ * kept open until then, so its inode number cannot be reused meanwhile.
+ */
+static void unlink_made(const char *path, int fd)
+{
+	struct stat st, made;
+
+	if (fstat(fd, &made) == 0 && lstat(path, &st) == 0 && st.st_dev == made.st_dev &&
+	    st.st_ino == made.st_ino && unlink(path) && errno != ENOENT)
+		NLOG(NLOG_WARN, "backup", "cannot remove the archive of a failed backup",
+		     LF_STR("file", path), LF_STR("error", strerror(errno)));
+}
+
+/*
+ * tmp into place as final, never replacing a file there (a backup of that
+ * id made meanwhile by a process that does not take the lock): -EEXIST.
+ * A filesystem without RENAME_NOREPLACE gets a hard link, which never
+ * replaces either, then the temporary name goes.
+ */
+static int rename_noreplace(const char *tmp, const char *final)
+{
+	if (renameat2(AT_FDCWD, tmp, AT_FDCWD, final, RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno != EINVAL && errno != ENOSYS)
+		return -errno;
+	if (link(tmp, final))
+		return -errno;
+	unlink(tmp);
+	return 0;
+}
+
+/* Writes the archive of mf/snapshot as dir/id.tar.zst, durably; *afd: the
+ * archive, open (close it). Releases the snapshot's pin once the values are
+ * read. */
 static int write_archive(struct kv_store *kv, const char *dir, struct snapshot *s,
 			 const struct kv_bk_state *base, struct kv_bk_manifest *mf, char *final,
-			 size_t flen, char *err, size_t errlen)
+			 size_t flen, int *afd, char *err, size_t errlen)
 {
 	char tmp[4096], sum[20];
 	struct kv_bk_writer *w;
@@ -337,9 +370,11 @@ static int write_archive(struct kv_store *kv, const char *dir, struct snapshot *
 	char *text = NULL;
 	int fd, ret;
 
-	/* A leading dot: never an id, so never taken for an archive. */
+	/* A leading dot: never an id, so never taken for an archive. With
+	 * the lock held, one left there is a crashed create's. */
 	snprintf(tmp, sizeof(tmp), "%s/.%s.tmp", dir, mf->id);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	unlink(tmp);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		ret = -errno;
 		snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
@@ -371,12 +406,14 @@ static int write_archive(struct kv_store *kv, const char *dir, struct snapshot *
 		snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
 		goto out_unlink;
 	}
-	close(fd);
-	fd = -1;
 	snprintf(final, flen, "%s/%s.tar.zst", dir, mf->id);
-	if (rename(tmp, final)) {
-		ret = -errno;
-		snprintf(err, errlen, "cannot rename %s to %s: %s", tmp, final, strerror(errno));
+	ret = rename_noreplace(tmp, final);
+	if (ret == -EEXIST) {
+		snprintf(err, errlen, "backup %s exists", mf->id);
+		goto out_unlink;
+	}
+	if (ret) {
+		snprintf(err, errlen, "cannot rename %s to %s: %s", tmp, final, strerror(-ret));
 		goto out_unlink;
 	}
 	int fdd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -389,15 +426,18 @@ static int write_archive(struct kv_store *kv, const char *dir, struct snapshot *
 		close(fdd);
 	}
 	/* Not known durable: no archive, so a retry of this id is not refused. */
-	if (ret)
-		unlink(final);
-	return ret;
+	if (ret) {
+		unlink_made(final, fd);
+		close(fd);
+		return ret;
+	}
+	*afd = fd;
+	return 0;
 
 out_unlink:
 	unpin(kv, &pinned);
-	if (fd >= 0)
-		close(fd);
-	unlink(tmp);
+	unlink_made(tmp, fd);
+	close(fd);
 	return ret;
 }
 
@@ -405,17 +445,18 @@ out_unlink:
  * A create that failed after its archive went into place: the archive goes,
  * or a retry of the id would be refused as existing while no index lists it.
  * If index.json was renamed into place before the failure (its directory's
- * fsync failed), it names the archive: put back the list without it.
+ * fsync failed), it names the archive: put back the list without it. The
+ * directory's lock is held: the index is this create's to rewrite, and the
+ * archive is removed only if it is still the file this create made.
  */
-static void undo_create(const char *dir, const char *id, const char *archive)
+static void undo_create(const char *dir, const char *id, const char *archive,
+			int afd)
 {
 	struct kv_backup_info *v;
 	char err[512];
 	size_t n, k = 0;
 
-	if (unlink(archive) && errno != ENOENT)
-		NLOG(NLOG_WARN, "backup", "cannot remove the archive of a failed backup",
-		     LF_STR("file", archive), LF_STR("error", strerror(errno)));
+	unlink_made(archive, afd);
 	if (kv_bk_index_read(dir, &v, &n, err, sizeof(err)))
 		return;
 	for (size_t i = 0; i < n; i++)
@@ -437,7 +478,8 @@ int kv_backup_create(struct kv_store *kv, const char *id, const char *parent,
 	const char *dir = kv->backup_dir;
 	char newid[KV_BACKUP_ID_MAX + 1], final[4096];
 	size_t nchain = 0, nidx = 0;
-	bool made_dir = false;
+	struct kv_bk_lock lk;
+	int afd = -1;
 	int ret;
 
 	if (!dir) {
@@ -455,14 +497,11 @@ int kv_backup_create(struct kv_store *kv, const char *id, const char *parent,
 		return -EINVAL;
 	}
 	pthread_mutex_lock(&kv->backup_lock);
-	if (mkdir(dir, 0700) == 0) {
-		made_dir = true;
-	} else if (errno != EEXIST) {
-		ret = -errno;
-		snprintf(err, errlen, "cannot create the backup directory %s: %s", dir,
-			 strerror(errno));
+	/* Exclusive from the id's choice to the index's update: a create or a
+	 * prune of a store sharing the directory waits (kv->lock not held). */
+	ret = kv_bk_lock(dir, true, true, kv->opts.backend_timeout_ms, &lk, err, errlen);
+	if (ret)
 		goto out_unlock;
-	}
 	ret = pick_id(dir, newid, sizeof(newid), id, err, errlen);
 	if (ret)
 		goto out_free;
@@ -504,8 +543,8 @@ int kv_backup_create(struct kv_store *kv, const char *id, const char *parent,
 	mf.ndeclared = s.ndeclared;
 	s.declared = NULL;
 	s.ndeclared = 0;
-	ret = write_archive(kv, dir, &s, parent ? &base : NULL, &mf, final, sizeof(final), err,
-			    errlen);
+	ret = write_archive(kv, dir, &s, parent ? &base : NULL, &mf, final, sizeof(final), &afd,
+			    err, errlen);
 	kv_bk_progress_start(&kv->backup_progress, KV_BK_NONE);
 	if (ret)
 		goto out_free;
@@ -531,15 +570,16 @@ int kv_backup_create(struct kv_store *kv, const char *id, const char *parent,
 		ret = kv_bk_index_write(dir, idx, nidx, err, errlen);
 	}
 	if (ret)
-		undo_create(dir, newid, final);
+		undo_create(dir, newid, final, afd);
 	else
 		NLOG(NLOG_INFO, "backup", "backup created", LF_STR("id", newid),
 		     LF_INT("keys", mf.total_keys), LF_INT("stored", mf.nkeys),
 		     LF_INT("duration_ms", mf.finished_ms - mf.started_ms));
 out_free:
-	/* Only succeeds when empty: what a failed first backup leaves. */
-	if (ret && made_dir)
-		rmdir(dir);
+	/* A failed first backup leaves no directory behind. */
+	if (afd >= 0)
+		close(afd);
+	kv_bk_unlock(dir, &lk, ret != 0);
 	free(idx);
 	snapshot_free(&s);
 	kv_bk_manifest_free(&mf);

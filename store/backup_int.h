@@ -76,6 +76,26 @@ int kv_bk_read(const char *path, const struct kv_bk_manifest *want, kv_bk_value_
 void kv_bk_progress_start(struct kv_bk_progress *pg, int op);
 
 /* backup.c */
+/*
+ * The lock of the backup directory between processes: flock on dir/.lock
+ * (0600; a leading dot, so never an id). Exclusive for whatever writes the
+ * directory or index.json (create, prune), shared for what reads archives
+ * (verify, restore), so a prune never removes an archive being read. Waits
+ * at most timeout_ms, then -EBUSY with err. Never called with kv->lock
+ * held. make_dir: creates dir (0700) first, made_dir says it did. A shared
+ * lock of a directory that is missing, read-only or not writable is no
+ * lock (fd -1) and 0.
+ */
+#define KV_BK_LOCKFILE ".lock"
+struct kv_bk_lock {
+	int fd;
+	bool made_dir;
+};
+int kv_bk_lock(const char *dir, bool exclusive, bool make_dir, uint64_t timeout_ms,
+	       struct kv_bk_lock *lk, char *err, size_t errlen);
+/* remove_dir: after a failure, the lock file and the directory go too if
+ * this lock made the directory and it is otherwise empty. */
+void kv_bk_unlock(const char *dir, struct kv_bk_lock *lk, bool remove_dir);
 /* The archive of id in dir ("dir/id.tar.zst"): 0 or -ENOENT. */
 int kv_bk_archive_path(const char *dir, const char *id, char *out, size_t len);
 /* Reads and verifies the chain ending at id, oldest first. */

@@ -335,6 +335,7 @@ int kv_backup_restore(struct kv_store *kv, const char *id, bool clear, uint64_t 
 	struct kv_bk_state st = { 0 };
 	struct restore r = { .kv = kv };
 	const char *dir = kv->backup_dir;
+	struct kv_bk_lock lk;
 	char path[4096];
 	size_t n = 0;
 	int ret;
@@ -352,6 +353,14 @@ int kv_backup_restore(struct kv_store *kv, const char *id, bool clear, uint64_t 
 		return -EINVAL;
 	}
 	pthread_mutex_lock(&kv->backup_lock);
+	/* Shared, held until every archive of the chain is read twice (checked,
+	 * then applied): a prune or a create waits, restores of stores sharing
+	 * the directory run together. */
+	ret = kv_bk_lock(dir, false, false, kv->opts.backend_timeout_ms, &lk, err, errlen);
+	if (ret) {
+		pthread_mutex_unlock(&kv->backup_lock);
+		return ret;
+	}
 	/* Every archive whole and every checksum right, before any change. */
 	kv_bk_progress_start(&kv->backup_progress, KV_BK_RESTORE);
 	ret = kv_bk_load_chain(dir, id, &chain, &n, &kv->backup_progress, err, errlen);
@@ -402,6 +411,7 @@ out_free:
 	kv_bk_chain_free(chain, n);
 out_unlock:
 	kv_bk_progress_start(&kv->backup_progress, KV_BK_NONE);
+	kv_bk_unlock(dir, &lk, false);
 	pthread_mutex_unlock(&kv->backup_lock);
 	return ret;
 }

@@ -23,6 +23,7 @@ int __real_fsync(int fd);
 int __real_fdatasync(int fd);
 int __real_rename(const char *from, const char *to);
 int __real_renameat(int fromfd, const char *from, int tofd, const char *to);
+int __real_renameat2(int fromfd, const char *from, int tofd, const char *to, unsigned flags);
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct {
@@ -59,6 +60,40 @@ int fault_hits(void)
 	n = f.hits;
 	pthread_mutex_unlock(&lock);
 	return n;
+}
+
+static struct {
+	void (*fn)(void *arg, const char *from, const char *to);
+	void *arg;
+	bool after;
+	char file[128];
+} rh;
+
+void fault_rename_hook(const char *file, bool after,
+		       void (*fn)(void *arg, const char *from, const char *to), void *arg)
+{
+	pthread_mutex_lock(&lock);
+	rh.fn = fn;
+	rh.arg = arg;
+	rh.after = after;
+	snprintf(rh.file, sizeof(rh.file), "%s", file ? file : "");
+	pthread_mutex_unlock(&lock);
+}
+
+/* The rename hook, if one is set for this moment and this target. */
+static void rename_hook(bool after, const char *from, const char *to)
+{
+	void (*fn)(void *arg, const char *from, const char *to) = NULL;
+	void *arg = NULL;
+
+	pthread_mutex_lock(&lock);
+	if (rh.fn && rh.after == after && (!rh.file[0] || strstr(to, rh.file))) {
+		fn = rh.fn;
+		arg = rh.arg;
+	}
+	pthread_mutex_unlock(&lock);
+	if (fn)
+		fn(arg, from, to);
 }
 
 /* Does this call fail? names: what it concerns (up to two paths). */
@@ -162,18 +197,42 @@ int __wrap_fdatasync(int fd)
 
 int __wrap_rename(const char *from, const char *to)
 {
+	rename_hook(false, from, to);
 	if (hit(F_RENAME, from, to)) {
 		errno = __atomic_load_n(&f.err, __ATOMIC_RELAXED);
 		return -1;
 	}
-	return __real_rename(from, to);
+	int ret = __real_rename(from, to);
+
+	if (ret == 0)
+		rename_hook(true, from, to);
+	return ret;
 }
 
 int __wrap_renameat(int fromfd, const char *from, int tofd, const char *to)
 {
+	rename_hook(false, from, to);
 	if (hit(F_RENAME, from, to)) {
 		errno = __atomic_load_n(&f.err, __ATOMIC_RELAXED);
 		return -1;
 	}
-	return __real_renameat(fromfd, from, tofd, to);
+	int ret = __real_renameat(fromfd, from, tofd, to);
+
+	if (ret == 0)
+		rename_hook(true, from, to);
+	return ret;
+}
+
+int __wrap_renameat2(int fromfd, const char *from, int tofd, const char *to, unsigned flags)
+{
+	rename_hook(false, from, to);
+	if (hit(F_RENAME, from, to)) {
+		errno = __atomic_load_n(&f.err, __ATOMIC_RELAXED);
+		return -1;
+	}
+	int ret = __real_renameat2(fromfd, from, tofd, to, flags);
+
+	if (ret == 0)
+		rename_hook(true, from, to);
+	return ret;
 }

@@ -1,6 +1,6 @@
 /*
  * Fault injection for the filesystem backend by `-Wl,--wrap=`: write,
- * pwrite64, pwritev64 (what pwrite and pwritev are with 64-bit offsets), fsync, fdatasync, rename and renameat of the program go
+ * pwrite64, pwritev64 (what pwrite and pwritev are with 64-bit offsets), fsync, fdatasync, rename, renameat and renameat2 of the program go
  * through tests/fault_shim.c, which fails them on demand. A fault names the
  * calls it hits (a mask), the file they concern (a substring of the path
  * behind the descriptor, or of either rename name; NULL: any), the error,
@@ -20,5 +20,11 @@ void fault_arm(int ops, const char *file, int err, int skip, int count, bool sho
 void fault_clear(void);
 /* Calls failed (or shortened) since the last fault_arm. */
 int fault_hits(void);
+/* fn(arg, from, to) runs in every rename, renameat and renameat2 whose
+ * target's path contains file (NULL: any), just before it (after false;
+ * before the fault too, so fn runs also when the call is then failed), or
+ * just after the real call succeeded (after true); fn NULL: no hook. */
+void fault_rename_hook(const char *file, bool after,
+		       void (*fn)(void *arg, const char *from, const char *to), void *arg);
 
 #endif

@@ -696,8 +696,11 @@ static void test_expired_keys_skipped(void **state)
 	assert_str(kv, "long", "l");
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	if (argc == 4 && !strcmp(argv[1], "--lock-child"))
+		return lock_child(argv[2], argv[3]);
+
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_incremental_chain, setup, teardown),
@@ -712,6 +715,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_index_never_half_written, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failed_create_leaves_nothing, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_lock_concurrent_creates, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lock_processes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lock_held_elsewhere, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lock_never_replaces, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_backup_dir, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_expired_keys_skipped, setup, teardown),
 	};

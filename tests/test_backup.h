@@ -1,7 +1,8 @@
 /*
- * The backup tests, in two files: test_backup.c (round trips, chains,
- * damage, ids, pruning) and test_backup_faults.c (failures while a backup
- * is written), sharing the fixture and these helpers.
+ * The backup tests, in three files: test_backup.c (round trips, chains,
+ * damage, ids, pruning), test_backup_faults.c (failures while a backup
+ * is written) and test_backup_lock.c (stores sharing a backup directory),
+ * sharing the fixture and these helpers.
  */
 #ifndef NADB_TESTS_TEST_BACKUP_H
 #define NADB_TESTS_TEST_BACKUP_H
@@ -25,5 +26,11 @@ void assert_str(struct kv_store *kv, const char *path, const char *s);
 
 void test_index_never_half_written(void **state);
 void test_failed_create_leaves_nothing(void **state);
+void test_lock_concurrent_creates(void **state);
+void test_lock_processes(void **state);
+void test_lock_held_elsewhere(void **state);
+/* The other process of test_lock_processes: main's, given --lock-child. */
+int lock_child(const char *dir, const char *owner);
+void test_lock_never_replaces(void **state);
 
 #endif

@@ -200,6 +200,6 @@ void test_failed_create_leaves_nothing(void **state)
 		assert_int_equal(kv_backup_verify(kv, id, &info, f->err, sizeof(f->err)), 0);
 	}
 	dir_names(f->dir, names, sizeof(names));
-	assert_string_equal(names, "first.tar.zst,index.json,two-0.tar.zst,two-1.tar.zst,"
+	assert_string_equal(names, ".lock,first.tar.zst,index.json,two-0.tar.zst,two-1.tar.zst,"
 				   "two-2.tar.zst,two-3.tar.zst,two-4.tar.zst");
 }
