@@ -28,6 +28,7 @@
 #include <zstd.h>
 
 #include "store/backend_fs.h"
+#include "store/zhint.h"
 #include "util/log.h"
 
 #define ZSTD_LEVEL 3
@@ -186,6 +187,17 @@ static int write_file(struct kv_fs *fs, const char *final, const struct iovec *i
 	return ret;
 }
 
+/* Do the chunk's bytes (have of them, zeros after) not look random? */
+static bool worth_trying(const void *data, size_t have, uint32_t len)
+{
+	struct kv_zhint h;
+
+	kv_zhint_init(&h, len);
+	kv_zhint_add(data, have, &h);
+	kv_zhint_add(NULL, len - have, &h);
+	return kv_zhint_try(&h);
+}
+
 /*
  * The bytes to store for one chunk (len bytes, have of them in data, zeros
  * after): compressed into fs->zbuf when asked and it saves space, else the
@@ -202,6 +214,8 @@ static int encode_chunk(struct kv_fs *fs, const void *data, size_t have, uint32_
 	iov[1] = (struct iovec){ (void *)zeros, len - have };
 	*niov = 2;
 	if (!compress)
+		return 0;
+	if (!worth_trying(data, have, len))
 		return 0;
 	if (!fs->cctx) {
 		fs->cctx = ZSTD_createCCtx();

@@ -67,6 +67,7 @@ static void redis_close(struct kv_backend *b)
 	if (r->conns)
 		kv_redis_pool_destroy(r);
 	ZSTD_freeCCtx(r->cctx);
+	free(r->zbuf);
 	if (r->password) {
 		/* Not left in freed memory. */
 		explicit_bzero(r->password, strlen(r->password));

@@ -106,6 +106,8 @@ struct kv_redis {
 	/* Owned by the committing thread. */
 	char script_sha[41];
 	struct ZSTD_CCtx_s *cctx;
+	uint8_t *zbuf;		/* compression's scratch output, zbuf_cap bytes */
+	size_t zbuf_cap;
 };
 
 /* backend_redis_conn.c */
@@ -229,12 +231,16 @@ int kv_redis_query(struct kv_backend *b, const struct kv_query_expr *e, uint64_t
 /* backend_redis_value.c */
 /* A value as it is sent: flat bytes (compressed or not). */
 struct kv_redis_blob {
-	uint8_t *data;
+	const uint8_t *data;
 	size_t len;
+	uint8_t *buf;		/* data when owned; NULL when data is v's own chunk */
 	uint8_t encoding;
 };
-/* Encodes v per the store's compression settings into b (malloc'd). */
+/* Encodes v per the store's compression settings into b. A value held in
+ * one chunk and sent as it is is not copied: b then points into v, which
+ * must outlive it. kv_redis_blob_free releases what b owns. */
 int kv_redis_encode_value(struct kv_redis *r, const struct kv_value *v, struct kv_redis_blob *b);
+void kv_redis_blob_free(struct kv_redis_blob *b);
 /* Decodes stored bytes per m (encoding, size) into a new value. -EIO when
  * they do not decode to exactly m->size bytes. */
 int kv_redis_decode_value(const struct kv_meta *m, const uint8_t *data, size_t len,

@@ -25,6 +25,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <hiredis/sds.h>
+
 #include "store/backend_redis.h"
 #include "util/log.h"
 
@@ -496,7 +498,7 @@ static void prep_free(struct prep *p, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		free(p[i].rec);
 		free(p[i].tags);
-		free(p[i].blob.data);
+		kv_redis_blob_free(&p[i].blob);
 		free(p[i].tmpkey);
 		free(p[i].vkey);
 	}
@@ -504,12 +506,30 @@ static void prep_free(struct prep *p, size_t n)
 }
 
 /* Appends one command to the output buffer (sent by the first read). */
+/*
+ * Queued commands are sent once this many bytes wait. Kept until the end,
+ * a flush's commands made one buffer as large as the batch: tens of MiB of
+ * fresh pages, which the kernel clears on first touch (perf: about half of
+ * the daemon's time in a 20,000-key flush). Sent in pieces, the buffer's
+ * memory is reused, and Redis reads the commands while later ones are
+ * built. Inside MULTI nothing runs before EXEC, and a connection that fails
+ * part-way is dropped, which discards what it queued.
+ */
+#define SEND_AT (1u << 20)
+
 static int append(struct kv_redis *r, redisContext *c, int argc, const char **argv,
 		  const size_t *lens, size_t *pending)
 {
+	int done = 0;
+
 	if (redisAppendCommandArgv(c, argc, argv, lens) != REDIS_OK)
 		return kv_redis_error(r, c, NULL, "commit");
 	(*pending)++;
+	if (sdslen(c->obuf) < SEND_AT)
+		return 0;
+	while (!done)
+		if (redisBufferWrite(c, &done) != REDIS_OK)
+			return kv_redis_error(r, c, NULL, "commit");
 	return 0;
 }
 
@@ -778,8 +798,7 @@ int kv_redis_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
 			continue;
 		ret = upload(r, conn->c, &p[i], &pending, &queued);
 		/* Sent (or failed): its bytes are not needed any more. */
-		free(p[i].blob.data);
-		p[i].blob.data = NULL;
+		kv_redis_blob_free(&p[i].blob);
 	}
 	if (!ret)
 		ret = drain(r, conn->c, &pending, "commit upload");

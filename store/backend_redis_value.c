@@ -16,6 +16,7 @@
 #include <zstd.h>
 
 #include "store/backend_redis.h"
+#include "store/zhint.h"
 #include "store/zstd_ctx.h"
 #include "util/log.h"
 
@@ -111,38 +112,93 @@ static int compress_into(struct kv_redis *r, const struct kv_value *v, uint8_t *
 	return 0;
 }
 
+/* Scratch output kept for compression attempts up to this size: most
+ * attempts of small values fail (random or already compressed bytes), and
+ * a fresh buffer per attempt costs page faults, not just a malloc. */
+#define ZBUF_KEEP (256u * 1024u)
+
+/* Where compression of size bytes writes: the scratch buffer, or NULL. */
+static uint8_t *scratch(struct kv_redis *r, size_t size)
+{
+	if (size > ZBUF_KEEP)
+		return NULL;
+	if (r->zbuf_cap < size) {
+		uint8_t *p = realloc(r->zbuf, ZBUF_KEEP);
+
+		if (!p)
+			return NULL;
+		r->zbuf = p;
+		r->zbuf_cap = ZBUF_KEEP;
+	}
+	return r->zbuf;
+}
+
+static bool worth_trying(const struct kv_value *v, uint64_t size)
+{
+	struct kv_zhint h;
+
+	kv_zhint_init(&h, size);
+	kv_value_foreach(v, kv_zhint_add, &h);
+	return kv_zhint_try(&h);
+}
+
 int kv_redis_encode_value(struct kv_redis *r, const struct kv_value *v, struct kv_redis_blob *b)
 {
 	uint64_t size = kv_value_size(v);
+	const void *chunk;
+	size_t have;
 	struct flat f;
 	int ret;
 
 	memset(b, 0, sizeof(*b));
 	if (size > SIZE_MAX - 1)
 		return -EFBIG;
-	f.p = malloc(size ? (size_t)size : 1);
-	if (!f.p)
-		return -ENOMEM;
-	f.len = 0;
-	if (r->compression == KV_ENC_ZSTD && size >= r->compression_min_size && size) {
-		ret = compress_into(r, v, f.p, (size_t)size, &f.len);
-		if (ret < 0) {
-			free(f.p);
-			return ret;
+	if (r->compression == KV_ENC_ZSTD && size >= r->compression_min_size && size &&
+	    worth_trying(v, size)) {
+		uint8_t *dst = scratch(r, (size_t)size);
+		uint8_t *own = dst ? NULL : malloc((size_t)size);
+
+		if (!dst && !own)
+			return -ENOMEM;
+		ret = compress_into(r, v, dst ? dst : own, (size_t)size, &f.len);
+		if (ret == 0 && dst) {
+			/* Saved something: only now is the result copied out. */
+			own = malloc(f.len ? f.len : 1);
+			if (!own)
+				return -ENOMEM;
+			memcpy(own, dst, f.len);
 		}
 		if (ret == 0) {
-			b->data = f.p;
+			b->data = b->buf = own;
 			b->len = f.len;
 			b->encoding = KV_ENC_ZSTD;
 			return 0;
 		}
-		f.len = 0;
+		free(own);
+		if (ret < 0)
+			return ret;
 	}
-	kv_value_foreach(v, flat_piece, &f);
-	b->data = f.p;
-	b->len = f.len;
 	b->encoding = KV_ENC_NONE;
+	if (kv_value_nchunks(v) == 1 && kv_value_chunk(v, 0, &chunk, &have) == size &&
+	    chunk && have == size) {
+		b->data = chunk;
+		b->len = (size_t)size;
+		return 0;
+	}
+	f.p = malloc(size ? (size_t)size : 1);
+	if (!f.p)
+		return -ENOMEM;
+	f.len = 0;
+	kv_value_foreach(v, flat_piece, &f);
+	b->data = b->buf = f.p;
+	b->len = f.len;
 	return 0;
+}
+
+void kv_redis_blob_free(struct kv_redis_blob *b)
+{
+	free(b->buf);
+	memset(b, 0, sizeof(*b));
 }
 
 int kv_redis_decode_value(const struct kv_meta *m, const uint8_t *data, size_t len,

@@ -20,6 +20,7 @@
 #include <cmocka.h>
 
 #include "store/value.h"
+#include "store/zhint.h"
 
 #define CH ((uint64_t)KV_CHUNK_SIZE)
 
@@ -731,6 +732,77 @@ static void test_threads(void **state)
 	kv_value_free(v);
 }
 
+/* xorshift64: bytes with no pattern, the same every run. */
+static void fill_noise(uint8_t *p, size_t n, uint64_t seed)
+{
+	for (size_t i = 0; i < n; i++) {
+		seed ^= seed << 13;
+		seed ^= seed >> 7;
+		seed ^= seed << 17;
+		p[i] = (uint8_t)seed;
+	}
+}
+
+static bool hint_for(const uint8_t *p, size_t n)
+{
+	struct kv_zhint h;
+
+	kv_zhint_init(&h, n);
+	/* In uneven pieces, as a value's chunks or holes come. */
+	for (size_t off = 0; off < n;) {
+		size_t len = n - off < 777 ? n - off : 777;
+
+		kv_zhint_add(p + off, len, &h);
+		off += len;
+	}
+	return kv_zhint_try(&h);
+}
+
+/*
+ * The compression hint: random bytes (small, or large and sampled) are not
+ * tried; text, base64 and hex of random bytes, sparse data, and values too
+ * small to judge are.
+ */
+static void test_compression_hint(void **state)
+{
+	size_t big = 4u << 20;
+	uint8_t *p = malloc(big), *q = malloc(big);
+	struct kv_zhint h;
+
+	(void)state;
+	assert_non_null(p);
+	assert_non_null(q);
+	fill_noise(p, big, 88172645463325252ull);
+	assert_false(hint_for(p, 1024));
+	assert_false(hint_for(p, 100000));
+	assert_false(hint_for(p, big));
+	assert_true(hint_for(p, 300)); /* too few bytes to tell */
+	/* Half noise, half zeros (a hole). */
+	kv_zhint_init(&h, 2048);
+	kv_zhint_add(p, 1024, &h);
+	kv_zhint_add(NULL, 1024, &h);
+	assert_true(kv_zhint_try(&h));
+	/* Hex and base64 alphabets over the same noise: 4 and 6 bits. */
+	for (size_t i = 0; i < big; i++)
+		q[i] = (uint8_t)"0123456789abcdef"[p[i] & 15];
+	assert_true(hint_for(q, 1024));
+	assert_true(hint_for(q, big));
+	for (size_t i = 0; i < big; i++)
+		q[i] = (uint8_t)"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+			[p[i] & 63];
+	assert_true(hint_for(q, 4096));
+	for (size_t i = 0; i < big; i++)
+		q[i] = (uint8_t)"the quick brown fox jumps over the lazy dog. "[i % 45];
+	assert_true(hint_for(q, 1024));
+	assert_true(hint_for(q, big));
+	/* Mostly noise with a large zero run at the end of a sampled value:
+	 * the windows reach the end too. */
+	memset(p + big / 2, 0, big / 2);
+	assert_true(hint_for(p, big));
+	free(p);
+	free(q);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -746,6 +818,7 @@ int main(void)
 		cmocka_unit_test(test_random_ops),
 		cmocka_unit_test(test_enomem_all_or_nothing),
 		cmocka_unit_test(test_threads),
+		cmocka_unit_test(test_compression_hint),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

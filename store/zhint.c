@@ -1,0 +1,81 @@
+/*
+ * The sample for kv_zhint_try (see zhint.h).
+ */
+#include <math.h>
+#include <string.h>
+
+#include "store/zhint.h"
+
+#define WINDOW 16u
+/* Below this many sampled bytes the estimate is too low for random bytes
+ * to pass the threshold (512 random bytes: about 7.64 bits). */
+#define MIN_SEEN 512u
+#define RANDOM_BITS 7.5
+
+void kv_zhint_init(struct kv_zhint *h, uint64_t size)
+{
+	memset(h, 0, sizeof(*h));
+	h->total = size;
+}
+
+/* The stride between windows: every byte of a small value. */
+static uint64_t stride(const struct kv_zhint *h)
+{
+	if (h->total <= ZHINT_SAMPLE)
+		return WINDOW;
+	return h->total / (ZHINT_SAMPLE / WINDOW);
+}
+
+int kv_zhint_add(const void *data, size_t len, void *arg)
+{
+	struct kv_zhint *h = arg;
+	const uint8_t *p = data;
+	uint64_t step = stride(h);
+
+	if (step == WINDOW) {
+		/* A small value: every byte. */
+		if (p)
+			for (size_t i = 0; i < len; i++)
+				h->count[p[i]]++;
+		else
+			h->count[0] += (uint32_t)len;
+		h->seen += len;
+		h->pos += len;
+		return 0;
+	}
+	while (len) {
+		uint64_t in = h->pos % step;
+		size_t take, skip;
+
+		if (in < WINDOW) {
+			take = WINDOW - in < len ? (size_t)(WINDOW - in) : len;
+			if (p)
+				for (size_t i = 0; i < take; i++)
+					h->count[p[i]]++;
+			else
+				h->count[0] += (uint32_t)take;
+			h->seen += take;
+		} else {
+			take = 0;
+		}
+		skip = take ? take : (step - in < len ? (size_t)(step - in) : len);
+		h->pos += skip;
+		if (p)
+			p += skip;
+		len -= skip;
+	}
+	return 0;
+}
+
+bool kv_zhint_try(const struct kv_zhint *h)
+{
+	double sum = 0;
+
+	if (h->seen < MIN_SEEN)
+		return true;
+	for (int i = 0; i < 256; i++)
+		if (h->count[i])
+			sum += h->count[i] * log2(h->count[i]);
+	/* H = log2(n) - (1/n) * sum(c * log2(c)) */
+	return log2((double)h->seen) - sum / (double)h->seen <= RANDOM_BITS;
+}
