@@ -89,8 +89,9 @@ static char *stats_json(struct fs *fs, size_t *len)
 		      (json_int_t)s.buffer_bytes, "dirty_bytes", (json_int_t)s.dirty_bytes,
 		      "flushes", "count", (json_int_t)s.flushes, "failures",
 		      (json_int_t)s.flush_failures, "last_duration_ms",
-		      (json_int_t)s.last_flush_ms, "backlog", (json_int_t)s.buffer_keys, "ttl", "pending", (json_int_t)s.ttl_pending,
-		      "expired", (json_int_t)s.ttl_expired, "tags", "count", (json_int_t)s.tags, "entries", (json_int_t)s.tag_entries,
+		      (json_int_t)s.last_flush_ms, "backlog_age_ms", (json_int_t)s.backlog_age_ms, "ttl", "pending",
+		      (json_int_t)s.ttl_pending, "expired", (json_int_t)s.ttl_expired, "tags",
+		      "count", (json_int_t)s.tags, "entries", (json_int_t)s.tag_entries,
 		      "query_cache", "entries", (json_int_t)s.query_cached, "hits",
 		      (json_int_t)s.query_hits, "misses", (json_int_t)s.query_misses, "hit_rate",
 		      lookups ? (double)s.query_hits / (double)lookups : 0.0, "backend",
@@ -188,8 +189,9 @@ static void stats_gauges(struct fs *fs, const struct kv_stats *s, FILE *f)
 		NADBFS_VERSION, s->backend);
 	gauge(f, "nadbfs_flush_last_duration_seconds", "Duration of the last flush.",
 	      (double)s->last_flush_ms / 1000);
-	gauge(f, "nadbfs_flush_backlog", "Records written and not yet durable.",
-	      (double)s->buffer_keys);
+	gauge(f, "nadbfs_flush_backlog_age_seconds",
+	      "Age of the oldest change not yet durable (0 when none).",
+	      (double)s->backlog_age_ms / 1000);
 	gauge(f, "nadbfs_query_cache_hit_ratio", "Cache hits over lookups (0 before any).",
 	      lookups ? (double)s->query_hits / (double)lookups : 0.0);
 	gauge(f, "nadbfs_backend_rtt_seconds", "Round trip of the last backend request.",
@@ -203,11 +205,12 @@ static void stats_gauges(struct fs *fs, const struct kv_stats *s, FILE *f)
 	gauge(f, "nadbfs_backup_running", "1 while a backup command runs.", s->backup_op ? 1 : 0);
 	gauge(f, "nadbfs_backup_keys", "Keys done by the running backup command.",
 	      (double)s->backup_keys);
-	gauge(f, "nadbfs_backup_keys_total", "Keys the running backup command has to do.",
+	/* Gauges: no _total suffix, which Prometheus keeps for counters. */
+	gauge(f, "nadbfs_backup_keys_expected", "Keys the running backup command has to do.",
 	      (double)s->backup_keys_total);
 	gauge(f, "nadbfs_backup_bytes", "Bytes done by the running backup command.",
 	      (double)s->backup_bytes);
-	gauge(f, "nadbfs_backup_bytes_total", "Bytes the running backup command has to do.",
+	gauge(f, "nadbfs_backup_bytes_expected", "Bytes the running backup command has to do.",
 	      (double)s->backup_bytes_total);
 }
 

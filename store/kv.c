@@ -783,6 +783,10 @@ void kv_get_stats(struct kv_store *kv, struct kv_stats *out)
 	out->flushes = kv->flushes;
 	out->flush_failures = kv->flush_failures;
 	out->last_flush_ms = kv->last_flush_ms;
+	/* Records stay on the dirty list while their flush is in flight, and
+	 * dirty_since_ms is when the oldest of them changed (reset to a
+	 * successful flush's start for what changed during it). */
+	out->backlog_age_ms = kv->ndirty ? (uint64_t)(kv_mono_ms() - kv->dirty_since_ms) : 0;
 	out->ttl_pending = kv->ttl_live;
 	out->ttl_expired = kv->ttl_expired;
 	out->tx_active = 0;

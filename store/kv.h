@@ -108,6 +108,9 @@ struct kv_stats {
 	uint64_t keys, dirs;
 	uint64_t buffer_keys, buffer_bytes, dirty_bytes;
 	uint64_t flushes, flush_failures, last_flush_ms;
+	/* Age of the oldest change not yet durable (0 when none is owed): how
+	 * far behind the flusher is, whatever the number of records. */
+	uint64_t backlog_age_ms;
 	uint64_t ttl_pending, ttl_expired;
 	uint64_t tags;			/* tags in use or declared */
 	uint64_t tag_entries;		/* (tag, key) memberships */
