@@ -602,6 +602,7 @@ int main(void)
 		T(test_metrics_cover_stats),
 		T(test_stats_figures_move),
 		T(test_nadbctl_json),
+		T(test_nadbctl_json_failures),
 		T(test_reload_live),
 		T(test_no_values_in_logs),
 	};

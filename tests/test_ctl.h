@@ -22,6 +22,7 @@ void test_reload(void **state);
 void test_reload_applies_timeouts(void **state);
 void test_coherence_delay_caps_kernel_cache(void **state);
 void test_nadbctl_json(void **state);
+void test_nadbctl_json_failures(void **state);
 void test_reload_live(void **state);
 void test_no_values_in_logs(void **state);
 

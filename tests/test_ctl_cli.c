@@ -310,3 +310,114 @@ void test_no_values_in_logs(void **state)
 	free(text);
 }
 
+
+static const char as_nobody[] = "setpriv --reuid=65534 --regid=65534 --clear-groups";
+
+/*
+ * Runs `[as] nadbctl ARGS` (stderr to errpath) and returns what it printed
+ * on stdout, which must be exactly one JSON object (json_loads refuses
+ * anything after the first value); the exit status must be want.
+ */
+static json_t *json_outcome(struct mnt *m, int want, const char *errpath, const char *as,
+			    const char *args)
+{
+	char *out = NULL;
+	json_error_t jerr;
+	json_t *o;
+	int st = run_cmd_out(&out, "%s %s %s 2>%s", as, nadbctl(), args, shq(m, errpath));
+
+	if (st != want)
+		fail_msg("nadbctl %s: exit status %d, want %d: %s", args, st, want, out);
+	o = json_loads(out, 0, &jerr);
+	if (!json_is_object(o))
+		fail_msg("nadbctl %s printed not one JSON object (%s): '%s'", args, jerr.text,
+			 out);
+	free(out);
+	return o;
+}
+
+/* A failure object of command cmd whose error mentions what; the message is
+ * on stderr too (as received: there a byte that is not UTF-8 stays, so only
+ * what's ASCII start is looked for). */
+static void assert_failure_as(struct mnt *m, const char *as, const char *args, const char *cmd,
+			      const char *what)
+{
+	const char *errpath = mnt_str(m, "%s/stderr", m->root);
+	json_t *o = json_outcome(m, 1, errpath, as, args);
+	const char *err = json_string_value(json_object_get(o, "error"));
+	size_t ascii = 0;
+	char *text;
+
+	while (what[ascii] && (unsigned char)what[ascii] < 0x80)
+		ascii++;
+	assert_true(json_is_false(json_object_get(o, "ok")));
+	if (cmd)
+		assert_string_equal(json_string_value(json_object_get(o, "command")), cmd);
+	if (!err || !strstr(err, what))
+		fail_msg("nadbctl %s: error '%s' does not say '%s'", args, err ? err : "(none)",
+			 what);
+	text = read_file(errpath, NULL);
+	assert_non_null(text);
+	if (!strstr(text, "nadbctl: ") || !memmem(text, strlen(text), what, ascii))
+		fail_msg("nadbctl %s: stderr does not say '%s': %s", args, what, text);
+	free(text);
+	json_decref(o);
+}
+
+static void assert_failure(struct mnt *m, const char *args, const char *cmd, const char *what)
+{
+	assert_failure_as(m, "", args, cmd, what);
+}
+
+/*
+ * With --json every outcome is one JSON object on stdout, also when the
+ * mount cannot be opened (not a mount, missing, not permitted), when the
+ * arguments are wrong, and when the daemon's reply is not UTF-8; the exit
+ * status stays 1 and the message is on stderr as well.
+ */
+void test_nadbctl_json_failures(void **state)
+{
+	struct mnt *m = *state;
+	static const char *const cmds[] = { "stats", "flush", "sweep", "reload",
+					    "backup list" };
+	const char *conf, *missing, *errpath;
+	json_t *o;
+
+	mnt_init(m);
+	conf = mnt_str(m, "%s/kv.conf", m->root);
+	put_str(conf, "");
+	mnt_start(m, mnt_str(m, "config=%s", conf));
+	/* Searchable by anyone: the mount itself refuses the other user. */
+	ASSERT_SYS(chmod(m->root, 0755));
+	missing = mnt_str(m, "%s/missing", m->root);
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		assert_failure(m, mnt_str(m, "-m %s %s --json", shq(m, m->root), cmds[i]), cmds[i],
+			       "is not a nadbfs mount");
+		assert_failure(m, mnt_str(m, "--json -m %s %s", shq(m, missing), cmds[i]), cmds[i],
+			       "No such file or directory");
+		/* Another user, without allow_other: the kernel refuses. */
+		assert_failure_as(m, as_nobody,
+				  mnt_str(m, "-m %s %s --json", shq(m, m->dir), cmds[i]), cmds[i],
+				  "Permission denied");
+	}
+	assert_failure(m, mnt_str(m, "-m %s query nokey --json", shq(m, missing)), "query",
+		       "no tag or query 'nokey'");
+	assert_failure(m, mnt_str(m, "-m %s query --page 0 k --json", shq(m, m->dir)), "query",
+		       "--page takes a positive number");
+	assert_failure(m, mnt_str(m, "-m %s backup create --json", shq(m, m->dir)),
+		       "backup create", "--json is for backup list");
+	assert_failure(m, mnt_str(m, "-m %s frobnicate --json", shq(m, m->dir)), "frobnicate",
+		       "unknown command 'frobnicate'");
+	assert_failure(m, "--json", NULL, "no command given");
+	/* The daemon's reply quotes a key of the file that is not UTF-8. */
+	put_str(conf, "[store]\nbogus\xff = 1\n");
+	assert_failure(m, mnt_str(m, "-m %s reload --json", shq(m, m->dir)), "reload",
+		       "unknown key 'bogus\xef\xbf\xbd'");
+	put_str(conf, "");
+	/* And the successes are still objects (backup list: its array). */
+	errpath = mnt_str(m, "%s/stderr", m->root);
+	o = json_outcome(m, 0, errpath, "", mnt_str(m, "-m %s sweep --json", shq(m, m->dir)));
+	assert_true(json_is_true(json_object_get(o, "ok")));
+	json_decref(o);
+	mnt_stop(m);
+}
