@@ -263,20 +263,17 @@ static void progress_stop(void)
 	progress_running = NULL;
 }
 
-/* Sends cmd to .nadb/ctl and reads its whole reply (malloc'd): 0, or 1
- * after printing why on stderr. */
-static int ctl_roundtrip(const char *mnt, const char *cmd, char **reply)
+static bool reply_ok(const char *reply);
+
+/* Sends cmd in the ctl session fd and reads its whole reply (malloc'd): 0,
+ * or 1 after printing why. */
+static int ctl_send(int fd, const char *cmd, char **reply)
 {
-	int fd = open_control(mnt, "ctl", O_RDWR);
 	size_t len = strlen(cmd);
-	char *line;
+	char *line = malloc(len + 2);
 	int status = 1;
 
-	if (fd < 0)
-		return 1;
-	line = malloc(len + 2);
 	if (!line) {
-		close(fd);
 		fail("out of memory");
 		return 1;
 	}
@@ -295,23 +292,33 @@ static int ctl_roundtrip(const char *mnt, const char *cmd, char **reply)
 	status = 0;
 out:
 	free(line);
+	return status;
+}
+
+/* cmd in a session of its own. */
+static int ctl_roundtrip(const char *mnt, const char *cmd, char **reply)
+{
+	int fd = open_control(mnt, "ctl", O_RDWR);
+	int status;
+
+	if (fd < 0)
+		return 1;
+	status = ctl_send(fd, cmd, reply);
 	close(fd);
 	return status;
 }
 
-static bool reply_ok(const char *reply)
+int ctl_session_open(const char *mnt)
 {
-	return strncmp(reply, "ok", 2) == 0 &&
-	       (reply[2] == '\n' || reply[2] == ' ' || !reply[2]);
+	return open_control(mnt, "ctl", O_RDWR);
 }
 
-/* Runs cmd in .nadb/ctl; prints the reply and returns the exit status. */
-static int run_command_opt(const char *mnt, const char *cmd, bool quiet)
+int ctl_session_command(int fd, const char *cmd, bool quiet)
 {
 	char *reply;
 	int status = 1;
 
-	if (ctl_roundtrip(mnt, cmd, &reply))
+	if (ctl_send(fd, cmd, &reply))
 		return 1;
 	if (reply_ok(reply)) {
 		if (!quiet)
@@ -321,6 +328,26 @@ static int run_command_opt(const char *mnt, const char *cmd, bool quiet)
 		fprintf(stderr, "nadbctl: %s", reply);
 	}
 	free(reply);
+	return status;
+}
+
+static bool reply_ok(const char *reply)
+{
+	return strncmp(reply, "ok", 2) == 0 &&
+	       (reply[2] == '\n' || reply[2] == ' ' || !reply[2]);
+}
+
+/* Runs cmd in .nadb/ctl, in a session of its own; prints the reply and
+ * returns the exit status. */
+static int run_command_opt(const char *mnt, const char *cmd, bool quiet)
+{
+	int fd = open_control(mnt, "ctl", O_RDWR);
+	int status;
+
+	if (fd < 0)
+		return 1;
+	status = ctl_session_command(fd, cmd, quiet);
+	close(fd);
 	return status;
 }
 

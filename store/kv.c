@@ -790,8 +790,11 @@ void kv_get_stats(struct kv_store *kv, struct kv_stats *out)
 	out->ttl_pending = kv->ttl_live;
 	out->ttl_expired = kv->ttl_expired;
 	out->tx_active = 0;
-	for (struct kv_txn *tx = kv->txs; tx; tx = tx->next)
+	out->tx_staged_bytes = 0;
+	for (struct kv_txn *tx = kv->txs; tx; tx = tx->next) {
 		out->tx_active++;
+		out->tx_staged_bytes += tx->staged_bytes;
+	}
 	out->tx_committed = kv->tx_committed;
 	out->tx_aborted = kv->tx_aborted;
 	out->tx_conflicted = kv->tx_conflicted;

@@ -225,6 +225,7 @@ static const struct {
 	{ "transactions.committed", "nadbfs_tx_committed_total" },
 	{ "transactions.aborted", "nadbfs_tx_aborted_total" },
 	{ "transactions.conflicted", "nadbfs_tx_conflicted_total" },
+	{ "transactions.staged_bytes", "nadbfs_tx_staged_bytes" },
 	{ "ops.*.count", "nadbfs_op_requests_total" },
 	{ "ops.*.p50_ms", "nadbfs_op_latency_p50_seconds" },
 	{ "ops.*.p99_ms", "nadbfs_op_latency_p99_seconds" },
