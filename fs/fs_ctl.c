@@ -102,9 +102,9 @@ static char *stats_json(struct fs *fs, size_t *len)
 		      "flushes", "count", (json_int_t)s.flushes, "failures",
 		      (json_int_t)s.flush_failures, "last_duration_ms",
 		      (json_int_t)s.last_flush_ms, "backlog_age_ms", (json_int_t)s.backlog_age_ms,
-		      "ttl", "pending",
-		      (json_int_t)s.ttl_pending, "expired", (json_int_t)s.ttl_expired, "tags",
-		      "count", (json_int_t)s.tags, "entries", (json_int_t)s.tag_entries,
+		      "ttl", "pending", (json_int_t)s.ttl_pending, "expired",
+		      (json_int_t)s.ttl_expired, "tags", "count", (json_int_t)s.tags, "entries",
+		      (json_int_t)s.tag_entries,
 		      "query_cache", "entries", (json_int_t)s.query_cached, "hits",
 		      (json_int_t)s.query_hits, "misses", (json_int_t)s.query_misses, "hit_rate",
 		      lookups ? (double)s.query_hits / (double)lookups : 0.0, "backend",
@@ -308,36 +308,33 @@ static char *reply(const char *fmt, const char *arg, size_t *len)
 	return text;
 }
 
-/* tx begin NAME --session: at most one per session, remembered in h. */
+/*
+ * tx begin NAME --session: at most one per session, remembered in h. h->lock
+ * is held throughout (then kv->lock, never the other way round), so that two
+ * writers of one session cannot both begin one and leave one unowned.
+ */
 static int begin_in_session(struct fs *fs, struct fs_ctlh *h, const char *name, char *msg,
 			    size_t msglen)
 {
 	struct kv_attr a;
-	char *copy;
-	bool held;
-	int ret;
+	char *copy = NULL;
+	int ret = 0;
 
 	pthread_mutex_lock(&h->lock);
-	held = h->tx && kv_tx_root(fs->kv, h->tx, &a) == 0 && a.id == h->tx_root;
-	if (held)
+	if (h->tx && kv_tx_root(fs->kv, h->tx, &a) == 0 && a.id == h->tx_root) {
 		snprintf(msg, msglen, "this session already holds transaction %s", h->tx);
-	pthread_mutex_unlock(&h->lock);
-	if (held)
-		return -EBUSY;
-	copy = strdup(name);
-	if (!copy)
-		return -ENOMEM;
-	ret = kv_tx_begin(fs->kv, name, &a);
-	if (ret) {
-		free(copy);
-		return ret;
+		ret = -EBUSY;
+	} else if (!(copy = strdup(name))) {
+		ret = -ENOMEM;
+	} else if (!(ret = kv_tx_begin(fs->kv, name, &a))) {
+		free(h->tx);
+		h->tx = copy;
+		h->tx_root = a.id;
+		copy = NULL;
 	}
-	pthread_mutex_lock(&h->lock);
-	free(h->tx);
-	h->tx = copy;
-	h->tx_root = a.id;
 	pthread_mutex_unlock(&h->lock);
-	return 0;
+	free(copy);
+	return ret;
 }
 
 /* Runs one parsed command in session h; returns the reply (malloc'd). */

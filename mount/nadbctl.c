@@ -263,7 +263,11 @@ static void progress_stop(void)
 	progress_running = NULL;
 }
 
-static bool reply_ok(const char *reply);
+static bool reply_ok(const char *reply)
+{
+	return strncmp(reply, "ok", 2) == 0 &&
+	       (reply[2] == '\n' || reply[2] == ' ' || !reply[2]);
+}
 
 /* Sends cmd in the ctl session fd and reads its whole reply (malloc'd): 0,
  * or 1 after printing why. */
@@ -329,12 +333,6 @@ int ctl_session_command(int fd, const char *cmd, bool quiet)
 	}
 	free(reply);
 	return status;
-}
-
-static bool reply_ok(const char *reply)
-{
-	return strncmp(reply, "ok", 2) == 0 &&
-	       (reply[2] == '\n' || reply[2] == ' ' || !reply[2]);
 }
 
 /* Runs cmd in .nadb/ctl, in a session of its own; prints the reply and
