@@ -5,6 +5,11 @@
  * then reads return that command's whole reply from its start, whatever the
  * file offset, followed by end of file. All are opened with direct_io, so
  * every read reaches the daemon and no stale page is ever served.
+ *
+ * A transaction begun with "tx begin NAME --session" belongs to its
+ * session: when the descriptor is released (closed, or its process died)
+ * before the transaction was committed or aborted, the daemon aborts it, so
+ * that nadbctl tx apply killed mid-batch leaves nothing behind.
  */
 #include <errno.h>
 #include <math.h>
@@ -18,6 +23,7 @@
 #include "fs/fs_ctl_cmd.h"
 #include "fs/fs_int.h"
 #include "nadbfs-config.h"
+#include "util/log.h"
 
 struct fs_ctlh {
 	struct fs_handle h;	/* first: fi->fh points at both */
@@ -26,6 +32,10 @@ struct fs_ctlh {
 	char *buf;		/* snapshot, or the last reply */
 	size_t len;
 	size_t pos;		/* ctl: how much of the reply was read */
+	/* ctl: the transaction begun with --session in this session (its
+	 * name and root id, which no later transaction of that name has). */
+	char *tx;
+	uint64_t tx_root;
 };
 
 static double uptime_s(const struct fs *fs)
@@ -57,10 +67,12 @@ static int add_ops_and_backend(struct fs *fs, const struct kv_stats *s, json_t *
 	/* The local backend has no connection: it is "connected" while it
 	 * takes flushes, and never reconnects (kv_stats). */
 	if (json_object_set_new(o, "transactions",
-				json_pack("{s:I, s:I, s:I, s:I}", "active", (json_int_t)s->tx_active,
-					  "committed", (json_int_t)s->tx_committed, "aborted",
+				json_pack("{s:I, s:I, s:I, s:I, s:I}", "active",
+					  (json_int_t)s->tx_active, "committed",
+					  (json_int_t)s->tx_committed, "aborted",
 					  (json_int_t)s->tx_aborted, "conflicted",
-					  (json_int_t)s->tx_conflicted)))
+					  (json_int_t)s->tx_conflicted, "staged_bytes",
+					  (json_int_t)s->tx_staged_bytes)))
 		return -ENOMEM;
 	be = json_pack("{s:s, s:b, s:b, s:I, s:o, s:I, s:s?}", "name", s->backend, "healthy",
 		       !s->backend_error, "connected", s->backend_connected, "reconnects",
@@ -89,8 +101,10 @@ static char *stats_json(struct fs *fs, size_t *len)
 		      (json_int_t)s.buffer_bytes, "dirty_bytes", (json_int_t)s.dirty_bytes,
 		      "flushes", "count", (json_int_t)s.flushes, "failures",
 		      (json_int_t)s.flush_failures, "last_duration_ms",
-		      (json_int_t)s.last_flush_ms, "backlog", (json_int_t)s.buffer_keys, "ttl", "pending", (json_int_t)s.ttl_pending,
-		      "expired", (json_int_t)s.ttl_expired, "tags", "count", (json_int_t)s.tags, "entries", (json_int_t)s.tag_entries,
+		      (json_int_t)s.last_flush_ms, "backlog_age_ms", (json_int_t)s.backlog_age_ms,
+		      "ttl", "pending", (json_int_t)s.ttl_pending, "expired",
+		      (json_int_t)s.ttl_expired, "tags", "count", (json_int_t)s.tags, "entries",
+		      (json_int_t)s.tag_entries,
 		      "query_cache", "entries", (json_int_t)s.query_cached, "hits",
 		      (json_int_t)s.query_hits, "misses", (json_int_t)s.query_misses, "hit_rate",
 		      lookups ? (double)s.query_hits / (double)lookups : 0.0, "backend",
@@ -188,8 +202,9 @@ static void stats_gauges(struct fs *fs, const struct kv_stats *s, FILE *f)
 		NADBFS_VERSION, s->backend);
 	gauge(f, "nadbfs_flush_last_duration_seconds", "Duration of the last flush.",
 	      (double)s->last_flush_ms / 1000);
-	gauge(f, "nadbfs_flush_backlog", "Records written and not yet durable.",
-	      (double)s->buffer_keys);
+	gauge(f, "nadbfs_flush_backlog_age_seconds",
+	      "Age of the oldest change not yet durable (0 when none).",
+	      (double)s->backlog_age_ms / 1000);
 	gauge(f, "nadbfs_query_cache_hit_ratio", "Cache hits over lookups (0 before any).",
 	      lookups ? (double)s->query_hits / (double)lookups : 0.0);
 	gauge(f, "nadbfs_backend_rtt_seconds", "Round trip of the last backend request.",
@@ -203,11 +218,12 @@ static void stats_gauges(struct fs *fs, const struct kv_stats *s, FILE *f)
 	gauge(f, "nadbfs_backup_running", "1 while a backup command runs.", s->backup_op ? 1 : 0);
 	gauge(f, "nadbfs_backup_keys", "Keys done by the running backup command.",
 	      (double)s->backup_keys);
-	gauge(f, "nadbfs_backup_keys_total", "Keys the running backup command has to do.",
+	/* Gauges: no _total suffix, which Prometheus keeps for counters. */
+	gauge(f, "nadbfs_backup_keys_expected", "Keys the running backup command has to do.",
 	      (double)s->backup_keys_total);
 	gauge(f, "nadbfs_backup_bytes", "Bytes done by the running backup command.",
 	      (double)s->backup_bytes);
-	gauge(f, "nadbfs_backup_bytes_total", "Bytes the running backup command has to do.",
+	gauge(f, "nadbfs_backup_bytes_expected", "Bytes the running backup command has to do.",
 	      (double)s->backup_bytes_total);
 }
 
@@ -235,6 +251,8 @@ static char *metrics_text(struct fs *fs, size_t *len)
 		{ "nadbfs_tags", "gauge", "Tags in use or made with mkdir.", s.tags },
 		{ "nadbfs_tag_entries", "gauge", "Tag memberships of keys.", s.tag_entries },
 		{ "nadbfs_tx_active", "gauge", "Open transactions.", s.tx_active },
+		{ "nadbfs_tx_staged_bytes", "gauge", "Bytes staged by the open transactions.",
+		  s.tx_staged_bytes },
 		{ "nadbfs_tx_committed_total", "counter", "Transactions committed.", s.tx_committed },
 		{ "nadbfs_tx_aborted_total", "counter", "Transactions aborted.", s.tx_aborted },
 		{ "nadbfs_tx_conflicted_total", "counter", "Commits refused by a conflict.",
@@ -290,8 +308,38 @@ static char *reply(const char *fmt, const char *arg, size_t *len)
 	return text;
 }
 
-/* Runs one parsed command; returns the reply (malloc'd). */
-static char *run_command(struct fs *fs, const struct fs_ctl_cmd *c, size_t *len)
+/*
+ * tx begin NAME --session: at most one per session, remembered in h. h->lock
+ * is held throughout (then kv->lock, never the other way round), so that two
+ * writers of one session cannot both begin one and leave one unowned.
+ */
+static int begin_in_session(struct fs *fs, struct fs_ctlh *h, const char *name, char *msg,
+			    size_t msglen)
+{
+	struct kv_attr a;
+	char *copy = NULL;
+	int ret = 0;
+
+	pthread_mutex_lock(&h->lock);
+	if (h->tx && kv_tx_root(fs->kv, h->tx, &a) == 0 && a.id == h->tx_root) {
+		snprintf(msg, msglen, "this session already holds transaction %s", h->tx);
+		ret = -EBUSY;
+	} else if (!(copy = strdup(name))) {
+		ret = -ENOMEM;
+	} else if (!(ret = kv_tx_begin(fs->kv, name, &a))) {
+		free(h->tx);
+		h->tx = copy;
+		h->tx_root = a.id;
+		copy = NULL;
+	}
+	pthread_mutex_unlock(&h->lock);
+	free(copy);
+	return ret;
+}
+
+/* Runs one parsed command in session h; returns the reply (malloc'd). */
+static char *run_command(struct fs *fs, struct fs_ctlh *h, const struct fs_ctl_cmd *c,
+			 size_t *len)
 {
 	char msg[1024] = "";
 	struct kv_dirent *ents;
@@ -340,7 +388,8 @@ static char *run_command(struct fs *fs, const struct fs_ctl_cmd *c, size_t *len)
 	case FS_CTL_BACKUP:
 		return fs_ctl_backup(fs, c->args, len);
 	case FS_CTL_TX_BEGIN:
-		ret = kv_tx_begin(fs->kv, c->name, &a);
+		ret = c->session ? begin_in_session(fs, h, c->name, msg, sizeof(msg)) :
+				   kv_tx_begin(fs->kv, c->name, &a);
 		break;
 	case FS_CTL_TX_ABORT:
 		ret = kv_tx_abort(fs->kv, c->name);
@@ -372,6 +421,7 @@ static void ctlh_free(struct fs_handle *hh)
 
 	pthread_mutex_destroy(&h->lock);
 	free(h->buf);
+	free(h->tx);
 	free(h);
 }
 
@@ -450,7 +500,7 @@ void fs_ctl_write(fuse_req_t req, struct fuse_file_info *fi, const char *buf, si
 	if (fs_ctl_parse(buf, size, &cmd, err, sizeof(err)))
 		text = reply("%s", err, &len);
 	else
-		text = run_command(fs_of(req), &cmd, &len);
+		text = run_command(fs_of(req), h, &cmd, &len);
 	if (!text) {
 		fs_reply_err(req, -ENOMEM);
 		return;
@@ -464,12 +514,52 @@ void fs_ctl_write(fuse_req_t req, struct fuse_file_info *fi, const char *buf, si
 	fuse_reply_write(req, size);
 }
 
+/*
+ * The session's transaction, if still open, is aborted. Busy means a
+ * request inside it (a value being loaded) or its commit is still running,
+ * both for a bounded time: wait for them. A commit that succeeds leaves
+ * nothing to abort (-ENOENT); one refused leaves it open, and then it goes.
+ */
+static void abort_session_tx(struct fs *fs, struct fs_ctlh *h)
+{
+	struct timespec nap = { 0, 1000000 };
+	int64_t waited_ms = 0;
+	uint64_t root;
+	char *name;
+	int ret;
+
+	pthread_mutex_lock(&h->lock);
+	name = h->tx;
+	root = h->tx_root;
+	h->tx = NULL;
+	pthread_mutex_unlock(&h->lock);
+	if (!name)
+		return;
+	while ((ret = kv_tx_abort_id(fs->kv, name, root)) == -EBUSY &&
+	       waited_ms < 60000) {
+		nanosleep(&nap, NULL);
+		waited_ms += nap.tv_nsec / 1000000;
+		if (nap.tv_nsec < 100000000)
+			nap.tv_nsec *= 2;
+	}
+	if (!ret)
+		NLOG(NLOG_INFO, "fs", "transaction aborted: its ctl session was closed uncommitted",
+		     LF_STR("tx", name));
+	else if (ret != -ENOENT)
+		NLOG(NLOG_WARN, "fs", "cannot abort the transaction of a closed ctl session",
+		     LF_STR("tx", name), LF_STR("error", strerror(-ret)));
+	free(name);
+}
+
 void fs_ctl_release(struct fs *fs, struct fuse_file_info *fi)
 {
 	struct fs_ctlh *h = (struct fs_ctlh *)(uintptr_t)fi->fh;
 
 	if (!h)
 		return;
+	/* The last descriptor of the session is gone. */
+	if (h->ino == FS_INO_CTL)
+		abort_session_tx(fs, h);
 	/* No read is inside h: fs_ctl_read replies after letting go of it. */
 	fs_handle_release(fs, &h->h);
 	fi->fh = 0;

@@ -1,6 +1,7 @@
 /*
  * The .nadb/ctl command language (see fs_ctl_cmd.h):
- *	flush | sweep | reload | tx list | tx begin|commit|abort NAME | backup ...
+ *	flush | sweep | reload | tx list | tx begin NAME [--session] |
+ *	tx commit|abort NAME | backup ...
  * Words are separated by blanks; anything else is an error reply.
  */
 #include "fs/fs_ctl_cmd.h"
@@ -45,8 +46,8 @@ static bool is(const char *w, size_t n, const char *lit)
 
 int fs_ctl_parse(const char *buf, size_t size, struct fs_ctl_cmd *out, char *err, size_t errlen)
 {
-	const char *w, *w2, *w3;
-	size_t pos = 0, n, n2, n3;
+	const char *w, *w2, *w3, *w4;
+	size_t pos = 0, n, n2, n3, n4;
 
 	if (size && buf[size - 1] == '\n')
 		size--;
@@ -79,8 +80,13 @@ int fs_ctl_parse(const char *buf, size_t size, struct fs_ctl_cmd *out, char *err
 	n = word(buf, size, &pos, &w);
 	n2 = word(buf, size, &pos, &w2);
 	n3 = word(buf, size, &pos, &w3);
-	if (n3 || !n || (!n2 && !is(w, n, "list")) || (n2 && is(w, n, "list")) || n2 > 255)
-		return fail(err, errlen, "error: usage: tx begin|commit|abort NAME, or tx list%s\n",
+	n4 = word(buf, size, &pos, &w4);
+	out->session = n3 && is(w, n, "begin") && is(w3, n3, "--session");
+	if (n4 || (n3 && !out->session) || !n || (!n2 && !is(w, n, "list")) ||
+	    (n2 && is(w, n, "list")) || n2 > 255)
+		return fail(err, errlen,
+			    "error: usage: tx begin NAME [--session], tx commit|abort NAME, or tx "
+			    "list%s\n",
 			    "", 0);
 	if (is(w, n, "list")) {
 		out->verb = FS_CTL_TX_LIST;

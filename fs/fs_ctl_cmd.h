@@ -9,6 +9,7 @@
 #ifndef NADB_FS_CTL_CMD_H
 #define NADB_FS_CTL_CMD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 enum fs_ctl_verb {
@@ -26,6 +27,10 @@ enum fs_ctl_verb {
 struct fs_ctl_cmd {
 	enum fs_ctl_verb verb;
 	char name[256]; /* FS_CTL_TX_BEGIN/COMMIT/ABORT */
+	/* FS_CTL_TX_BEGIN with --session: the transaction belongs to the
+	 * descriptor it was begun through, and is aborted when that is closed
+	 * (by its process, or by the kernel when the process dies) uncommitted. */
+	bool session;
 	/* FS_CTL_BACKUP: the rest of the line after "backup" (its own
 	 * parser, fs_ctl_backup.c, checks it), "" or starting with a blank. */
 	char args[1024];

@@ -3,7 +3,8 @@
  * .nadb/ctl (one session per run); stats reads .nadb/stats; query lists
  * tags/EXPR and reads each entry's link; tx is in nadbctl_tx.c.
  *
- * Exit status: 0 on success, 1 with a message on stderr on any failure.
+ * Exit status: 0 on success, 1 with a message on stderr on any failure;
+ * with --json, a failure also prints one object on stdout (fail()).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -11,6 +12,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -53,6 +55,74 @@ static const char usage[] =
 	"-m MOUNTPOINT      the nadbfs mount (default: the one containing the current\n"
 	"                   directory)\n"
 	"--help, --version\n";
+
+/* Under --json: the command a failure is reported for ("flush", "backup
+ * list"; NULL while it is not known yet). */
+static bool json_mode;
+static const char *json_command;
+
+/*
+ * A JSON string of s: jansson refuses text that is not UTF-8 (a reply or a
+ * key may hold any byte), so each byte of an invalid sequence becomes
+ * U+FFFD instead of losing the whole object. NULL only without memory.
+ */
+static json_t *json_text(const char *s)
+{
+	size_t len = strlen(s), o = 0;
+	json_t *v = json_stringn(s, len);
+	char *buf;
+
+	if (v || !(buf = malloc(3 * len + 1)))
+		return v;
+	for (size_t i = 0; i < len;) {
+		unsigned char c = (unsigned char)s[i];
+		size_t n = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 :
+					  (c & 0xf8) == 0xf0 ? 4 : 0;
+		json_t *one = n && i + n <= len ? json_stringn(s + i, n) : NULL;
+
+		if (one) {
+			memcpy(buf + o, s + i, n);
+			o += n;
+			i += n;
+			json_decref(one);
+		} else {
+			memcpy(buf + o, "\xef\xbf\xbd", 3);
+			o += 3;
+			i++;
+		}
+	}
+	v = json_stringn(buf, o);
+	free(buf);
+	return v;
+}
+
+/* Prints one compact JSON value and a newline on stdout; 0 or -1. */
+static int print_json(json_t *o)
+{
+	int ret = o && !json_dumpf(o, stdout, JSON_COMPACT) && putchar('\n') != EOF ? 0 : -1;
+
+	json_decref(o);
+	return fflush(stdout) || ret ? -1 : 0;
+}
+
+/*
+ * Reports a failure: "nadbctl: MSG" on stderr, and under --json also
+ * {"command":..., "ok":false, "error":MSG} on stdout, the shape of an error
+ * reply, so that every outcome of a --json command is one object.
+ */
+static void __attribute__((format(printf, 1, 2))) fail(const char *fmt, ...)
+{
+	char msg[2048];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "nadbctl: %s\n", msg);
+	if (json_mode)
+		print_json(json_pack("{s:s?, s:b, s:o}", "command", json_command, "ok", 0, "error",
+				     json_text(msg)));
+}
 
 /* Reads fd to its end into a NUL-terminated buffer. */
 static char *read_all(int fd)
@@ -112,7 +182,7 @@ static int open_control(const char *mnt, const char *file, int flags)
 	snprintf(path, sizeof(path), "%s/.nadb/%s", mnt, file);
 	fd = open(path, flags | O_CLOEXEC);
 	if (fd < 0)
-		fprintf(stderr, "nadbctl: %s is not a nadbfs mount (cannot open %s: %s)\n", mnt,
+		fail("%s is not a nadbfs mount (cannot open %s: %s)", mnt,
 			path, strerror(errno));
 	return fd;
 }
@@ -193,62 +263,70 @@ static void progress_stop(void)
 	progress_running = NULL;
 }
 
-/* Sends cmd to .nadb/ctl and reads its whole reply (malloc'd): 0, or 1
- * after printing why on stderr. */
-static int ctl_roundtrip(const char *mnt, const char *cmd, char **reply)
-{
-	int fd = open_control(mnt, "ctl", O_RDWR);
-	size_t len = strlen(cmd);
-	char *line;
-	int status = 1;
-
-	if (fd < 0)
-		return 1;
-	line = malloc(len + 2);
-	if (!line) {
-		close(fd);
-		return 1;
-	}
-	memcpy(line, cmd, len);
-	line[len] = '\n';
-	if (write(fd, line, len + 1) != (ssize_t)(len + 1)) {
-		fprintf(stderr, "nadbctl: cannot send '%s': %s\n", cmd, strerror(errno));
-		goto out;
-	}
-	*reply = read_all(fd);
-	progress_stop();
-	if (!*reply) {
-		fprintf(stderr, "nadbctl: cannot read the reply to '%s': %s\n", cmd,
-			strerror(errno));
-		goto out;
-	}
-	status = 0;
-out:
-	free(line);
-	close(fd);
-	return status;
-}
-
 static bool reply_ok(const char *reply)
 {
 	return strncmp(reply, "ok", 2) == 0 &&
 	       (reply[2] == '\n' || reply[2] == ' ' || !reply[2]);
 }
 
-/* Runs cmd in .nadb/ctl; prints the reply (without its "ok" line if
- * skip_ok) and returns the exit status. */
-static int run_command_opt(const char *mnt, const char *cmd, bool skip_ok, bool quiet)
+/* Sends cmd in the ctl session fd and reads its whole reply (malloc'd): 0,
+ * or 1 after printing why. */
+static int ctl_send(int fd, const char *cmd, char **reply)
+{
+	size_t len = strlen(cmd);
+	char *line = malloc(len + 2);
+	int status = 1;
+
+	if (!line) {
+		fail("out of memory");
+		return 1;
+	}
+	memcpy(line, cmd, len);
+	line[len] = '\n';
+	if (write(fd, line, len + 1) != (ssize_t)(len + 1)) {
+		fail("cannot send '%s': %s", cmd, strerror(errno));
+		goto out;
+	}
+	*reply = read_all(fd);
+	progress_stop();
+	if (!*reply) {
+		fail("cannot read the reply to '%s': %s", cmd, strerror(errno));
+		goto out;
+	}
+	status = 0;
+out:
+	free(line);
+	return status;
+}
+
+/* cmd in a session of its own. */
+static int ctl_roundtrip(const char *mnt, const char *cmd, char **reply)
+{
+	int fd = open_control(mnt, "ctl", O_RDWR);
+	int status;
+
+	if (fd < 0)
+		return 1;
+	status = ctl_send(fd, cmd, reply);
+	close(fd);
+	return status;
+}
+
+int ctl_session_open(const char *mnt)
+{
+	return open_control(mnt, "ctl", O_RDWR);
+}
+
+int ctl_session_command(int fd, const char *cmd, bool quiet)
 {
 	char *reply;
 	int status = 1;
 
-	if (ctl_roundtrip(mnt, cmd, &reply))
+	if (ctl_send(fd, cmd, &reply))
 		return 1;
 	if (reply_ok(reply)) {
-		const char *nl = strchr(reply, '\n');
-
 		if (!quiet)
-			fputs(skip_ok && nl ? nl + 1 : reply, stdout);
+			fputs(reply, stdout);
 		status = 0;
 	} else {
 		fprintf(stderr, "nadbctl: %s", reply);
@@ -257,46 +335,90 @@ static int run_command_opt(const char *mnt, const char *cmd, bool skip_ok, bool 
 	return status;
 }
 
+/* Runs cmd in .nadb/ctl, in a session of its own; prints the reply and
+ * returns the exit status. */
+static int run_command_opt(const char *mnt, const char *cmd, bool quiet)
+{
+	int fd = open_control(mnt, "ctl", O_RDWR);
+	int status;
+
+	if (fd < 0)
+		return 1;
+	status = ctl_session_command(fd, cmd, quiet);
+	close(fd);
+	return status;
+}
+
+/* The reply's text after its "ok" and the blank or newline that follows. */
+static const char *reply_text(const char *reply)
+{
+	return reply[2] == ' ' || reply[2] == '\n' ? reply + 3 : reply + 2;
+}
+
 /*
  * cmd with --json: {"command":..., "ok":true, "reply":...} on stdout, the
- * reply's text after "ok" without its newline; or "ok":false with "error"
- * (the text after "error: "), also on stderr for whoever reads it there.
+ * reply's text after "ok" without its newline; or, through fail(),
+ * "ok":false with "error" (the text after "error: "), also on stderr for
+ * whoever reads it there.
  */
 static int run_command_json(const char *mnt, const char *cmd)
 {
 	char *reply, *end;
-	const char *text;
-	bool ok;
-	json_t *o;
+	int status = 1;
 
 	if (ctl_roundtrip(mnt, cmd, &reply))
 		return 1;
-	ok = reply_ok(reply);
-	if (!ok)
-		fprintf(stderr, "nadbctl: %s", reply);
 	end = reply + strlen(reply);
 	if (end > reply && end[-1] == '\n')
 		*--end = '\0';
-	if (ok)
-		text = reply[2] == ' ' || reply[2] == '\n' ? reply + 3 : reply + 2;
+	if (!reply_ok(reply))
+		fail("%s", strncmp(reply, "error: ", 7) == 0 ? reply + 7 : reply);
+	else if (print_json(json_pack("{s:s, s:b, s:o}", "command", cmd, "ok", 1, "reply",
+				      json_text(reply_text(reply)))))
+		fail("cannot print the reply to '%s': %s", cmd, strerror(errno));
 	else
-		text = strncmp(reply, "error: ", 7) == 0 ? reply + 7 : reply;
-	o = json_pack("{s:s, s:b, s:s}", "command", cmd, "ok", ok, ok ? "reply" : "error", text);
-	if (!o || json_dumpf(o, stdout, JSON_COMPACT) || putchar('\n') == EOF)
-		ok = false;
-	json_decref(o);
+		status = 0;
 	free(reply);
-	return ok ? 0 : 1;
+	return status;
+}
+
+/* A command whose "ok" reply carries a JSON document on its next lines
+ * (backup list --json): that document, checked, or one failure object. */
+static int run_command_json_doc(const char *mnt, const char *cmd)
+{
+	json_error_t jerr;
+	char *reply;
+	json_t *doc;
+	int status = 1;
+
+	if (ctl_roundtrip(mnt, cmd, &reply))
+		return 1;
+	if (!reply_ok(reply)) {
+		size_t n = strlen(reply);
+
+		if (n && reply[n - 1] == '\n')
+			reply[n - 1] = '\0';
+		fail("%s", strncmp(reply, "error: ", 7) == 0 ? reply + 7 : reply);
+	} else if (!(doc = json_loads(strchr(reply, '\n') ? strchr(reply, '\n') + 1 : "", 0,
+				      &jerr))) {
+		fail("the reply to '%s' is not JSON: %s", cmd, jerr.text);
+	} else if (print_json(doc)) {
+		fail("cannot print the reply to '%s': %s", cmd, strerror(errno));
+	} else {
+		status = 0;
+	}
+	free(reply);
+	return status;
 }
 
 int ctl_command(const char *mnt, const char *cmd, bool quiet)
 {
-	return run_command_opt(mnt, cmd, false, quiet);
+	return run_command_opt(mnt, cmd, quiet);
 }
 
 static int run_command(const char *mnt, const char *cmd)
 {
-	return run_command_opt(mnt, cmd, false, false);
+	return run_command_opt(mnt, cmd, false);
 }
 
 /* backup ...: the arguments checked enough for a clear message here, then
@@ -308,22 +430,22 @@ static int backup(const char *mnt, char **args, int n, int as_json)
 
 	if (!n || (strcmp(sub, "create") && strcmp(sub, "list") && strcmp(sub, "verify") &&
 		   strcmp(sub, "restore") && strcmp(sub, "prune"))) {
-		fprintf(stderr, "nadbctl: backup needs one of create, list, verify, restore, "
-				"prune\n");
+		fail("backup needs one of create, list, verify, restore, "
+				"prune");
 		return 1;
 	}
 	if ((!strcmp(sub, "verify") || !strcmp(sub, "restore")) && n < 2) {
-		fprintf(stderr, "nadbctl: backup %s needs a backup id\n", sub);
+		fail("backup %s needs a backup id", sub);
 		return 1;
 	}
 	for (int i = 0; i < n; i++) {
 		if (!*args[i] || strpbrk(args[i], " \t\n\r")) {
-			fprintf(stderr, "nadbctl: bad argument '%s' (no spaces in backup ids)\n",
+			fail("bad argument '%s' (no spaces in backup ids)",
 				args[i]);
 			return 1;
 		}
 		if (strlen(line) + strlen(args[i]) + 2 > sizeof(line)) {
-			fprintf(stderr, "nadbctl: arguments too long\n");
+			fail("arguments too long");
 			return 1;
 		}
 		strcat(line, " ");
@@ -331,10 +453,10 @@ static int backup(const char *mnt, char **args, int n, int as_json)
 	}
 	if (as_json && !strcmp(sub, "list")) {
 		strcat(line, " --json");
-		return run_command_opt(mnt, line, true, false);
+		return run_command_json_doc(mnt, line);
 	}
 	if (as_json) {
-		fprintf(stderr, "nadbctl: --json is for backup list\n");
+		fail("--json is for backup list");
 		return 1;
 	}
 	if (strcmp(sub, "list") && strcmp(sub, "prune") && isatty(STDERR_FILENO)) {
@@ -383,12 +505,12 @@ static int stats(const char *mnt, int as_json)
 	text = read_all(fd);
 	close(fd);
 	if (!text) {
-		fprintf(stderr, "nadbctl: cannot read %s/.nadb/stats: %s\n", mnt, strerror(errno));
+		fail("cannot read %s/.nadb/stats: %s", mnt, strerror(errno));
 		return 1;
 	}
 	o = json_loads(text, 0, &jerr);
 	if (!o) {
-		fprintf(stderr, "nadbctl: %s/.nadb/stats is not JSON: %s\n", mnt, jerr.text);
+		fail("%s/.nadb/stats is not JSON: %s", mnt, jerr.text);
 		free(text);
 		return 1;
 	}
@@ -416,17 +538,17 @@ static int query_keys(const char *mnt, const char *expr, char ***out, size_t *n)
 	DIR *d;
 
 	if (!*expr || strchr(expr, '/')) {
-		fprintf(stderr, "nadbctl: '%s' is not a tag or query expression\n", expr);
+		fail("'%s' is not a tag or query expression", expr);
 		return 1;
 	}
 	snprintf(dir, sizeof(dir), "%s/tags/%s", mnt, expr);
 	d = opendir(dir);
 	if (!d) {
 		if (errno == ENOENT)
-			fprintf(stderr, "nadbctl: no tag or query '%s' (an unknown tag, or a "
-					"malformed expression)\n", expr);
+			fail("no tag or query '%s' (an unknown tag, or a "
+					"malformed expression)", expr);
 		else
-			fprintf(stderr, "nadbctl: cannot list %s: %s\n", dir, strerror(errno));
+			fail("cannot list %s: %s", dir, strerror(errno));
 		return 1;
 	}
 	while ((de = readdir(d))) {
@@ -463,7 +585,7 @@ out_nomem:
 	while (k--)
 		free(keys[k]);
 	free(keys);
-	fprintf(stderr, "nadbctl: out of memory\n");
+	fail("out of memory");
 	return 1;
 }
 
@@ -473,6 +595,7 @@ static int query(const char *mnt, const char *expr, unsigned long page, unsigned
 	char **keys;
 	size_t n, first, last;
 	json_t *o, *arr;
+	int status = 0;
 
 	if (query_keys(mnt, expr, &keys, &n))
 		return 1;
@@ -480,16 +603,19 @@ static int query(const char *mnt, const char *expr, unsigned long page, unsigned
 	last = n - first < size ? n : first + size;
 	if (as_json) {
 		arr = json_array();
-		for (size_t i = first; i < last; i++)
-			json_array_append_new(arr, json_string(keys[i]));
-		o = json_pack("{s:s, s:I, s:I, s:I, s:I, s:o}", "query", expr, "total",
-			      (json_int_t)n, "page", (json_int_t)page, "page_size",
-			      (json_int_t)size, "pages", (json_int_t)((n + size - 1) / size), "keys",
-			      arr);
-		if (o) {
-			json_dumpf(o, stdout, JSON_COMPACT);
-			putchar('\n');
-			json_decref(o);
+		for (size_t i = first; arr && i < last; i++)
+			if (json_array_append_new(arr, json_text(keys[i]))) {
+				json_decref(arr);
+				arr = NULL;
+			}
+		o = arr ? json_pack("{s:o, s:I, s:I, s:I, s:I, s:o}", "query", json_text(expr),
+				    "total", (json_int_t)n, "page", (json_int_t)page, "page_size",
+				    (json_int_t)size, "pages", (json_int_t)((n + size - 1) / size),
+				    "keys", arr) :
+			    NULL;
+		if (!o || print_json(o)) {
+			fail(o ? "cannot print the keys" : "out of memory");
+			status = 1;
 		}
 	} else {
 		for (size_t i = first; i < last; i++)
@@ -498,7 +624,7 @@ static int query(const char *mnt, const char *expr, unsigned long page, unsigned
 	for (size_t i = 0; i < n; i++)
 		free(keys[i]);
 	free(keys);
-	return 0;
+	return status;
 }
 
 /* A positive decimal count for an option; 0 and an error message otherwise. */
@@ -510,7 +636,7 @@ static unsigned long count_arg(const char *opt, const char *v)
 	errno = 0;
 	x = v && *v >= '0' && *v <= '9' ? strtoul(v, &end, 10) : 0;
 	if (!v || errno || *end || x == 0 || x > 1000000000ul) {
-		fprintf(stderr, "nadbctl: %s takes a positive number, not '%s'\n", opt,
+		fail("%s takes a positive number, not '%s'", opt,
 			v ? v : "");
 		return 0;
 	}
@@ -525,12 +651,17 @@ int main(int argc, char **argv)
 		{ "json", no_argument, NULL, 'j' },
 		{ NULL, 0, NULL, 0 },
 	};
-	char mnt[PATH_MAX];
+	char mnt[PATH_MAX], what[64];
 	const char *cmd, *arg = NULL;
 	unsigned long page = 1, page_size = 100;
 	int c, as_json = 0;
 
 	mnt[0] = '\0';
+	/* --json anywhere: a failure found before it is read (a bad option,
+	 * a missing mount) is reported as an object too. */
+	for (int i = 1; i < argc; i++)
+		json_mode = json_mode || !strcmp(argv[i], "--json");
+	opterr = 0;
 	while ((c = getopt_long(argc, argv, "+m:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'm':
@@ -546,18 +677,35 @@ int main(int argc, char **argv)
 			as_json = 1;
 			break;
 		default:
+			if (optopt == 'm')
+				fail("-m needs a mountpoint");
+			else if (optopt)
+				fail("unknown option '-%c'", optopt);
+			else
+				fail("unknown option '%s'", argv[optind - 1]);
 			fputs(usage, stderr);
 			return 1;
 		}
 	}
 	if (optind >= argc) {
-		fprintf(stderr, "nadbctl: no command given\n%s", usage);
+		fail("no command given");
+		fputs(usage, stderr);
 		return 1;
 	}
 	cmd = argv[optind++];
+	json_command = cmd;
+	for (int i = optind; !strcmp(cmd, "backup") && i < argc; i++) {
+		if (strcmp(argv[i], "--json")) {
+			snprintf(what, sizeof(what), "backup %s", argv[i]);
+			json_command = what;
+			break;
+		}
+	}
 	if (!strcmp(cmd, "tx")) {
+		/* tx has no --json: text only. */
+		json_mode = false;
 		if (!mnt[0] && find_mount(mnt, sizeof(mnt))) {
-			fprintf(stderr, "nadbctl: not inside a nadbfs mount; give one with -m\n");
+			fail("not inside a nadbfs mount; give one with -m");
 			return 1;
 		}
 		return ctl_tx(mnt, argc - optind, argv + optind);
@@ -574,7 +722,7 @@ int main(int argc, char **argv)
 				rest[n++] = argv[i];
 		}
 		if (!mnt[0] && find_mount(mnt, sizeof(mnt))) {
-			fprintf(stderr, "nadbctl: not inside a nadbfs mount; give one with -m\n");
+			fail("not inside a nadbfs mount; give one with -m");
 			return 1;
 		}
 		return backup(mnt, rest, n, as_json);
@@ -595,16 +743,16 @@ int main(int argc, char **argv)
 		} else if (!strcmp(cmd, "query") && !arg) {
 			arg = a;
 		} else {
-			fprintf(stderr, "nadbctl: unexpected argument '%s'\n", a);
+			fail("unexpected argument '%s'", a);
 			return 1;
 		}
 	}
 	if (!strcmp(cmd, "query") && !arg) {
-		fprintf(stderr, "nadbctl: query needs an expression (a tag, a+b, a,b, a+-b)\n");
+		fail("query needs an expression (a tag, a+b, a,b, a+-b)");
 		return 1;
 	}
 	if (!mnt[0] && find_mount(mnt, sizeof(mnt))) {
-		fprintf(stderr, "nadbctl: not inside a nadbfs mount; give one with -m\n");
+		fail("not inside a nadbfs mount; give one with -m");
 		return 1;
 	}
 	if (!strcmp(cmd, "stats"))
@@ -613,6 +761,7 @@ int main(int argc, char **argv)
 		return query(mnt, arg, page, page_size, as_json);
 	if (!strcmp(cmd, "flush") || !strcmp(cmd, "sweep") || !strcmp(cmd, "reload"))
 		return as_json ? run_command_json(mnt, cmd) : ctl_command(mnt, cmd, false);
-	fprintf(stderr, "nadbctl: unknown command '%s'\n%s", cmd, usage);
+	fail("unknown command '%s'", cmd);
+	fputs(usage, stderr);
 	return 1;
 }

@@ -3,7 +3,10 @@
  * JSON-lines batch as one transaction. The whole file is read and checked
  * first (a bad line rejects the batch before anything starts); then the
  * operations are done with plain file calls inside .nadb/tx/NAME/, and the
- * transaction is committed, or aborted on the first failure.
+ * transaction is committed, or aborted on the first failure. It is begun
+ * with --session in a ctl descriptor held open until the end: if nadbctl
+ * dies before the commit (killed, whatever the signal), the kernel closes
+ * that descriptor and the daemon aborts the transaction.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -240,13 +243,16 @@ static int apply(const char *mnt, const char *file)
 	char name[64], cmd[128], root[PATH_MAX];
 	struct tx_batch_op *ops;
 	size_t n, i;
-	int status = 1;
+	int status = 1, fd;
 
 	if (read_batch(file, &ops, &n))
 		return 1;
+	fd = ctl_session_open(mnt);
+	if (fd < 0)
+		goto out;
 	snprintf(name, sizeof(name), "apply-%ld-%ld", (long)getpid(), (long)time(NULL));
-	snprintf(cmd, sizeof(cmd), "tx begin %s", name);
-	if (ctl_command(mnt, cmd, true))
+	snprintf(cmd, sizeof(cmd), "tx begin %s --session", name);
+	if (ctl_session_command(fd, cmd, true))
 		goto out;
 	if (snprintf(root, sizeof(root), "%s/.nadb/tx/%s", mnt, name) >= (int)sizeof(root)) {
 		fprintf(stderr, "nadbctl: %s: path too long\n", mnt);
@@ -262,16 +268,18 @@ static int apply(const char *mnt, const char *file)
 		}
 	}
 	snprintf(cmd, sizeof(cmd), "tx %s %s", i == n ? "commit" : "abort", name);
-	status = ctl_command(mnt, cmd, true) || i != n;
+	status = ctl_session_command(fd, cmd, true) || i != n;
 	/* A refused commit (a conflict) leaves the transaction open: it
-	 * must not outlive the batch. */
+	 * must not outlive the batch (closing fd would abort it too). */
 	if (status && i == n) {
 		snprintf(cmd, sizeof(cmd), "tx abort %s", name);
-		ctl_command(mnt, cmd, true);
+		ctl_session_command(fd, cmd, true);
 	}
 	if (!status)
 		printf("ok %zu operations\n", n);
 out:
+	if (fd >= 0)
+		close(fd);
 	tx_batch_free(ops, n);
 	return status;
 }

@@ -783,11 +783,18 @@ void kv_get_stats(struct kv_store *kv, struct kv_stats *out)
 	out->flushes = kv->flushes;
 	out->flush_failures = kv->flush_failures;
 	out->last_flush_ms = kv->last_flush_ms;
+	/* Records stay on the dirty list while their flush is in flight, and
+	 * dirty_since_ms is when the oldest of them changed (reset to a
+	 * successful flush's start for what changed during it). */
+	out->backlog_age_ms = kv->ndirty ? (uint64_t)(kv_mono_ms() - kv->dirty_since_ms) : 0;
 	out->ttl_pending = kv->ttl_live;
 	out->ttl_expired = kv->ttl_expired;
 	out->tx_active = 0;
-	for (struct kv_txn *tx = kv->txs; tx; tx = tx->next)
+	out->tx_staged_bytes = 0;
+	for (struct kv_txn *tx = kv->txs; tx; tx = tx->next) {
 		out->tx_active++;
+		out->tx_staged_bytes += tx->staged_bytes;
+	}
 	out->tx_committed = kv->tx_committed;
 	out->tx_aborted = kv->tx_aborted;
 	out->tx_conflicted = kv->tx_conflicted;

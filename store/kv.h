@@ -108,6 +108,9 @@ struct kv_stats {
 	uint64_t keys, dirs;
 	uint64_t buffer_keys, buffer_bytes, dirty_bytes;
 	uint64_t flushes, flush_failures, last_flush_ms;
+	/* Age of the oldest change not yet durable (0 when none is owed): how
+	 * far behind the flusher is, whatever the number of records. */
+	uint64_t backlog_age_ms;
 	uint64_t ttl_pending, ttl_expired;
 	uint64_t tags;			/* tags in use or declared */
 	uint64_t tag_entries;		/* (tag, key) memberships */
@@ -116,6 +119,7 @@ struct kv_stats {
 	 * that fell back to the local index because the backend failed. */
 	uint64_t query_backend, query_backend_fallbacks;
 	uint64_t tx_active, tx_committed, tx_aborted, tx_conflicted;
+	uint64_t tx_staged_bytes;	/* held by the open transactions together */
 	const char *backend;		/* its name: "fs", "redis" */
 	int backend_error;		/* of the last flush: 0, or a negative errno */
 	/* The backup command running, if any, and how far it is (keys and
@@ -282,6 +286,10 @@ int kv_tx_root(struct kv_store *kv, const char *name, struct kv_attr *root);
 /* Open transactions: id = the root's id, mode S_IFDIR, name. */
 int kv_tx_list(struct kv_store *kv, struct kv_dirent **out, size_t *n);
 int kv_tx_abort(struct kv_store *kv, const char *name);
+/* As kv_tx_abort, but only the transaction that kv_tx_begin gave root id
+ * root_id (root->id), never another of the same name begun since (-ENOENT).
+ * -EBUSY while it is in use or being committed: try again. */
+int kv_tx_abort_id(struct kv_store *kv, const char *name, uint64_t root_id);
 /* Applies and waits until durable: 0; -ESTALE (conflict), -ENAMETOOLONG,
  * -ENOENT, -EBUSY (in use), -EIO (applied but not yet durable); msg says
  * which and why. Every entry the commit changed has been reported to the

@@ -480,16 +480,18 @@ int kv_tx_list(struct kv_store *kv, struct kv_dirent **out, size_t *n)
 	return ret;
 }
 
-int kv_tx_abort(struct kv_store *kv, const char *name)
+/* root_id 0: whichever transaction is called name. */
+static int tx_abort(struct kv_store *kv, const char *name, uint64_t root_id)
 {
 	struct kv_txn *tx;
 	int ret = 0;
 
 	pthread_mutex_lock(&kv->lock);
 	tx = kv_tx_find(kv, name);
-	if (!tx)
+	if (!tx || (root_id && tx->root->n.m.id != root_id))
 		ret = -ENOENT;
-	else if (tx->users)
+	/* A commit may drop the lock (tx_shared.c) while it holds tx. */
+	else if (tx->users || tx->committing)
 		ret = -EBUSY;
 	else {
 		kv_tx_free(kv, tx);
@@ -497,4 +499,14 @@ int kv_tx_abort(struct kv_store *kv, const char *name)
 	}
 	pthread_mutex_unlock(&kv->lock);
 	return ret;
+}
+
+int kv_tx_abort(struct kv_store *kv, const char *name)
+{
+	return tx_abort(kv, name, 0);
+}
+
+int kv_tx_abort_id(struct kv_store *kv, const char *name, uint64_t root_id)
+{
+	return tx_abort(kv, name, root_id);
 }

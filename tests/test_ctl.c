@@ -2,7 +2,8 @@
  * The control directory .nadb/ and nadbctl: stats as one JSON object taken
  * at open, metrics in Prometheus text format, ctl sessions (reply from its
  * start whatever the offset, then EOF; one session per descriptor), errors
- * for bad commands, and nadbctl's output and exit status.
+ * for bad commands, file modes. nadbctl itself is tested in test_ctl_cli.c
+ * (test_ctl.h).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -10,6 +11,7 @@
 #include <regex.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -26,14 +28,14 @@
 
 #include <jansson.h>
 
-#include "mnt.h"
+#include "test_ctl.h"
 
-static const char *nadbctl(void)
+const char *nadbctl(void)
 {
 	return nadbctl_bin();
 }
 
-static json_t *read_stats(struct mnt *m)
+json_t *read_stats(struct mnt *m)
 {
 	size_t len;
 	char *text = read_file(mnt_path(m, ".nadb/stats"), &len);
@@ -46,7 +48,7 @@ static json_t *read_stats(struct mnt *m)
 	return o;
 }
 
-static json_int_t stat_int(json_t *o, const char *path)
+json_int_t stat_int(json_t *o, const char *path)
 {
 	char key[64], *dot;
 	json_t *v = o;
@@ -166,8 +168,20 @@ static void test_metrics_parse(void **state)
 	assert_non_null(strstr(text, "\nnadbfs_keys 1\n"));
 	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		if (line[0] == '#') {
+			char name[128], type[32];
+
 			if (regexec(&comment, line, 0, NULL, 0))
 				fail_msg("bad metrics comment: %s", line);
+			/* The Prometheus naming rule: _total is a counter's
+			 * suffix, and only a counter's. */
+			if (sscanf(line, "# TYPE %127s %31s", name, type) == 2) {
+				size_t n = strlen(name);
+				bool total = n > 6 && !strcmp(name + n - 6, "_total");
+
+				if (total != !strcmp(type, "counter"))
+					fail_msg("metric %s is a %s: _total is for counters only",
+						 name, type);
+			}
 		} else if (regexec(&sample, line, 0, NULL, 0)) {
 			fail_msg("bad metrics sample: %s", line);
 		} else {
@@ -196,7 +210,7 @@ static const struct {
 	{ "flushes.count", "nadbfs_flushes_total" },
 	{ "flushes.failures", "nadbfs_flush_failures_total" },
 	{ "flushes.last_duration_ms", "nadbfs_flush_last_duration_seconds" },
-	{ "flushes.backlog", "nadbfs_flush_backlog" },
+	{ "flushes.backlog_age_ms", "nadbfs_flush_backlog_age_seconds" },
 	{ "ttl.pending", "nadbfs_ttl_pending" },
 	{ "ttl.expired", "nadbfs_ttl_expired_total" },
 	{ "tags.count", "nadbfs_tags" },
@@ -211,6 +225,7 @@ static const struct {
 	{ "transactions.committed", "nadbfs_tx_committed_total" },
 	{ "transactions.aborted", "nadbfs_tx_aborted_total" },
 	{ "transactions.conflicted", "nadbfs_tx_conflicted_total" },
+	{ "transactions.staged_bytes", "nadbfs_tx_staged_bytes" },
 	{ "ops.*.count", "nadbfs_op_requests_total" },
 	{ "ops.*.p50_ms", "nadbfs_op_latency_p50_seconds" },
 	{ "ops.*.p99_ms", "nadbfs_op_latency_p99_seconds" },
@@ -228,9 +243,9 @@ static const struct {
 	{ "kernel_cache.entry_timeout_s", "nadbfs_kernel_entry_timeout_seconds" },
 	{ "backup.running", "nadbfs_backup_running" },
 	{ "backup.keys", "nadbfs_backup_keys" },
-	{ "backup.keys_total", "nadbfs_backup_keys_total" },
+	{ "backup.keys_total", "nadbfs_backup_keys_expected" },
 	{ "backup.bytes", "nadbfs_backup_bytes" },
-	{ "backup.bytes_total", "nadbfs_backup_bytes_total" },
+	{ "backup.bytes_total", "nadbfs_backup_bytes_expected" },
 };
 
 /* Fails unless the metrics text has a sample of name (with label if given). */
@@ -452,177 +467,6 @@ static void test_control_files_are_protected(void **state)
 	mnt_stop(m);
 }
 
-static void test_nadbctl(void **state)
-{
-	struct mnt *m = *state;
-	char *out = NULL;
-	json_t *o;
-
-	mnt_start(m, "flush_interval=1h");
-	put_str(mnt_path(m, "k"), "v");
-	assert_int_equal(run_cmd_out(&out, "%s -m %s flush", nadbctl(), shq(m, m->dir)), 0);
-	assert_string_equal(out, "ok\n");
-	free(out);
-	assert_int_equal(run_cmd_out(&out, "cd %s && %s stats --json", shq(m, m->dir), nadbctl()),
-			 0);
-	o = json_loads(out, 0, NULL);
-	assert_non_null(o);
-	assert_int_equal(stat_int(o, "keys"), 1);
-	assert_int_equal(stat_int(o, "buffer.keys"), 0); /* flushed */
-	json_decref(o);
-	free(out);
-	assert_int_equal(run_cmd_out(&out, "%s -m %s stats", nadbctl(), shq(m, m->dir)), 0);
-	assert_non_null(strstr(out, "keys: 1\n"));
-	free(out);
-	assert_int_equal(run_cmd_out(&out, "%s -m %s frobnicate", nadbctl(), shq(m, m->dir)), 1);
-	assert_non_null(strstr(out, "unknown command 'frobnicate'"));
-	free(out);
-	assert_int_equal(run_cmd_out(&out, "%s -m %s flush", nadbctl(), shq(m, m->root)), 1);
-	assert_non_null(strstr(out, "is not a nadbfs mount"));
-	free(out);
-	assert_int_equal(run_cmd("%s --help >/dev/null", nadbctl()), 0);
-	mnt_stop(m);
-}
-
-static bool wait_flushed(struct mnt *m, int deadline_ms)
-{
-	int64_t until = now_ms() + deadline_ms;
-
-	while (now_ms() < until) {
-		json_t *o = read_stats(m);
-		json_int_t keys = stat_int(o, "buffer.keys");
-
-		json_decref(o);
-		if (keys == 0)
-			return true;
-		struct timespec ts = { 0, 20 * 1000000 };
-		nanosleep(&ts, NULL);
-	}
-	return false;
-}
-
-/* SIGHUP and the ctl command re-read the configuration; a bad one is
- * refused with its FILE:LINE message and changes nothing; the daemon lives
- * on either way. */
-static void test_reload(void **state)
-{
-	struct mnt *m = *state;
-	const char *conf;
-	char *out = NULL;
-
-	mnt_init(m);
-	conf = mnt_str(m, "%s/kv.conf", m->root);
-	put_str(conf, "[store]\nflush_interval = 1h\n");
-	mnt_start(m, mnt_str(m, "config=%s", conf));
-	put_str(mnt_path(m, "a"), "1");
-	assert_false(wait_flushed(m, 300)); /* an hour away */
-	put_str(conf, "[store]\nflush_interval = 50ms\n");
-	ASSERT_SYS(kill(m->pid, SIGHUP));
-	assert_true(wait_flushed(m, 5000));
-
-	put_str(conf, "[store]\nflush_interval = 1h\nbogus = 1\n");
-	assert_int_equal(run_cmd_out(&out, "%s -m %s reload", nadbctl(), shq(m, m->dir)), 1);
-	assert_non_null(strstr(out, "kv.conf:3: unknown key 'bogus'"));
-	free(out);
-	ASSERT_SYS(kill(m->pid, SIGHUP)); /* refused the same way, and survived */
-	put_str(mnt_path(m, "b"), "2");
-	assert_true(wait_flushed(m, 5000)); /* still 50ms: nothing changed */
-
-	put_str(conf, "[store]\nflush_interval = 1h\n");
-	assert_int_equal(run_cmd_out(&out, "%s -m %s reload", nadbctl(), shq(m, m->dir)), 0);
-	assert_string_equal(out, "ok\n");
-	free(out);
-	mnt_stop(m);
-}
-
-static json_int_t getattrs(struct mnt *m)
-{
-	json_t *o = read_stats(m);
-	json_int_t n = stat_int(o, "ops.getattr.count");
-
-	json_decref(o);
-	return n;
-}
-
-/* A reload changes the timeouts of the replies from then on: with 60 s the
- * kernel keeps a key's attributes, with 0 it asks at every stat. */
-static void test_reload_applies_timeouts(void **state)
-{
-	struct mnt *m = *state;
-	const char *conf;
-	struct stat st;
-	json_int_t before;
-	char *out = NULL;
-
-	mnt_init(m);
-	conf = mnt_str(m, "%s/kv.conf", m->root);
-	/* coherence_delay: on Redis it caps the kernel's timeouts. */
-	put_str(conf, "[mount]\nattr_timeout = 60s\nentry_timeout = 60s\ncoherence_delay = 60s\n");
-	mnt_start(m, mnt_str(m, "config=%s", conf));
-	/* Directories: no write or release in flight that could drop the
-	 * kernel's attributes on its own. */
-	ASSERT_SYS(mkdir(mnt_path(m, "k"), 0755));
-	ASSERT_SYS(stat(mnt_path(m, "k"), &st));
-	before = getattrs(m);
-	for (int i = 0; i < 5; i++)
-		ASSERT_SYS(stat(mnt_path(m, "k"), &st));
-	assert_int_equal(getattrs(m), before);
-	put_str(conf, "[mount]\nattr_timeout = 0\nentry_timeout = 0\n");
-	assert_int_equal(run_cmd_out(&out, "%s -m %s reload", nadbctl(), shq(m, m->dir)), 0);
-	free(out);
-	/* The cached entry keeps its 60 s: look through a new name. */
-	ASSERT_SYS(mkdir(mnt_path(m, "j"), 0755));
-	ASSERT_SYS(stat(mnt_path(m, "j"), &st));
-	before = getattrs(m);
-	for (int i = 0; i < 5; i++)
-		ASSERT_SYS(stat(mnt_path(m, "j"), &st));
-	assert_true(getattrs(m) >= before + 5);
-	mnt_stop(m);
-}
-
-static double stat_real(json_t *o, const char *obj, const char *key)
-{
-	json_t *v = json_object_get(json_object_get(o, obj), key);
-
-	if (!json_is_real(v))
-		fail_msg("stats has no %s.%s", obj, key);
-	return json_real_value(v);
-}
-
-/*
- * On a store several mounts share (Redis), the kernel may keep attributes
- * and entries no longer than coherence_delay, whatever attr_timeout and
- * entry_timeout say: that bounds a stale answer an invalidation raced. On
- * the filesystem backend the timeouts stand as configured. The stats show
- * the very values every reply carries, after a reload too.
- */
-static void test_coherence_delay_caps_kernel_cache(void **state)
-{
-	struct mnt *m = *state;
-	const char *conf;
-	char *out = NULL;
-	bool redis;
-	json_t *o;
-
-	mnt_init(m);
-	redis = m->backend == MNT_BACKEND_REDIS;
-	conf = mnt_str(m, "%s/kv.conf", m->root);
-	put_str(conf, "[mount]\nattr_timeout = 60s\nentry_timeout = 2s\ncoherence_delay = 300ms\n");
-	mnt_start(m, mnt_str(m, "config=%s", conf));
-	o = read_stats(m);
-	assert_true(stat_real(o, "kernel_cache", "attr_timeout_s") == (redis ? 0.3 : 60.0));
-	assert_true(stat_real(o, "kernel_cache", "entry_timeout_s") == (redis ? 0.3 : 2.0));
-	json_decref(o);
-	put_str(conf, "[mount]\nattr_timeout = 60s\nentry_timeout = 100ms\ncoherence_delay = 5s\n");
-	assert_int_equal(run_cmd_out(&out, "%s -m %s reload", nadbctl(), shq(m, m->dir)), 0);
-	free(out);
-	o = read_stats(m);
-	assert_true(stat_real(o, "kernel_cache", "attr_timeout_s") == (redis ? 5.0 : 60.0));
-	assert_true(stat_real(o, "kernel_cache", "entry_timeout_s") == 0.1);
-	json_decref(o);
-	mnt_stop(m);
-}
-
 static double stat_num(json_t *o, const char *obj, const char *key)
 {
 	json_t *v = json_object_get(obj ? json_object_get(o, obj) : o, key);
@@ -641,7 +485,7 @@ static void test_stats_figures_move(void **state)
 {
 	struct mnt *m = *state;
 	size_t big = 8u << 20;
-	char *value = mnt_malloc(m, big), *out = NULL;
+	char *value = mnt_malloc(m, big), *out = NULL, *text, *line;
 	json_int_t flushes, expired;
 	double up;
 	json_t *o;
@@ -664,13 +508,33 @@ static void test_stats_figures_move(void **state)
 	o = read_stats(m);
 	assert_true(stat_int(o, "buffer.dirty_bytes") >= (json_int_t)big);
 	assert_true(stat_int(o, "buffer.bytes") >= (json_int_t)big);
-	assert_true(stat_int(o, "flushes.backlog") >= 1);
 	assert_true(stat_num(o, NULL, "uptime_s") > up);
 	json_decref(o);
+	/* The backlog's age grows while nothing flushes (an hour away), in
+	 * the stats and the metrics alike. */
+	for (int64_t until = now_ms() + 10000;; ) {
+		json_int_t age;
+
+		o = read_stats(m);
+		age = stat_int(o, "flushes.backlog_age_ms");
+		json_decref(o);
+		if (age >= 200)
+			break;
+		if (now_ms() > until)
+			fail_msg("flushes.backlog_age_ms stays at %lld", (long long)age);
+		struct timespec ts = { 0, 20 * 1000000 };
+		nanosleep(&ts, NULL);
+	}
+	text = read_file(mnt_path(m, ".nadb/metrics"), NULL);
+	assert_non_null(text);
+	line = strstr(text, "\nnadbfs_flush_backlog_age_seconds ");
+	assert_non_null(line);
+	assert_true(strtod(strchr(line + 1, ' '), NULL) >= 0.2);
+	free(text);
 	assert_int_equal(run_cmd("%s -m %s flush >/dev/null", nadbctl(), shq(m, m->dir)), 0);
 	o = read_stats(m);
 	assert_int_equal(stat_int(o, "buffer.dirty_bytes"), 0);
-	assert_int_equal(stat_int(o, "flushes.backlog"), 0);
+	assert_int_equal(stat_int(o, "flushes.backlog_age_ms"), 0);
 	assert_true(stat_int(o, "flushes.count") > flushes);
 	assert_true(stat_int(o, "flushes.last_duration_ms") >= 1);
 	json_decref(o);
@@ -720,125 +584,6 @@ static void test_stats_figures_move(void **state)
 	mnt_stop(m);
 }
 
-/* flush, sweep and reload with --json: one JSON object, also for an error;
- * --help lists the commands. */
-static void test_nadbctl_json(void **state)
-{
-	struct mnt *m = *state;
-	static const char *const cmds[] = { "flush", "sweep", "reload" };
-	const char *conf;
-	char *out = NULL;
-	json_t *o;
-
-	mnt_init(m);
-	conf = mnt_str(m, "%s/kv.conf", m->root);
-	put_str(conf, "");
-	mnt_start(m, mnt_str(m, "config=%s", conf));
-	for (size_t i = 0; i < 3; i++) {
-		assert_int_equal(run_cmd_out(&out, "%s -m %s %s --json", nadbctl(),
-					     shq(m, m->dir), cmds[i]),
-				 0);
-		o = json_loads(out, 0, NULL);
-		if (!o)
-			fail_msg("nadbctl %s --json printed no JSON: %s", cmds[i], out);
-		assert_string_equal(json_string_value(json_object_get(o, "command")), cmds[i]);
-		assert_true(json_is_true(json_object_get(o, "ok")));
-		assert_true(json_is_string(json_object_get(o, "reply")));
-		json_decref(o);
-		free(out);
-	}
-	put_str(conf, "bogus\n");
-	assert_int_equal(run_cmd_out(&out, "%s -m %s reload --json 2>/dev/null", nadbctl(),
-				     shq(m, m->dir)),
-			 1);
-	o = json_loads(out, 0, NULL);
-	if (!o)
-		fail_msg("nadbctl reload --json printed no JSON on error: %s", out);
-	assert_true(json_is_false(json_object_get(o, "ok")));
-	assert_non_null(strstr(json_string_value(json_object_get(o, "error")), "kv.conf:1"));
-	json_decref(o);
-	free(out);
-	assert_int_equal(run_cmd_out(&out, "%s --help", nadbctl()), 0);
-	assert_non_null(strstr(out, "usage: nadbctl"));
-	for (const char *const *c = (const char *const[]){ "stats", "flush", "sweep", "reload",
-							   "query", "tx begin", "backup create",
-							   NULL };
-	     *c; c++)
-		if (!strstr(out, *c))
-			fail_msg("nadbctl --help does not list %s:\n%s", *c, out);
-	free(out);
-	mnt_stop(m);
-}
-
-/*
- * A reload applies the log level and buffer_size at once: debug lines
- * appear, and a buffer now too small for what is dirty is flushed without
- * waiting for the hour-long interval. ctl_mode needs a remount: a warning
- * says so at every reload while the file differs from the mode in force,
- * and the mode stays.
- */
-static void test_reload_live(void **state)
-{
-	struct mnt *m = *state;
-	static const char ctl_mode_warning[] = "reload: ctl_mode changes at the next mount";
-	size_t len = 256 * 1024;
-	char *value = mnt_malloc(m, len);
-	const char *conf;
-
-	memset(value, 'v', len);
-	mnt_init(m);
-	conf = mnt_str(m, "%s/kv.conf", m->root);
-	put_str(conf, "[store]\nflush_interval = 1h\nbuffer_size = 64M\ncompression = none\n");
-	mnt_start(m, mnt_str(m, "config=%s", conf));
-	put_file(mnt_path(m, "a"), value, len);
-	assert_false(wait_flushed(m, 300)); /* 256K: far below half of 64M */
-	assert_int_equal(mnt_log_lines(m, "debug", NULL), 0);
-
-	put_str(conf, "[store]\nflush_interval = 1h\nbuffer_size = 64K\ncompression = none\n"
-		      "[log]\nlevel = debug\n[mount]\nctl_mode = 0640\n");
-	assert_int_equal(run_cmd("%s -m %s reload >/dev/null", nadbctl(), shq(m, m->dir)), 0);
-	assert_true(wait_flushed(m, 10000));
-	put_str(mnt_path(m, "b"), "1");
-	assert_true(mnt_log_lines(m, "debug", NULL) > 0);
-	assert_int_equal(mnt_log_lines(m, "warn", ctl_mode_warning), 1);
-	assert_int_equal(mnt_mode(m, ".nadb/ctl"), 0600);
-	/* Still not in force: the next reload compares with 0600 and warns again. */
-	assert_int_equal(run_cmd("%s -m %s reload >/dev/null", nadbctl(), shq(m, m->dir)), 0);
-	assert_int_equal(mnt_log_lines(m, "warn", ctl_mode_warning), 2);
-	assert_int_equal(mnt_mode(m, ".nadb/ctl"), 0600);
-	/* Back to the value in force: nothing to warn about. */
-	put_str(conf, "[store]\nflush_interval = 1h\nbuffer_size = 64K\ncompression = none\n"
-		      "[log]\nlevel = debug\n");
-	assert_int_equal(run_cmd("%s -m %s reload >/dev/null", nadbctl(), shq(m, m->dir)), 0);
-	assert_int_equal(mnt_log_lines(m, "warn", ctl_mode_warning), 2);
-	mnt_stop(m);
-}
-
-/* Never values in logs, not even at debug level with libfuse's trace. */
-static void test_no_values_in_logs(void **state)
-{
-	struct mnt *m = *state;
-	static const char secret[] = "V4lue-N0t-F0r-L0gs-7f3a9c";
-	char *text;
-
-	mnt_start(m, "debug,log_level=debug,compression=none");
-	put_str(mnt_path(m, "k"), secret);
-	assert_int_equal(run_cmd("setfattr -n user.note -v %s %s", secret,
-				 shq(m, mnt_path(m, "k"))),
-			 0);
-	assert_int_equal(run_cmd("%s -m %s flush >/dev/null", nadbctl(), shq(m, m->dir)), 0);
-	assert_file_str(mnt_path(m, "k"), secret);
-	mnt_stop(m);
-	text = read_file(m->log, NULL);
-	assert_non_null(text);
-	/* The log did record the work (or the check proves nothing). */
-	assert_non_null(strstr(text, "\"level\":\"debug\""));
-	assert_non_null(strstr(text, "\"op\":\"write\""));
-	if (strstr(text, secret) || strstr(text, "V4lue"))
-		fail_msg("a value reached the log:\n%s", text);
-	free(text);
-}
-
 #define T(f) cmocka_unit_test_setup_teardown(f, mnt_setup, mnt_teardown)
 
 int main(void)
@@ -858,6 +603,7 @@ int main(void)
 		T(test_metrics_cover_stats),
 		T(test_stats_figures_move),
 		T(test_nadbctl_json),
+		T(test_nadbctl_json_failures),
 		T(test_reload_live),
 		T(test_no_values_in_logs),
 	};

@@ -35,6 +35,12 @@ static void test_ctl_commands(void **state)
 	assert_int_equal(parse("tx  begin\tt-1\n", &c, err), 0);
 	assert_int_equal(c.verb, FS_CTL_TX_BEGIN);
 	assert_string_equal(c.name, "t-1");
+	assert_false(c.session);
+	/* Tied to the descriptor it is begun through. */
+	assert_int_equal(parse("tx begin t-2 --session\n", &c, err), 0);
+	assert_int_equal(c.verb, FS_CTL_TX_BEGIN);
+	assert_string_equal(c.name, "t-2");
+	assert_true(c.session);
 	assert_int_equal(parse("tx abort x", &c, err), 0);
 	assert_int_equal(c.verb, FS_CTL_TX_ABORT);
 	/* backup takes the rest of the line to its own parser. */
@@ -63,6 +69,8 @@ static void test_ctl_errors(void **state)
 	assert_int_equal(parse("tx begin", &c, err), -EINVAL);
 	assert_int_equal(parse("tx list x", &c, err), -EINVAL);
 	assert_int_equal(parse("tx begin a b", &c, err), -EINVAL);
+	assert_int_equal(parse("tx commit a --session", &c, err), -EINVAL);
+	assert_int_equal(parse("tx begin a --session x", &c, err), -EINVAL);
 	assert_int_equal(parse("tx start a", &c, err), -EINVAL);
 	assert_string_equal(err,
 			    "error: unknown tx command 'start' (begin, commit, abort, list)\n");

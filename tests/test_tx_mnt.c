@@ -1,7 +1,8 @@
 /*
  * Transactions on the mount: mkdir .nadb/tx/NAME, changes staged under it
  * with the usual tools, nadbctl tx commit/abort/apply, conflicts, all or
- * nothing across a SIGKILL during commit, concurrent transactions, stats.
+ * nothing across a SIGKILL during commit, concurrent transactions, stats,
+ * and a tx apply killed mid-batch, whose transaction the daemon aborts.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -502,6 +503,161 @@ static void test_kill_during_commit_is_all_or_nothing(void **state)
 	print_message("all-or-nothing: %d rounds committed, %d not\n", seen[1], seen[0]);
 }
 
+/* transactions.KEY of .nadb/stats. */
+static json_int_t tx_stat(struct mnt *m, const char *key)
+{
+	char *text = read_file(mnt_path(m, ".nadb/stats"), NULL);
+	json_t *o = text ? json_loads(text, 0, NULL) : NULL;
+	json_t *v = json_object_get(json_object_get(o, "transactions"), key);
+	json_int_t n;
+
+	if (!json_is_integer(v))
+		fail_msg("stats has no transactions.%s: %s", key, text ? text : "(unreadable)");
+	n = json_integer_value(v);
+	json_decref(o);
+	free(text);
+	return n;
+}
+
+/* Waits (30 s at most) until .nadb/tx/ lists exactly want ("" for none). */
+static void wait_tx_listed(struct mnt *m, const char *want)
+{
+	int64_t until = now_ms() + 30000;
+
+	while (strcmp(mnt_ls(m, ".nadb/tx"), want)) {
+		if (now_ms() > until)
+			fail_msg(".nadb/tx lists '%s', want '%s'", mnt_ls(m, ".nadb/tx"), want);
+		struct timespec ts = { 0, 10 * 1000000 };
+		nanosleep(&ts, NULL);
+	}
+}
+
+/* A ctl command in the session fd; its reply's first line must start with want. */
+static void session_cmd(int fd, const char *cmd, const char *want)
+{
+	char buf[512];
+	ssize_t n;
+
+	assert_int_equal(write(fd, cmd, strlen(cmd)), (ssize_t)strlen(cmd));
+	n = read(fd, buf, sizeof(buf) - 1);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	if (strncmp(buf, want, strlen(want)))
+		fail_msg("'%s' replied '%s', want '%s...'", cmd, buf, want);
+}
+
+/*
+ * nadbctl tx apply SIGKILLed mid-batch: its transaction, begun in a ctl
+ * session that the kernel closes when the process dies, is aborted by the
+ * daemon: no longer listed, nothing applied, its staged bytes released.
+ * To stop it mid-batch for sure, its stderr is a pipe already full: the
+ * batch's third op fails (a del of a missing key), and nadbctl blocks
+ * writing why, before it can abort, with the first two ops staged.
+ * Transactions begun by hand outlive the command that began them; one begun
+ * with --session in a raw ctl descriptor goes when that is closed, unless
+ * committed through it.
+ */
+static void test_killed_apply_is_aborted(void **state)
+{
+	struct mnt *m = *state;
+	size_t big = 256 * 1024;
+	char *value = mnt_malloc(m, big + 1), *out = NULL, prefix[64];
+	const char *batch;
+	json_int_t aborted, committed;
+	int errpipe[2], status, fd;
+	struct stat st;
+	pid_t pid;
+	FILE *f;
+
+	mnt_start(m, NULL);
+	put_str(mnt_path(m, "kept"), "old");
+	memset(value, 'v', big);
+	batch = mnt_str(m, "%s/batch.jsonl", m->root);
+	f = fopen(batch, "w");
+	assert_non_null(f);
+	fprintf(f, "{\"op\":\"set\",\"key\":\"big\",\"value\":\"%s\"}\n", value);
+	fprintf(f, "{\"op\":\"set\",\"key\":\"kept\",\"value\":\"new\"}\n");
+	fprintf(f, "{\"op\":\"del\",\"key\":\"missing\"}\n");
+	assert_int_equal(fclose(f), 0);
+	aborted = tx_stat(m, "aborted");
+	committed = tx_stat(m, "committed");
+
+	ASSERT_SYS(pipe2(errpipe, O_CLOEXEC));
+	ASSERT_SYS(fcntl(errpipe[1], F_SETFL, O_NONBLOCK));
+	while (write(errpipe[1], value, big) > 0)
+		;
+	assert_int_equal(errno, EAGAIN);
+	/* Blocking again, so that nadbctl's write waits. */
+	ASSERT_SYS(fcntl(errpipe[1], F_SETFL, 0));
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDWR);
+
+		dup2(null, 0);
+		dup2(null, 1);
+		dup2(errpipe[1], 2);
+		execl(nadbctl_bin(), "nadbctl", "-m", m->dir, "tx", "apply", batch, (char *)NULL);
+		_exit(127);
+	}
+	close(errpipe[1]);
+	snprintf(prefix, sizeof(prefix), "apply-%ld-", (long)pid);
+	for (int64_t until = now_ms() + 30000;; ) {
+		if (!strncmp(mnt_ls(m, ".nadb/tx"), prefix, strlen(prefix)) &&
+		    tx_stat(m, "staged_bytes") >= (json_int_t)big)
+			break;
+		if (wait_pid(pid, 0, &status) == 0)
+			fail_msg("nadbctl tx apply ended (status %d) before the test stopped it",
+				 status);
+		if (now_ms() > until)
+			fail_msg("the apply transaction never staged the batch: '%s'",
+				 mnt_ls(m, ".nadb/tx"));
+		struct timespec ts = { 0, 10 * 1000000 };
+		nanosleep(&ts, NULL);
+	}
+	ASSERT_SYS(kill(pid, SIGKILL));
+	assert_int_equal(wait_pid(pid, 10000, &status), 0);
+	assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+	close(errpipe[0]);
+	wait_tx_listed(m, "");
+	assert_int_equal(tx_stat(m, "active"), 0);
+	assert_int_equal(tx_stat(m, "staged_bytes"), 0);
+	assert_int_equal(tx_stat(m, "aborted"), aborted + 1);
+	assert_int_equal(tx_stat(m, "committed"), committed);
+	assert_file_str(mnt_path(m, "kept"), "old");
+	ASSERT_ERRNO(stat(mnt_path(m, "big"), &st), ENOENT);
+
+	/* By hand: begun by one nadbctl, still there for the next. */
+	assert_int_equal(ctl(m, &out, "tx begin byhand"), 0);
+	free(out);
+	put_str(mnt_path(m, ".nadb/tx/byhand/k1"), "1");
+	assert_string_equal(mnt_ls(m, ".nadb/tx"), "byhand");
+	assert_int_equal(ctl(m, &out, "tx commit byhand"), 0);
+	free(out);
+	assert_file_str(mnt_path(m, "k1"), "1");
+
+	/* A session's transaction, committed through it: closing it changes
+	 * nothing more. A second one in the same session is refused while the
+	 * first is open. */
+	fd = open(mnt_path(m, ".nadb/ctl"), O_RDWR | O_CLOEXEC);
+	assert_true(fd >= 0);
+	session_cmd(fd, "tx begin s1 --session\n", "ok");
+	session_cmd(fd, "tx begin s2 --session\n", "error: this session already holds "
+						  "transaction s1");
+	put_str(mnt_path(m, ".nadb/tx/s1/k2"), "2");
+	session_cmd(fd, "tx commit s1\n", "ok");
+	/* Committed: the session may hold another, left uncommitted. */
+	session_cmd(fd, "tx begin s3 --session\n", "ok");
+	put_str(mnt_path(m, ".nadb/tx/s3/k3"), "3");
+	assert_string_equal(mnt_ls(m, ".nadb/tx"), "s3");
+	close(fd);
+	wait_tx_listed(m, "");
+	assert_file_str(mnt_path(m, "k2"), "2");
+	ASSERT_ERRNO(stat(mnt_path(m, "k3"), &st), ENOENT);
+	assert_int_equal(tx_stat(m, "aborted"), aborted + 2);
+	mnt_stop(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -516,6 +672,8 @@ int main(void)
 						mnt_teardown),
 		cmocka_unit_test_setup_teardown(test_kill_during_commit_is_all_or_nothing,
 						mnt_setup, mnt_teardown),
+		cmocka_unit_test_setup_teardown(test_killed_apply_is_aborted, mnt_setup,
+						mnt_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
