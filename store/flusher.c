@@ -439,6 +439,12 @@ static bool flushed(struct kv_store *kv, uint64_t target)
 	return kv->flush_done >= target;
 }
 
+void kv_flush_soon(struct kv_store *kv)
+{
+	kv->flush_req++;
+	pthread_cond_signal(&kv->flush_cond);
+}
+
 int kv_wait_flushed(struct kv_store *kv)
 {
 	return wait_until(kv, flushed, ++kv->flush_req);

@@ -256,6 +256,8 @@ typedef int (*kv_commit_fn)(void *arg, struct kv_op *ops, size_t n);
 int kv_flush_once_via(struct kv_store *kv, kv_commit_fn commit, void *arg);
 /* Waits, with kv->lock held, until every change made before the call is
  * durable; -EIO after backend_timeout. */
+/* Asks the flusher for a flush now, without waiting for it. With kv->lock held. */
+void kv_flush_soon(struct kv_store *kv);
 int kv_wait_flushed(struct kv_store *kv);
 /* Waits, with kv->lock held, for buffer space; -EIO after backend_timeout. */
 int kv_wait_buffer(struct kv_store *kv);

@@ -87,6 +87,9 @@ static int find_entry(const struct kv_meta *m, const char *name, struct xentry *
 static ssize_t copy_out(const void *src, size_t len, void *buf, size_t size);
 
 #define TTL_NAME "user.ttl"
+/* How close to a committed deadline a TTL change is flushed at once (see
+ * deadline_near): the flush itself must land before it. */
+#define TTL_NEAR_MS 5000
 /* Deadlines beyond this many seconds from now are refused: they would
  * overflow the millisecond arithmetic long before they could matter. */
 #define TTL_MAX_S (100ull * 365 * 24 * 3600)
@@ -153,11 +156,24 @@ static ssize_t get_ttl(const struct kv_node *n, void *buf, size_t size)
 	return copy_out(v, strlen(v), buf, size);
 }
 
+/*
+ * A committed deadline (old) that a store with native expiry (Redis) would
+ * reach before the next flush carries the new one: Redis would drop the
+ * value meanwhile, and this mount no longer holds it. Moving a deadline
+ * that close flushes at once, not after flush_interval.
+ */
+static bool deadline_near(struct kv_store *kv, const struct kv_node *n, int64_t old)
+{
+	return old && (n->flags & KV_NODE_COMMITTED) && kv->backend->ops->caps.shared &&
+	       old - kv_now_ms() < (int64_t)kv->opts.flush_interval_ms + TTL_NEAR_MS;
+}
+
 static int change_ttl(struct kv_store *kv, uint64_t id, const void *value, size_t len,
 		      bool remove, int flags)
 {
 	struct kv_node *n;
 	uint64_t secs = 0;
+	int64_t old = 0;
 	int ret = 0;
 
 	if (!remove) {
@@ -168,13 +184,18 @@ static int change_ttl(struct kv_store *kv, uint64_t id, const void *value, size_
 	pthread_mutex_lock(&kv->lock);
 	n = kv_node_live(kv, id);
 	ret = key_attr_check(n, n && n->m.expires_ms, remove, flags);
-	if (!ret)
+	if (!ret) {
+		old = n->m.expires_ms;
 		ret = kv_set_deadline(kv, n, remove ? 0 : kv_now_ms() + (int64_t)secs * 1000);
+	}
 	if (!ret) {
 		n->m.ctime_ns = kv_now_ns();
 		/* Metadata only: a TTL never rewrites the value. */
-		if (!(n->flags & KV_NODE_DELETED))
+		if (!(n->flags & KV_NODE_DELETED)) {
 			kv_mark_dirty(kv, n);
+			if (deadline_near(kv, n, old))
+				kv_flush_soon(kv);
+		}
 	}
 	pthread_mutex_unlock(&kv->lock);
 	return ret;

@@ -257,6 +257,52 @@ static void test_recreate_before_flush(void **state)
 	mnt_stop(m);
 }
 
+/* redis-cli's answer as a number. */
+static long long cli_num(struct mnt *m, const char *fmt, const char *arg)
+{
+	char *out = redis_cli(m->redis, fmt, arg);
+	long long v;
+
+	assert_non_null(out);
+	v = strtoll(out, NULL, 10);
+	free(out);
+	return v;
+}
+
+/*
+ * A TTL moved close to the deadline Redis holds (its native expiry) is
+ * flushed at once, not after flush_interval (1 h here): it reaches Redis
+ * before the old deadline, or Redis would drop the value this mount no
+ * longer holds.
+ */
+static void test_ttl_moved_before_native_expiry(void **state)
+{
+	struct mnt *m = redis_mnt(state);
+	int64_t old_deadline;
+	char key[96], *id;
+
+	mnt_start(m, "flush_interval=1h");
+	put_str(mnt_path(m, "k"), "still here");
+	assert_int_equal(run_cmd("setfattr -n user.ttl -v 4 %s", shq(m, mnt_path(m, "k"))), 0);
+	old_deadline = now_ms() + 4000;
+	assert_int_equal(run_cmd("%s -m '%s' flush >/dev/null", nadbctl_bin(), m->dir), 0);
+	id = redis_cli(m->redis, "HGET {nadb:default:default}:d:1 %s", "k");
+	assert_non_null(id);
+	id[strcspn(id, "\r\n")] = '\0';
+	snprintf(key, sizeof(key), "{nadb:default:default}:r:%s", id);
+	free(id);
+	assert_true(cli_num(m, "PTTL %s", key) > 0);
+
+	assert_int_equal(run_cmd("setfattr -n user.ttl -v 600 %s", shq(m, mnt_path(m, "k"))), 0);
+	while (cli_num(m, "PTTL %s", key) < 100000) {
+		if (now_ms() > old_deadline)
+			fail_msg("the new TTL did not reach Redis before the old deadline");
+		usleep(10000);
+	}
+	assert_file_str(mnt_path(m, "k"), "still here");
+	mnt_stop(m);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, mnt_setup, mnt_teardown)
 
 int main(void)
@@ -267,6 +313,7 @@ int main(void)
 		T(test_password_from_config),
 		T(test_concurrent_writers),
 		T(test_recreate_before_flush),
+		T(test_ttl_moved_before_native_expiry),
 	};
 
 	return cmocka_run_group_tests_name("redis mount", tests, NULL, NULL);
