@@ -515,15 +515,13 @@ void fs_ctl_write(fuse_req_t req, struct fuse_file_info *fi, const char *buf, si
 }
 
 /*
- * The session's transaction, if still open, is aborted. Busy means a
- * request inside it (a value being loaded) or its commit is still running,
- * both for a bounded time: wait for them. A commit that succeeds leaves
- * nothing to abort (-ENOENT); one refused leaves it open, and then it goes.
+ * The session's transaction, if still open, is aborted: at once, or, while
+ * a request inside it (a value being loaded) or its commit still runs, as
+ * soon as they are done (the store frees it then; a FUSE worker must not
+ * wait here). A commit that succeeded leaves nothing to abort (-ENOENT).
  */
 static void abort_session_tx(struct fs *fs, struct fs_ctlh *h)
 {
-	struct timespec nap = { 0, 1000000 };
-	int64_t waited_ms = 0;
 	uint64_t root;
 	char *name;
 	int ret;
@@ -535,13 +533,7 @@ static void abort_session_tx(struct fs *fs, struct fs_ctlh *h)
 	pthread_mutex_unlock(&h->lock);
 	if (!name)
 		return;
-	while ((ret = kv_tx_abort_id(fs->kv, name, root)) == -EBUSY &&
-	       waited_ms < 60000) {
-		nanosleep(&nap, NULL);
-		waited_ms += nap.tv_nsec / 1000000;
-		if (nap.tv_nsec < 100000000)
-			nap.tv_nsec *= 2;
-	}
+	ret = kv_tx_abort_id(fs->kv, name, root);
 	if (!ret)
 		NLOG(NLOG_INFO, "fs", "transaction aborted: its ctl session was closed uncommitted",
 		     LF_STR("tx", name));

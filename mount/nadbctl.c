@@ -541,6 +541,12 @@ static int query_keys(const char *mnt, const char *expr, char ***out, size_t *n)
 		fail("'%s' is not a tag or query expression", expr);
 		return 1;
 	}
+	/* A directory that is no mount has no tags/ either: say which. */
+	snprintf(dir, sizeof(dir), "%s/.nadb", mnt);
+	if (access(dir, F_OK)) {
+		fail("%s is not a nadbfs mount (cannot open %s: %s)", mnt, dir, strerror(errno));
+		return 1;
+	}
 	snprintf(dir, sizeof(dir), "%s/tags/%s", mnt, expr);
 	d = opendir(dir);
 	if (!d) {

@@ -119,6 +119,10 @@ int kv_bk_lock(const char *dir, bool exclusive, bool make_dir, uint64_t timeout_
 		 * ours to write: no writer of ours can change it either. */
 		if (fd < 0 && !exclusive && (errno == EROFS || errno == EACCES || errno == ENOENT))
 			return 0;
+		/* The directory went between mkdir and open: a failed first
+		 * backup of another store removed it. Make it again. */
+		if (fd < 0 && make_dir && errno == ENOENT && kv_mono_ms() < deadline)
+			continue;
 		if (fd < 0) {
 			int ret = -errno;
 

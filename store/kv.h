@@ -287,8 +287,11 @@ int kv_tx_root(struct kv_store *kv, const char *name, struct kv_attr *root);
 int kv_tx_list(struct kv_store *kv, struct kv_dirent **out, size_t *n);
 int kv_tx_abort(struct kv_store *kv, const char *name);
 /* As kv_tx_abort, but only the transaction that kv_tx_begin gave root id
- * root_id (root->id), never another of the same name begun since (-ENOENT).
- * -EBUSY while it is in use or being committed: try again. */
+ * root_id (root->id), never another of the same name begun since (-ENOENT),
+ * and without waiting: one in use or being committed is dropped from view
+ * at once (its name is free, nothing more is staged into it) and freed once
+ * idle, by the sweeper (within ttl_sweep); a commit that succeeds meanwhile
+ * stands. */
 int kv_tx_abort_id(struct kv_store *kv, const char *name, uint64_t root_id);
 /* Applies and waits until durable: 0; -ESTALE (conflict), -ENAMETOOLONG,
  * -ENOENT, -EBUSY (in use), -EIO (applied but not yet durable); msg says

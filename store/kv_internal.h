@@ -215,6 +215,9 @@ int kv_node_create(struct kv_store *kv, struct kv_node *dir, const char *name, u
 
 /* tx.c: with kv->lock held */
 void kv_tx_destroy_all(struct kv_store *kv);
+/* Frees the transactions aborted while in use that are idle now (the
+ * sweeper calls it on every pass). */
+void kv_tx_reap(struct kv_store *kv);
 
 /* Queues a kernel cache invalidation of (parent, name) and of id for the
  * sweeper thread to send (ttl.c), as expiry does; with kv->lock held. */

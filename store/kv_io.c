@@ -4,6 +4,7 @@
  * was looked up before is looked up again afterwards.
  */
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -40,11 +41,25 @@ static struct kv_meta value_ref(const struct kv_node *n)
 	return ref;
 }
 
+/*
+ * Tries of a read whose value version was superseded (flushed over) between
+ * the copy of its reference and the backend read; each try reads the newer
+ * one. Only a reader starved of CPU while flushes land back to back needs
+ * more than one: after a few it yields, so that it is not preempted in the
+ * middle of its read every time, and past the bound it gets EIO.
+ */
+#define READ_TRIES 64
+#define READ_TRIES_BEFORE_YIELD 8
+
+static void superseded(int tries)
+{
+	if (tries >= READ_TRIES_BEFORE_YIELD)
+		sched_yield();
+}
+
 int kv_load_value(struct kv_store *kv, uint64_t id)
 {
-	/* A value can be superseded between the copy of its reference and the
-	 * read; the next try sees the newer one. */
-	for (int tries = 0; tries < 16; tries++) {
+	for (int tries = 0; tries < READ_TRIES; superseded(++tries)) {
 		struct kv_node *n = kv_node_live(kv, id);
 		struct kv_value *v = NULL;
 		struct kv_meta ref;
@@ -199,7 +214,7 @@ ssize_t kv_read(struct kv_store *kv, uint64_t id, void *buf, size_t len, uint64_
 {
 	if (kv_is_tx_id(id))
 		return kv_tx_read(kv, id, buf, len, off);
-	for (int tries = 0; tries < 16; tries++) {
+	for (int tries = 0; tries < READ_TRIES; superseded(++tries)) {
 		struct kv_node *n;
 		struct kv_meta ref;
 		ssize_t ret;

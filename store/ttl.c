@@ -274,6 +274,7 @@ static void *sweeper_main(void *arg)
 		struct timespec ts;
 
 		sweep_locked(kv);
+		kv_tx_reap(kv);
 		if (kv->gone_len) {
 			pthread_mutex_unlock(&kv->lock);
 			notify_gone(kv);

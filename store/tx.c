@@ -144,6 +144,8 @@ void kv_txnode_attr(struct kv_store *kv, struct kv_txnode *t, struct kv_attr *a)
  * lock and must apply what it checked). */
 static int stageable(const struct kv_txn *tx)
 {
+	if (tx->doomed)
+		return -ENOENT;
 	return tx->committing ? -EBUSY : 0;
 }
 

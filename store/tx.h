@@ -53,6 +53,8 @@ struct kv_txn {
 	unsigned users;
 	/* Commit has begun (and may drop the lock): nothing more is staged. */
 	bool committing;
+	/* Aborted while in use: out of view, freed by kv_tx_reap once idle. */
+	bool doomed;
 };
 
 static inline struct kv_txnode *kv_txnode_of(struct kv_node *n)

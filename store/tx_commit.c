@@ -40,9 +40,22 @@ static int check_tx_name(const char *name)
 struct kv_txn *kv_tx_find(struct kv_store *kv, const char *name)
 {
 	for (struct kv_txn *tx = kv->txs; tx; tx = tx->next)
-		if (!strcmp(tx->name, name))
+		if (!tx->doomed && !strcmp(tx->name, name))
 			return tx;
 	return NULL;
+}
+
+void kv_tx_reap(struct kv_store *kv)
+{
+	struct kv_txn *tx = kv->txs, *next;
+
+	for (; tx; tx = next) {
+		next = tx->next;
+		if (tx->doomed && !tx->users && !tx->committing) {
+			kv_tx_free(kv, tx);
+			kv->tx_aborted++;
+		}
+	}
 }
 
 void kv_tx_free(struct kv_store *kv, struct kv_txn *tx)
@@ -462,13 +475,17 @@ int kv_tx_list(struct kv_store *kv, struct kv_dirent **out, size_t *n)
 	for (struct kv_txn *tx = kv->txs; tx; tx = tx->next)
 		count++;
 	ents = calloc(count + 1, sizeof(*ents));
-	for (struct kv_txn *tx = kv->txs; ents && tx; tx = tx->next, k++) {
+	for (struct kv_txn *tx = kv->txs; ents && tx; tx = tx->next) {
+		if (tx->doomed)
+			continue;
 		ents[k].id = tx->root->n.m.id;
 		ents[k].mode = S_IFDIR;
 		if (!(ents[k].name = strdup(tx->name))) {
 			kv_dirents_free(ents, k);
 			ents = NULL;
+			break;
 		}
+		k++;
 	}
 	if (!ents)
 		ret = -ENOMEM;
@@ -480,20 +497,25 @@ int kv_tx_list(struct kv_store *kv, struct kv_dirent **out, size_t *n)
 	return ret;
 }
 
-/* root_id 0: whichever transaction is called name. */
-static int tx_abort(struct kv_store *kv, const char *name, uint64_t root_id)
+/* root_id 0: whichever transaction is called name. when_idle: one in use
+ * is doomed (see kv_tx_abort_id) rather than refused. */
+static int tx_abort(struct kv_store *kv, const char *name, uint64_t root_id, bool when_idle)
 {
 	struct kv_txn *tx;
 	int ret = 0;
 
 	pthread_mutex_lock(&kv->lock);
 	tx = kv_tx_find(kv, name);
-	if (!tx || (root_id && tx->root->n.m.id != root_id))
+	if (!tx || (root_id && tx->root->n.m.id != root_id)) {
 		ret = -ENOENT;
-	/* A commit may drop the lock (tx_shared.c) while it holds tx. */
-	else if (tx->users || tx->committing)
-		ret = -EBUSY;
-	else {
+	} else if (tx->users || tx->committing) {
+		/* A commit may drop the lock (tx_shared.c) while it holds tx,
+		 * and a load of a value counts itself in users. */
+		if (when_idle)
+			tx->doomed = true;
+		else
+			ret = -EBUSY;
+	} else {
 		kv_tx_free(kv, tx);
 		kv->tx_aborted++;
 	}
@@ -503,10 +525,10 @@ static int tx_abort(struct kv_store *kv, const char *name, uint64_t root_id)
 
 int kv_tx_abort(struct kv_store *kv, const char *name)
 {
-	return tx_abort(kv, name, 0);
+	return tx_abort(kv, name, 0, false);
 }
 
 int kv_tx_abort_id(struct kv_store *kv, const char *name, uint64_t root_id)
 {
-	return tx_abort(kv, name, root_id);
+	return tx_abort(kv, name, root_id, true);
 }

@@ -401,6 +401,10 @@ void test_nadbctl_json_failures(void **state)
 				  "Permission denied");
 	}
 	assert_failure(m, mnt_str(m, "-m %s query nokey --json", shq(m, missing)), "query",
+		       "is not a nadbfs mount");
+	assert_failure(m, mnt_str(m, "-m %s query nokey --json", shq(m, m->root)), "query",
+		       "is not a nadbfs mount");
+	assert_failure(m, mnt_str(m, "-m %s query nokey --json", shq(m, m->dir)), "query",
 		       "no tag or query 'nokey'");
 	assert_failure(m, mnt_str(m, "-m %s query --page 0 k --json", shq(m, m->dir)), "query",
 		       "--page takes a positive number");

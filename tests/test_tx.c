@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "store/kv.h"
@@ -324,6 +325,90 @@ static void test_shared_backend_reserves_first(void **state)
 	assert_string_equal(get(f, KV_ROOT_ID, "late"), "l");
 	assert_int_equal(f->s.reserves, 2);
 	assert_int_equal(f->s.releases, 1);
+}
+
+struct abort_probe {
+	struct mem_store *f;
+	uint64_t root;
+	int ret, abort_ret;
+};
+
+static int abort_during_reserve(void *arg, const struct kv_expect *e, size_t n)
+{
+	struct abort_probe *p = arg;
+
+	(void)e;
+	(void)n;
+	/* Its ctl session closed while the commit runs: no waiting. */
+	p->abort_ret = kv_tx_abort_id(p->f->kv, "t", p->root);
+	return p->ret;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static struct kv_stats stats_of(struct mem_store *f)
+{
+	struct kv_stats st;
+
+	kv_get_stats(f->kv, &st);
+	return st;
+}
+
+/*
+ * kv_tx_abort_id of a transaction in use (here: being committed) does not
+ * wait: the transaction leaves the view and its name at once, a commit that
+ * succeeds stands, and one refused leaves it to the sweeper, which frees it.
+ */
+static void test_abort_when_idle(void **state)
+{
+	struct mem_store *f = *state;
+	struct abort_probe p = { .f = f };
+	struct kv_dirent *ents;
+	int64_t deadline;
+	char msg[512];
+	size_t n;
+
+	f->s.shared = true;
+	f->s.on_reserve = abort_during_reserve;
+	f->s.on_reserve_arg = &p;
+	f->o.ttl_sweep_ms = 10;
+	mem_store_reopen(f, true);
+	put(f, KV_ROOT_ID, "k", "v1");
+
+	/* Refused: out of view at once, freed by the sweeper. */
+	p.root = begin(f, "t");
+	put(f, p.root, "k", "doomed");
+	p.ret = -ESTALE;
+	assert_int_equal(commit(f, "t", msg, sizeof(msg)), -ESTALE);
+	assert_int_equal(p.abort_ret, 0);
+	assert_int_equal(kv_tx_list(f->kv, &ents, &n), 0);
+	kv_dirents_free(ents, n);
+	assert_int_equal(n, 0);
+	assert_int_equal(kv_tx_abort(f->kv, "t"), -ENOENT);
+	for (deadline = now_ms() + 10000; stats_of(f).tx_aborted != 1;) {
+		if (now_ms() > deadline)
+			fail_msg("the aborted transaction was never freed");
+		usleep(1000);
+	}
+	assert_int_equal(stats_of(f).tx_active, 0);
+	assert_int_equal(stats_of(f).tx_staged_bytes, 0);
+	assert_string_equal(get(f, KV_ROOT_ID, "k"), "v1");
+
+	/* Committed meanwhile: the commit stands. */
+	p.root = begin(f, "t");
+	put(f, p.root, "k", "kept");
+	p.ret = 0;
+	assert_int_equal(commit(f, "t", msg, sizeof(msg)), 0);
+	assert_int_equal(p.abort_ret, 0);
+	assert_string_equal(get(f, KV_ROOT_ID, "k"), "kept");
+	assert_int_equal(stats_of(f).tx_active, 0);
+	assert_int_equal(stats_of(f).tx_aborted, 1);
 }
 
 static void test_staged_bytes_are_bounded(void **state)
@@ -676,6 +761,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_xattrs_tags_and_ttl_are_staged, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_conflicts_apply_nothing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_abort_when_idle, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shared_backend_reserves_first, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_staged_bytes_are_bounded, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recreate_and_type_change, setup, teardown),

@@ -655,6 +655,29 @@ static void test_killed_apply_is_aborted(void **state)
 	assert_file_str(mnt_path(m, "k2"), "2");
 	ASSERT_ERRNO(stat(mnt_path(m, "k3"), &st), ENOENT);
 	assert_int_equal(tx_stat(m, "aborted"), aborted + 2);
+
+	/* A session's transaction aborted by name, then another of that name
+	 * begun elsewhere: closing the session spares the newer one. */
+	fd = open(mnt_path(m, ".nadb/ctl"), O_RDWR | O_CLOEXEC);
+	assert_true(fd >= 0);
+	session_cmd(fd, "tx begin s4 --session\n", "ok");
+	ASSERT_SYS(rmdir(mnt_path(m, ".nadb/tx/s4")));
+	ASSERT_SYS(mkdir(mnt_path(m, ".nadb/tx/s4"), 0700));
+	put_str(mnt_path(m, ".nadb/tx/s4/k4"), "4");
+	close(fd);
+	/* A marker: a session closed after it, whose abort shows in the
+	 * stats, is released after it. */
+	fd = open(mnt_path(m, ".nadb/ctl"), O_RDWR | O_CLOEXEC);
+	assert_true(fd >= 0);
+	session_cmd(fd, "tx begin s5 --session\n", "ok");
+	close(fd);
+	for (int64_t deadline = now_ms() + 10000; tx_stat(m, "aborted") != aborted + 4;) {
+		if (now_ms() > deadline)
+			fail_msg("the marker session was not aborted");
+		usleep(10000);
+	}
+	assert_string_equal(mnt_ls(m, ".nadb/tx"), "s4");
+	assert_file_str(mnt_path(m, ".nadb/tx/s4/k4"), "4");
 	mnt_stop(m);
 }
 
