@@ -66,8 +66,9 @@
  * non-empty directory is never removed that way, and neither is a record
  * of the same batch (a swap of two names). A DEL of a directory that still
  * has entries of records the batch does not carry (another mount created
- * them meanwhile) is not applied: every mount is told to fetch the
- * directory and those records again. T:c:<id> ("parent/name") is a
+ * them meanwhile) is not applied, and a PUT of a record another mount
+ * deleted, whose value went with it, is not either: every mount is told to
+ * fetch those records (and what is below them) again. T:c:<id> ("parent/name") is a
  * claim (backend_redis_sync.c) that the record's PUT or DEL settles. Every
  * batch is announced in the change log T:log with the ids it touched.
  */
@@ -125,8 +126,56 @@ const char kv_redis_script[] =
 	"    else redis.call(cmd, unpack(list, s, e)) end\n"
 	"  end\n"
 	"end\n"
-	"local inbatch, idset, kept = {}, {}, {}\n"
+	"local inbatch, idset, refetch = {}, {}, {}\n"
 	"for i = 0, n - 1 do inbatch[ARGV[H + i * K + 2]] = true end\n"
+	/* Directories whose DEL is not applied: those that still have entries
+	 * of live records or claims outside the batch (another mount made them
+	 * after this one last looked), as an rmdir of a non-empty directory
+	 * fails; and, up the tree, those with such a directory in them, found
+	 * before any op runs, so the batch's order does not matter. Each one
+	 * and everything below it is announced for every mount to fetch. */
+	"local stays = {}\n"
+	"do\n"
+	"  local ents, live = {}, {}\n"
+	"  for i = 0, n - 1 do\n"
+	"    local b = H + i * K\n"
+	"    if ARGV[b+1] == 'D' then\n"
+	"      local vs = redis.call('HVALS', P..'d:'..ARGV[b+2])\n"
+	"      if #vs > 0 then ents[ARGV[b+2]] = vs end\n"
+	"    end\n"
+	"  end\n"
+	"  for _, vs in pairs(ents) do\n"
+	"    for _, x in ipairs(vs) do\n"
+	"      if live[x] == nil then\n"
+	"        live[x] = not inbatch[x] and redis.call('EXISTS', P..'r:'..x, P..'c:'..x) > 0\n"
+	"      end\n"
+	"    end\n"
+	"  end\n"
+	"  local changed = true\n"
+	"  while changed do\n"
+	"    changed = false\n"
+	"    for id, vs in pairs(ents) do\n"
+	"      if not stays[id] then\n"
+	"        for _, x in ipairs(vs) do\n"
+	"          if live[x] or stays[x] then stays[id] = true; changed = true; break end\n"
+	"        end\n"
+	"      end\n"
+	"    end\n"
+	"  end\n"
+	"  local seen = {}\n"
+	"  for id in pairs(stays) do\n"
+	"    local q, k = {id}, 1\n"
+	"    while k <= #q do\n"
+	"      local x = q[k]\n"
+	"      k = k + 1\n"
+	"      if not seen[x] then\n"
+	"        seen[x] = true\n"
+	"        refetch[#refetch+1] = x\n"
+	"        for _, y in ipairs(redis.call('HVALS', P..'d:'..x)) do q[#q+1] = y end\n"
+	"      end\n"
+	"    end\n"
+	"  end\n"
+	"end\n"
 	/* The claims of the batch's records, read in a few MGETs: only
 	 * unclaim() changes them, each for its own id. */
 	"local claims, cl = {}, {}\n"
@@ -193,21 +242,20 @@ const char kv_redis_script[] =
 	"  local old = typ == 'N' and {} or redis.call('HMGET', ik, 'p', 'n', 't', 'v')\n"
 	"  touched[#touched+1] = id\n"
 	"  local vver = '0'\n"
-	/* A directory that still has entries of live records or claims
-	 * outside the batch (another mount made them after this one last
-	 * looked) stays: the entries win, as an rmdir of a non-empty
-	 * directory fails. */
-	"  local stay = false\n"
-	"  if typ == 'D' then\n"
-	"    for _, x in ipairs(redis.call('HVALS', P..'d:'..id)) do\n"
-	"      if not inbatch[x] and redis.call('EXISTS', P..'r:'..x, P..'c:'..x) > 0 then\n"
-	"        stay = true\n"
-	"        kept[#kept+1] = x\n"
-	"      end\n"
+	/* A record another mount deleted (its index is gone) that this op
+	 * does not give a value of its own names a value that went with it:
+	 * the deletion stands, and this mount is told to fetch the record. */
+	"  local skip = typ == 'D' and stays[id]\n"
+	"  if typ == 'P' or typ == 'U' then\n"
+	"    local kn = old[1] ~= false and old[1] ~= nil\n"
+	"    if kn and typ == 'U' then kn = redis.call('SISMEMBER', P..'ids', id) == 1 end\n"
+	"    if not kn and ARGV[b+7] ~= '0' and ARGV[b+9] == '' and\n"
+	"       redis.call('EXISTS', P..'v:'..id..':'..ARGV[b+7]) == 0 then\n"
+	"      skip = true\n"
+	"      refetch[#refetch+1] = id\n"
 	"    end\n"
-	"    if stay then kept[#kept+1] = id end\n"
 	"  end\n"
-	"  if stay then\n"
+	"  if skip then\n"
 	"  elseif typ == 'D' then\n"
 	"    unindex(id, old)\n"
 	"    unclaim(id)\n"
@@ -301,11 +349,11 @@ const char kv_redis_script[] =
 	"if tonumber(maxid) > cur then redis.call('SET', P..'maxid', maxid) end\n"
 	"announce(by)\n"
 	/* Every mount, this one included ('*' is no mount's id), fetches the
-	 * directories kept above and their entries again. */
-	"if #kept > 0 then\n"
+	 * records of the ops skipped above, and what is below them, again. */
+	"if #refetch > 0 then\n"
 	"  local seq = redis.call('INCR', P..'logseq')\n"
 	"  redis.call('XADD', P..'log', 'MAXLEN', '~', '10000', '*', 'seq', seq, 'by', '*',\n"
-	"             'ids', table.concat(kept, ' '))\n"
+	"             'ids', table.concat(refetch, ' '))\n"
 	"end\n"
 	"return n\n";
 

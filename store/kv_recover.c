@@ -67,8 +67,9 @@ static void pick_name(const struct kv_node *lf, const struct kv_node *n, char *n
 {
 	unsigned long long id = (unsigned long long)n->m.id;
 
-	snprintf(name, size, "%llu-%s", id, n->m.name ? n->m.name : "");
-	if (!kv_check_name(name) && !kv_child_get((struct kv_node *)lf, name) && fits(lf, n, name))
+	/* Never cut short: a longer one is ID alone. */
+	if ((size_t)snprintf(name, size, "%llu-%s", id, n->m.name ? n->m.name : "") < size &&
+	    !kv_check_name(name) && !kv_child_get((struct kv_node *)lf, name) && fits(lf, n, name))
 		return;
 	for (unsigned i = 0; i < 1000; i++) {
 		if (i)
@@ -140,6 +141,23 @@ static int recover_one(struct kv_store *kv, struct kv_node *lf, struct kv_node *
 	return 0;
 }
 
+/*
+ * n lost its name to the record that holds it in the tree, while the
+ * backend's entry may name n (on Redis the last commit takes the entry, the
+ * load keeps whichever record it links first): the holder is committed
+ * again, so that its entry is its own once n has moved.
+ */
+static void reassert_holder(struct kv_store *kv, const struct kv_node *n)
+{
+	struct kv_node *p = kv_node_get(kv, n->m.parent), *holder;
+
+	if (!p || !S_ISDIR(p->m.mode) || kv_check_name(n->m.name))
+		return;
+	holder = kv_child_get(p, n->m.name);
+	if (holder)
+		kv_mark_dirty(kv, holder);
+}
+
 /* Does n reach the root through its parents? *top: where the walk ended. */
 static bool reaches_root(const struct kv_store *kv, struct kv_node *n, struct kv_node **top)
 {
@@ -162,6 +180,8 @@ int kv_recover_records(struct kv_store *kv, struct kv_node **orphans, size_t n)
 
 	for (size_t i = 0; !ret && i < n; i++) {
 		ret = lf ? 0 : lost_found(kv, &lf);
+		if (!ret)
+			reassert_holder(kv, orphans[i]);
 		if (!ret)
 			ret = recover_one(kv, lf, orphans[i], false);
 	}

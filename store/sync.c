@@ -330,6 +330,37 @@ static int apply_gone(struct kv_store *kv, struct item *it, struct notes *ns)
 	return 1;
 }
 
+/*
+ * Does directory d keep an entry this mount means to keep: anything but a
+ * file the same changes remove (gone[0..ngone), sorted) that holds no value
+ * of its own here? Such a file's commit is refused by the backend (its value went with
+ * the removal), so it goes too.
+ */
+/* The ids c[0..n) removes, sorted; NULL without memory. */
+static uint64_t *gone_ids(const struct kv_change *c, size_t n, size_t *k)
+{
+	uint64_t *v = malloc((n ? n : 1) * sizeof(*v));
+
+	*k = 0;
+	for (size_t i = 0; v && i < n; i++)
+		if (c[i].gone)
+			v[(*k)++] = c[i].id;
+	if (v)
+		qsort(v, *k, sizeof(*v), cmp_u64);
+	return v;
+}
+
+static bool has_survivor(const struct kv_node *d, const uint64_t *gone, size_t ngone)
+{
+	struct kv_node *x;
+
+	for (size_t i = 0; d->children && (x = htab_next(d->children, &i));)
+		if (is_dir(x) || (x->flags & KV_NODE_VALUE_DIRTY) ||
+		    !bsearch(&x->m.id, gone, ngone, sizeof(*gone), cmp_u64))
+			return true;
+	return false;
+}
+
 /* Marks n and everything below it for the next flush. */
 static void mark_subtree(struct kv_store *kv, struct kv_node *n)
 {
@@ -357,6 +388,68 @@ static void recreate(struct kv_store *kv, struct kv_node *d)
 	mark_subtree(kv, d);
 }
 
+static void push_id(uint64_t **ids, size_t *n, uint64_t id)
+{
+	uint64_t *v = realloc(*ids, (*n + 1) * sizeof(*v));
+
+	/* Without memory the id is not fetched again: the record shows once
+	 * it changes again, or at the next reload. */
+	if (v) {
+		v[(*n)++] = id;
+		*ids = v;
+	}
+}
+
+static int cmp_item(const void *a, const void *b)
+{
+	uint64_t x = (*(struct item *const *)a)->c->id, y = (*(struct item *const *)b)->c->id;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * A new record not placed because its directory is one this mount removed
+ * or changed and has not flushed yet, or is such a new record itself, is
+ * fetched again with the busy ones: that directory may come back (the
+ * commit script keeps a directory another mount filled meanwhile, and
+ * announces it with what is below it), and then the record has a place.
+ */
+static void requeue_waiting(struct kv_store *kv, struct batch *b, uint64_t **busy_ids,
+			    size_t *nbusy)
+{
+	struct item **w = malloc((b->n ? b->n : 1) * sizeof(*w));
+	bool *wait = calloc(b->n ? b->n : 1, sizeof(*wait));
+	size_t k = 0;
+
+	if (!w || !wait)
+		goto out;
+	for (size_t i = 0; i < b->n; i++)
+		if (b->it[i].fresh && !b->it[i].done && !b->it[i].c->gone)
+			w[k++] = &b->it[i];
+	qsort(w, k, sizeof(*w), cmp_item);
+	/* Parents first or not: until nothing more is found. */
+	for (bool more = true; more;) {
+		more = false;
+		for (size_t j = 0; j < k; j++) {
+			struct kv_change key = { .id = w[j]->c->meta.parent };
+			struct item ki = { .c = &key }, *kp = &ki, **found;
+			struct kv_node *p = kv_node_get(kv, key.id);
+
+			if (wait[j] || !p)
+				continue;
+			found = bsearch(&kp, w, k, sizeof(*w), cmp_item);
+			if (found ? !wait[found - w] : !busy(p))
+				continue;
+			wait[j] = true;
+			more = true;
+			push_id(busy_ids, nbusy, w[j]->c->id);
+		}
+	}
+out:
+	free(w);
+	free(wait);
+}
+
 /*
  * With kv->lock held: applies c[0..n). Ids of records this mount holds
  * dirty are appended to *busy_ids (fetched again later).
@@ -366,6 +459,8 @@ static void apply(struct kv_store *kv, struct kv_change *c, size_t n, struct not
 {
 	struct batch b = { calloc(n ? n : 1, sizeof(*b.it)), 0,
 			   calloc(n ? n : 1, sizeof(uint64_t)), 0 };
+	uint64_t *gone = NULL;
+	size_t ngone = 0;
 	bool progress = true;
 
 	if (!b.it || !b.ids)
@@ -381,12 +476,7 @@ static void apply(struct kv_store *kv, struct kv_change *c, size_t n, struct not
 		    !(node->flags & (KV_NODE_ON_DIRTY | KV_NODE_INFLIGHT)))
 			continue; /* removed here, kept only for open handles */
 		if (node && busy(node)) {
-			uint64_t *v = realloc(*busy_ids, (*nbusy + 1) * sizeof(*v));
-
-			if (v) {
-				v[(*nbusy)++] = c[i].id;
-				*busy_ids = v;
-			}
+			push_id(busy_ids, nbusy, c[i].id);
 			continue;
 		}
 		if (!node && c[i].gone)
@@ -429,10 +519,19 @@ static void apply(struct kv_store *kv, struct kv_change *c, size_t n, struct not
 	for (size_t i = 0; i < b.n; i++) {
 		struct item *it = &b.it[i];
 
-		/* A removal still not done: a directory with entries left. */
-		if (!it->done && it->c->gone && it->n->parent)
-			recreate(kv, it->n);
+		/* A removal still not done: a directory with entries left. If
+		 * they only wait to go too, the directory is looked at again
+		 * once they have. */
+		if (!it->done && it->c->gone && it->n->parent) {
+			if (!gone)
+				gone = gone_ids(c, n, &ngone);
+			if (!gone || has_survivor(it->n, gone, ngone))
+				recreate(kv, it->n);
+			else
+				push_id(busy_ids, nbusy, it->c->id);
+		}
 	}
+	requeue_waiting(kv, &b, busy_ids, nbusy);
 	for (size_t i = 0; i < b.n; i++) {
 		/* Never placed (an orphan in the backend): not kept. */
 		if (b.it[i].fresh && !b.it[i].n->parent) {
@@ -442,6 +541,7 @@ static void apply(struct kv_store *kv, struct kv_change *c, size_t n, struct not
 		}
 	}
 out:
+	free(gone);
 	free(b.it);
 	free(b.ids);
 }

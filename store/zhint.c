@@ -18,12 +18,14 @@ void kv_zhint_init(struct kv_zhint *h, uint64_t size)
 	h->total = size;
 }
 
-/* The stride between windows: every byte of a small value. */
+/* The stride between windows: every byte of a small value. Odd, so that
+ * the windows do not all fall at the same offset of fixed-size records
+ * (value and chunk sizes are mostly powers of two). */
 static uint64_t stride(const struct kv_zhint *h)
 {
 	if (h->total <= ZHINT_SAMPLE)
 		return WINDOW;
-	return h->total / (ZHINT_SAMPLE / WINDOW);
+	return h->total / (ZHINT_SAMPLE / WINDOW) | 1;
 }
 
 int kv_zhint_add(const void *data, size_t len, void *arg)

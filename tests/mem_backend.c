@@ -145,7 +145,8 @@ static int mem_load(struct kv_backend *b, kv_load_fn fn, void *arg, uint64_t *ma
 
 	pthread_mutex_lock(&s->lock);
 	for (size_t i = 0; i < s->nrecs && !ret; i++)
-		ret = fn(&s->recs[i].m, arg);
+		if (!s->load_skip || s->recs[i].m.id != s->load_skip)
+			ret = fn(&s->recs[i].m, arg);
 	*max_id = s->max_id;
 	pthread_mutex_unlock(&s->lock);
 	return ret;
@@ -295,11 +296,36 @@ static int mem_release(struct kv_backend *b, const struct kv_expect *e, size_t n
 	return 0;
 }
 
+static int mem_fetch(struct kv_backend *b, const uint64_t *ids, size_t n, struct kv_change *out)
+{
+	struct mem_state *s = ((struct mem_backend *)b)->s;
+	int ret = 0;
+
+	pthread_mutex_lock(&s->lock);
+	for (size_t i = 0; i < n; i++) {
+		struct mem_rec *r = NULL;
+
+		for (size_t j = 0; j < s->nrecs && !r; j++)
+			if (s->recs[j].m.id == ids[i])
+				r = &s->recs[j];
+		out[i] = (struct kv_change){ .id = ids[i], .gone = !r };
+		if (r && !ret && kv_meta_copy(&out[i].meta, &r->m)) {
+			out[i].gone = true;
+			ret = -ENOMEM;
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (ret)
+		kv_changes_clear(out, n);
+	return ret;
+}
+
 static const struct kv_backend_ops mem_shared_ops = {
 	MEM_OPS,
 	.caps = { .shared = true },
 	.reserve = mem_reserve,
 	.release = mem_release,
+	.fetch = mem_fetch,
 };
 
 struct kv_backend *mem_backend_new(struct mem_state *s)

@@ -46,6 +46,9 @@ struct mem_state {
 	int (*on_reserve)(void *arg, const struct kv_expect *e, size_t n);
 	void *on_reserve_arg;
 	unsigned reserves, releases;
+	/* Shared only: fetch() gives records by id; load() leaves this one
+	 * out, as a scan that passed its place before another mount made it. */
+	uint64_t load_skip;
 };
 
 void mem_state_init(struct mem_state *s);

@@ -297,32 +297,73 @@ static int commit_dir(struct kv_backend *b, uint64_t id, uint64_t parent, const 
 	return b->ops->commit(b, &op, 1);
 }
 
+/* The ids of the last log entry if every mount is to fetch them ("*"). */
+static char *refetched(void)
+{
+	char *last = cli("XREVRANGE " KT "log + - COUNT %s", "1"), *ids;
+
+	ids = strstr(last, "\nby\n*\nids\n");
+	ids = strdup(ids ? ids + strlen("\nby\n*\nids\n") : "");
+	free(last);
+	assert_non_null(ids);
+	return ids;
+}
+
+static int cmp_ull(const void *a, const void *b)
+{
+	unsigned long long x = *(const unsigned long long *)a, y = *(const unsigned long long *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* The last entry's ids, in increasing order (the script's order is that
+ * of a Lua table), are want's. */
+static void assert_refetched(const char *want)
+{
+	char *ids = refetched(), *p = ids, got[256] = "";
+	unsigned long long v[32];
+	size_t n = 0, len = 0;
+
+	while (*p && n < 32) {
+		v[n++] = strtoull(p, &p, 10);
+		while (*p == ' ')
+			p++;
+	}
+	qsort(v, n, sizeof(v[0]), cmp_ull);
+	for (size_t i = 0; i < n; i++)
+		len += (size_t)snprintf(got + len, sizeof(got) - len, "%s%llu", i ? " " : "", v[i]);
+	assert_string_equal(got, want);
+	free(ids);
+}
+
 /*
  * A DEL of a directory whose entries in Redis name records or claims the
  * batch does not carry (another mount made them after the deleting mount
- * last looked) is not applied, and every mount is told (by "*") to fetch
- * it and them again. A whole tree deleted in one batch goes, in any order,
- * and an entry whose record is gone does not keep its directory.
+ * last looked) is not applied, nor that of a directory above it in the same
+ * batch, whatever the order, and every mount is told (by "*") to fetch them
+ * and what is below them. A whole tree deleted in one batch goes, in any
+ * order; an entry whose record is gone keeps nothing. A PUT without a value
+ * of a record another mount deleted, with its value, is not applied.
  */
 void test_dir_delete_keeps_foreign_entries(void **state)
 {
 	struct kv_backend *b = xload(NULL);
 	struct kv_op del2[2] = { { .type = KV_OP_DEL, .meta.id = 2 },
 				 { .type = KV_OP_DEL, .meta.id = 3 } };
-	char *last;
+	struct kv_op rmr[2] = { { .type = KV_OP_DEL, .meta.id = 5 },
+				{ .type = KV_OP_DEL, .meta.id = 6 } };
+	uint64_t vver = 0;
 
 	(void)state;
 	assert_int_equal(commit_dir(b, 2, 1, "d"), 0);
 	assert_int_equal(put_key(b, 3, 2, "k", "", 0, "v", NULL), 0);
 
-	/* d alone: kept, announced to every mount with its foreign entry. */
+	/* d alone: kept, announced to every mount with what is in it. */
 	assert_int_equal(del_key(b, 2, 0), 0);
 	assert_int_equal(cli_int("EXISTS %s", KT "r:2"), 1);
 	assert_int_equal(cli_int("SISMEMBER " KT "ids %s", "2"), 1);
 	assert_cli("HGET " KT "d:1 %s", "d", "2");
-	last = cli("XREVRANGE " KT "log + - COUNT %s", "1");
-	assert_non_null(strstr(last, "\nby\n*\nids\n3 2"));
-	free(last);
+	assert_refetched("2 3");
 
 	/* d and k in one batch, the directory first: both go. */
 	assert_int_equal(b->ops->commit(b, del2, 2), 0);
@@ -336,5 +377,25 @@ void test_dir_delete_keeps_foreign_entries(void **state)
 	assert_int_equal(del_key(b, 4, 0), 0);
 	assert_int_equal(cli_int("EXISTS %s", KT "r:4"), 0);
 	assert_int_equal(cli_int("HEXISTS " KT "d:1 %s", "e"), 0);
+
+	/* p/q/x, x another mount's: deleting p and q in one batch, p first,
+	 * keeps both. */
+	assert_int_equal(commit_dir(b, 5, 1, "p"), 0);
+	assert_int_equal(commit_dir(b, 6, 5, "q"), 0);
+	assert_int_equal(put_key(b, 7, 6, "x", "", 0, "x", NULL), 0);
+	assert_int_equal(b->ops->commit(b, rmr, 2), 0);
+	assert_cli("HGET " KT "d:1 %s", "p", "5");
+	assert_cli("HGET " KT "d:5 %s", "q", "6");
+	assert_refetched("5 6 7");
+
+	/* Deleted with its value by another mount, then changed here without
+	 * a new value (a chmod): the deletion stands. */
+	assert_int_equal(put_key(b, 8, 1, "m", "", 0, "data", &vver), 0);
+	assert_int_equal(del_key(b, 8, vver), 0);
+	assert_int_equal(put_key(b, 8, 1, "m", "", 0, NULL, &vver), 0);
+	assert_int_equal(cli_int("EXISTS %s", KT "r:8"), 0);
+	assert_int_equal(cli_int("HEXISTS " KT "d:1 %s", "m"), 0);
+	assert_int_equal(cli_int("SISMEMBER " KT "ids %s", "8"), 0);
+	assert_refetched("8");
 	b->ops->close(b);
 }

@@ -502,6 +502,36 @@ static void test_unplaceable_records_recovered(void **state)
 	assert_int_equal(st.keys, 6);
 }
 
+/*
+ * On a store other mounts share, a load that did not see a directory (made
+ * after its scan passed) fetches it before anything goes to lost+found:
+ * n/sub/k is placed as it is, n fetched.
+ */
+static void test_load_fetches_missing_parents(void **state)
+{
+	struct fx *f = *state;
+	uint64_t n = mkdir_(f->kv, KV_ROOT_ID, "n"), sub = mkdir_(f->kv, n, "sub");
+	uint64_t k = mkfile(f->kv, sub, "k", "v");
+	struct kv_attr at;
+
+	assert_int_equal(kv_close(f->kv), 0);
+	f->s.shared = true;
+	f->s.load_skip = n;
+	reopen(f);
+	assert_int_equal(kv_lookup(f->kv, KV_ROOT_ID, "lost+found", &at), -ENOENT);
+	assert_int_equal(kv_lookup(f->kv, KV_ROOT_ID, "n", &at), 0);
+	assert_int_equal(at.id, n);
+	assert_int_equal(kv_lookup(f->kv, n, "sub", &at), 0);
+	assert_int_equal(kv_lookup(f->kv, sub, "k", &at), 0);
+	assert_int_equal(at.id, k);
+	assert_content(f->kv, k, "v");
+	/* Without fetch (not shared): the same store recovers instead. */
+	assert_int_equal(kv_close(f->kv), 0);
+	f->s.shared = false;
+	reopen(f);
+	assert_int_equal(kv_lookup(f->kv, KV_ROOT_ID, "lost+found", &at), 0);
+}
+
 /* A recovered subtree too deep to fit under lost+found (keys are at most
  * KV_KEY_MAX bytes) is recovered entry by entry, each one level shorter. */
 static void test_deep_orphan_split(void **state)
@@ -691,6 +721,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_truncate_and_efbig, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ids_never_reused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deep_orphan_split, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_load_fetches_missing_parents, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unplaceable_records_recovered, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_metadata_persisted, setup, teardown),

@@ -665,23 +665,52 @@ static void flush_all(struct mnt *m)
 	assert_int_equal(run_cmd("%s -m '%s' flush >/dev/null", nadbctl_bin(), m->dir), 0);
 }
 
-/* d/k must read "kept" through m now and after m is mounted again. */
-static void assert_survives(struct mnt *m, const char *want)
+/*
+ * Polls until path reads want through m (NULL: until it does not exist),
+ * flushing every mount of the pair first each time: with flush_interval at
+ * 1 h, what a mount's sync thread commits again (a directory another mount
+ * removed) waits for a flush, whichever order the two threads took.
+ */
+static void await_settled(struct pair *p, struct mnt *m, const char *path, const char *want)
 {
-	await_file(mnt_path(m, "d/k"), want);
+	int64_t deadline = now_ms() + CATCH_UP_MS;
+	char *got;
+
+	for (;;) {
+		if (p->a.pid > 0)
+			flush_all(&p->a);
+		if (p->b.pid > 0)
+			flush_all(&p->b);
+		got = content(mnt_path(m, "%s", path));
+		if (want ? got && !strcmp(got, want) : !got && errno == ENOENT)
+			break;
+		if (now_ms() > deadline)
+			fail_msg("%s: want %s, have %s (%s)", path, want ? want : "no file",
+				 got ? got : "nothing", got ? "" : strerror(errno));
+		free(got);
+		usleep(10000);
+	}
+	free(got);
+}
+
+/* path must read want through m now and after m is mounted again, and the
+ * load places every record (nothing goes to lost+found). */
+static void assert_survives(struct mnt *m, const char *path, const char *want)
+{
+	assert_file_str(mnt_path(m, "%s", path), want);
 	mnt_stop(m);
 	mnt_start(m, OPTS_MANUAL);
-	assert_file_str(mnt_path(m, "d/k"), want);
+	assert_file_str(mnt_path(m, "%s", path), want);
 	assert_int_equal(mnt_log_lines(m, NULL, "cannot be placed"), 0);
 }
 
 /*
- * a removes d/k and d while b rewrites d/k. a's removals land first: b's
- * key goes back into a directory Redis no longer has (a rewrite does not
- * change its directory, so b's commit does not carry d). b, hearing of the
- * removal with d/k still in d, commits d again and what is below it, so
- * that no mount drops d/k as an orphan, now or at its next mount: the last
- * writer wins, and d with it.
+ * a removes d/k and d while b rewrites d/k: the last writer wins, and d
+ * with it. If a's removals land first, b's key goes back into a directory
+ * Redis no longer has (a rewrite does not change its directory, so b's
+ * commit need not carry d); b, hearing of the removal with d/k still in d,
+ * commits d again and what is below it, so that no mount drops d/k as an
+ * orphan, now or at its next mount.
  */
 static void test_rmdir_races_a_rewrite(void **state)
 {
@@ -697,19 +726,18 @@ static void test_rmdir_races_a_rewrite(void **state)
 	ASSERT_SYS(unlink(mnt_path(a, "d/k")));
 	ASSERT_SYS(rmdir(mnt_path(a, "d")));
 	flush_all(a);
-	flush_all(b);
+	await_settled(p, a, "d/k", "kept");
 	assert_file_str(mnt_path(b, "d/k"), "kept");
-	await_file(mnt_path(a, "d/k"), "kept");
 	assert_string_equal(rcli(a, "SISMEMBER " TT "ids %s",
 				 rcli(a, "HGET " TT "d:1 %s", "d")), "1");
 	mnt_stop(b);
-	assert_survives(a, "kept");
+	assert_survives(a, "d/k", "kept");
 }
 
 /*
  * The other order, with b gone before a's removal lands: Redis keeps a
  * directory that still has entries no mount's removal knew of, and tells
- * every mount, the remover included, to fetch it and them again.
+ * every mount, the remover included, to fetch it and what is below it.
  */
 static void test_rmdir_races_a_create_create_first(void **state)
 {
@@ -730,9 +758,105 @@ static void test_rmdir_races_a_create_create_first(void **state)
 	ASSERT_SYS(unlink(mnt_path(a, "e/x")));
 	ASSERT_SYS(rmdir(mnt_path(a, "e")));
 	flush_all(a);
-	assert_survives(a, "kept");
+	await_file(mnt_path(a, "d/k"), "kept");
+	assert_survives(a, "d/k", "kept");
 	ASSERT_ERRNO(access(mnt_path(a, "e"), F_OK), ENOENT);
 	assert_string_equal(rcli(a, "HEXISTS " TT "d:1 %s", "e"), "0");
+}
+
+/*
+ * Deeper: b makes d/e/f in the directory a removes (a may hear of e and f
+ * before or after its removal is flushed, while d is gone only here), and
+ * a removes p/d and p in one batch (p before d or after) while b writes
+ * p/d/k and unmounts. Every directory stays, and a fetches everything
+ * below the ones kept.
+ */
+static void test_rmdir_races_a_tree(void **state)
+{
+	struct pair *p = start_pair(state, OPTS_MANUAL);
+	struct mnt *a = &p->a, *b = &p->b;
+
+	ASSERT_SYS(mkdir(mnt_path(a, "d"), 0755));
+	ASSERT_SYS(mkdir(mnt_path(a, "p"), 0755));
+	ASSERT_SYS(mkdir(mnt_path(a, "p/d"), 0755));
+	flush_all(a);
+	await_listed(mnt_path(b, "p"), "d", true);
+
+	ASSERT_SYS(rmdir(mnt_path(a, "d")));
+	ASSERT_SYS(rmdir(mnt_path(a, "p/d")));
+	ASSERT_SYS(rmdir(mnt_path(a, "p")));
+	ASSERT_SYS(mkdir(mnt_path(b, "d/e"), 0755));
+	put_str(mnt_path(b, "d/e/f"), "f");
+	put_str(mnt_path(b, "p/d/k"), "k");
+	flush_all(b);
+	mnt_stop(b);
+	flush_all(a);
+	await_file(mnt_path(a, "d/e/f"), "f");
+	await_file(mnt_path(a, "p/d/k"), "k");
+	assert_string_equal(rcli(a, "HEXISTS " TT "d:1 %s", "p"), "1");
+	assert_survives(a, "p/d/k", "k");
+	assert_file_str(mnt_path(a, "d/e/f"), "f");
+}
+
+/*
+ * b changes only the metadata of d/k (no value of its own) while a removes
+ * d/k, with its value, and d: the removal stands, and no mount is left with
+ * a key whose value is gone (which read EIO).
+ */
+static void test_rmdir_races_a_chmod(void **state)
+{
+	struct pair *p = start_pair(state, OPTS_MANUAL);
+	struct mnt *a = &p->a, *b = &p->b;
+
+	ASSERT_SYS(mkdir(mnt_path(a, "d"), 0755));
+	put_str(mnt_path(a, "d/k"), "data");
+	flush_all(a);
+	await_file(mnt_path(b, "d/k"), "data");
+
+	ASSERT_SYS(chmod(mnt_path(b, "d/k"), 0600));
+	ASSERT_SYS(unlink(mnt_path(a, "d/k")));
+	ASSERT_SYS(rmdir(mnt_path(a, "d")));
+	flush_all(a);
+	await_settled(p, b, "d/k", NULL);
+	await_settled(p, a, "d/k", NULL);
+	assert_string_equal(rcli(a, "EXISTS " TT "i:%s", rcli(a, "HGET " TT "d:1 %s", "d")),
+			    "0");
+}
+
+/*
+ * Two records on one name (b's file d, a's directory d with d/k, created
+ * at once without O_EXCL): a later load keeps one there and moves the
+ * other, with what is below it, into lost+found; Redis's entry names the
+ * one kept, which the store can then look up by name.
+ */
+static void test_name_conflict_at_load(void **state)
+{
+	struct pair *p = start_pair(state, OPTS_MANUAL);
+	struct mnt *a = &p->a, *b = &p->b;
+	struct stat st;
+	const char *lf, *k;
+
+	put_str(mnt_path(b, "d"), "file");
+	ASSERT_SYS(mkdir(mnt_path(a, "d"), 0755));
+	put_str(mnt_path(a, "d/k"), "k");
+	flush_all(a);
+	flush_all(b);
+	mnt_stop(b);
+	mnt_stop(a);
+	mnt_start(a, OPTS_MANUAL);
+	ASSERT_SYS(stat(mnt_path(a, "d"), &st));
+	assert_string_equal(rcli(a, "HGET " TT "d:1 %s", "d"),
+			    mnt_str(a, "%llu", (unsigned long long)st.st_ino));
+	lf = mnt_str(a, "%s", mnt_ls(a, "lost+found"));
+	assert_int_equal(mnt_log_lines(a, NULL, "cannot be placed"), 1);
+	if (S_ISDIR(st.st_mode)) {
+		assert_file_str(mnt_path(a, "d/k"), "k");
+		assert_file_str(mnt_path(a, "lost+found/%s", lf), "file");
+	} else {
+		assert_file_str(mnt_path(a, "d"), "file");
+		k = mnt_str(a, "lost+found/%s/k", lf);
+		assert_file_str(mnt_path(a, "%s", k), "k");
+	}
 }
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -752,7 +876,11 @@ int main(void)
 		T(test_transaction_conflicts_across_mounts),
 		T(test_rmdir_races_a_rewrite),
 		T(test_rmdir_races_a_create_create_first),
+		T(test_rmdir_races_a_tree),
+		T(test_rmdir_races_a_chmod),
+		T(test_name_conflict_at_load),
 	};
 
+	if (getenv("TF")) cmocka_set_test_filter(getenv("TF"));
 	return cmocka_run_group_tests_name("redis coherence", tests, NULL, NULL);
 }
