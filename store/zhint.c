@@ -28,6 +28,17 @@ static uint64_t stride(const struct kv_zhint *h)
 	return h->total / (ZHINT_SAMPLE / WINDOW) | 1;
 }
 
+/* Counts len bytes of p (NULL: zeros). */
+static void count(struct kv_zhint *h, const uint8_t *p, size_t len)
+{
+	if (p)
+		for (size_t i = 0; i < len; i++)
+			h->count[p[i]]++;
+	else
+		h->count[0] += (uint32_t)len;
+	h->seen += len;
+}
+
 int kv_zhint_add(const void *data, size_t len, void *arg)
 {
 	struct kv_zhint *h = arg;
@@ -36,31 +47,20 @@ int kv_zhint_add(const void *data, size_t len, void *arg)
 
 	if (step == WINDOW) {
 		/* A small value: every byte. */
-		if (p)
-			for (size_t i = 0; i < len; i++)
-				h->count[p[i]]++;
-		else
-			h->count[0] += (uint32_t)len;
-		h->seen += len;
+		count(h, p, len);
 		h->pos += len;
 		return 0;
 	}
 	while (len) {
 		uint64_t in = h->pos % step;
-		size_t take, skip;
+		size_t skip;
 
 		if (in < WINDOW) {
-			take = WINDOW - in < len ? (size_t)(WINDOW - in) : len;
-			if (p)
-				for (size_t i = 0; i < take; i++)
-					h->count[p[i]]++;
-			else
-				h->count[0] += (uint32_t)take;
-			h->seen += take;
+			skip = WINDOW - in < len ? (size_t)(WINDOW - in) : len;
+			count(h, p, skip);
 		} else {
-			take = 0;
+			skip = step - in < len ? (size_t)(step - in) : len;
 		}
-		skip = take ? take : (step - in < len ? (size_t)(step - in) : len);
 		h->pos += skip;
 		if (p)
 			p += skip;

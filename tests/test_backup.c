@@ -130,6 +130,23 @@ void assert_str(struct kv_store *kv, const char *path, const char *s)
 	assert_value(kv, path, s, strlen(s));
 }
 
+/* The names in the backup directory, sorted, comma-separated ("" when it is missing). */
+void dir_names(const char *dir, char *out, size_t len)
+{
+	struct dirent **ents;
+	int n = scandir(dir, &ents, NULL, alphasort);
+
+	out[0] = '\0';
+	for (int i = 0; i < n; i++) {
+		if (strcmp(ents[i]->d_name, ".") && strcmp(ents[i]->d_name, ".."))
+			snprintf(out + strlen(out), len - strlen(out), "%s%s", out[0] ? "," : "",
+				 ents[i]->d_name);
+		free(ents[i]);
+	}
+	if (n >= 0)
+		free(ents);
+}
+
 static void assert_xattr(struct kv_store *kv, const char *path, const char *name,
 			 const char *want)
 {

@@ -7,6 +7,7 @@
 #ifndef NADB_TESTS_TEST_BACKUP_H
 #define NADB_TESTS_TEST_BACKUP_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "tests/mem_backend.h"
@@ -23,6 +24,9 @@ struct kv_store *KV(struct fx *f);
 uint64_t find(struct kv_store *kv, const char *path);
 void put_str(struct kv_store *kv, const char *path, const char *s);
 void assert_str(struct kv_store *kv, const char *path, const char *s);
+/* The names in dir but "." and "..", sorted, comma-separated ("" when it
+ * is missing). */
+void dir_names(const char *dir, char *out, size_t len);
 
 void test_index_never_half_written(void **state);
 void test_failed_create_leaves_nothing(void **state);

@@ -3,7 +3,6 @@
  * written (the index, its directory, the archive's rename) leaves the
  * backups as they were, and nothing behind.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -126,23 +125,6 @@ void test_index_never_half_written(void **state)
 	before = slurp(path);
 	check_index(f, before, "one,three,four");
 	free(before);
-}
-
-/* The names in the backup directory, sorted, comma-separated ("" when it is missing). */
-static void dir_names(const char *dir, char *out, size_t len)
-{
-	struct dirent **ents;
-	int n = scandir(dir, &ents, NULL, alphasort);
-
-	out[0] = '\0';
-	for (int i = 0; i < n; i++) {
-		if (strcmp(ents[i]->d_name, ".") && strcmp(ents[i]->d_name, ".."))
-			snprintf(out + strlen(out), len - strlen(out), "%s%s", out[0] ? "," : "",
-				 ents[i]->d_name);
-		free(ents[i]);
-	}
-	if (n >= 0)
-		free(ents);
 }
 
 /*

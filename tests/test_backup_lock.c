@@ -7,7 +7,6 @@
  * final name is never replaced (with RENAME_NOREPLACE, and with the
  * hard-link fallback); a failed create removes only what it made.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -71,23 +70,6 @@ static void *create_many(void *arg)
 	return NULL;
 }
 
-/* The names in dir but "." and "..", sorted, comma-separated. */
-static void names_in(const char *dir, char *out, size_t len)
-{
-	struct dirent **ents;
-	int n = scandir(dir, &ents, NULL, alphasort);
-
-	out[0] = '\0';
-	for (int i = 0; i < n; i++) {
-		if (strcmp(ents[i]->d_name, ".") && strcmp(ents[i]->d_name, ".."))
-			snprintf(out + strlen(out), len - strlen(out), "%s%s", out[0] ? "," : "",
-				 ents[i]->d_name);
-		free(ents[i]);
-	}
-	if (n >= 0)
-		free(ents);
-}
-
 static int str_cmp(const void *a, const void *b)
 {
 	return strcmp(*(char *const *)a, *(char *const *)b);
@@ -129,7 +111,7 @@ static void check_creates(struct fx *f, struct creator *c)
 	for (size_t i = 0; i < k + 2; i++)
 		snprintf(want + strlen(want), sizeof(want) - strlen(want), "%s%s", i ? "," : "",
 			 files[i]);
-	names_in(f->dir, names, sizeof(names));
+	dir_names(f->dir, names, sizeof(names));
 	assert_string_equal(names, want);
 	assert_int_equal(kv_backup_list(KV(f), &list, &n, f->err, sizeof(f->err)), 0);
 	assert_int_equal(n, k);
@@ -326,7 +308,7 @@ static void create_busy(struct fx *f, const char *before)
 	assert_true(took >= 300);
 	assert_true(took < 5000);
 	assert_non_null(strstr(f->err, "in use by another process"));
-	names_in(f->dir, names, sizeof(names));
+	dir_names(f->dir, names, sizeof(names));
 	assert_string_equal(names, before);
 }
 
@@ -357,7 +339,7 @@ void test_lock_held_elsewhere(void **state)
 	assert_int_equal(lstat(path, &st), 0);
 	assert_true(S_ISREG(st.st_mode));
 	assert_int_equal(st.st_mode & 07777, 0600);
-	names_in(f->dir, names, sizeof(names));
+	dir_names(f->dir, names, sizeof(names));
 	assert_string_equal(names, ".lock,base.tar.zst,index.json");
 
 	pid = hold_lock(f->dir, LOCK_EX, &release);
@@ -394,7 +376,7 @@ void test_lock_held_elsewhere(void **state)
 			 0);
 	assert_int_equal(nremoved, 1);
 	free(removed);
-	names_in(f->dir, names, sizeof(names));
+	dir_names(f->dir, names, sizeof(names));
 	assert_string_equal(names, ".lock,index.json,named.tar.zst");
 
 	/* A symlink in its place is refused, its target never created. */
@@ -474,7 +456,7 @@ void test_lock_never_replaces(void **state)
 	fault_rename_hook(NULL, false, NULL, NULL);
 	assert_non_null(strstr(f->err, "backup two exists"));
 	assert_squatted(f, "two");
-	names_in(f->dir, names, sizeof(names));
+	dir_names(f->dir, names, sizeof(names));
 	assert_string_equal(names, ".lock,index.json,one.tar.zst,two.tar.zst");
 
 	/* The same without RENAME_NOREPLACE: link(2) refuses it too. */
@@ -493,7 +475,7 @@ void test_lock_never_replaces(void **state)
 	assert_int_equal(fault_hits(), 1);
 	fault_clear();
 	assert_int_equal(kv_backup_verify(KV(f), "four", &info, f->err, sizeof(f->err)), 0);
-	names_in(f->dir, names, sizeof(names));
+	dir_names(f->dir, names, sizeof(names));
 	assert_string_equal(names, ".lock,four.tar.zst,index.json,one.tar.zst,three.tar.zst,"
 				   "two.tar.zst");
 

@@ -79,13 +79,24 @@ static char *content(const char *path)
 	return read_file(path, NULL);
 }
 
-/* Polls until path holds want (NULL: until it does not exist). */
-static void await_file(const char *path, const char *want)
+static void flush_all(struct mnt *m);
+
+/*
+ * Polls until path holds want (NULL: until it does not exist); with a pair,
+ * flushing both of its mounts before each look: with flush_interval at 1 h,
+ * what a mount's sync thread commits again (a directory another mount
+ * removed) waits for a flush, whichever order the two threads took.
+ */
+static void await_flushing(struct pair *p, const char *path, const char *want)
 {
 	int64_t deadline = now_ms() + CATCH_UP_MS;
 	char *got = NULL;
 
 	for (;;) {
+		if (p && p->a.pid > 0)
+			flush_all(&p->a);
+		if (p && p->b.pid > 0)
+			flush_all(&p->b);
 		got = content(path);
 		if (want ? got && !strcmp(got, want) : !got && errno == ENOENT)
 			break;
@@ -96,6 +107,11 @@ static void await_file(const char *path, const char *want)
 		usleep(10000);
 	}
 	free(got);
+}
+
+static void await_file(const char *path, const char *want)
+{
+	await_flushing(NULL, path, want);
 }
 
 static bool listed(const char *dir, const char *name)
@@ -665,34 +681,6 @@ static void flush_all(struct mnt *m)
 	assert_int_equal(run_cmd("%s -m '%s' flush >/dev/null", nadbctl_bin(), m->dir), 0);
 }
 
-/*
- * Polls until path reads want through m (NULL: until it does not exist),
- * flushing every mount of the pair first each time: with flush_interval at
- * 1 h, what a mount's sync thread commits again (a directory another mount
- * removed) waits for a flush, whichever order the two threads took.
- */
-static void await_settled(struct pair *p, struct mnt *m, const char *path, const char *want)
-{
-	int64_t deadline = now_ms() + CATCH_UP_MS;
-	char *got;
-
-	for (;;) {
-		if (p->a.pid > 0)
-			flush_all(&p->a);
-		if (p->b.pid > 0)
-			flush_all(&p->b);
-		got = content(mnt_path(m, "%s", path));
-		if (want ? got && !strcmp(got, want) : !got && errno == ENOENT)
-			break;
-		if (now_ms() > deadline)
-			fail_msg("%s: want %s, have %s (%s)", path, want ? want : "no file",
-				 got ? got : "nothing", got ? "" : strerror(errno));
-		free(got);
-		usleep(10000);
-	}
-	free(got);
-}
-
 /* path must read want through m now and after m is mounted again, and the
  * load places every record (nothing goes to lost+found). */
 static void assert_survives(struct mnt *m, const char *path, const char *want)
@@ -726,7 +714,7 @@ static void test_rmdir_races_a_rewrite(void **state)
 	ASSERT_SYS(unlink(mnt_path(a, "d/k")));
 	ASSERT_SYS(rmdir(mnt_path(a, "d")));
 	flush_all(a);
-	await_settled(p, a, "d/k", "kept");
+	await_flushing(p, mnt_path(a, "d/k"), "kept");
 	assert_file_str(mnt_path(b, "d/k"), "kept");
 	assert_string_equal(rcli(a, "SISMEMBER " TT "ids %s",
 				 rcli(a, "HGET " TT "d:1 %s", "d")), "1");
@@ -817,8 +805,8 @@ static void test_rmdir_races_a_chmod(void **state)
 	ASSERT_SYS(unlink(mnt_path(a, "d/k")));
 	ASSERT_SYS(rmdir(mnt_path(a, "d")));
 	flush_all(a);
-	await_settled(p, b, "d/k", NULL);
-	await_settled(p, a, "d/k", NULL);
+	await_flushing(p, mnt_path(b, "d/k"), NULL);
+	await_flushing(p, mnt_path(a, "d/k"), NULL);
 	assert_string_equal(rcli(a, "EXISTS " TT "i:%s", rcli(a, "HGET " TT "d:1 %s", "d")),
 			    "0");
 }
