@@ -409,7 +409,7 @@ static int cmp_item(const void *a, const void *b)
 
 /*
  * A new record not placed because its directory is one this mount removed
- * or changed and has not flushed yet, or is such a new record itself, is
+ * or changed and has not committed yet, or is such a new record itself, is
  * fetched again with the busy ones: that directory may come back (the
  * commit script keeps a directory another mount filled meanwhile, and
  * announces it with what is below it), and then the record has a place.
@@ -438,7 +438,11 @@ static void requeue_waiting(struct kv_store *kv, struct batch *b, uint64_t **bus
 			if (wait[j] || !p)
 				continue;
 			found = bsearch(&kp, w, k, sizeof(*w), cmp_item);
-			if (found ? !wait[found - w] : !busy(p))
+			/* Flushed or not, but not merely kept for open handles:
+			 * that could last, and re-fetching costs a round trip
+			 * every BUSY_WAIT_MS. */
+			if (found ? !wait[found - w] :
+				    !(p->flags & (KV_NODE_ON_DIRTY | KV_NODE_INFLIGHT)))
 				continue;
 			wait[j] = true;
 			more = true;
