@@ -1,8 +1,9 @@
 /*
  * The Redis backend's private interface, shared by its files:
  * backend_redis.c (open, load, reads, statfs), backend_redis_commit.c (the
- * commit script), backend_redis_conn.c (the connection pool and error
- * translation), backend_redis_sync.c (change log, id blocks, name claims,
+ * commit) and backend_redis_script.c (its Lua script), backend_redis_tx.c
+ * (transactions' reservations), backend_redis_conn.c (the connection pool
+ * and error translation), backend_redis_sync.c (change log, id blocks, name claims,
  * expiry sweep: several mounts), backend_redis_query.c (tag queries by set
  * operations) and backend_redis_value.c (value encoding).
  * These are the only files that include hiredis.
@@ -189,9 +190,10 @@ char *kv_redis_key(const struct kv_redis *r, const char *fmt, ...)
 	"             'ids', table.concat(touched, ' '))\n" \
 	"end\n"
 
-/* backend_redis_commit.c */
-/* The commit script's text (loaded at open, re-sent if the server lost it). */
+/* backend_redis_script.c: the commit script's text (sent by its text
+ * within the commit's MULTI: Redis finds it compiled by its digest). */
 extern const char kv_redis_script[];
+/* backend_redis_commit.c */
 int kv_redis_commit(struct kv_backend *b, struct kv_op *ops, size_t n);
 
 /* backend_redis_sync.c: several mounts of one store */

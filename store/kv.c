@@ -791,8 +791,10 @@ void kv_get_stats(struct kv_store *kv, struct kv_stats *out)
 	out->ttl_expired = kv->ttl_expired;
 	out->tx_active = 0;
 	out->tx_staged_bytes = 0;
+	/* An aborted one still in use is not active, but holds its bytes
+	 * until the sweeper frees it. */
 	for (struct kv_txn *tx = kv->txs; tx; tx = tx->next) {
-		out->tx_active++;
+		out->tx_active += !tx->doomed;
 		out->tx_staged_bytes += tx->staged_bytes;
 	}
 	out->tx_committed = kv->tx_committed;

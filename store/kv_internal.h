@@ -209,6 +209,13 @@ size_t kv_subtree_max_len(const struct kv_node *dir);
 /* kv_recover.c: moves the records a load could not place (orphans[0..n),
  * out of the tree) and cycles of parents into lost+found. */
 int kv_recover_records(struct kv_store *kv, struct kv_node **orphans, size_t n);
+/* kv_open.c: a loaded record into the id index (a kv_load_fn; arg: kv). */
+int kv_load_record(const struct kv_meta *m, void *arg);
+/* Links n under its parent: 1, 0 if it has no place there, or -ENOMEM. */
+int kv_try_link(struct kv_store *kv, struct kv_node *n);
+/* kv_load_settle.c: on a store other mounts share, what the load could not
+ * place, checked against the backend now (*orphans[0..*n) is updated). */
+int kv_load_settle(struct kv_store *kv, struct kv_node ***orphans, size_t *n);
 /* mkdir/create's common part: a new node under dir, dirty, dir touched. */
 int kv_node_create(struct kv_store *kv, struct kv_node *dir, const char *name, uint32_t mode,
 		   uint32_t uid, uint32_t gid, struct kv_node **out);

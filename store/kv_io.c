@@ -59,7 +59,7 @@ static void superseded(int tries)
 
 int kv_load_value(struct kv_store *kv, uint64_t id)
 {
-	for (int tries = 0; tries < READ_TRIES; superseded(++tries)) {
+	for (int tries = 0; tries < READ_TRIES; tries++) {
 		struct kv_node *n = kv_node_live(kv, id);
 		struct kv_value *v = NULL;
 		struct kv_meta ref;
@@ -82,8 +82,10 @@ int kv_load_value(struct kv_store *kv, uint64_t id)
 			kv_may_block();
 		ret = kv->backend->ops->read_value(kv->backend, &ref, &v);
 		/* Superseded by another mount: fetch its record first. */
-		if (ret == -ESTALE)
+		if (ret == -ESTALE) {
 			kv_refresh(kv, 0, NULL, id);
+			superseded(tries + 1);
+		}
 		pthread_mutex_lock(&kv->lock);
 		if (ret == -ESTALE)
 			continue;

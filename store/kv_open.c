@@ -15,7 +15,7 @@
 
 #define S_ISDIR_NODE(n) S_ISDIR((n)->m.mode)
 
-static int load_record(const struct kv_meta *m, void *arg)
+int kv_load_record(const struct kv_meta *m, void *arg)
 {
 	struct kv_store *kv = arg;
 	struct kv_node *n = kv_node_new_named(m->name);
@@ -55,8 +55,7 @@ out_free:
 	return ret;
 }
 
-/* Links n under its parent: 1, 0 if it has no place there, or -ENOMEM. */
-static int try_link(struct kv_store *kv, struct kv_node *n)
+int kv_try_link(struct kv_store *kv, struct kv_node *n)
 {
 	struct kv_node *parent = kv_node_get(kv, n->m.parent);
 	int ret;
@@ -72,73 +71,6 @@ static int try_link(struct kv_store *kv, struct kv_node *n)
 	else
 		kv->nkeys++;
 	return 1;
-}
-
-/*
- * A store other mounts change while this one loads is not read at one
- * instant: a record may name a directory made (or moved in) after the scan
- * passed it. Before anything goes to lost+found, the missing directories
- * are fetched, a few rounds (one fetched may name another missing), and
- * what they let place is linked. What the mount misses otherwise comes
- * through the change log, which it reads from before the load.
- */
-static int fetch_missing_parents(struct kv_store *kv, struct kv_node ***orphans, size_t *n)
-{
-	const struct kv_backend_ops *ops = kv->backend->ops;
-	int ret = 0;
-
-	if (!ops->caps.shared || !ops->fetch)
-		return 0;
-	for (int round = 0; round < 8 && *n && !ret; round++) {
-		uint64_t *ids = malloc(*n * sizeof(*ids));
-		struct kv_change *c = calloc(*n, sizeof(*c));
-		struct kv_node **more;
-		size_t k = 0, got = 0;
-
-		for (size_t i = 0; ids && i < *n; i++)
-			if (!kv_node_get(kv, (*orphans)[i]->m.parent))
-				ids[k++] = (*orphans)[i]->m.parent;
-		if (!ids || !c || !k || ops->fetch(kv->backend, ids, k, c)) {
-			free(ids);
-			free(c);
-			/* Without them, lost+found keeps what has no place. */
-			return ids && c ? 0 : -ENOMEM;
-		}
-		more = realloc(*orphans, (*n + k) * sizeof(*more));
-		for (size_t i = 0; more && i < k; i++) {
-			if (c[i].gone || kv_node_get(kv, c[i].id))
-				continue;
-			if (load_record(&c[i].meta, kv))
-				break;
-			more[*n + got++] = kv_node_get(kv, c[i].id);
-		}
-		kv_changes_clear(c, k);
-		free(ids);
-		free(c);
-		if (!more)
-			return -ENOMEM;
-		*orphans = more;
-		*n += got;
-		/* Link what has a place now, until nothing more does. */
-		for (bool linked = got > 0; linked && !ret;) {
-			size_t keep = 0;
-
-			linked = false;
-			for (size_t i = 0; i < *n && ret >= 0; i++) {
-				ret = try_link(kv, (*orphans)[i]);
-				if (ret > 0)
-					linked = true;
-				else if (!ret)
-					(*orphans)[keep++] = (*orphans)[i];
-			}
-			if (ret > 0)
-				ret = 0;
-			*n = keep;
-		}
-		if (!got)
-			break;
-	}
-	return ret < 0 ? ret : 0;
 }
 
 /*
@@ -165,7 +97,7 @@ static int link_tree(struct kv_store *kv, struct kv_node ***orphans, size_t *nor
 		n = nodes[i];
 		if (n == kv->root)
 			continue;
-		ret = try_link(kv, n);
+		ret = kv_try_link(kv, n);
 		if (ret < 0)
 			break;
 		/* nodes[] is done with up to i: it takes the list. */
@@ -289,7 +221,7 @@ opened:
 	kv->opts.spill_dir = NULL; /* copied: the caller's string may go */
 	if (ret)
 		goto out_free;
-	ret = kv->backend->ops->load(kv->backend, load_record, kv, &kv->max_id);
+	ret = kv->backend->ops->load(kv->backend, kv_load_record, kv, &kv->max_id);
 	if (ret) {
 		snprintf(err, errlen, "cannot load the store: %s", strerror(-ret));
 		goto out_free;
@@ -305,7 +237,7 @@ opened:
 	ret = kv_sync_open(kv, err, errlen);
 	if (ret)
 		goto out_free;
-	ret = fetch_missing_parents(kv, &orphans, &norphans);
+	ret = kv_load_settle(kv, &orphans, &norphans);
 	if (!ret)
 		ret = kv_recover_records(kv, orphans, norphans);
 	if (!ret)

@@ -164,7 +164,7 @@ static ssize_t get_ttl(const struct kv_node *n, void *buf, size_t size)
  */
 static bool deadline_near(struct kv_store *kv, const struct kv_node *n, int64_t old)
 {
-	return old && (n->flags & KV_NODE_COMMITTED) && kv->backend->ops->caps.shared &&
+	return old && (n->flags & KV_NODE_COMMITTED) && kv->backend->ops->caps.native_ttl &&
 	       old - kv_now_ms() < (int64_t)kv->opts.flush_interval_ms + TTL_NEAR_MS;
 }
 

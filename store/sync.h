@@ -50,6 +50,28 @@ int kv_spill_open(struct kv_store *kv, const struct kv_options *o, char *err, si
 int kv_spill_save(struct kv_store *kv);
 void kv_sync_free(struct kv_store *kv);
 
+/* sync_apply.c: what the kernel must be told, collected under kv->lock. */
+struct kv_sync_note {
+	uint64_t parent, id;
+	char *name;
+};
+
+struct kv_sync_notes {
+	struct kv_sync_note *v;
+	size_t n, cap;
+};
+
+/*
+ * With kv->lock held: applies the changes c[0..n) (fetched records, or
+ * removals) to the tree; notes what the kernel must drop. Ids of records
+ * this mount holds dirty, and of records waiting for a directory it has
+ * not committed yet, are appended to *busy_ids (fetched again later).
+ */
+void kv_sync_apply(struct kv_store *kv, struct kv_change *c, size_t n, struct kv_sync_notes *ns,
+		   uint64_t **busy_ids, size_t *nbusy);
+/* Without kv->lock: tells the filesystem, and empties ns (its names). */
+void kv_sync_send_notes(struct kv_store *kv, struct kv_sync_notes *ns);
+
 /* sync.c */
 /* After load: reserves the first block of ids when the backend is shared. */
 int kv_sync_open(struct kv_store *kv, char *err, size_t errlen);

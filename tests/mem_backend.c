@@ -144,9 +144,17 @@ static int mem_load(struct kv_backend *b, kv_load_fn fn, void *arg, uint64_t *ma
 	int ret = 0;
 
 	pthread_mutex_lock(&s->lock);
-	for (size_t i = 0; i < s->nrecs && !ret; i++)
-		if (!s->load_skip || s->recs[i].m.id != s->load_skip)
-			ret = fn(&s->recs[i].m, arg);
+	for (size_t i = 0; i < s->nrecs && !ret; i++) {
+		const struct kv_meta *m = &s->recs[i].m;
+
+		for (size_t j = 0; j < s->nload_stale; j++)
+			if (s->load_stale[j].id == m->id)
+				m = NULL;
+		if (m && (!s->load_skip || m->id != s->load_skip))
+			ret = fn(m, arg);
+	}
+	for (size_t j = 0; j < s->nload_stale && !ret; j++)
+		ret = fn(&s->load_stale[j], arg);
 	*max_id = s->max_id;
 	pthread_mutex_unlock(&s->lock);
 	return ret;

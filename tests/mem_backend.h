@@ -47,8 +47,13 @@ struct mem_state {
 	void *on_reserve_arg;
 	unsigned reserves, releases;
 	/* Shared only: fetch() gives records by id; load() leaves this one
-	 * out, as a scan that passed its place before another mount made it. */
+	 * out, as a scan that passed its place before another mount made it,
+	 * and gives these older versions of records (or of records since
+	 * removed) instead, as a scan that read them before another mount
+	 * moved or removed them. */
 	uint64_t load_skip;
+	const struct kv_meta *load_stale;
+	size_t nload_stale;
 };
 
 void mem_state_init(struct mem_state *s);

@@ -352,6 +352,10 @@ void test_dir_delete_keeps_foreign_entries(void **state)
 				 { .type = KV_OP_DEL, .meta.id = 3 } };
 	struct kv_op rmr[2] = { { .type = KV_OP_DEL, .meta.id = 5 },
 				{ .type = KV_OP_DEL, .meta.id = 6 } };
+	struct kv_op rm4[4] = { { .type = KV_OP_DEL, .meta.id = 21 },
+				{ .type = KV_OP_DEL, .meta.id = 22 },
+				{ .type = KV_OP_DEL, .meta.id = 23 },
+				{ .type = KV_OP_DEL, .meta.id = 20 } };
 	uint64_t vver = 0;
 
 	(void)state;
@@ -397,5 +401,18 @@ void test_dir_delete_keeps_foreign_entries(void **state)
 	assert_int_equal(cli_int("HEXISTS " KT "d:1 %s", "m"), 0);
 	assert_int_equal(cli_int("SISMEMBER " KT "ids %s", "8"), 0);
 	assert_refetched("8");
+
+	/* big/{f1,f2,sub/x}, x another mount's; rm -r of big in one batch
+	 * deletes f1 and f2 but keeps sub and big: only those and x are to be
+	 * fetched, not the files this batch deleted. */
+	assert_int_equal(commit_dir(b, 20, 1, "big"), 0);
+	assert_int_equal(put_key(b, 21, 20, "f1", "", 0, "1", NULL), 0);
+	assert_int_equal(put_key(b, 22, 20, "f2", "", 0, "2", NULL), 0);
+	assert_int_equal(commit_dir(b, 23, 20, "sub"), 0);
+	assert_int_equal(put_key(b, 24, 23, "x", "", 0, "x", NULL), 0);
+	assert_int_equal(b->ops->commit(b, rm4, 4), 0);
+	assert_int_equal(cli_int("EXISTS %s", KT "r:21"), 0);
+	assert_int_equal(cli_int("EXISTS %s", KT "r:20"), 1);
+	assert_refetched("20 23 24");
 	b->ops->close(b);
 }

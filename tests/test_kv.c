@@ -532,6 +532,44 @@ static void test_load_fetches_missing_parents(void **state)
 	assert_int_equal(kv_lookup(f->kv, KV_ROOT_ID, "lost+found", &at), 0);
 }
 
+/*
+ * On a shared store, a load that read records as they were before another
+ * mount removed or moved them (here: a removed directory "a" next to its
+ * new one, and "h", since renamed "h2", next to the record renamed "h"
+ * after it) sees them as they are now before anything goes to lost+found:
+ * nothing does, the removed one is not brought back.
+ */
+static void test_load_settles_contested_names(void **state)
+{
+	struct fx *f = *state;
+	uint64_t a2 = mkdir_(f->kv, KV_ROOT_ID, "a");
+	uint64_t h = mkfile(f->kv, KV_ROOT_ID, "h2", "was h");
+	uint64_t d = mkfile(f->kv, KV_ROOT_ID, "h", "was d");
+	struct kv_meta stale[2] = {
+		{ .id = 999, .parent = KV_ROOT_ID, .name = "a", .mode = S_IFDIR | 0755 },
+		{ .id = h, .parent = KV_ROOT_ID, .name = "h", .mode = S_IFREG | 0644 },
+	};
+	struct kv_attr at;
+
+	mkfile(f->kv, a2, "k", "in the new a");
+	assert_int_equal(kv_close(f->kv), 0);
+	f->s.shared = true;
+	f->s.load_stale = stale;
+	f->s.nload_stale = 2;
+	reopen(f);
+	assert_int_equal(kv_lookup(f->kv, KV_ROOT_ID, "lost+found", &at), -ENOENT);
+	assert_int_equal(kv_lookup(f->kv, KV_ROOT_ID, "a", &at), 0);
+	assert_int_equal(at.id, a2);
+	assert_int_equal(kv_getattr(f->kv, 999, &at), -ENOENT);
+	assert_int_equal(kv_lookup(f->kv, KV_ROOT_ID, "h", &at), 0);
+	assert_int_equal(at.id, d);
+	assert_int_equal(kv_lookup(f->kv, KV_ROOT_ID, "h2", &at), 0);
+	assert_int_equal(at.id, h);
+	assert_null(mem_find_id(&f->s, 999));
+	f->s.load_stale = NULL;
+	f->s.nload_stale = 0;
+}
+
 /* A recovered subtree too deep to fit under lost+found (keys are at most
  * KV_KEY_MAX bytes) is recovered entry by entry, each one level shorter. */
 static void test_deep_orphan_split(void **state)
@@ -722,6 +760,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_ids_never_reused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deep_orphan_split, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_load_fetches_missing_parents, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_load_settles_contested_names, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unplaceable_records_recovered, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_metadata_persisted, setup, teardown),

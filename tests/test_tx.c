@@ -331,7 +331,16 @@ struct abort_probe {
 	struct mem_store *f;
 	uint64_t root;
 	int ret, abort_ret;
+	uint64_t active_then;	/* stats' tx_active right after the abort */
 };
+
+static struct kv_stats stats_of(struct mem_store *f)
+{
+	struct kv_stats st;
+
+	kv_get_stats(f->kv, &st);
+	return st;
+}
 
 static int abort_during_reserve(void *arg, const struct kv_expect *e, size_t n)
 {
@@ -341,6 +350,7 @@ static int abort_during_reserve(void *arg, const struct kv_expect *e, size_t n)
 	(void)n;
 	/* Its ctl session closed while the commit runs: no waiting. */
 	p->abort_ret = kv_tx_abort_id(p->f->kv, "t", p->root);
+	p->active_then = stats_of(p->f).tx_active;
 	return p->ret;
 }
 
@@ -350,14 +360,6 @@ static int64_t now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static struct kv_stats stats_of(struct mem_store *f)
-{
-	struct kv_stats st;
-
-	kv_get_stats(f->kv, &st);
-	return st;
 }
 
 /*
@@ -387,6 +389,7 @@ static void test_abort_when_idle(void **state)
 	p.ret = -ESTALE;
 	assert_int_equal(commit(f, "t", msg, sizeof(msg)), -ESTALE);
 	assert_int_equal(p.abort_ret, 0);
+	assert_int_equal(p.active_then, 0);
 	assert_int_equal(kv_tx_list(f->kv, &ents, &n), 0);
 	kv_dirents_free(ents, n);
 	assert_int_equal(n, 0);

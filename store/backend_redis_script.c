@@ -1,0 +1,324 @@
+/*
+ * The Lua script of a Redis commit (backend_redis_commit.c runs it inside
+ * the batch's MULTI/EXEC, after the plain writes): what each op does to its
+ * record, its directory entry, its tag sets, the set of ids and the
+ * deadline index, and the change log entry that tells the other mounts.
+ * Kept in a file of its own: it is a program in its own language.
+ */
+#include "store/backend_redis.h"
+
+/*
+ * ARGV[1] key prefix, [2] now (ms, the client's clock like the store's
+ * deadlines), [3] the batch's highest id, [4] this mount's id ('' = do not
+ * announce); then per op, from b = 4 + i*12: b+1 'P', 'N' (a PUT of a
+ * record no commit carried before: kv_op.never_sent), 'U' (a PUT of one
+ * whose only commits failed: kv_op.uncertain) or 'D', b+2 id, b+3
+ * record, b+4 parent, b+5 name, b+6 tags (NUL-joined), b+7 vver, b+8
+ * expires_ms, b+9 value source ('' none, 'i' inline, 't' uploaded), b+10
+ * the bytes or the temporary key, b+11 stored size, b+12 the version the op
+ * makes obsolete.
+ *
+ * A deadline already past at commit time gets no PEXPIREAT: the record is
+ * kept (with its deadline) for the store, which removes it itself; Redis
+ * would otherwise drop it before the store had decided.
+ *
+ * Several mounts: a PUT whose name another record holds (another mount
+ * created it meanwhile) removes that record, as a rename over it would:
+ * last writer wins, and the store never has two records on one name. A
+ * non-empty directory is never removed that way, and neither is a record
+ * of the same batch (a swap of two names). A DEL of a directory that still
+ * has entries of records the batch does not carry (another mount created
+ * them meanwhile) is not applied, and a PUT of a record another mount
+ * deleted, whose value went with it, is not either: every mount is told to
+ * fetch those records (and what is below them) again. T:c:<id> ("parent/name") is a
+ * claim (backend_redis_sync.c) that the record's PUT or DEL settles. Every
+ * batch is announced in the change log T:log with the ids it touched.
+ */
+const char kv_redis_script[] =
+	"local P, now, maxid, by = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]\n"
+	"local K, H = 12, 4\n"
+	"local n = (#ARGV - H) / K\n"
+	/* Refusing the batch: what the transaction wrote before the script
+	 * goes too. */
+	"local function refuse(why)\n"
+	"  for j = 0, n - 1 do\n"
+	"    local c = H + j * K\n"
+	"    local x = ARGV[c+2]\n"
+	"    if ARGV[c+1] == 'N' then redis.call('DEL', P..'r:'..x, P..'i:'..x) end\n"
+	"    if ARGV[c+9] == 'i' then redis.call('DEL', P..'v:'..x..':'..ARGV[c+7]) end\n"
+	"    if ARGV[c+9] == 't' then redis.call('DEL', ARGV[c+10]) end\n"
+	"  end\n"
+	"  return redis.error_reply(why)\n"
+	"end\n"
+	"for i = 0, n - 1 do\n"
+	"  local b = H + i * K\n"
+	"  if ARGV[b+9] == 't' and redis.call('STRLEN', ARGV[b+10]) ~= tonumber(ARGV[b+11]) then\n"
+	"    return refuse('ERR nadb: an uploaded value is missing or incomplete')\n"
+	"  end\n"
+	"end\n"
+	/* Records and names another mount's transaction reserved
+	 * (backend_redis_tx.c) wait for its commit; T:txl exists only while a
+	 * transaction commits, so a batch usually pays one EXISTS. */
+	"if redis.call('EXISTS', P..'txl') == 1 then\n"
+	KV_REDIS_LUA_TXL
+	"  local tnow = server_ms()\n"
+	"  local fs = {}\n"
+	"  for i = 0, n - 1 do\n"
+	"    local b = H + i * K\n"
+	"    fs[#fs+1] = 'r'..ARGV[b+2]\n"
+	"    if ARGV[b+1] ~= 'D' then fs[#fs+1] = 'n'..ARGV[b+4]..'/'..ARGV[b+5] end\n"
+	"  end\n"
+	"  for s = 1, #fs, 2000 do\n"
+	"    local got = redis.call('HMGET', P..'txl', unpack(fs, s, math.min(s + 1999, #fs)))\n"
+	"    for j = 1, #got do\n"
+	"      local who = live(got[j], tnow)\n"
+	"      if who and who ~= by then\n"
+	"        return refuse('NADBLOCKED reserved by a transaction of another mount')\n"
+	"      end\n"
+	"    end\n"
+	"  end\n"
+	"end\n"
+	KV_REDIS_LUA_DROP
+	/* Calls with many arguments, unpacked in chunks (Lua's C stack is
+	 * limited to a few thousand values). */
+	"local function many(cmd, key, list)\n"
+	"  for s = 1, #list, 2000 do\n"
+	"    local e = math.min(s + 1999, #list)\n"
+	"    if key then redis.call(cmd, key, unpack(list, s, e))\n"
+	"    else redis.call(cmd, unpack(list, s, e)) end\n"
+	"  end\n"
+	"end\n"
+	"local inbatch, idset, refetch = {}, {}, {}\n"
+	"for i = 0, n - 1 do inbatch[ARGV[H + i * K + 2]] = true end\n"
+	/* Directories whose DEL is not applied: those that still have entries
+	 * of live records or claims outside the batch (another mount made them
+	 * after this one last looked), as an rmdir of a non-empty directory
+	 * fails; and, up the tree, those with such a directory in them, found
+	 * before any op runs, so the batch's order does not matter. Each one
+	 * and everything below it that stays is announced for every mount to
+	 * fetch. */
+	"local stays = {}\n"
+	"do\n"
+	"  local ents, live, dels = {}, {}, {}\n"
+	"  for i = 0, n - 1 do\n"
+	"    local b = H + i * K\n"
+	"    if ARGV[b+1] == 'D' then\n"
+	"      dels[ARGV[b+2]] = true\n"
+	"      local vs = redis.call('HVALS', P..'d:'..ARGV[b+2])\n"
+	"      if #vs > 0 then ents[ARGV[b+2]] = vs end\n"
+	"    end\n"
+	"  end\n"
+	"  for _, vs in pairs(ents) do\n"
+	"    for _, x in ipairs(vs) do\n"
+	"      if live[x] == nil then\n"
+	"        live[x] = not inbatch[x] and redis.call('EXISTS', P..'r:'..x, P..'c:'..x) > 0\n"
+	"      end\n"
+	"    end\n"
+	"  end\n"
+	"  local changed = true\n"
+	"  while changed do\n"
+	"    changed = false\n"
+	"    for id, vs in pairs(ents) do\n"
+	"      if not stays[id] then\n"
+	"        for _, x in ipairs(vs) do\n"
+	"          if live[x] or stays[x] then stays[id] = true; changed = true; break end\n"
+	"        end\n"
+	"      end\n"
+	"    end\n"
+	"  end\n"
+	"  local seen = {}\n"
+	"  for id in pairs(stays) do\n"
+	"    local q, k = {id}, 1\n"
+	"    while k <= #q do\n"
+	"      local x = q[k]\n"
+	"      k = k + 1\n"
+	"      if not seen[x] then\n"
+	"        seen[x] = true\n"
+	"        refetch[#refetch+1] = x\n"
+	"        for _, y in ipairs(redis.call('HVALS', P..'d:'..x)) do\n"
+	"          if stays[y] or not dels[y] then q[#q+1] = y end\n"
+	"        end\n"
+	"      end\n"
+	"    end\n"
+	"  end\n"
+	"end\n"
+	/* The claims of the batch's records, read in a few MGETs: only
+	 * unclaim() changes them, each for its own id. */
+	"local claims, cl = {}, {}\n"
+	"for i = 0, n - 1 do\n"
+	"  local b = H + i * K\n"
+	"  if ARGV[b+1] ~= 'D' then cl[#cl+1] = ARGV[b+2] end\n"
+	"end\n"
+	"for s = 1, #cl, 2000 do\n"
+	"  local ks = {}\n"
+	"  for j = s, math.min(s + 1999, #cl) do ks[#ks+1] = P..'c:'..cl[j] end\n"
+	"  local got = redis.call('MGET', unpack(ks))\n"
+	"  for j = 1, #ks do claims[cl[s + j - 1]] = got[j] end\n"
+	"end\n"
+	/* Puts the record on its directory entry; a rival holding the name
+	 * is dropped (see above). */
+	"local function place(id, dk, name)\n"
+	"  local cur = redis.call('HGET', dk, name)\n"
+	"  if cur == id then return end\n"
+	"  if cur and not inbatch[cur] and redis.call('EXISTS', P..'d:'..cur) == 0 then drop(cur) end\n"
+	"  redis.call('HSET', dk, name, id)\n"
+	"end\n"
+	/* Records never sent before ('N') cannot have an index, so they
+	 * skip its read, and those whose name was free when the script
+	 * started get their entries and tags in one HSET/SADD per
+	 * directory/tag (pend, written by flush()) instead of an HSETNX
+	 * each. Every other op first writes what is pending, so it sees
+	 * the entries as a one-by-one commit would; the only entry it can
+	 * create is its own name, which is then no longer free. */
+	"local free, pend, ptag = {}, {}, {}\n"
+	"do\n"
+	"  local want = {}\n"
+	"  for i = 0, n - 1 do\n"
+	"    local b = H + i * K\n"
+	"    if ARGV[b+1] == 'N' and ARGV[b+4] ~= '0' then\n"
+	"      local dk = P..'d:'..ARGV[b+4]\n"
+	"      if not want[dk] then want[dk] = {} end\n"
+	"      local w = want[dk]\n"
+	"      w[#w+1] = ARGV[b+5]\n"
+	"    end\n"
+	"  end\n"
+	"  for dk, names in pairs(want) do\n"
+	"    local f = {}\n"
+	"    for s = 1, #names, 2000 do\n"
+	"      local e = math.min(s + 1999, #names)\n"
+	"      local got = redis.call('HMGET', dk, unpack(names, s, e))\n"
+	"      for j = s, e do if not got[j - s + 1] then f[names[j]] = true end end\n"
+	"    end\n"
+	"    free[dk] = f\n"
+	"  end\n"
+	"end\n"
+	"local function flush()\n"
+	"  for dk, l in pairs(pend) do many('HSET', dk, l) end\n"
+	"  for tk, l in pairs(ptag) do many('SADD', tk, l) end\n"
+	"  pend, ptag = {}, {}\n"
+	"end\n"
+	"for i = 0, n - 1 do\n"
+	"  local b = H + i * K\n"
+	"  local typ, id = ARGV[b+1], ARGV[b+2]\n"
+	"  local rk, ik = P..'r:'..id, typ ~= 'N' and P..'i:'..id\n"
+	"  local dk = typ ~= 'D' and ARGV[b+4] ~= '0' and P..'d:'..ARGV[b+4]\n"
+	"  local fast = typ == 'N' and dk and free[dk][ARGV[b+5]] and not claims[id]\n"
+	"  if not fast then flush() end\n"
+	"  if dk and free[dk] then free[dk][ARGV[b+5]] = nil end\n"
+	"  local old = typ == 'N' and {} or redis.call('HMGET', ik, 'p', 'n', 't', 'v')\n"
+	"  touched[#touched+1] = id\n"
+	"  local vver = '0'\n"
+	/* A record another mount deleted (its index is gone) that this op
+	 * does not give a value of its own names a value that went with it:
+	 * the deletion stands, and this mount is told to fetch the record. */
+	"  local skip = typ == 'D' and stays[id]\n"
+	"  if typ == 'P' or typ == 'U' then\n"
+	"    local kn = old[1] ~= false and old[1] ~= nil\n"
+	"    if kn and typ == 'U' then kn = redis.call('SISMEMBER', P..'ids', id) == 1 end\n"
+	"    if not kn and ARGV[b+7] ~= '0' and ARGV[b+9] == '' and\n"
+	"       redis.call('EXISTS', P..'v:'..id..':'..ARGV[b+7]) == 0 then\n"
+	"      skip = true\n"
+	"      refetch[#refetch+1] = id\n"
+	"    end\n"
+	"  end\n"
+	"  if skip then\n"
+	"  elseif typ == 'D' then\n"
+	"    unindex(id, old)\n"
+	"    unclaim(id)\n"
+	"    redis.call('DEL', rk, ik)\n"
+	"    idset[id] = false\n"
+	"    redis.call('ZREM', P..'exp', id)\n"
+	"  else\n"
+	"    local parent, name, tags, exp, src = ARGV[b+4], ARGV[b+5], ARGV[b+6], ARGV[b+8], ARGV[b+9]\n"
+	"    vver = ARGV[b+7]\n"
+	/* No index: the record was never committed (or its commit never
+	 * got this far), so it has no entry, tags, TTL or claim settled. */
+	"    local known = old[1] ~= false and old[1] ~= nil\n"
+	/* 'U': an earlier commit of this record failed after its plain
+	 * writes (the index) but maybe before this script: only membership
+	 * of T:ids, which the script alone writes, says it got this far. */
+	"    if known and typ == 'U' and redis.call('SISMEMBER', P..'ids', id) == 0 then known = false end\n"
+	"    local samedir = known and old[1] == parent and old[2] == name\n"
+	"    if known and not samedir then\n"
+	"      local odk = P..'d:'..old[1]\n"
+	"      if redis.call('HGET', odk, old[2]) == id then redis.call('HDEL', odk, old[2]) end\n"
+	"    end\n"
+	"    if not known or old[3] ~= tags then\n"
+	"      if known then for _, tg in ipairs(split(old[3] or '')) do redis.call('SREM', P..'t:'..tg, id) end end\n"
+	"      for _, tg in ipairs(tags == '' and {} or split(tags)) do\n"
+	"        if fast then\n"
+	"          local tk = P..'t:'..tg\n"
+	"          if not ptag[tk] then ptag[tk] = {} end\n"
+	"          local l = ptag[tk]\n"
+	"          l[#l+1] = id\n"
+	"        else redis.call('SADD', P..'t:'..tg, id) end\n"
+	"      end\n"
+	"    end\n"
+	"    if fast then\n"
+	"      if not pend[dk] then pend[dk] = {} end\n"
+	"      local l = pend[dk]\n"
+	"      l[#l+1] = name\n"
+	"      l[#l+1] = id\n"
+	"    elseif parent ~= '0' then\n"
+	/* A claim is only ever made for an id before its first commit,
+	 * which settles it. */
+	"      if not known then unclaim(id, claims[id]) end\n"
+	"      if samedir or redis.call('HSETNX', dk, name, id) == 0 then place(id, dk, name) end\n"
+	"    end\n"
+	"    if typ ~= 'N' then redis.call('HSET', rk, 'm', ARGV[b+3]) end\n"
+	"    if typ ~= 'N' and not (samedir and old[3] == tags and old[4] == vver) then\n"
+	"      redis.call('HSET', ik, 'p', parent, 'n', name, 't', tags, 'v', vver)\n"
+	"    end\n"
+	"    local vk = (src == 't' or exp ~= '0' or known) and P..'v:'..id..':'..vver\n"
+	"    if src == 't' then redis.call('RENAME', ARGV[b+10], vk) end\n"
+	"    idset[id] = true\n"
+	/* TTLs: only keys in T:exp carry one (every script keeps them
+	 * together), a value just SET carries none and a renamed upload
+	 * carries the temporary key's. */
+	"    if exp ~= '0' then\n"
+	"      redis.call('ZADD', P..'exp', exp, id)\n"
+	"      if tonumber(exp) > now then\n"
+	"        redis.call('PEXPIREAT', rk, exp)\n"
+	"        if vver ~= '0' then redis.call('PEXPIREAT', vk, exp) end\n"
+	"      else\n"
+	"        redis.call('PERSIST', rk)\n"
+	"        if vver ~= '0' then redis.call('PERSIST', vk) end\n"
+	"      end\n"
+	"    else\n"
+	"      local had = known and redis.call('ZREM', P..'exp', id) == 1\n"
+	"      if had then redis.call('PERSIST', rk) end\n"
+	"      if vver ~= '0' and (src == 't' or (had and src ~= 'i')) then redis.call('PERSIST', vk) end\n"
+	"    end\n"
+	"  end\n"
+	"  local ov = ARGV[b+12]\n"
+	/* old_vver 0: a backup still reads the superseded version; the store
+	 * reclaims it later (kv_backend_ops.reclaim). */
+	"  if ov ~= '0' then\n"
+	"    if old[4] and old[4] ~= '0' and old[4] ~= vver then\n"
+	"      redis.call('DEL', P..'v:'..id..':'..old[4])\n"
+	"    end\n"
+	"    if ov ~= vver and ov ~= old[4] then\n"
+	"      redis.call('DEL', P..'v:'..id..':'..ov)\n"
+	"    end\n"
+	"  end\n"
+	"end\n"
+	/* Membership of T:ids is per id, so the last op on each id decides
+	 * it, in two calls for the whole batch. */
+	"flush()\n"
+	"local add, rem = {}, {}\n"
+	"for id, live in pairs(idset) do\n"
+	"  if live then add[#add+1] = id else rem[#rem+1] = id end\n"
+	"end\n"
+	"many('SADD', P..'ids', add)\n"
+	"many('SREM', P..'ids', rem)\n"
+	"local cur = tonumber(redis.call('GET', P..'maxid') or '0')\n"
+	"if tonumber(maxid) > cur then redis.call('SET', P..'maxid', maxid) end\n"
+	"announce(by)\n"
+	/* Every mount, this one included ('*' is no mount's id), fetches the
+	 * records of the ops skipped above, and what is below them, again. */
+	"if #refetch > 0 then\n"
+	"  local seq = redis.call('INCR', P..'logseq')\n"
+	"  redis.call('XADD', P..'log', 'MAXLEN', '~', '10000', '*', 'seq', seq, 'by', '*',\n"
+	"             'ids', table.concat(refetch, ' '))\n"
+	"end\n"
+	"return n\n";
