@@ -91,6 +91,14 @@ struct kv_op {
 	 * backend that writes some of a record outside its atomic step must not
 	 * take what it finds as complete. false for a record once committed. */
 	bool uncertain;
+	/* PUT of the root, whose tag list is the declared tags (mkdir tags/X):
+	 * that list as this mount last committed or fetched it (has_base), so
+	 * that a backend several mounts share applies this mount's adds and
+	 * removes to what the others declared instead of replacing the list.
+	 * Without a base (a spilled batch replayed) the list replaces. */
+	bool has_base;
+	uint32_t nbase_tags;
+	char **base_tags;	/* owned; sorted, unique */
 };
 
 struct kv_backend_caps {

@@ -324,18 +324,24 @@ static int load_batch(struct load_state *ls, const uint64_t *ids, size_t n)
 		snprintf(key, sizeof(key), "%sr:%" PRIu64, ls->r->tag, ids[sent]);
 		if (redisAppendCommandArgv(ls->c, 3, argv, NULL) != REDIS_OK)
 			return kv_redis_error(ls->r, ls->c, NULL, "load");
+		if (ids[sent] == KV_ROOT_ID && (ret = kv_redis_decl_append(ls->r, ls->c)))
+			return ret;
 	}
 	for (size_t i = 0; i < n; i++) {
-		redisReply *rep = NULL;
+		redisReply *rep = NULL, *decl = NULL;
 		struct kv_meta m;
 		size_t used;
 		int dret;
 
-		if (redisGetReply(ls->c, (void **)&rep) != REDIS_OK)
+		if (redisGetReply(ls->c, (void **)&rep) != REDIS_OK ||
+		    (ids[i] == KV_ROOT_ID && redisGetReply(ls->c, (void **)&decl) != REDIS_OK)) {
+			freeReplyObject(rep);
 			return kv_redis_error(ls->r, ls->c, NULL, "load");
+		}
 		if (ret || ls->stop) {
 			/* Drained so the connection stays usable. */
 			freeReplyObject(rep);
+			freeReplyObject(decl);
 			continue;
 		}
 		if (rep->type == REDIS_REPLY_NIL) {
@@ -346,6 +352,7 @@ static int load_batch(struct load_state *ls, const uint64_t *ids, size_t n)
 				if (!g) {
 					ret = -ENOMEM;
 					freeReplyObject(rep);
+					freeReplyObject(decl);
 					continue;
 				}
 				ls->gone = g;
@@ -362,12 +369,15 @@ static int load_batch(struct load_state *ls, const uint64_t *ids, size_t n)
 				NLOG(NLOG_ERROR, "backend", "malformed record in redis",
 				     LF_STR("server", ls->r->where), LF_INT("id", ids[i]));
 				ret = -EIO;
+			} else if (decl && (ret = kv_redis_decl_apply(ls->r, ls->c, decl, &m))) {
+				kv_meta_clear(&m);
 			} else {
 				ls->stop = ls->fn(&m, ls->arg);
 				kv_meta_clear(&m);
 			}
 		}
 		freeReplyObject(rep);
+		freeReplyObject(decl);
 	}
 	return ret;
 }

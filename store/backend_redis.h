@@ -5,7 +5,8 @@
  * (transactions' reservations), backend_redis_conn.c (the connection pool
  * and error translation), backend_redis_sync.c (change log, id blocks, name claims,
  * expiry sweep: several mounts), backend_redis_query.c (tag queries by set
- * operations) and backend_redis_value.c (value encoding).
+ * operations), backend_redis_decl.c (declared tags) and backend_redis_value.c
+ * (value encoding).
  * These are the only files that include hiredis.
  *
  * Layout of one store: every key starts with the hash tag
@@ -37,6 +38,8 @@
  *	T:log			stream: one entry per commit, fields seq, by
  *				(the mount's id), ids (space-separated)
  *	T:logseq		counter of T:log entries, to notice a gap
+ *	T:decl			set of the declared tags, and "" (see
+ *				backend_redis_decl.c)
  *
  * Threads: commit() runs on one thread at a time; load(), pread(),
  * read_value() and statfs() may run concurrently with it. Each takes its own
@@ -189,6 +192,23 @@ char *kv_redis_key(const struct kv_redis *r, const char *fmt, ...)
 	"  redis.call('XADD', P..'log', 'MAXLEN', '~', '10000', '*', 'seq', seq, 'by', by,\n" \
 	"             'ids', table.concat(touched, ' '))\n" \
 	"end\n"
+
+/* backend_redis_decl.c: declared tags shared by mounts (T:decl) */
+/*
+ * The commit script's two declared-tag arguments for a batch: want = 'd'
+ * (apply the differences from base) or 'r' (no base: replace) and the root
+ * PUT's list, base = the list it started from; both NUL-joined, malloc'd.
+ * Both NULL (empty arguments) when the batch changes no declared tag.
+ * 0 or -ENOMEM.
+ */
+int kv_redis_decl_args(const struct kv_op *ops, size_t n, char **want, size_t *wantlen,
+		       char **base, size_t *baselen);
+/* Pipelines the read of T:decl after the root's record... */
+int kv_redis_decl_append(struct kv_redis *r, redisContext *c);
+/* ...and, with its reply, makes m (the root's record) carry the declared
+ * tags as the set holds them. 0, -ENOMEM or an error reply's errno. */
+int kv_redis_decl_apply(struct kv_redis *r, redisContext *c, const redisReply *rep,
+			struct kv_meta *m);
 
 /* backend_redis_script.c: the commit script's text (sent by its text
  * within the commit's MULTI: Redis finds it compiled by its digest). */

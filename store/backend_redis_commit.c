@@ -43,7 +43,7 @@
 
 /* Arguments per op; see the script. */
 #define OP_ARGS 12
-#define HDR_ARGS 8
+#define HDR_ARGS 10
 
 /* The script (backend_redis_script.c) takes HDR_ARGS header arguments
  * then OP_ARGS per op, as fill_args() lays them out. */
@@ -470,8 +470,10 @@ static void fill_args(const struct kv_op *ops, const struct prep *p, size_t n, c
 		l[2] = put && !ops[i].never_sent ? q->reclen : 0;
 		a[3] = put ? q->parent : "0";
 		a[4] = put ? ops[i].meta.name : none;
-		a[5] = put ? q->tags : none;
-		l[5] = put ? q->tagslen : 0;
+		/* The root's tags are the declared ones, which T:decl holds
+		 * (the header's arguments): the root is in no tag set. */
+		a[5] = put && ops[i].meta.id != KV_ROOT_ID ? q->tags : none;
+		l[5] = put && ops[i].meta.id != KV_ROOT_ID ? q->tagslen : 0;
 		a[6] = put ? q->vver : "0";
 		a[7] = put ? q->exp : "0";
 		a[8] = !q->stores ? none : q->tmpkey ? "t" : "i";
@@ -489,7 +491,8 @@ int kv_redis_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
 {
 	struct kv_redis *r = (struct kv_redis *)b;
 	struct kv_redis_conn *conn = NULL;
-	char now[24], maxid[24], *idskey = NULL;
+	char now[24], maxid[24], *idskey = NULL, *decl = NULL, *declbase = NULL;
+	size_t decllen = 0, declbaselen = 0;
 	size_t pending = 0, queued = 0, argc;
 	const char **argv = NULL;
 	size_t *lens = NULL;
@@ -512,7 +515,8 @@ int kv_redis_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
 	argv = calloc(argc, sizeof(*argv));
 	lens = calloc(argc, sizeof(*lens));
 	idskey = kv_redis_key(r, "ids");
-	if (!p || !argv || !lens || !idskey) {
+	if (!p || !argv || !lens || !idskey ||
+	    kv_redis_decl_args(ops, n, &decl, &decllen, &declbase, &declbaselen)) {
 		ret = -ENOMEM;
 		goto out_free;
 	}
@@ -553,8 +557,12 @@ int kv_redis_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
 	argv[5] = now;
 	argv[6] = maxid;
 	argv[7] = r->mount_id;
-	for (int k = 2; k < HDR_ARGS; k++)
+	for (int k = 2; k < 8; k++)
 		lens[k] = strlen(argv[k]);
+	argv[8] = decl ? decl : "";
+	lens[8] = decllen;
+	argv[9] = declbase ? declbase : "";
+	lens[9] = declbaselen;
 	fill_args(ops, p, n, argv, lens);
 	/* One transaction: the plain writes and the script, which Redis runs
 	 * as one, and by its text (EVAL looks the compiled script up by its
@@ -587,6 +595,8 @@ int kv_redis_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
 	free(argv);
 	free(lens);
 	free(idskey);
+	free(decl);
+	free(declbase);
 	return 0;
 
 out_undo:
@@ -603,5 +613,7 @@ out_free:
 	free(argv);
 	free(lens);
 	free(idskey);
+	free(decl);
+	free(declbase);
 	return ret;
 }

@@ -10,7 +10,8 @@
 /*
  * ARGV[1] key prefix, [2] now (ms, the client's clock like the store's
  * deadlines), [3] the batch's highest id, [4] this mount's id ('' = do not
- * announce); then per op, from b = 4 + i*12: b+1 'P', 'N' (a PUT of a
+ * announce), [5] and [6] the declared tags the batch changes ('' and '' for
+ * none; see kv_redis_decl_args); then per op, from b = 6 + i*12: b+1 'P', 'N' (a PUT of a
  * record no commit carried before: kv_op.never_sent), 'U' (a PUT of one
  * whose only commits failed: kv_op.uncertain) or 'D', b+2 id, b+3
  * record, b+4 parent, b+5 name, b+6 tags (NUL-joined), b+7 vver, b+8
@@ -36,7 +37,7 @@
  */
 const char kv_redis_script[] =
 	"local P, now, maxid, by = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]\n"
-	"local K, H = 12, 4\n"
+	"local K, H = 12, 6\n"
 	"local n = (#ARGV - H) / K\n"
 	/* Refusing the batch: what the transaction wrote before the script
 	 * goes too. */
@@ -90,6 +91,37 @@ const char kv_redis_script[] =
 	"end\n"
 	"local inbatch, idset, refetch = {}, {}, {}\n"
 	"for i = 0, n - 1 do inbatch[ARGV[H + i * K + 2]] = true end\n"
+	/* Declared tags (backend_redis_decl.c), before the root's op
+	 * empties its index's list: this mount's adds and removes go into
+	 * T:decl, seeded on first use from that list and from what this
+	 * mount started from. If the set then is not this mount's list,
+	 * every mount fetches the root again. */
+	"if ARGV[5] ~= '' then\n"
+	"  local dk = P..'decl'\n"
+	"  local want = split(string.sub(ARGV[5], 2))\n"
+	"  local base = split(ARGV[6])\n"
+	"  if redis.call('EXISTS', dk) == 0 then\n"
+	"    local l = split(redis.call('HGET', P..'i:1', 't') or '')\n"
+	"    for _, t in ipairs(base) do l[#l+1] = t end\n"
+	"    l[#l+1] = ''\n"
+	"    many('SADD', dk, l)\n"
+	"  end\n"
+	"  if string.sub(ARGV[5], 1, 1) == 'r' then base = redis.call('SMEMBERS', dk) end\n"
+	"  local inw, inb, add, rem = {}, {}, {}, {}\n"
+	"  for _, t in ipairs(want) do inw[t] = true end\n"
+	"  for _, t in ipairs(base) do inb[t] = true end\n"
+	"  for _, t in ipairs(want) do if not inb[t] then add[#add+1] = t end end\n"
+	"  for _, t in ipairs(base) do if t ~= '' and not inw[t] then rem[#rem+1] = t end end\n"
+	"  many('SADD', dk, add)\n"
+	"  many('SREM', dk, rem)\n"
+	"  local same = redis.call('SCARD', dk) == #want + 1\n"
+	"  for s = 1, #want, 2000 do\n"
+	"    if not same then break end\n"
+	"    local got = redis.call('SMISMEMBER', dk, unpack(want, s, math.min(s + 1999, #want)))\n"
+	"    for j = 1, #got do if got[j] == 0 then same = false end end\n"
+	"  end\n"
+	"  if not same then refetch[#refetch+1] = '1' end\n"
+	"end\n"
 	/* Directories whose DEL is not applied: those that still have entries
 	 * of live records or claims outside the batch (another mount made them
 	 * after this one last looked), as an rmdir of a non-empty directory

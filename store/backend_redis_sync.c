@@ -361,17 +361,20 @@ int kv_redis_fetch(struct kv_backend *b, const uint64_t *ids, size_t n, struct k
 		const char *argv[] = { "HGET", key, "m" };
 
 		snprintf(key, sizeof(key), "%sr:%" PRIu64, r->tag, ids[i]);
-		if (redisAppendCommandArgv(conn->c, 3, argv, NULL) != REDIS_OK) {
+		if (redisAppendCommandArgv(conn->c, 3, argv, NULL) != REDIS_OK ||
+		    (ids[i] == KV_ROOT_ID && kv_redis_decl_append(r, conn->c))) {
 			ret = kv_redis_error(r, conn->c, NULL, "fetch");
 			kv_redis_put(r, conn, true);
 			return ret;
 		}
 	}
 	for (size_t i = 0; i < n; i++) {
-		redisReply *rep = NULL;
+		redisReply *rep = NULL, *decl = NULL;
 		size_t used;
 
-		if (redisGetReply(conn->c, (void **)&rep) != REDIS_OK) {
+		if (redisGetReply(conn->c, (void **)&rep) != REDIS_OK ||
+		    (ids[i] == KV_ROOT_ID && redisGetReply(conn->c, (void **)&decl) != REDIS_OK)) {
+			freeReplyObject(rep);
 			ret = kv_redis_error(r, conn->c, NULL, "fetch");
 			kv_redis_put(r, conn, true);
 			kv_changes_clear(out, i);
@@ -389,8 +392,11 @@ int kv_redis_fetch(struct kv_backend *b, const uint64_t *ids, size_t n, struct k
 			NLOG(NLOG_ERROR, "backend", "malformed record in redis",
 			     LF_STR("server", r->where), LF_INT("id", ids[i]));
 			ret = -EIO;
+		} else if (decl) {
+			ret = kv_redis_decl_apply(r, conn->c, decl, &out[i].meta);
 		}
 		freeReplyObject(rep);
+		freeReplyObject(decl);
 	}
 	kv_redis_put(r, conn, false);
 	if (ret) {

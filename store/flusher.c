@@ -160,6 +160,15 @@ static ssize_t take_batch(struct kv_store *kv, struct kv_op *ops, struct batch_e
 			op->type = KV_OP_PUT;
 			if (kv_meta_copy(&op->meta, &n->m))
 				return -ENOMEM;
+			if (n == kv->root && kv->tags.decl_base_ok) {
+				if (kv_tags_copy_list(kv->tags.decl_base, kv->tags.ndecl_base,
+						      &op->base_tags)) {
+					kv_meta_clear(&op->meta);
+					return -ENOMEM;
+				}
+				op->nbase_tags = kv->tags.ndecl_base;
+				op->has_base = true;
+			}
 			op->never_sent = !(n->flags & (KV_NODE_COMMITTED | KV_NODE_SENT));
 			op->uncertain = (n->flags & (KV_NODE_COMMITTED | KV_NODE_SENT)) ==
 					KV_NODE_SENT;
@@ -167,6 +176,8 @@ static ssize_t take_batch(struct kv_store *kv, struct kv_op *ops, struct batch_e
 				op->value = kv_value_snapshot(n->value);
 				if (!op->value) {
 					kv_meta_clear(&op->meta);
+					kv_tags_free_list(op->base_tags, op->nbase_tags);
+					op->base_tags = NULL;
 					return -ENOMEM;
 				}
 				op->old_vver = n->m.vver;
@@ -222,6 +233,9 @@ static void apply_batch(struct kv_store *kv, struct kv_op *ops, struct batch_ent
 			n->m.vver = 0;
 		} else {
 			n->flags |= KV_NODE_COMMITTED;
+			/* What the backend has now, as far as this mount knows. */
+			if (n == kv->root)
+				kv_tags_decl_base_set(kv, op->meta.tags, op->meta.ntags);
 			if (op->value) {
 				n->m.vver = op->meta.vver;
 				n->m.stored_size = op->meta.stored_size;
@@ -240,6 +254,7 @@ static void free_ops(struct kv_op *ops, size_t k)
 {
 	for (size_t i = 0; i < k; i++) {
 		kv_meta_clear(&ops[i].meta);
+		kv_tags_free_list(ops[i].base_tags, ops[i].nbase_tags);
 		kv_value_free((struct kv_value *)ops[i].value);
 	}
 	free(ops);

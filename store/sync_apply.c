@@ -137,8 +137,9 @@ static int apply_put(struct kv_store *kv, struct batch *b, struct item *it, stru
 	struct kv_node *n = it->n, *p, *occ;
 
 	if (m->id == KV_ROOT_ID || !m->parent) {
-		/* The root never moves; its tags are the declared tags,
-		 * which stay as this mount loaded them. */
+		/* The root never moves; its tags are the declared tags, as
+		 * the backend holds them (the root is clean here: nothing this
+		 * mount declared waits for a flush). */
 		if (n == kv->root) {
 			char **tags = n->m.tags;
 			uint32_t ntags = n->m.ntags;
@@ -146,9 +147,8 @@ static int apply_put(struct kv_store *kv, struct batch *b, struct item *it, stru
 			n->m.tags = NULL;
 			n->m.ntags = 0;
 			if (!take_meta(kv, n, m)) {
-				kv_tags_free_list(n->m.tags, n->m.ntags);
-				n->m.tags = tags;
-				n->m.ntags = ntags;
+				kv_tags_declared_follow(kv, tags, ntags);
+				kv_tags_free_list(tags, ntags);
 			} else {
 				n->m.tags = tags;
 				n->m.ntags = ntags;

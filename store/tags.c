@@ -272,6 +272,56 @@ out_free:
 	return -ENOMEM;
 }
 
+int kv_tags_copy_list(char *const *tags, uint32_t n, char ***out)
+{
+	char **list;
+
+	*out = NULL;
+	if (!n)
+		return 0;
+	list = calloc(n, sizeof(*list));
+	if (!list)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < n; i++) {
+		if (!(list[i] = strdup(tags[i]))) {
+			kv_tags_free_list(list, i);
+			return -ENOMEM;
+		}
+	}
+	*out = list;
+	return 0;
+}
+
+void kv_tags_decl_base_set(struct kv_store *kv, char *const *tags, uint32_t n)
+{
+	struct kv_tag_index *x = &kv->tags;
+
+	kv_tags_free_list(x->decl_base, x->ndecl_base);
+	x->ndecl_base = 0;
+	x->decl_base_ok = !kv_tags_copy_list(tags, n, &x->decl_base);
+	if (x->decl_base_ok)
+		x->ndecl_base = n;
+}
+
+void kv_tags_declared_follow(struct kv_store *kv, char *const *old, uint32_t nold)
+{
+	struct kv_node *root = kv->root;
+	struct kv_tag *t;
+
+	for (uint32_t i = 0; i < nold; i++) {
+		if (kv_node_has_tag(root, old[i]) || !(t = kv_tag_find(kv, old[i])))
+			continue;
+		t->declared = false;
+		tag_maybe_drop(kv, t);
+	}
+	/* A tag the index cannot make now (ENOMEM) is still in the list and
+	 * comes back at the next mount. */
+	for (uint32_t i = 0; i < root->m.ntags; i++)
+		if ((t = tag_get_or_make(kv, root->m.tags[i])))
+			t->declared = true;
+	kv_tags_decl_base_set(kv, root->m.tags, root->m.ntags);
+}
+
 /* The root is a directory: the index ignores its list, which holds the
  * declared tags. */
 static int root_tags_change(struct kv_store *kv, const char *tag, bool add)
@@ -401,6 +451,8 @@ int kv_tags_load(struct kv_store *kv)
 			return -ENOMEM;
 		t->declared = true;
 	}
+	if (kv->root)
+		kv_tags_decl_base_set(kv, kv->root->m.tags, kv->root->m.ntags);
 	return 0;
 }
 
@@ -413,4 +465,7 @@ void kv_tags_destroy(struct kv_store *kv)
 	htab_destroy(&kv->tags.by_name);
 	kv_qcache_free(kv->tags.cache);
 	kv->tags.cache = NULL;
+	kv_tags_free_list(kv->tags.decl_base, kv->tags.ndecl_base);
+	kv->tags.decl_base = NULL;
+	kv->tags.ndecl_base = 0;
 }

@@ -53,6 +53,13 @@ struct kv_tag_index {
 	/* Misses answered by the backend's query op, and those that fell back
 	 * to the local index because the backend failed. */
 	uint64_t backend_queries, backend_fallbacks;
+	/* The declared tags as the backend had them when this mount last
+	 * committed or fetched the root: what a root PUT carries as its base
+	 * (kv_op.base_tags). decl_base_ok is false after a copy failed: the
+	 * next root PUT then replaces the whole list. */
+	char **decl_base;
+	uint32_t ndecl_base;
+	bool decl_base_ok;
 };
 
 int kv_tags_init(struct kv_store *kv, uint64_t cache_max);
@@ -98,6 +105,13 @@ size_t kv_qcache_count(const struct kv_qcache *c);
  * bad tag or an empty item, -ENOSPC past KV_TAGS_PER_KEY. "" gives 0 tags. */
 int kv_tags_parse_list(const char *v, size_t len, char ***out, uint32_t *n);
 void kv_tags_free_list(char **tags, uint32_t n);
+/* A copy of tags[0..n) (NULL when n is 0). 0 or -ENOMEM. */
+int kv_tags_copy_list(char *const *tags, uint32_t n, char ***out);
+/* The declared tags the backend has now (decl_base) are tags[0..n). */
+void kv_tags_decl_base_set(struct kv_store *kv, char *const *tags, uint32_t n);
+/* Another mount changed the declared tags: the root's list was old[0..nold)
+ * and is now what the backend holds; the tags follow, and it is the base. */
+void kv_tags_declared_follow(struct kv_store *kv, char *const *old, uint32_t nold);
 /* A copy of tags[0..n) with tag added (kept sorted) or removed. -ENOMEM. */
 int kv_tags_edit(char *const *tags, uint32_t n, const char *tag, bool add, char ***out,
 		 uint32_t *nout);

@@ -23,120 +23,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 
-#include "tests/mnt.h"
-#include "tests/redis_server.h"
-
-/* flush_interval + coherence_delay below is 200 ms; a loaded machine gets
- * ample slack, but a mount that never catches up fails. */
-#define OPTS "flush_interval=100ms,coherence_delay=100ms"
-#define CATCH_UP_MS 5000
-
-struct pair {
-	struct mnt a, b;
-};
-
-static int setup(void **state)
-{
-	struct pair *p = calloc(1, sizeof(*p));
-
-	*state = p;
-	return p ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-	struct pair *p = *state;
-
-	if (p) {
-		/* b first: it does not own the tree or the server. */
-		mnt_cleanup(&p->b);
-		mnt_cleanup(&p->a);
-		free(p);
-	}
-	return 0;
-}
-
-static struct pair *start_pair(void **state, const char *opts)
-{
-	struct pair *p = *state;
-
-	p->a.backend = MNT_BACKEND_REDIS;
-	mnt_start(&p->a, opts);
-	mnt_init_shared(&p->b, &p->a, "mnt2");
-	mnt_start(&p->b, opts);
-	return p;
-}
-
-static void stop_pair(struct pair *p)
-{
-	mnt_stop(&p->b);
-	mnt_stop(&p->a);
-}
-
-/* The file's content, or NULL with errno set. */
-static char *content(const char *path)
-{
-	return read_file(path, NULL);
-}
-
-static void flush_all(struct mnt *m);
-
-/*
- * Polls until path holds want (NULL: until it does not exist); with a pair,
- * flushing both of its mounts before each look: with flush_interval at 1 h,
- * what a mount's sync thread commits again (a directory another mount
- * removed) waits for a flush, whichever order the two threads took.
- */
-static void await_flushing(struct pair *p, const char *path, const char *want)
-{
-	int64_t deadline = now_ms() + CATCH_UP_MS;
-	char *got = NULL;
-
-	for (;;) {
-		if (p && p->a.pid > 0)
-			flush_all(&p->a);
-		if (p && p->b.pid > 0)
-			flush_all(&p->b);
-		got = content(path);
-		if (want ? got && !strcmp(got, want) : !got && errno == ENOENT)
-			break;
-		if (now_ms() > deadline)
-			fail_msg("%s: want %s, have %s (%s)", path, want ? want : "no file",
-				 got ? got : "nothing", got ? "" : strerror(errno));
-		free(got);
-		usleep(10000);
-	}
-	free(got);
-}
-
-static void await_file(const char *path, const char *want)
-{
-	await_flushing(NULL, path, want);
-}
-
-static bool listed(const char *dir, const char *name)
-{
-	char *out = NULL, line[300];
-	bool found;
-
-	/* One name per line, between newlines. */
-	run_cmd_out(&out, "echo; ls -1a '%s'", dir);
-	snprintf(line, sizeof(line), "\n%s\n", name);
-	found = out && strstr(out, line);
-	free(out);
-	return found;
-}
-
-static void await_listed(const char *dir, const char *name, bool want)
-{
-	int64_t deadline = now_ms() + CATCH_UP_MS;
-
-	while (listed(dir, name) != want) {
-		if (now_ms() > deadline)
-			fail_msg("%s: %s still %s", dir, name, want ? "missing" : "listed");
-		usleep(10000);
-	}
-}
+#include "tests/pair.h"
 
 static void test_write_rewrite_delete(void **state)
 {
@@ -193,46 +80,6 @@ static void test_dirs_and_rename(void **state)
 			fail_msg("e/sub still there through the other mount");
 		usleep(10000);
 	}
-	stop_pair(p);
-}
-
-static void test_retag_and_expiry(void **state)
-{
-	struct pair *p = start_pair(state, OPTS);
-	char buf[256];
-	ssize_t n = -1;
-
-	put_str(mnt_path(&p->a, "t"), "tagged\n");
-	await_file(mnt_path(&p->b, "t"), "tagged\n");
-	ASSERT_ERRNO(getxattr(mnt_path(&p->b, "t"), "user.tags", buf, sizeof(buf)), ENODATA);
-	ASSERT_SYS(setxattr(mnt_path(&p->a, "t"), "user.tags", "red,blue", 8, 0));
-	for (int64_t deadline = now_ms() + CATCH_UP_MS;;) {
-		n = getxattr(mnt_path(&p->b, "t"), "user.tags", buf, sizeof(buf) - 1);
-		if (n == 8 && !memcmp(buf, "blue,red", 8))
-			break;
-		if (now_ms() > deadline)
-			fail_msg("tags not seen through the other mount");
-		usleep(10000);
-	}
-	await_listed(mnt_path(&p->b, "tags/red"), "t", true);
-	ASSERT_SYS(setxattr(mnt_path(&p->b, "t"), "user.tags", "blue", 4, 0));
-	await_listed(mnt_path(&p->a, "tags"), "red", false);
-
-	/* A TTL set through a expires the key through b as well. */
-	put_str(mnt_path(&p->a, "brief"), "soon gone\n");
-	await_file(mnt_path(&p->b, "brief"), "soon gone\n");
-	ASSERT_SYS(setxattr(mnt_path(&p->a, "brief"), "user.ttl", "1", 1, 0));
-	for (int64_t deadline = now_ms() + CATCH_UP_MS;;) {
-		n = getxattr(mnt_path(&p->b, "brief"), "user.ttl", buf, sizeof(buf) - 1);
-		if (n > 0)
-			break;
-		if (now_ms() > deadline)
-			fail_msg("the TTL is not seen through the other mount");
-		usleep(10000);
-	}
-	await_file(mnt_path(&p->b, "brief"), NULL);
-	await_listed(p->b.dir, "brief", false);
-	await_file(mnt_path(&p->a, "brief"), NULL);
 	stop_pair(p);
 }
 
@@ -438,145 +285,6 @@ static void test_close_to_open(void **state)
 	stop_pair(p);
 }
 
-#define TT "{nadb:default:default}:"
-
-static void await_names(struct mnt *m, const char *dir, const char *want)
-{
-	int64_t deadline = now_ms() + CATCH_UP_MS;
-
-	while (strcmp(mnt_ls(m, dir), want)) {
-		if (now_ms() > deadline)
-			fail_msg("%s: %s, want %s", dir, mnt_ls(m, dir), want);
-		usleep(10000);
-	}
-}
-
-/* query_cache.<field> of the mount's .nadb/stats. */
-static long long query_stat(struct mnt *m, const char *field)
-{
-	char *text = read_file(mnt_path(m, ".nadb/stats"), NULL);
-	json_t *o, *v;
-	long long n;
-
-	assert_non_null(text);
-	o = json_loads(text, 0, NULL);
-	free(text);
-	assert_non_null(o);
-	v = json_object_get(json_object_get(o, "query_cache"), field);
-	assert_true(json_is_integer(v));
-	n = json_integer_value(v);
-	json_decref(o);
-	return n;
-}
-
-/* Everything m holds is committed once this returns, provided key has a
- * change not committed yet: fsync of such a key waits for a whole flush. */
-static void flush_mount(struct mnt *m, const char *key)
-{
-	int fd = open(mnt_path(m, "%s", key), O_RDONLY);
-
-	ASSERT_SYS(fd);
-	ASSERT_SYS(fsync(fd));
-	close(fd);
-}
-
-/* redis-cli's one-line answer, without its newline. */
-static const char *rcli(struct mnt *m, const char *fmt, const char *arg)
-{
-	char *out = redis_cli(m->redis, fmt, arg);
-	const char *ret;
-
-	assert_non_null(out);
-	out[strcspn(out, "\r\n")] = '\0';
-	ret = mnt_str(m, "%s", out);
-	free(out);
-	return ret;
-}
-
-/*
- * Tag listings and queries are evaluated by Redis (the stats count them),
- * see what Redis's tag sets hold ahead of the change log, and stay exact
- * with this mount's unflushed changes (b never flushes on its own).
- */
-static void test_tag_queries_by_redis(void **state)
-{
-	struct pair *p = *state;
-	struct mnt *a = &p->a, *b = &p->b;
-	const char *id4;
-	long long q0;
-
-	a->backend = MNT_BACKEND_REDIS;
-	mnt_start(a, OPTS);
-	mnt_init_shared(b, a, "mnt2");
-	mnt_start(b, "flush_interval=1h");
-	put_str(mnt_path(a, "k1"), "1\n");
-	put_str(mnt_path(a, "k2"), "2\n");
-	put_str(mnt_path(a, "k3"), "3\n");
-	put_str(mnt_path(a, "k4"), "4\n");
-	ASSERT_SYS(setxattr(mnt_path(a, "k1"), "user.tags", "red,blue", 8, 0));
-	ASSERT_SYS(setxattr(mnt_path(a, "k2"), "user.tags", "red", 3, 0));
-	ASSERT_SYS(setxattr(mnt_path(a, "k3"), "user.tags", "blue", 4, 0));
-	ASSERT_SYS(setxattr(mnt_path(a, "k4"), "user.tags", "green", 5, 0));
-	flush_mount(a, "k1");
-	await_names(b, "tags/red", "k1,k2");
-	await_names(b, "tags/green", "k4");
-	await_names(b, "tags/blue", "k1,k3");
-
-	q0 = query_stat(b, "backend");
-	/* SINTER, SDIFF, SUNION. */
-	assert_string_equal(mnt_ls(b, "tags/red+blue"), "k1");
-	assert_string_equal(mnt_ls(b, "tags/red+-blue"), "k2");
-	assert_string_equal(mnt_ls(b, "tags/red,green"), "k1,k2,k4");
-	assert_string_equal(mnt_ls(b, "tags/blue+-red,green"), "k3,k4");
-	assert_string_equal(mnt_ls(b, "tags/red+nosuch"), "");
-	assert_true(query_stat(b, "backend") >= q0 + 5);
-	assert_int_equal(query_stat(b, "backend_fallbacks"), 0);
-	/* Every listed entry can be looked up and read through. */
-	assert_file_str(mnt_path(b, "tags/red+blue/k1"), "1\n");
-
-	/* Another mount retags and flushes: b's listings follow. */
-	ASSERT_SYS(setxattr(mnt_path(a, "k3"), "user.tags", "blue,red", 8, 0));
-	flush_mount(a, "k3");
-	await_names(b, "tags/red", "k1,k2,k3");
-	await_names(b, "tags/red+blue", "k1,k3");
-
-	/* A tag set changed in Redis itself, with no change log entry: only
-	 * an evaluation by Redis can see it (b's own index says k4 is green
-	 * only), and a query b never asked before does. */
-	id4 = rcli(a, "HGET " TT "d:1 %s", "k4");
-	assert_true(*id4);
-	rcli(a, "SADD " TT "t:red %s", id4);
-	assert_string_equal(mnt_ls(b, "tags/green+red"), "k4");
-	assert_file_str(mnt_path(b, "tags/green+red/k4"), "4\n");
-	rcli(a, "SREM " TT "t:red %s", id4);
-
-	/* Unflushed changes on b: a retag, a new key, a delete. Redis still
-	 * has the old sets; b's listings are exact all the same. */
-	q0 = query_stat(b, "backend");
-	ASSERT_SYS(setxattr(mnt_path(b, "k2"), "user.tags", "blue", 4, 0));
-	put_str(mnt_path(b, "k5"), "5\n");
-	ASSERT_SYS(setxattr(mnt_path(b, "k5"), "user.tags", "green,red", 9, 0));
-	ASSERT_SYS(unlink(mnt_path(b, "k1")));
-	assert_string_equal(rcli(a, "SCARD " TT "t:red%s", ""), "3");
-	assert_string_equal(rcli(a, "EXISTS " TT "t:blue%s", ""), "1");
-	assert_string_equal(mnt_ls(b, "tags/red"), "k3,k5");
-	assert_string_equal(mnt_ls(b, "tags/red+blue"), "k3");
-	assert_string_equal(mnt_ls(b, "tags/blue+-red"), "k2");
-	assert_string_equal(mnt_ls(b, "tags/red+green"), "k5");
-	assert_string_equal(mnt_ls(b, "tags/green,blue"), "k2,k3,k4,k5");
-	assert_file_str(mnt_path(b, "tags/red+green/k5"), "5\n");
-	assert_true(query_stat(b, "backend") >= q0 + 5);
-	assert_int_equal(query_stat(b, "backend_fallbacks"), 0);
-	/* Redis still had k1 and k2 in red: the unflushed state won. */
-	assert_string_equal(rcli(a, "SCARD " TT "t:red%s", ""), "3");
-
-	/* Once b flushes, a sees the same. */
-	flush_mount(b, "k5");
-	await_names(a, "tags/red", "k3,k5");
-	await_names(a, "tags/blue+-red", "k2");
-	stop_pair(p);
-}
-
 /* nadbctl tx ARGS on m: its exit status; its output in *out. */
 static int tx_cmd(struct mnt *m, char **out, const char *args)
 {
@@ -670,15 +378,6 @@ static void test_transaction_conflicts_across_mounts(void **state)
 	await_file(mnt_path(b, "n2"), "new");
 	assert_string_equal(rcli(a, "EXISTS " TT "txl%s", ""), "0");
 	stop_pair(p);
-}
-
-/* Flushes only when told (fsync), so each test orders the commits. */
-#define OPTS_MANUAL "flush_interval=1h,coherence_delay=100ms"
-
-/* Everything m holds is committed once this returns. */
-static void flush_all(struct mnt *m)
-{
-	assert_int_equal(run_cmd("%s -m '%s' flush >/dev/null", nadbctl_bin(), m->dir), 0);
 }
 
 /* path must read want through m now and after m is mounted again, and the
@@ -847,20 +546,18 @@ static void test_name_conflict_at_load(void **state)
 	}
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, pair_setup, pair_teardown)
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		T(test_write_rewrite_delete),
 		T(test_dirs_and_rename),
-		T(test_retag_and_expiry),
 		T(test_mkdir_race),
 		T(test_excl_create_race),
 		T(test_claim_released),
 		T(test_close_to_open),
 		T(test_read_during_rewrites),
-		T(test_tag_queries_by_redis),
 		T(test_transaction_conflicts_across_mounts),
 		T(test_rmdir_races_a_rewrite),
 		T(test_rmdir_races_a_create_create_first),
