@@ -537,6 +537,9 @@ static void abort_session_tx(struct fs *fs, struct fs_ctlh *h)
 	if (!ret)
 		NLOG(NLOG_INFO, "fs", "transaction aborted: its ctl session was closed uncommitted",
 		     LF_STR("tx", name));
+	else if (ret == -EINPROGRESS)
+		NLOG(NLOG_INFO, "fs", "ctl session closed while its transaction commits: "
+		     "the commit decides", LF_STR("tx", name));
 	else if (ret != -ENOENT)
 		NLOG(NLOG_WARN, "fs", "cannot abort the transaction of a closed ctl session",
 		     LF_STR("tx", name), LF_STR("error", strerror(-ret)));

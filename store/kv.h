@@ -290,8 +290,9 @@ int kv_tx_abort(struct kv_store *kv, const char *name);
  * root_id (root->id), never another of the same name begun since (-ENOENT),
  * and without waiting: one in use or being committed is dropped from view
  * at once (its name is free, nothing more is staged into it) and freed once
- * idle, by the sweeper (within ttl_sweep); a commit that succeeds meanwhile
- * stands. */
+ * idle, by the sweeper (within ttl_sweep). -EINPROGRESS when a commit of it
+ * is under way: that commit decides (if it succeeds, it stands; if not, the
+ * transaction is freed as above). */
 int kv_tx_abort_id(struct kv_store *kv, const char *name, uint64_t root_id);
 /* Applies and waits until durable: 0; -ESTALE (conflict), -ENAMETOOLONG,
  * -ENOENT, -EBUSY (in use), -EIO (applied but not yet durable); msg says

@@ -511,10 +511,15 @@ static int tx_abort(struct kv_store *kv, const char *name, uint64_t root_id, boo
 	} else if (tx->users || tx->committing) {
 		/* A commit may drop the lock (tx_shared.c) while it holds tx,
 		 * and a load of a value counts itself in users. */
-		if (when_idle)
-			tx->doomed = true;
-		else
+		if (!when_idle) {
 			ret = -EBUSY;
+		} else {
+			tx->doomed = true;
+			/* A commit under way decides: if it succeeds, it
+			 * stands, and saying "aborted" would be a lie. */
+			if (tx->committing)
+				ret = -EINPROGRESS;
+		}
 	} else {
 		kv_tx_free(kv, tx);
 		kv->tx_aborted++;
