@@ -241,14 +241,15 @@ const char kv_redis_script[] =
 	"  touched[#touched+1] = id\n"
 	"  local vver = '0'\n"
 	/* A record another mount deleted (its index is gone) that this op
-	 * does not give a value of its own names a value that went with it:
-	 * the deletion stands, and this mount is told to fetch the record. */
+	 * does not give a value of its own names a value that went with it,
+	 * or that goes once a backup of the deleting mount no longer pins it
+	 * (its DEL then leaves the value for the store to reclaim): the
+	 * deletion stands, and this mount is told to fetch the record. */
 	"  local skip = typ == 'D' and stays[id]\n"
 	"  if typ == 'P' or typ == 'U' then\n"
 	"    local kn = old[1] ~= false and old[1] ~= nil\n"
 	"    if kn and typ == 'U' then kn = redis.call('SISMEMBER', P..'ids', id) == 1 end\n"
-	"    if not kn and ARGV[b+7] ~= '0' and ARGV[b+9] == '' and\n"
-	"       redis.call('EXISTS', P..'v:'..id..':'..ARGV[b+7]) == 0 then\n"
+	"    if not kn and ARGV[b+7] ~= '0' and ARGV[b+9] == '' then\n"
 	"      skip = true\n"
 	"      refetch[#refetch+1] = id\n"
 	"    end\n"

@@ -357,6 +357,7 @@ void test_dir_delete_keeps_foreign_entries(void **state)
 				{ .type = KV_OP_DEL, .meta.id = 23 },
 				{ .type = KV_OP_DEL, .meta.id = 20 } };
 	uint64_t vver = 0;
+	char vkey[64];
 
 	(void)state;
 	assert_int_equal(commit_dir(b, 2, 1, "d"), 0);
@@ -401,6 +402,21 @@ void test_dir_delete_keeps_foreign_entries(void **state)
 	assert_int_equal(cli_int("HEXISTS " KT "d:1 %s", "m"), 0);
 	assert_int_equal(cli_int("SISMEMBER " KT "ids %s", "8"), 0);
 	assert_refetched("8");
+
+	/* The same while a backup of the deleting mount pinned the value
+	 * (its DEL leaves the value, old_vver 0, reclaimed after the backup):
+	 * the deletion stands all the same, or the key would come back
+	 * without a value once the backup ends. */
+	vver = 0;
+	assert_int_equal(put_key(b, 9, 1, "m2", "", 0, "data", &vver), 0);
+	assert_int_equal(del_key(b, 9, 0), 0);
+	snprintf(vkey, sizeof(vkey), KT "v:9:%llu", (unsigned long long)vver);
+	assert_int_equal(cli_int("EXISTS %s", vkey), 1);
+	assert_int_equal(put_key(b, 9, 1, "m2", "", 0, NULL, &vver), 0);
+	assert_int_equal(cli_int("EXISTS %s", KT "r:9"), 0);
+	assert_int_equal(cli_int("HEXISTS " KT "d:1 %s", "m2"), 0);
+	assert_int_equal(cli_int("SISMEMBER " KT "ids %s", "9"), 0);
+	assert_refetched("9");
 
 	/* big/{f1,f2,sub/x}, x another mount's; rm -r of big in one batch
 	 * deletes f1 and f2 but keeps sub and big: only those and x are to be
