@@ -92,6 +92,7 @@ int kv_bk_lock(const char *dir, bool exclusive, bool make_dir, uint64_t timeout_
 {
 	int64_t deadline = kv_mono_ms() + (int64_t)timeout_ms;
 	long pause_ms = 1;
+	int remade = 0;
 	char path[4096];
 
 	lk->fd = -1;
@@ -120,8 +121,11 @@ int kv_bk_lock(const char *dir, bool exclusive, bool make_dir, uint64_t timeout_
 		if (fd < 0 && !exclusive && (errno == EROFS || errno == EACCES || errno == ENOENT))
 			return 0;
 		/* The directory went between mkdir and open: a failed first
-		 * backup of another store removed it. Make it again. */
-		if (fd < 0 && make_dir && errno == ENOENT && kv_mono_ms() < deadline)
+		 * backup of another store removed it. Make it again, a few
+		 * times: what stays missing after mkdir said it exists (a
+		 * dangling symlink) is an error, not a race to spin on. */
+		if (fd < 0 && make_dir && errno == ENOENT && ++remade < 4 &&
+		    kv_mono_ms() < deadline)
 			continue;
 		if (fd < 0) {
 			int ret = -errno;

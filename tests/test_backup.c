@@ -736,6 +736,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_lock_processes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lock_held_elsewhere, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lock_never_replaces, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lock_dangling_dir, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_backup_dir, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_expired_keys_skipped, setup, teardown),
 	};

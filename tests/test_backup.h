@@ -36,5 +36,6 @@ void test_lock_held_elsewhere(void **state);
 /* The other process of test_lock_processes: main's, given --lock-child. */
 int lock_child(const char *dir, const char *owner);
 void test_lock_never_replaces(void **state);
+void test_lock_dangling_dir(void **state);
 
 #endif

@@ -495,3 +495,30 @@ void test_lock_never_replaces(void **state)
 	assert_string_equal(list[1].id, "four");
 	free(list);
 }
+
+/*
+ * backup_dir a dangling symlink: mkdir says it exists, the lock file
+ * cannot be made in it. That fails at once with ENOENT, naming the lock
+ * file, rather than retrying until backend_timeout (set far beyond the
+ * test's own timeout, so that a retry loop fails the test).
+ */
+void test_lock_dangling_dir(void **state)
+{
+	struct fx *f = *state;
+	struct kv_backup_info info;
+	char target[256];
+
+	f->st.o.backend_timeout_ms = 3600 * 1000;
+	mem_store_reopen(&f->st, true);
+	put_str(KV(f), "k", "v");
+	rmdir(f->dir); /* if a setup made it */
+	assert_int_equal(access(f->dir, F_OK), -1);
+	snprintf(target, sizeof(target), "%s/nowhere", f->root);
+	assert_int_equal(symlink(target, f->dir), 0);
+	assert_int_equal(kv_backup_create(KV(f), NULL, NULL, &info, f->err, sizeof(f->err)),
+			 -ENOENT);
+	assert_non_null(strstr(f->err, ".lock"));
+	assert_int_equal(access(target, F_OK), -1);
+	assert_int_equal(unlink(f->dir), 0);
+}
+
