@@ -94,14 +94,15 @@ static char *stats_json(struct fs *fs, size_t *len)
 	kv_get_stats(fs->kv, &s);
 	uint64_t lookups = s.query_hits + s.query_misses;
 
-	o = json_pack("{s:I, s:I, s:{s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I},"
+	o = json_pack("{s:I, s:I, s:{s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:I},"
 		      " s:{s:I, s:I}, s:{s:I, s:I, s:I, s:f, s:I, s:I}, s:f, s:s}",
 		      "keys", (json_int_t)s.keys, "dirs", (json_int_t)s.dirs,
 		      "buffer", "keys", (json_int_t)s.buffer_keys, "bytes",
 		      (json_int_t)s.buffer_bytes, "dirty_bytes", (json_int_t)s.dirty_bytes,
 		      "flushes", "count", (json_int_t)s.flushes, "failures",
 		      (json_int_t)s.flush_failures, "last_duration_ms",
-		      (json_int_t)s.last_flush_ms, "backlog_age_ms", (json_int_t)s.backlog_age_ms,
+		      (json_int_t)s.last_flush_ms, "backlog", (json_int_t)s.buffer_keys,
+		      "backlog_age_ms", (json_int_t)s.backlog_age_ms,
 		      "ttl", "pending", (json_int_t)s.ttl_pending, "expired",
 		      (json_int_t)s.ttl_expired, "tags", "count", (json_int_t)s.tags, "entries",
 		      (json_int_t)s.tag_entries,
@@ -244,6 +245,8 @@ static char *metrics_text(struct fs *fs, size_t *len)
 		{ "nadbfs_buffer_dirty_bytes", "gauge", "Bytes written and not yet durable.",
 		  s.dirty_bytes },
 		{ "nadbfs_flushes_total", "counter", "Completed flushes.", s.flushes },
+		{ "nadbfs_flush_backlog", "gauge", "Records with a change not yet durable.",
+		  s.buffer_keys },
 		{ "nadbfs_flush_failures_total", "counter", "Failed flushes.", s.flush_failures },
 		{ "nadbfs_ttl_expired_total", "counter", "Keys expired.", s.ttl_expired },
 		{ "nadbfs_ttl_pending", "gauge", "Deadlines indexed for the sweeper.",

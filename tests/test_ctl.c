@@ -210,6 +210,7 @@ static const struct {
 	{ "flushes.count", "nadbfs_flushes_total" },
 	{ "flushes.failures", "nadbfs_flush_failures_total" },
 	{ "flushes.last_duration_ms", "nadbfs_flush_last_duration_seconds" },
+	{ "flushes.backlog", "nadbfs_flush_backlog" },
 	{ "flushes.backlog_age_ms", "nadbfs_flush_backlog_age_seconds" },
 	{ "ttl.pending", "nadbfs_ttl_pending" },
 	{ "ttl.expired", "nadbfs_ttl_expired_total" },
@@ -507,6 +508,7 @@ static void test_stats_figures_move(void **state)
 	put_file(mnt_path(m, "big"), value, big);
 	o = read_stats(m);
 	assert_true(stat_int(o, "buffer.dirty_bytes") >= (json_int_t)big);
+	assert_true(stat_int(o, "flushes.backlog") >= 1);
 	assert_true(stat_int(o, "buffer.bytes") >= (json_int_t)big);
 	assert_true(stat_num(o, NULL, "uptime_s") > up);
 	json_decref(o);
@@ -535,6 +537,7 @@ static void test_stats_figures_move(void **state)
 	o = read_stats(m);
 	assert_int_equal(stat_int(o, "buffer.dirty_bytes"), 0);
 	assert_int_equal(stat_int(o, "flushes.backlog_age_ms"), 0);
+	assert_int_equal(stat_int(o, "flushes.backlog"), 0);
 	assert_true(stat_int(o, "flushes.count") > flushes);
 	assert_true(stat_int(o, "flushes.last_duration_ms") >= 1);
 	json_decref(o);
