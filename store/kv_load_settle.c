@@ -6,7 +6,8 @@
  * rmdir and mkdir of a name, mv a b; mv c a). Before anything goes to
  * lost+found (kv_recover.c), the records involved are fetched as the backend
  * has them now: missing directories are added, records gone leave, records
- * moved take their new place, a few rounds. Only what still has no place is
+ * moved take their new place, round after round while anything changes.
+ * Only what still has no place is
  * a real orphan. What changes after that comes through the change log,
  * which the mount reads from a point taken before the load.
  */
@@ -17,7 +18,11 @@
 
 #include "store/kv_internal.h"
 
-#define ROUNDS 8
+/* Each round evicts one level of a subtree removed meanwhile (what was
+ * below a record that is gone is fetched in the next), so the rounds go on
+ * while something changes, up to one more than the deepest possible key
+ * (a key of KV_KEY_MAX bytes has at most half as many levels). */
+#define ROUNDS (KV_KEY_MAX / 2 + 1)
 
 struct settle {
 	struct kv_store *kv;
@@ -197,7 +202,7 @@ int kv_load_settle(struct kv_store *kv, struct kv_node ***orphans, size_t *n)
 
 	if (!ops->caps.shared || !ops->fetch)
 		return 0;
-	for (int r = 0; r < ROUNDS && s.n && changed && !ret; r++) {
+	for (unsigned r = 0; r < ROUNDS && s.n && changed && !ret; r++) {
 		ret = round_once(&s, &changed);
 		if (!ret)
 			ret = relink(&s);

@@ -570,6 +570,38 @@ static void test_load_settles_contested_names(void **state)
 	f->s.nload_stale = 0;
 }
 
+/*
+ * A load that read a deep subtree another mount has since removed whole
+ * (rm -r), its top already gone when the scan got there: the subtree
+ * leaves level by level, however deep, and nothing of it is recovered into
+ * lost+found (which the flush at open would bring back as live records).
+ */
+static void test_load_settles_deep_removal(void **state)
+{
+	struct fx *f = *state;
+	struct kv_meta stale[12];
+	char names[12][8];
+	struct kv_attr at;
+
+	for (int i = 0; i < 12; i++) {
+		snprintf(names[i], sizeof(names[i]), "l%d", i);
+		stale[i] = (struct kv_meta){ .id = 901 + i, .parent = 900 + i, .name = names[i],
+					     .mode = i < 11 ? S_IFDIR | 0755 : S_IFREG | 0644 };
+	}
+	assert_int_equal(kv_close(f->kv), 0);
+	f->s.shared = true;
+	f->s.load_stale = stale;
+	f->s.nload_stale = 12;
+	reopen(f);
+	assert_int_equal(kv_lookup(f->kv, KV_ROOT_ID, "lost+found", &at), -ENOENT);
+	for (int i = 0; i < 12; i++) {
+		assert_int_equal(kv_getattr(f->kv, 901 + i, &at), -ENOENT);
+		assert_null(mem_find_id(&f->s, 901 + i));
+	}
+	f->s.load_stale = NULL;
+	f->s.nload_stale = 0;
+}
+
 /* A recovered subtree too deep to fit under lost+found (keys are at most
  * KV_KEY_MAX bytes) is recovered entry by entry, each one level shorter. */
 static void test_deep_orphan_split(void **state)
@@ -761,6 +793,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_deep_orphan_split, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_load_fetches_missing_parents, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_load_settles_contested_names, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_load_settles_deep_removal, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unplaceable_records_recovered, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_metadata_persisted, setup, teardown),
