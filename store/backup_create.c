@@ -75,7 +75,7 @@ static int snap_add(struct snapshot *s, const struct kv_node *n)
 	it->path = strdup(path);
 	if (!it->path)
 		return -ENOMEM;
-	if (kv_meta_copy(&it->m, &n->m)) {
+	if (kv_node_meta_copy(&it->m, n)) {
 		free(it->path);
 		return -ENOMEM;
 	}
@@ -120,13 +120,14 @@ static int snap_tree(struct kv_store *kv, struct snapshot *s)
 
 static int copy_declared(struct kv_store *kv, struct snapshot *s)
 {
-	const struct kv_meta *r = &kv->root->m;
+	char **tags = kv_node_tags(kv->root);
+	uint32_t ntags = kv_node_ntags(kv->root);
 
-	s->declared = calloc(r->ntags + 1, sizeof(char *));
+	s->declared = calloc(ntags + 1, sizeof(char *));
 	if (!s->declared)
 		return -ENOMEM;
-	for (; s->ndeclared < r->ntags; s->ndeclared++)
-		if (!(s->declared[s->ndeclared] = strdup(r->tags[s->ndeclared])))
+	for (; s->ndeclared < ntags; s->ndeclared++)
+		if (!(s->declared[s->ndeclared] = strdup(tags[s->ndeclared])))
 			return -ENOMEM;
 	return 0;
 }

@@ -63,9 +63,9 @@ static int set_meta(struct kv_store *kv, uint64_t id, const struct kv_meta *w, b
 		if (ret)
 			goto out_unlock;
 	}
-	free(n->m.xattrs);
-	n->m.xattrs = x;
-	n->m.xattrs_len = w->xattrs_len;
+	ret = kv_node_put_xattrs(n, x, w->xattrs_len);
+	if (ret)
+		goto out_unlock;
 	x = NULL;
 	n->m.mode = (n->m.mode & S_IFMT) | (w->mode & 07777);
 	n->m.uid = w->uid;

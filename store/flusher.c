@@ -101,21 +101,6 @@ static void reclaim_deferred(struct kv_store *kv)
 	pthread_mutex_lock(&kv->lock);
 }
 
-void kv_dirty_unlink(struct kv_store *kv, struct kv_node *n)
-{
-	if (n->dirty_prev)
-		n->dirty_prev->dirty_next = n->dirty_next;
-	else
-		kv->dirty_head = n->dirty_next;
-	if (n->dirty_next)
-		n->dirty_next->dirty_prev = n->dirty_prev;
-	else
-		kv->dirty_tail = n->dirty_prev;
-	n->dirty_prev = n->dirty_next = NULL;
-	n->flags &= ~KV_NODE_ON_DIRTY;
-	kv->ndirty--;
-}
-
 /* With the lock held: n needs nothing more from the buffer. */
 static void node_settle(struct kv_store *kv, struct kv_node *n)
 {
@@ -133,11 +118,14 @@ static ssize_t take_batch(struct kv_store *kv, struct kv_op *ops, struct batch_e
 {
 	struct kv_node *n, *next;
 	size_t k = 0;
+	int ret = kv_dirty_relist(kv);
 
+	if (ret)
+		return ret;
 	for (n = kv->dirty_head; n; n = next) {
 		struct kv_op *op = &ops[k];
 
-		next = n->dirty_next;
+		next = n->aux->dirty_next;
 		if ((n->flags & KV_NODE_DELETED) &&
 		    !(n->flags & (KV_NODE_COMMITTED | KV_NODE_SENT))) {
 			/* Removed before any commit carried it. */
@@ -158,7 +146,7 @@ static ssize_t take_batch(struct kv_store *kv, struct kv_op *ops, struct batch_e
 			keep_if_pinned(kv, op, &ents[k]);
 		} else {
 			op->type = KV_OP_PUT;
-			if (kv_meta_copy(&op->meta, &n->m))
+			if (kv_node_meta_copy(&op->meta, n))
 				return -ENOMEM;
 			if (n == kv->root && kv->tags.decl_base_ok) {
 				if (kv_tags_copy_list(kv->tags.decl_base, kv->tags.ndecl_base,
@@ -188,10 +176,8 @@ static ssize_t take_batch(struct kv_store *kv, struct kv_op *ops, struct batch_e
 		ents[k].node = n;
 		ents[k].was_sent = n->flags & KV_NODE_SENT;
 		ents[k].version = n->version;
-		ents[k].dirty_bytes = n->dirty_bytes;
-		kv->dirty_bytes -= n->dirty_bytes;
-		kv->inflight_bytes += n->dirty_bytes;
-		n->dirty_bytes = 0;
+		ents[k].dirty_bytes = kv_take_dirty_bytes(kv, n);
+		kv->inflight_bytes += ents[k].dirty_bytes;
 		n->flags |= KV_NODE_INFLIGHT | KV_NODE_SENT;
 		k++;
 	}
@@ -217,10 +203,8 @@ static void apply_batch(struct kv_store *kv, struct kv_op *ops, struct batch_ent
 			 * did not carry the record after all. */
 			if (result == -EAGAIN && !ents[i].was_sent)
 				n->flags &= ~KV_NODE_SENT;
-			if (!(n->flags & KV_NODE_DELETED)) {
-				n->dirty_bytes += ents[i].dirty_bytes;
-				kv->dirty_bytes += ents[i].dirty_bytes;
-			}
+			if (!(n->flags & KV_NODE_DELETED))
+				kv_add_dirty_bytes(kv, n, ents[i].dirty_bytes);
 			continue;
 		}
 		/* As the backend would have deleted it, had no backup pinned it

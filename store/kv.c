@@ -141,28 +141,6 @@ size_t kv_subtree_max_len(const struct kv_node *dir)
 
 static void expire_children(struct kv_store *kv, struct kv_node *dir);
 
-void kv_mark_dirty(struct kv_store *kv, struct kv_node *n)
-{
-	if (n->flags & KV_NODE_STAGED)
-		return;
-	n->version++;
-	if (n->flags & KV_NODE_ON_DIRTY)
-		return;
-	n->flags |= KV_NODE_ON_DIRTY;
-	n->dirty_next = NULL;
-	n->dirty_prev = kv->dirty_tail;
-	if (kv->dirty_tail)
-		kv->dirty_tail->dirty_next = n;
-	else
-		kv->dirty_head = n;
-	kv->dirty_tail = n;
-	if (kv->ndirty++ == 0) {
-		kv->dirty_since_ms = kv_mono_ms();
-		/* The flusher sleeps without a deadline while nothing is dirty. */
-		pthread_cond_signal(&kv->flush_cond);
-	}
-}
-
 void kv_value_account(struct kv_store *kv, struct kv_node *n, struct kv_value *newval)
 {
 	if (n->value)
@@ -184,24 +162,8 @@ void kv_node_free(struct kv_store *kv, struct kv_node *n)
 		free(n->children);
 	}
 	kv_node_meta_clear(n);
+	free(n->aux);
 	free(n);
-}
-
-struct kv_node *kv_node_new_named(const char *name)
-{
-	size_t len = strlen(name);
-	struct kv_node *n = calloc(1, sizeof(*n) + len + 1);
-
-	if (n)
-		n->m.name = memcpy(n + 1, name, len + 1);
-	return n;
-}
-
-void kv_node_meta_clear(struct kv_node *n)
-{
-	if (kv_node_name_inline(n))
-		n->m.name = NULL;
-	kv_meta_clear(&n->m);
 }
 
 /* Links n under dir by its name. */
@@ -209,20 +171,29 @@ int kv_node_attach(struct kv_node *dir, struct kv_node *n)
 {
 	int ret;
 
+	/* nlink's count of subdirectories lives in dir's aux record. */
+	if (is_dir(n) && !kv_node_aux(dir))
+		return -ENOMEM;
 	if (!dir->children) {
 		dir->children = malloc(sizeof(*dir->children));
-		if (!dir->children)
-			return -ENOMEM;
+		if (!dir->children) {
+			ret = -ENOMEM;
+			goto out_trim;
+		}
 		htab_init(dir->children, node_name_hash, node_name_match);
 	}
 	ret = htab_insert(dir->children, n);
 	if (ret)
-		return ret;
+		goto out_trim;
 	n->parent = dir;
 	n->m.parent = dir->m.id;
 	if (is_dir(n))
-		dir->nsubdirs++;
+		dir->aux->nsubdirs++;
 	return 0;
+
+out_trim:
+	kv_node_aux_trim(dir);
+	return ret;
 }
 
 void kv_node_detach(struct kv_node *n)
@@ -231,7 +202,7 @@ void kv_node_detach(struct kv_node *n)
 
 	htab_remove(dir->children, n);
 	if (is_dir(n))
-		dir->nsubdirs--;
+		kv_node_subdir_gone(dir);
 	n->parent = NULL;
 }
 
@@ -243,7 +214,7 @@ void kv_fill_attr(const struct kv_node *n, struct kv_attr *a)
 	a->uid = n->m.uid;
 	a->gid = n->m.gid;
 	if (is_dir(n))
-		a->nlink = 2 + n->nsubdirs;
+		a->nlink = 2 + kv_node_nsubdirs(n);
 	else
 		a->nlink = (n->flags & KV_NODE_DELETED) ? 0 : 1;
 	a->size = n->m.size;
@@ -265,9 +236,10 @@ void kv_dir_touch(struct kv_store *kv, struct kv_node *dir, int64_t now)
 void kv_node_remove(struct kv_store *kv, struct kv_node *n)
 {
 	/* Its deadline leaves with it (the heap entry goes stale). */
-	if (n->m.expires_ms) {
+	if (kv_node_expires(n)) {
 		kv->ttl_live--;
-		n->m.expires_ms = 0;
+		n->aux->expires_ms = 0;
+		kv_node_aux_trim(n);
 	}
 	/* Gone from every tag and query directory at once. */
 	if (!is_dir(n))
@@ -284,16 +256,14 @@ void kv_node_remove(struct kv_store *kv, struct kv_node *n)
 	if (n->flags & (KV_NODE_COMMITTED | KV_NODE_INFLIGHT | KV_NODE_SENT)) {
 		/* Writes through an open handle no longer reach the backend:
 		 * their bytes must not hold buffer space either. */
-		kv->dirty_bytes -= n->dirty_bytes;
-		n->dirty_bytes = 0;
+		kv_take_dirty_bytes(kv, n);
 		kv_mark_dirty(kv, n);
 		return;
 	}
 	/* Never sent: nothing to delete in the backend. */
 	if (n->flags & KV_NODE_ON_DIRTY) {
 		kv_dirty_unlink(kv, n);
-		kv->dirty_bytes -= n->dirty_bytes;
-		n->dirty_bytes = 0;
+		kv_take_dirty_bytes(kv, n);
 	}
 	if (!n->open_count && !(n->flags & KV_NODE_INFLIGHT))
 		kv_node_free(kv, n);

@@ -44,23 +44,129 @@ enum kv_node_flags {
 	/* Some commit (or spill) carried this id, whatever its outcome: the
 	 * backend may have a record for it (kv_op.never_sent). */
 	KV_NODE_SENT = 1 << 6,
+	/* ON_DIRTY, but off the list: no aux record could be made for its
+	 * links (out of memory). The flusher lists it before it takes a batch
+	 * (kv_dirty_relist, kv->nunlisted). */
+	KV_NODE_UNLISTED = 1 << 7,
 };
 
+/*
+ * What most keys never have, in one allocation made when first needed and
+ * freed once empty again (kv_node_aux_trim): at a million keys, every byte
+ * of struct kv_node costs a megabyte of the daemon's memory (issue #8).
+ * The dirty-list links live here too, so a clean node carries none.
+ */
+struct kv_node_aux {
+	char **tags;			/* owned; sorted, unique */
+	void *xattrs;			/* owned; custom user.* xattrs, encoded */
+	int64_t expires_ms;		/* absolute unix time in ms; 0 = never */
+	/* On kv->dirty while KV_NODE_ON_DIRTY and not KV_NODE_UNLISTED. */
+	struct kv_node *dirty_prev, *dirty_next;
+	uint64_t dirty_bytes;		/* bytes written since the last snapshot */
+	uint32_t ntags;
+	uint32_t xattrs_len;		/* <= KV_XATTRS_MAX */
+	uint32_t nsubdirs;		/* child directories, for nlink */
+};
+
+/* A node's own part of struct kv_meta: the fields every record has, named
+ * as there (kv_node_meta_view and kv_node_meta_copy give the whole record;
+ * tags, xattrs and the deadline are in the aux record). */
+struct kv_node_meta {
+	uint64_t id;
+	uint64_t parent;
+	char *name;		/* inline after the node, or owned (kv_node_name_inline) */
+	int64_t atime_ns, mtime_ns, ctime_ns, btime_ns;
+	uint64_t size;
+	uint64_t vver;
+	uint64_t stored_size;
+	uint32_t mode;
+	uint32_t uid, gid;
+	uint8_t encoding;
+};
+
+/* 144 bytes on LP64, so that with a short inline name a key fits a 160-byte
+ * malloc chunk. */
 struct kv_node {
 	/* Current metadata. m.vver/stored_size/encoding name the last committed
 	 * value, which is the current one whenever value == NULL. */
-	struct kv_meta m;
+	struct kv_node_meta m;
 	struct kv_node *parent;		/* NULL for the root and detached nodes */
 	struct htab *children;		/* directories only: name -> node */
 	/* In-memory content: dirty data, or a clean copy kept while open. */
 	struct kv_value *value;
 	uint64_t version;		/* bumped by every change */
-	uint64_t dirty_bytes;		/* bytes written since the last snapshot */
-	struct kv_node *dirty_prev, *dirty_next;
+	struct kv_node_aux *aux;	/* NULL while it would be empty */
 	uint32_t open_count;		/* open file handles */
-	uint32_t nsubdirs;		/* child directories, for nlink */
 	uint32_t flags;			/* enum kv_node_flags */
 };
+
+#if UINTPTR_MAX == UINT64_MAX
+_Static_assert(sizeof(struct kv_node) <= 144, "a key's node outgrew its malloc chunk (issue #8)");
+#endif
+
+static inline char **kv_node_tags(const struct kv_node *n)
+{
+	return n->aux ? n->aux->tags : NULL;
+}
+
+static inline uint32_t kv_node_ntags(const struct kv_node *n)
+{
+	return n->aux ? n->aux->ntags : 0;
+}
+
+static inline const void *kv_node_xattrs(const struct kv_node *n)
+{
+	return n->aux ? n->aux->xattrs : NULL;
+}
+
+static inline uint32_t kv_node_xattrs_len(const struct kv_node *n)
+{
+	return n->aux ? n->aux->xattrs_len : 0;
+}
+
+static inline int64_t kv_node_expires(const struct kv_node *n)
+{
+	return n->aux ? n->aux->expires_ms : 0;
+}
+
+static inline uint32_t kv_node_nsubdirs(const struct kv_node *n)
+{
+	return n->aux ? n->aux->nsubdirs : 0;
+}
+
+static inline uint64_t kv_node_dirty_bytes(const struct kv_node *n)
+{
+	return n->aux ? n->aux->dirty_bytes : 0;
+}
+
+void kv_node_aux_trim(struct kv_node *n);
+/* A child directory of dir left it. The aux record stays until dir's next
+ * trim (a directory whose entries changed is dirty, and kv_dirty_unlink
+ * trims), so that putting the child back, as a failed move does, needs no
+ * memory. */
+static inline void kv_node_subdir_gone(struct kv_node *dir)
+{
+	dir->aux->nsubdirs--;
+}
+
+/* n's aux record, made if missing; NULL when out of memory. */
+struct kv_node_aux *kv_node_aux(struct kv_node *n);
+/* Frees n's aux record if it holds nothing (call after clearing a field). */
+void kv_node_aux_trim(struct kv_node *n);
+/* Replaces n's xattrs with the owned buffer given (freed at once when len
+ * is 0), freeing the old one: 0, or -ENOMEM with nothing changed (the
+ * buffer not taken). Tags go through kv_node_set_tags (tags.h), which
+ * indexes them. */
+int kv_node_put_xattrs(struct kv_node *n, void *xattrs, uint32_t len);
+/* The whole record of n, borrowing n's strings: valid while kv->lock is
+ * held and n unchanged; never kv_meta_clear'ed. */
+void kv_node_meta_view(const struct kv_node *n, struct kv_meta *m);
+/* The whole record of n as an owned copy: 0 or -ENOMEM. */
+int kv_node_meta_copy(struct kv_meta *dst, const struct kv_node *n);
+/* Moves m's fields (name, tags, xattrs owned) into n, whose old ones are
+ * freed, and zeroes m; m->expires_ms is not taken (kv_set_deadline indexes
+ * it). -ENOMEM leaves both unchanged. */
+int kv_node_meta_take(struct kv_node *n, struct kv_meta *m);
 
 struct kv_store {
 	struct kv_options opts;		/* immutable after open (strings copied) */
@@ -77,7 +183,9 @@ struct kv_store {
 	uint64_t nkeys, ndirs;		/* [L] */
 
 	struct kv_node *dirty_head, *dirty_tail; /* [L] oldest first */
-	uint64_t ndirty;		/* [L] nodes on the dirty list */
+	uint64_t ndirty;		/* [L] ON_DIRTY nodes, unlisted ones included */
+	uint64_t nunlisted;		/* [L] ON_DIRTY nodes off the list (UNLISTED) */
+	uint64_t unlisted_bytes;	/* [L] dirty bytes of nodes without an aux */
 	int64_t dirty_since_ms;		/* [L] monotonic time the list became non-empty */
 	uint64_t dirty_bytes;		/* [L] written since their node's last snapshot */
 	uint64_t inflight_bytes;	/* [L] dirty bytes inside the committing batch */
@@ -154,7 +262,9 @@ static inline bool kv_node_name_inline(const struct kv_node *n)
 {
 	return n->m.name == (const char *)(n + 1);
 }
-/* kv_meta_clear for a node's own metadata: an inline name is not freed. */
+/* Frees n's owned metadata (an inline name is not freed); its aux record
+ * goes too unless it holds more (dirty links, nsubdirs): a node about to be
+ * freed frees n->aux itself. */
 void kv_node_meta_clear(struct kv_node *n);
 
 /* With kv->lock held. */
@@ -170,7 +280,9 @@ int64_t kv_now_ms(void);
 static inline bool kv_node_expired(const struct kv_node *n, int64_t now_ms)
 {
 	/* A staged deadline takes effect when its transaction commits. */
-	return n->m.expires_ms && now_ms >= n->m.expires_ms && !(n->flags & KV_NODE_STAGED);
+	int64_t at = kv_node_expires(n);
+
+	return at && now_ms >= at && !(n->flags & KV_NODE_STAGED);
 }
 /* Removes an expired n from the tree, as if unlinked, and queues the kernel
  * cache invalidation for the sweeper thread to send. */
@@ -185,6 +297,13 @@ void kv_ttl_destroy(struct kv_store *kv);
 int kv_node_attach(struct kv_node *dir, struct kv_node *n);
 struct kv_node *kv_node_get(struct kv_store *kv, uint64_t id);
 void kv_mark_dirty(struct kv_store *kv, struct kv_node *n);
+/* bytes more of n's value are dirty (counted in n and kv->dirty_bytes). */
+void kv_add_dirty_bytes(struct kv_store *kv, struct kv_node *n, uint64_t bytes);
+/* n's dirty bytes no longer count (n removed, or its bytes snapshotted):
+ * returns how many they were. */
+uint64_t kv_take_dirty_bytes(struct kv_store *kv, struct kv_node *n);
+/* Lists the UNLISTED nodes (flusher, before taking a batch): 0 or -ENOMEM. */
+int kv_dirty_relist(struct kv_store *kv);
 /* Takes n off the dirty list (it must be on it). */
 void kv_dirty_unlink(struct kv_store *kv, struct kv_node *n);
 void kv_node_free(struct kv_store *kv, struct kv_node *n);
@@ -246,7 +365,7 @@ static inline int kv_clamp_write(uint64_t max, uint64_t off, size_t *len)
 
 /* Applies sa's metadata fields (all but the size) to m at time now, ctime
  * included; false when nothing changed. */
-bool kv_meta_setattr(struct kv_meta *m, const struct kv_setattr *sa, int64_t now);
+bool kv_meta_setattr(struct kv_node_meta *m, const struct kv_setattr *sa, int64_t now);
 /* Waits (without kv->lock) up to timeout_ms until the sweeper has sent
  * every invalidation queued so far: 0 or -ETIMEDOUT. */
 int kv_wait_invals(struct kv_store *kv, int timeout_ms);

@@ -119,9 +119,9 @@ void kv_value_changed(struct kv_store *kv, struct kv_node *n, uint64_t bytes)
 	if (n->flags & KV_NODE_DELETED)
 		return;
 	n->flags |= KV_NODE_VALUE_DIRTY;
-	n->dirty_bytes += bytes;
-	kv->dirty_bytes += bytes;
+	/* Listed first, so that the bytes find its aux record. */
 	kv_mark_dirty(kv, n);
+	kv_add_dirty_bytes(kv, n, bytes);
 	if (kv->dirty_bytes >= kv->opts.buffer_size / 2)
 		pthread_cond_signal(&kv->flush_cond);
 }
@@ -319,7 +319,7 @@ ssize_t kv_write_try(struct kv_store *kv, uint64_t id, const void *buf, size_t l
 	return do_write(kv, id, buf, len, off, false);
 }
 
-bool kv_meta_setattr(struct kv_meta *m, const struct kv_setattr *sa, int64_t now)
+bool kv_meta_setattr(struct kv_node_meta *m, const struct kv_setattr *sa, int64_t now)
 {
 	bool changed = sa->mask & ~(unsigned)(KV_SET_SIZE | KV_SET_KILL_SUIDGID);
 

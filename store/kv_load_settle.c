@@ -74,7 +74,7 @@ static int evict(struct settle *s, struct kv_node *x)
 			s->v[i--] = s->v[--s->n];
 	while (!ret && x->children && (c = htab_next(x->children, &(size_t){ 0 })))
 		ret = unplace(s, c);
-	if (x->m.expires_ms)
+	if (kv_node_expires(x))
 		kv_set_deadline(s->kv, x, 0);
 	kv_node_free(s->kv, x);
 	return ret;

@@ -15,6 +15,24 @@
 
 #define S_ISDIR_NODE(n) S_ISDIR((n)->m.mode)
 
+/* n (named m->name inline) takes a copy of the rest of m. */
+static int take_record(struct kv_node *n, const struct kv_meta *m)
+{
+	struct kv_meta copy, src = *m;
+	int ret;
+
+	src.name = NULL;	/* the inline copy stays */
+	if (kv_meta_copy(&copy, &src))
+		return -ENOMEM;
+	copy.name = n->m.name;
+	ret = kv_node_meta_take(n, &copy);
+	if (ret) {
+		copy.name = NULL;
+		kv_meta_clear(&copy);
+	}
+	return ret;
+}
+
 int kv_load_record(const struct kv_meta *m, void *arg)
 {
 	struct kv_store *kv = arg;
@@ -23,12 +41,9 @@ int kv_load_record(const struct kv_meta *m, void *arg)
 
 	if (!n)
 		return -ENOMEM;
-	ret = kv_meta_copy(&n->m, m);
+	ret = take_record(n, m);
 	if (ret)
 		goto out_free;
-	/* The copy's own name gives way to the inline one. */
-	free(n->m.name);
-	n->m.name = (char *)(n + 1);
 	if (kv_node_get(kv, m->id)) {
 		log_msg(NLOG_WARN, "store", "duplicate record id %llu ignored",
 			(unsigned long long)m->id);
@@ -41,7 +56,6 @@ int kv_load_record(const struct kv_meta *m, void *arg)
 	if (ret)
 		goto out_clear;
 	/* Indexed (and counted) like a deadline set now. */
-	n->m.expires_ms = 0;
 	if (m->expires_ms && kv_set_deadline(kv, n, m->expires_ms))
 		return -ENOMEM;
 	if (m->id > kv->max_id)
@@ -349,6 +363,7 @@ int kv_close(struct kv_store *kv)
 			free(n->children);
 		}
 		kv_node_meta_clear(n);
+		free(n->aux);
 		free(n);
 	}
 	htab_destroy(&kv->by_id);

@@ -62,12 +62,12 @@ static int name_cmp(const struct xentry *e, const char *name, size_t len)
 }
 
 /* Finds name: 1 and *e when present; 0 with e->off = insertion point. */
-static int find_entry(const struct kv_meta *m, const char *name, struct xentry *e)
+static int find_entry(const struct kv_node *n, const char *name, struct xentry *e)
 {
 	size_t pos = 0, len = strlen(name);
 	int ret;
 
-	while ((ret = next_entry(m->xattrs, m->xattrs_len, &pos, e)) == 1) {
+	while ((ret = next_entry(kv_node_xattrs(n), kv_node_xattrs_len(n), &pos, e)) == 1) {
 		int c = name_cmp(e, name, len);
 
 		if (c == 0)
@@ -149,9 +149,9 @@ static ssize_t get_ttl(const struct kv_node *n, void *buf, size_t size)
 
 	if (S_ISDIR(n->m.mode))
 		return -ENOTSUP;
-	if (!n->m.expires_ms)
+	if (!kv_node_expires(n))
 		return -ENODATA;
-	left = n->m.expires_ms - kv_now_ms();
+	left = kv_node_expires(n) - kv_now_ms();
 	snprintf(v, sizeof(v), "%lld", (long long)(left <= 1000 ? 1 : (left + 999) / 1000));
 	return copy_out(v, strlen(v), buf, size);
 }
@@ -183,9 +183,9 @@ static int change_ttl(struct kv_store *kv, uint64_t id, const void *value, size_
 	}
 	pthread_mutex_lock(&kv->lock);
 	n = kv_node_live(kv, id);
-	ret = key_attr_check(n, n && n->m.expires_ms, remove, flags);
+	ret = key_attr_check(n, n && kv_node_expires(n), remove, flags);
 	if (!ret) {
-		old = n->m.expires_ms;
+		old = kv_node_expires(n);
 		ret = kv_set_deadline(kv, n, remove ? 0 : kv_now_ms() + (int64_t)secs * 1000);
 	}
 	if (!ret) {
@@ -208,20 +208,20 @@ static ssize_t get_tags(const struct kv_node *n, void *buf, size_t size)
 
 	if (S_ISDIR(n->m.mode))
 		return -ENOTSUP;
-	if (!n->m.ntags)
+	if (!kv_node_ntags(n))
 		return -ENODATA;
-	for (uint32_t i = 0; i < n->m.ntags; i++)
-		need += strlen(n->m.tags[i]) + (i ? 1 : 0);
+	for (uint32_t i = 0; i < kv_node_ntags(n); i++)
+		need += strlen(kv_node_tags(n)[i]) + (i ? 1 : 0);
 	if (size == 0)
 		return (ssize_t)need;
 	if (size < need)
 		return -ERANGE;
-	for (uint32_t i = 0; i < n->m.ntags; i++) {
-		size_t l = strlen(n->m.tags[i]);
+	for (uint32_t i = 0; i < kv_node_ntags(n); i++) {
+		size_t l = strlen(kv_node_tags(n)[i]);
 
 		if (i)
 			((char *)buf)[pos++] = ',';
-		memcpy((char *)buf + pos, n->m.tags[i], l);
+		memcpy((char *)buf + pos, kv_node_tags(n)[i], l);
 		pos += l;
 	}
 	return (ssize_t)need;
@@ -243,7 +243,7 @@ static int change_tags(struct kv_store *kv, uint64_t id, const void *value, size
 	}
 	pthread_mutex_lock(&kv->lock);
 	n = kv_node_live(kv, id);
-	ret = key_attr_check(n, n && n->m.ntags, remove, flags);
+	ret = key_attr_check(n, n && kv_node_ntags(n), remove, flags);
 	if (!ret)
 		ret = kv_node_set_tags(kv, n, tags, ntags);
 	pthread_mutex_unlock(&kv->lock);
@@ -309,8 +309,8 @@ static ssize_t get_meta(const struct kv_node *n, const char *name, void *buf, si
 		snprintf(v, sizeof(v), "%s",
 			 n->m.encoding != KV_ENC_NONE && !(n->flags & KV_NODE_VALUE_DIRTY) ? "yes" :
 											      "no");
-	else if (!strcmp(what, "expires") && n->m.expires_ms)
-		rfc3339(n->m.expires_ms * 1000000, v, sizeof(v));
+	else if (!strcmp(what, "expires") && kv_node_expires(n))
+		rfc3339(kv_node_expires(n) * 1000000, v, sizeof(v));
 	else
 		return -ENODATA;
 	return copy_out(v, strlen(v), buf, size);
@@ -336,7 +336,7 @@ ssize_t kv_getxattr(struct kv_store *kv, uint64_t id, const char *name, void *bu
 		ret = get_meta(n, name, buf, size);
 	else if (!strcmp(name, TTL_NAME))
 		ret = get_ttl(n, buf, size);
-	else if ((ret = find_entry(&n->m, name, &e)) == 1)
+	else if ((ret = find_entry(n, name, &e)) == 1)
 		ret = copy_out(e.value, e.value_len, buf, size);
 	else if (ret == 0)
 		ret = -ENODATA;
@@ -362,7 +362,7 @@ ssize_t kv_listxattr(struct kv_store *kv, uint64_t id, char *buf, size_t size)
 	/* In the order getfattr -d prints them: the computed names first. */
 	for (int k = 0; k < 3; k++) {
 		static const char *const names[] = { TAGS_NAME, XDG_TAGS_NAME, TTL_NAME };
-		bool has = k < 2 ? n->m.ntags != 0 : n->m.expires_ms != 0;
+		bool has = k < 2 ? kv_node_ntags(n) != 0 : kv_node_expires(n) != 0;
 		size_t l = strlen(names[k]) + 1;
 
 		if (!has || S_ISDIR(n->m.mode))
@@ -375,7 +375,7 @@ ssize_t kv_listxattr(struct kv_store *kv, uint64_t id, char *buf, size_t size)
 			memcpy(buf + need, names[k], l);
 		need += l;
 	}
-	while ((ret = next_entry(n->m.xattrs, n->m.xattrs_len, &pos, &e)) == 1) {
+	while ((ret = next_entry(kv_node_xattrs(n), kv_node_xattrs_len(n), &pos, &e)) == 1) {
 		if (size && need + e.name_len + 1 > size) {
 			ret = -ERANGE;
 			goto out;
@@ -399,7 +399,8 @@ static int splice_blob(struct kv_store *kv, struct kv_node *n, const struct xent
 		       const char *name, const void *value, size_t vlen)
 {
 	size_t nlen = strlen(name), add = value ? 1 + nlen + 4 + vlen : 0;
-	size_t len = n->m.xattrs_len - e->len + add;
+	size_t len = kv_node_xattrs_len(n) - e->len + add;
+	const uint8_t *old = kv_node_xattrs(n);
 	uint8_t *b, *p;
 
 	if (len > KV_XATTRS_MAX)
@@ -408,8 +409,8 @@ static int splice_blob(struct kv_store *kv, struct kv_node *n, const struct xent
 	if (!b)
 		return -ENOMEM;
 	/* The blob is NULL while a record has no xattrs: copy only bytes that exist. */
-	if (n->m.xattrs_len)
-		memcpy(b, n->m.xattrs, e->off);
+	if (old)
+		memcpy(b, old, e->off);
 	p = b + e->off;
 	if (value) {
 		*p++ = (uint8_t)nlen;
@@ -421,14 +422,13 @@ static int splice_blob(struct kv_store *kv, struct kv_node *n, const struct xent
 			memcpy(p, value, vlen);
 		p += vlen;
 	}
-	if (n->m.xattrs_len)
-		memcpy(p, (uint8_t *)n->m.xattrs + e->off + e->len,
-		       n->m.xattrs_len - e->off - e->len);
-	free(n->m.xattrs);
-	n->m.xattrs = len ? b : NULL;
-	n->m.xattrs_len = (uint32_t)len;
-	if (!len)
+	if (old)
+		memcpy(p, old + e->off + e->len, kv_node_xattrs_len(n) - e->off - e->len);
+	/* Takes b (freed at once when empty). */
+	if (kv_node_put_xattrs(n, b, (uint32_t)len)) {
 		free(b);
+		return -ENOMEM;
+	}
 	n->m.ctime_ns = kv_now_ns();
 	/* Metadata only: setting an xattr never rewrites the value. */
 	if (!(n->flags & KV_NODE_DELETED))
@@ -456,7 +456,7 @@ static int change(struct kv_store *kv, uint64_t id, const char *name, const void
 		ret = -ENOENT;
 		goto out;
 	}
-	ret = find_entry(&n->m, name, &e);
+	ret = find_entry(n, name, &e);
 	if (ret < 0)
 		goto out;
 	if (ret == 1 && value && (flags & KV_XATTR_CREATE))

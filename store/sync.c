@@ -334,10 +334,13 @@ static int reload(struct kv_store *kv, uint64_t **pending, size_t *npending)
 	pthread_mutex_lock(&kv->lock);
 	k = l.n;
 	for (size_t i = 0; (n = htab_next(&kv->by_id, &i));) {
+		struct kv_meta view;
+
 		if (!(n->flags & KV_NODE_COMMITTED) ||
 		    bsearch(&n->m.id, l.ids, k, sizeof(*l.ids), cmp_u64))
 			continue;
-		if (collect(&n->m, &l)) {
+		kv_node_meta_view(n, &view);
+		if (collect(&view, &l)) {
 			ret = -ENOMEM;
 			break;
 		}

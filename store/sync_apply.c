@@ -58,7 +58,7 @@ static void unhook(struct kv_store *kv, struct kv_node *n, struct kv_sync_notes 
 		kv_tags_unindex_node(kv, n);
 	htab_remove(n->parent->children, n);
 	if (is_dir(n))
-		n->parent->nsubdirs--;
+		kv_node_subdir_gone(n->parent);
 	n->parent = NULL;
 }
 
@@ -106,13 +106,12 @@ static bool changed_elsewhere(const struct kv_meta *a, const struct kv_meta *b)
 /* Replaces n's metadata (n is out of the tree) with m. */
 static int take_meta(struct kv_store *kv, struct kv_node *n, const struct kv_meta *m)
 {
-	struct kv_meta copy;
-	int64_t exp;
+	struct kv_meta copy, cur;
+	int64_t exp = m->expires_ms;
+	bool changed;
 
 	if (kv_meta_copy(&copy, m))
 		return -ENOMEM;
-	exp = copy.expires_ms;
-	copy.expires_ms = n->m.expires_ms;
 	/* A cached clean value of another version is stale now. */
 	if (n->value && (n->m.vver != copy.vver || n->m.size != copy.size))
 		kv_value_account(kv, n, NULL);
@@ -121,10 +120,14 @@ static int take_meta(struct kv_store *kv, struct kv_node *n, const struct kv_met
 	 * transaction that saw the record before conflicts with it
 	 * (tx_commit.c). n is clean, so no flush is racing. A fetch of what
 	 * this mount holds already is no change. */
-	if (changed_elsewhere(&n->m, &copy))
+	kv_node_meta_view(n, &cur);
+	changed = changed_elsewhere(&cur, &copy);
+	if (kv_node_meta_take(n, &copy)) {
+		kv_meta_clear(&copy);
+		return -ENOMEM;
+	}
+	if (changed)
 		n->version++;
-	kv_node_meta_clear(n); /* the name may live inside n */
-	n->m = copy;
 	n->flags |= KV_NODE_COMMITTED;
 	return kv_set_deadline(kv, n, exp);
 }
@@ -141,17 +144,15 @@ static int apply_put(struct kv_store *kv, struct batch *b, struct item *it, stru
 		 * the backend holds them (the root is clean here: nothing this
 		 * mount declared waits for a flush). */
 		if (n == kv->root) {
-			char **tags = n->m.tags;
-			uint32_t ntags = n->m.ntags;
+			char **old;
+			uint32_t nold = kv_node_ntags(n);
 
-			n->m.tags = NULL;
-			n->m.ntags = 0;
-			if (!take_meta(kv, n, m)) {
-				kv_tags_declared_follow(kv, tags, ntags);
-				kv_tags_free_list(tags, ntags);
-			} else {
-				n->m.tags = tags;
-				n->m.ntags = ntags;
+			if (!kv_tags_copy_list(kv_node_tags(n), nold, &old) &&
+			    !take_meta(kv, n, m)) {
+				kv_tags_declared_follow(kv, old, nold);
+				kv_tags_free_list(old, nold);
+			} else if (old) {
+				kv_tags_free_list(old, nold);
 			}
 			n->m.parent = 0;
 			note(ns, n);
@@ -418,7 +419,7 @@ void kv_sync_apply(struct kv_store *kv, struct kv_change *c, size_t n, struct kv
 	for (size_t i = 0; i < b.n; i++) {
 		/* Never placed (an orphan in the backend): not kept. */
 		if (b.it[i].fresh && !b.it[i].n->parent) {
-			if (b.it[i].n->m.expires_ms)
+			if (kv_node_expires(b.it[i].n))
 				kv_set_deadline(kv, b.it[i].n, 0);
 			kv_node_free(kv, b.it[i].n);
 		}

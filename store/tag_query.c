@@ -647,11 +647,11 @@ static int retag(struct kv_store *kv, const char *tag, const char *entry, bool a
 		ret = -EEXIST;
 		goto out;
 	}
-	if (add && n->m.ntags >= KV_TAGS_PER_KEY) {
+	if (add && kv_node_ntags(n) >= KV_TAGS_PER_KEY) {
 		ret = -ENOSPC;
 		goto out;
 	}
-	ret = kv_tags_edit(n->m.tags, n->m.ntags, tag, add, &tags, &ntags);
+	ret = kv_tags_edit(kv_node_tags(n), kv_node_ntags(n), tag, add, &tags, &ntags);
 	if (ret)
 		goto out;
 	ret = kv_node_set_tags(kv, n, tags, ntags);

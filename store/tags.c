@@ -45,7 +45,8 @@ static int str_cmp(const void *a, const void *b)
 
 bool kv_node_has_tag(const struct kv_node *n, const char *tag)
 {
-	return n->m.ntags && bsearch(&tag, n->m.tags, n->m.ntags, sizeof(char *), str_cmp);
+	return kv_node_ntags(n) &&
+	       bsearch(&tag, kv_node_tags(n), kv_node_ntags(n), sizeof(char *), str_cmp);
 }
 
 static struct kv_tag *tag_get_or_make(struct kv_store *kv, const char *name)
@@ -124,12 +125,12 @@ static bool node_indexed(const struct kv_node *n)
 
 int kv_tags_index_node(struct kv_store *kv, struct kv_node *n)
 {
-	for (uint32_t i = 0; i < n->m.ntags; i++) {
-		int ret = tag_add_member(kv, n->m.tags[i], n);
+	for (uint32_t i = 0; i < kv_node_ntags(n); i++) {
+		int ret = tag_add_member(kv, kv_node_tags(n)[i], n);
 
 		if (ret) {
 			while (i--)
-				tag_del_member(kv, n->m.tags[i], n);
+				tag_del_member(kv, kv_node_tags(n)[i], n);
 			return ret;
 		}
 	}
@@ -138,8 +139,8 @@ int kv_tags_index_node(struct kv_store *kv, struct kv_node *n)
 
 void kv_tags_unindex_node(struct kv_store *kv, struct kv_node *n)
 {
-	for (uint32_t i = 0; i < n->m.ntags; i++)
-		tag_del_member(kv, n->m.tags[i], n);
+	for (uint32_t i = 0; i < kv_node_ntags(n); i++)
+		tag_del_member(kv, kv_node_tags(n)[i], n);
 }
 
 void kv_tags_free_list(char **tags, uint32_t n)
@@ -149,12 +150,29 @@ void kv_tags_free_list(char **tags, uint32_t n)
 	free(tags);
 }
 
+/* n's list is tags now (the old one is the caller's); n->aux exists when
+ * ntags does. */
+static void set_list(struct kv_node *n, char **tags, uint32_t ntags)
+{
+	if (!n->aux) {
+		free(tags);	/* an empty list */
+		return;
+	}
+	n->aux->tags = ntags ? tags : NULL;
+	n->aux->ntags = ntags;
+	if (!ntags)
+		free(tags);
+}
+
 int kv_node_set_tags(struct kv_store *kv, struct kv_node *n, char **tags, uint32_t ntags)
 {
-	char **old = n->m.tags;
-	uint32_t nold = n->m.ntags;
+	char **old = kv_node_tags(n);
+	uint32_t nold = kv_node_ntags(n);
 	int ret = 0;
 
+	/* Where the new list goes, made before anything changes. */
+	if (ntags && !kv_node_aux(n))
+		return -ENOMEM;
 	if (node_indexed(n)) {
 		/* Add the new memberships first, so a failure can be undone. */
 		uint32_t i;
@@ -172,16 +190,15 @@ int kv_node_set_tags(struct kv_store *kv, struct kv_node *n, char **tags, uint32
 					tag_del_member(kv, tags[i], n);
 			return ret;
 		}
-		n->m.tags = tags;
-		n->m.ntags = ntags;
+		set_list(n, tags, ntags);
 		for (i = 0; i < nold; i++)
 			if (!kv_node_has_tag(n, old[i]))
 				tag_del_member(kv, old[i], n);
 	} else {
-		n->m.tags = tags;
-		n->m.ntags = ntags;
+		set_list(n, tags, ntags);
 	}
 	kv_tags_free_list(old, nold);
+	kv_node_aux_trim(n);
 	n->m.ctime_ns = kv_now_ns();
 	/* Metadata only: tagging never rewrites the value. */
 	if (!(n->flags & KV_NODE_DELETED))
@@ -316,10 +333,10 @@ void kv_tags_declared_follow(struct kv_store *kv, char *const *old, uint32_t nol
 	}
 	/* A tag the index cannot make now (ENOMEM) is still in the list and
 	 * comes back at the next mount. */
-	for (uint32_t i = 0; i < root->m.ntags; i++)
-		if ((t = tag_get_or_make(kv, root->m.tags[i])))
+	for (uint32_t i = 0; i < kv_node_ntags(root); i++)
+		if ((t = tag_get_or_make(kv, kv_node_tags(root)[i])))
 			t->declared = true;
-	kv_tags_decl_base_set(kv, root->m.tags, root->m.ntags);
+	kv_tags_decl_base_set(kv, kv_node_tags(root), kv_node_ntags(root));
 }
 
 /* The root is a directory: the index ignores its list, which holds the
@@ -329,7 +346,7 @@ static int root_tags_change(struct kv_store *kv, const char *tag, bool add)
 	struct kv_node *root = kv->root;
 	char **tags;
 	uint32_t n;
-	int ret = kv_tags_edit(root->m.tags, root->m.ntags, tag, add, &tags, &n);
+	int ret = kv_tags_edit(kv_node_tags(root), kv_node_ntags(root), tag, add, &tags, &n);
 
 	if (ret)
 		return ret;
@@ -352,7 +369,7 @@ int kv_tag_mkdir(struct kv_store *kv, const char *tag)
 		ret = -EEXIST;
 		goto out;
 	}
-	if (kv->root->m.ntags >= KV_TAGS_DECLARED_MAX) {
+	if (kv_node_ntags(kv->root) >= KV_TAGS_DECLARED_MAX) {
 		ret = -ENOSPC;
 		goto out;
 	}
@@ -444,15 +461,15 @@ int kv_tags_load(struct kv_store *kv)
 		if (ret)
 			return ret;
 	}
-	for (uint32_t i = 0; kv->root && i < kv->root->m.ntags; i++) {
-		struct kv_tag *t = tag_get_or_make(kv, kv->root->m.tags[i]);
+	for (uint32_t i = 0; kv->root && i < kv_node_ntags(kv->root); i++) {
+		struct kv_tag *t = tag_get_or_make(kv, kv_node_tags(kv->root)[i]);
 
 		if (!t)
 			return -ENOMEM;
 		t->declared = true;
 	}
 	if (kv->root)
-		kv_tags_decl_base_set(kv, kv->root->m.tags, kv->root->m.ntags);
+		kv_tags_decl_base_set(kv, kv_node_tags(kv->root), kv_node_ntags(kv->root));
 	return 0;
 }
 

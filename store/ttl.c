@@ -71,7 +71,7 @@ static void heap_compact(struct kv_store *kv)
 	for (size_t i = 0; i < kv->heap_len; i++) {
 		struct kv_node *n = kv_node_get(kv, kv->heap[i].id);
 
-		if (n && !(n->flags & KV_NODE_DELETED) && n->m.expires_ms == kv->heap[i].at)
+		if (n && !(n->flags & KV_NODE_DELETED) && kv_node_expires(n) == kv->heap[i].at)
 			kv->heap[k++] = kv->heap[i];
 	}
 	kv->heap_len = k;
@@ -112,30 +112,42 @@ static void heap_pop(struct kv_store *kv)
 	sift_down(kv->heap, n, 0);
 }
 
+/* n's deadline field (in its aux record) is at_ms: 0 or -ENOMEM. */
+static int put_deadline(struct kv_node *n, int64_t at_ms)
+{
+	if (at_ms && !kv_node_aux(n))
+		return -ENOMEM;
+	if (n->aux) {
+		n->aux->expires_ms = at_ms;
+		kv_node_aux_trim(n);
+	}
+	return 0;
+}
+
 int kv_set_deadline(struct kv_store *kv, struct kv_node *n, int64_t at_ms)
 {
 	/* Staged: indexed for the sweeper only once committed. Removed (an
 	 * unlinked key still open): nothing left to expire or count. */
-	if (n->flags & (KV_NODE_STAGED | KV_NODE_DELETED)) {
-		n->m.expires_ms = at_ms;
-		return 0;
-	}
+	if (n->flags & (KV_NODE_STAGED | KV_NODE_DELETED))
+		return put_deadline(n, at_ms);
 	/* The old entry stays in the heap and is ignored when it surfaces:
 	 * it no longer matches the node's deadline. */
 	if (at_ms) {
-		int ret = heap_push(kv, at_ms, n->m.id);
+		/* The aux record first: a heap entry without a deadline is harmless. */
+		int ret = !kv_node_aux(n) ? -ENOMEM : heap_push(kv, at_ms, n->m.id);
 
-		if (ret)
+		if (ret) {
+			kv_node_aux_trim(n);
 			return ret;
+		}
 		if (kv->heap[0].id == n->m.id)
 			pthread_cond_signal(&kv->sweep_cond);
 	}
-	if (!n->m.expires_ms && at_ms)
+	if (!kv_node_expires(n) && at_ms)
 		kv->ttl_live++;
-	else if (n->m.expires_ms && !at_ms)
+	else if (kv_node_expires(n) && !at_ms)
 		kv->ttl_live--;
-	n->m.expires_ms = at_ms;
-	return 0;
+	return put_deadline(n, at_ms);
 }
 
 void kv_queue_inval(struct kv_store *kv, uint64_t parent, const char *name, uint64_t id)
@@ -201,7 +213,7 @@ static void sweep_locked(struct kv_store *kv)
 
 		heap_pop(kv);
 		n = kv_node_get(kv, d.id);
-		if (n && n->m.expires_ms == d.at && !(n->flags & KV_NODE_DELETED))
+		if (n && kv_node_expires(n) == d.at && !(n->flags & KV_NODE_DELETED))
 			kv_expire(kv, n);
 	}
 }

@@ -71,7 +71,7 @@ static void txnode_drop(struct kv_store *kv, struct kv_txnode *t)
 	if (dir) {
 		htab_remove(dir->children, &t->n);
 		if (is_dir(t))
-			dir->nsubdirs--;
+			kv_node_subdir_gone(dir);
 		t->n.parent = NULL;
 	}
 	htab_remove(&kv->by_id, &t->n);
@@ -149,13 +149,37 @@ static int stageable(const struct kv_txn *tx)
 	return tx->committing ? -EBUSY : 0;
 }
 
+/* t's metadata becomes a copy of src's, ctime set to ctime, but for its
+ * name, id and parent. 0 or -ENOMEM (t unchanged). */
+static int restage_meta(struct kv_store *kv, struct kv_txnode *t, const struct kv_node *src,
+			int64_t ctime)
+{
+	struct kv_meta m, view;
+
+	kv_node_meta_view(src, &view);
+	view.name = NULL;
+	if (kv_meta_copy(&m, &view))
+		return -ENOMEM;
+	m.name = t->n.m.name;
+	m.id = t->n.m.id;
+	m.parent = t->n.m.parent;
+	m.ctime_ns = ctime;
+	/* The deadline's place is made first, so that nothing fails after. */
+	if ((m.expires_ms && !kv_node_aux(&t->n)) || kv_node_meta_take(&t->n, &m)) {
+		m.name = NULL;
+		kv_meta_clear(&m);
+		kv_node_aux_trim(&t->n);
+		return -ENOMEM;
+	}
+	return kv_set_deadline(kv, &t->n, view.expires_ms);
+}
+
 /* Gives t its own copy of base's metadata: MODIFIED from now on. Every
  * change of a staged key's metadata comes through here, and every first
  * change of its content. */
 static int copy_up_meta(struct kv_store *kv, struct kv_txnode *t)
 {
 	struct kv_node *b;
-	struct kv_meta m;
 
 	if (stageable(t->tx))
 		return -EBUSY;
@@ -164,15 +188,8 @@ static int copy_up_meta(struct kv_store *kv, struct kv_txnode *t)
 	b = kv_tx_base(kv, t);
 	if (!b)
 		return -ENOENT;
-	if (kv_meta_copy(&m, &b->m))
+	if (restage_meta(kv, t, b, b->m.ctime_ns))
 		return -ENOMEM;
-	free(m.name);
-	m.name = t->n.m.name;
-	m.id = t->n.m.id;
-	m.parent = t->n.m.parent;
-	t->n.m.name = NULL;
-	kv_meta_clear(&t->n.m);
-	t->n.m = m;
 	t->state = TXN_MODIFIED;
 	return 0;
 }
@@ -376,7 +393,7 @@ static int fresh(struct kv_store *kv, struct kv_txnode *t, uint32_t mode, uint32
 	uint64_t id = t->n.m.id, parent = t->n.m.parent;
 
 	t->n.m.name = NULL;
-	kv_meta_clear(&t->n.m);
+	kv_node_meta_clear(&t->n);
 	memset(&t->n.m, 0, sizeof(t->n.m));
 	t->n.m.name = name;
 	t->n.m.id = id;
@@ -387,8 +404,9 @@ static int fresh(struct kv_store *kv, struct kv_txnode *t, uint32_t mode, uint32
 	t->n.m.atime_ns = t->n.m.mtime_ns = t->n.m.ctime_ns = t->n.m.btime_ns = now;
 	if (S_ISDIR(mode))
 		return 0;
-	if (kv->opts.default_ttl_s)
-		t->n.m.expires_ms = kv_now_ms() + (int64_t)kv->opts.default_ttl_s * 1000;
+	if (kv->opts.default_ttl_s &&
+	    kv_set_deadline(kv, &t->n, kv_now_ms() + (int64_t)kv->opts.default_ttl_s * 1000))
+		return -ENOMEM;
 	if (t->has_value)
 		t->tx->staged_bytes -= kv_value_size(t->n.value);
 	kv_value_free(t->n.value);
@@ -583,7 +601,7 @@ static int move_dir(struct kv_txnode *s, struct kv_txnode *nd, const char *newna
 	if (!name)
 		return -ENOMEM;
 	htab_remove(old->children, &s->n);
-	old->nsubdirs--;
+	kv_node_subdir_gone(old);
 	s->n.m.name = name;
 	ret = kv_node_attach(&nd->n, &s->n);
 	if (ret) {
@@ -603,21 +621,11 @@ static int move_dir(struct kv_txnode *s, struct kv_txnode *nd, const char *newna
 static int move_file(struct kv_store *kv, struct kv_txnode *s, struct kv_txnode *nd,
 		     const char *newname, struct kv_txnode *t)
 {
-	struct kv_meta m;
-
 	/* The caller copied s's value up. */
 	if (!t && !(t = kv_txnode_new(kv, s->tx, nd, newname, S_IFREG)))
 		return -ENOMEM;
-	if (kv_meta_copy(&m, &s->n.m))
+	if (restage_meta(kv, t, &s->n, kv_now_ns()))
 		return -ENOMEM;
-	free(m.name);
-	m.name = t->n.m.name;
-	m.id = t->n.m.id;
-	m.parent = t->n.m.parent;
-	m.ctime_ns = kv_now_ns();
-	t->n.m.name = NULL;
-	kv_meta_clear(&t->n.m);
-	t->n.m = m;
 	if (t->has_value)
 		t->tx->staged_bytes -= kv_value_size(t->n.value);
 	kv_value_free(t->n.value);

@@ -77,7 +77,8 @@ void kv_tx_free(struct kv_store *kv, struct kv_txn *tx)
 			free(t->n.children);
 		}
 		kv_value_free(t->n.value);
-		kv_meta_clear(&t->n.m);
+		kv_node_meta_clear(&t->n);
+		free(t->n.aux);
 		free(t);
 	}
 	free(tx->name);
@@ -211,7 +212,8 @@ static void note(struct kv_store *kv, uint64_t parent, const char *name, uint64_
 /* The staged metadata (and value) of t become b's. */
 static int apply_node(struct kv_store *kv, struct kv_txnode *t, struct kv_node *b)
 {
-	struct kv_meta *m = &t->n.m;
+	struct kv_node *sn = &t->n;
+	const struct kv_node_meta *m = &sn->m;
 	int ret;
 
 	if (t->has_value) {
@@ -222,6 +224,14 @@ static int apply_node(struct kv_store *kv, struct kv_txnode *t, struct kv_node *
 		t->has_value = false;
 		kv_value_changed(kv, b, size ? size : 1);
 	}
+	/* First, as what can fail (a record of xattrs takes an aux). */
+	ret = kv_node_put_xattrs(b, sn->aux ? sn->aux->xattrs : NULL, kv_node_xattrs_len(sn));
+	if (ret)
+		return ret;
+	if (sn->aux) {
+		sn->aux->xattrs = NULL;
+		sn->aux->xattrs_len = 0;
+	}
 	b->m.mode = m->mode;
 	b->m.uid = m->uid;
 	b->m.gid = m->gid;
@@ -229,18 +239,15 @@ static int apply_node(struct kv_store *kv, struct kv_txnode *t, struct kv_node *
 	b->m.mtime_ns = m->mtime_ns;
 	b->m.ctime_ns = kv_now_ns();
 	b->m.btime_ns = m->btime_ns;
-	free(b->m.xattrs);
-	b->m.xattrs = m->xattrs;
-	b->m.xattrs_len = m->xattrs_len;
-	m->xattrs = NULL;
-	m->xattrs_len = 0;
 	if (!S_ISDIR(b->m.mode)) {
-		ret = kv_node_set_tags(kv, b, m->tags, m->ntags);
+		ret = kv_node_set_tags(kv, b, kv_node_tags(sn), kv_node_ntags(sn));
 		if (ret)
 			return ret;
-		m->tags = NULL;
-		m->ntags = 0;
-		ret = kv_set_deadline(kv, b, m->expires_ms);
+		if (sn->aux) {
+			sn->aux->tags = NULL;
+			sn->aux->ntags = 0;
+		}
+		ret = kv_set_deadline(kv, b, kv_node_expires(sn));
 		if (ret)
 			return ret;
 	}

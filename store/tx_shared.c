@@ -102,12 +102,14 @@ static int collect(struct kv_store *kv, struct kv_txn *tx, struct kv_tx_hold *h)
 		if (changes_record(t)) {
 			uint8_t *rec = NULL;
 			size_t len = 0, rcap = 0;
+			struct kv_meta view;
 
 			/* The root is no record other mounts replace. */
 			b = kv_tx_base(kv, t);
 			if (!b || b == kv->root)
 				continue;
-			ret = kv_meta_encode(&b->m, &rec, &len, &rcap);
+			kv_node_meta_view(b, &view);
+			ret = kv_meta_encode(&view, &rec, &len, &rcap);
 			if (ret)
 				break;
 			e->id = b->m.id;

@@ -170,7 +170,7 @@ static int64_t expires_of(struct kv_store *kv, const char *path)
 	int64_t at;
 
 	pthread_mutex_lock(&kv->lock);
-	at = kv_node_get(kv, id)->m.expires_ms;
+	at = kv_node_expires(kv_node_get(kv, id));
 	pthread_mutex_unlock(&kv->lock);
 	return at;
 }
