@@ -162,6 +162,10 @@ void kv_node_free(struct kv_store *kv, struct kv_node *n)
 		free(n->children);
 	}
 	kv_node_meta_clear(n);
+	/* Bytes written and never committed leave the buffer's total with
+	 * the node (those of unlisted nodes may have been credited to it). */
+	if (n->aux)
+		kv->dirty_bytes -= n->aux->dirty_bytes;
 	free(n->aux);
 	free(n);
 }

@@ -192,9 +192,22 @@ void kv_mark_dirty(struct kv_store *kv, struct kv_node *n)
 	}
 }
 
-static void drop_unlisted_bytes(struct kv_store *kv)
+/*
+ * Once no node is unlisted, the bytes written while none could hold them
+ * go to the oldest dirty node (their total is what counts: it leaves with
+ * that node's commit, or with the node if it is freed uncommitted), or go
+ * if nothing is dirty any more. Some may belong to a node that left
+ * uncommitted: the total is then too high until the head's commit, never
+ * too low.
+ */
+static void settle_unlisted_bytes(struct kv_store *kv)
 {
-	kv->dirty_bytes -= kv->unlisted_bytes;
+	if (!kv->unlisted_bytes || kv->nunlisted)
+		return;
+	if (kv->dirty_head)
+		kv->dirty_head->aux->dirty_bytes += kv->unlisted_bytes;
+	else
+		kv->dirty_bytes -= kv->unlisted_bytes;
 	kv->unlisted_bytes = 0;
 }
 
@@ -203,10 +216,10 @@ void kv_dirty_unlink(struct kv_store *kv, struct kv_node *n)
 	if (n->flags & KV_NODE_UNLISTED) {
 		n->flags &= ~(KV_NODE_ON_DIRTY | KV_NODE_UNLISTED);
 		kv->ndirty--;
-		/* Bytes of unlisted nodes are not told apart: the last one
-		 * leaving takes them all. */
-		if (--kv->nunlisted == 0)
-			drop_unlisted_bytes(kv);
+		/* Bytes of unlisted nodes are not told apart: they settle
+		 * when the last one leaves. */
+		kv->nunlisted--;
+		settle_unlisted_bytes(kv);
 		return;
 	}
 	struct kv_node_aux *a = n->aux;
@@ -270,15 +283,6 @@ int kv_dirty_relist(struct kv_store *kv)
 			kv->dirty_head = n;
 		kv->dirty_tail = n;
 	}
-	/* Bytes written while no aux record could hold them go with the
-	 * oldest entry (their total is what counts), or go if none is left. */
-	if (kv->unlisted_bytes && !kv->nunlisted) {
-		if (kv->dirty_head) {
-			kv->dirty_head->aux->dirty_bytes += kv->unlisted_bytes;
-			kv->unlisted_bytes = 0;
-		} else {
-			drop_unlisted_bytes(kv);
-		}
-	}
+	settle_unlisted_bytes(kv);
 	return kv->nunlisted ? -ENOMEM : 0;
 }

@@ -6,10 +6,12 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -209,6 +211,59 @@ static void test_unlisted_removed_before_flush(void **state)
 	pthread_mutex_unlock(&f->kv->lock);
 }
 
+static void *flush_main(void *arg)
+{
+	return (void *)(intptr_t)kv_flush(arg);
+}
+
+/*
+ * Bytes written while no aux record could hold them are credited to the
+ * oldest dirty node once the flusher lists their nodes again. When that node
+ * is then freed without a commit (removed before any commit carried it:
+ * here its only commit was refused whole, -EAGAIN, so it was never sent),
+ * its bytes leave the store's total with it, or the total would stay too
+ * high for good and hold back writes as a full buffer.
+ */
+static void test_unlisted_bytes_leave_with_their_node(void **state)
+{
+	struct fx *f = *state;
+	uint64_t y = mkfile(f->kv, KV_ROOT_ID, "y"), x;
+	struct kv_stats st;
+	pthread_t t;
+	void *ret;
+
+	assert_int_equal(kv_flush(f->kv), 0);
+	x = mkfile(f->kv, KV_ROOT_ID, "x");
+	mem_gate_close(&f->s);
+	assert_int_equal(pthread_create(&t, NULL, flush_main, f->kv), 0);
+	mem_wait_in_commit(&f->s);
+	/* x (and the root) are in flight; that commit is refused whole. */
+	f->s.fail_commit = -EAGAIN;
+	assert_int_equal(kv_unlink(f->kv, KV_ROOT_ID, "x"), 0);
+	atomic_store(&fail_aux, true);
+	assert_int_equal(kv_write(f->kv, y, "0123456789", 10, 0), 10);
+	mem_gate_open(&f->s);
+	for (bool back = false; !back; sched_yield()) {
+		pthread_mutex_lock(&f->kv->lock);
+		back = !(kv_node_get(f->kv, x)->flags & (KV_NODE_INFLIGHT | KV_NODE_SENT));
+		if (back) {
+			/* Refused, so never sent: removed before any commit. */
+			assert_false(kv_node_get(f->kv, x)->flags & KV_NODE_COMMITTED);
+			assert_true(kv_node_get(f->kv, y)->flags & KV_NODE_UNLISTED);
+			f->s.fail_commit = 0;
+			atomic_store(&fail_aux, false);
+		}
+		pthread_mutex_unlock(&f->kv->lock);
+	}
+	assert_int_equal(pthread_join(t, &ret), 0);
+	assert_int_equal(kv_flush(f->kv), 0);
+	kv_get_stats(f->kv, &st);
+	assert_int_equal(st.dirty_bytes, 0);
+	assert_int_equal(st.buffer_keys, 0);
+	assert_null(mem_find(&f->s, KV_ROOT_ID, "x"));
+	assert_non_null(mem_find(&f->s, KV_ROOT_ID, "y"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -217,6 +272,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_change_without_aux_still_flushed, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_unlisted_removed_before_flush, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_unlisted_bytes_leave_with_their_node, setup,
 						teardown),
 	};
 
