@@ -19,7 +19,11 @@
  *
  * Format (little-endian): "NADBSPL1", u32 identity length, identity, u64 op
  * count, per op: u8 type, u64 old_vver, u32 record length, record
- * (kv_meta_encode), u8 has value, [u64 value length, bytes]; then u64 XXH64.
+ * (kv_meta_encode), u8 flags (1: a value follows, 2: then a base tag list),
+ * [u64 value length, bytes], [u32 count, per tag u32 length, bytes]; then
+ * u64 XXH64. The base tag list is the root PUT's kv_op.base_tags, so that a
+ * replay changes the declared tags other mounts share by what this mount
+ * changed, not by its whole list; a file written before it carries none.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -203,10 +207,18 @@ static int spill_commit(void *arg, struct kv_op *ops, size_t n)
 		}
 		w_u32(w, (uint32_t)reclen);
 		w_put(w, rec, reclen);
+		hv |= ops[i].has_base ? 2 : 0;
 		w_put(w, &hv, 1);
-		if (hv) {
+		if (hv & 1) {
 			w_u64(w, kv_value_size(ops[i].value));
 			kv_value_foreach(ops[i].value, w_piece, w);
+		}
+		if (hv & 2) {
+			w_u32(w, ops[i].nbase_tags);
+			for (uint32_t j = 0; j < ops[i].nbase_tags; j++) {
+				w_u32(w, (uint32_t)strlen(ops[i].base_tags[j]));
+				w_put(w, ops[i].base_tags[j], strlen(ops[i].base_tags[j]));
+			}
 		}
 	}
 	if (!ret) {
@@ -287,8 +299,35 @@ static void free_ops(struct kv_op *ops, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		kv_meta_clear(&ops[i].meta);
 		kv_value_free((struct kv_value *)ops[i].value);
+		for (uint32_t j = 0; j < ops[i].nbase_tags; j++)
+			free(ops[i].base_tags[j]);
+		free(ops[i].base_tags);
 	}
 	free(ops);
+}
+
+/* A root PUT's base tag list: 0, -EINVAL (damaged) or -ENOMEM. */
+static int read_base(struct rbuf *r, struct kv_op *op)
+{
+	uint64_t count = r_uint(r, 4);
+
+	/* The record format's bound on a tag list. */
+	if (r->bad || count > 65535)
+		return -EINVAL;
+	op->has_base = true;
+	op->base_tags = calloc(count ? count : 1, sizeof(*op->base_tags));
+	if (!op->base_tags)
+		return -ENOMEM;
+	for (; op->nbase_tags < count; op->nbase_tags++) {
+		uint64_t len = r_uint(r, 4);
+		const uint8_t *t = r_take(r, len);
+
+		if (!t || !kv_tag_name_ok((const char *)t, len) || memchr(t, '\0', len))
+			return -EINVAL;
+		if (!(op->base_tags[op->nbase_tags] = strndup((const char *)t, len)))
+			return -ENOMEM;
+	}
+	return 0;
 }
 
 /* Parses a whole spill file into ops; -EINVAL when damaged or another
@@ -324,7 +363,9 @@ static int parse(struct kv_sync *s, const uint8_t *data, size_t len, struct kv_o
 		struct kv_op *op = &ops[k];
 		uint32_t reclen;
 		const uint8_t *rec;
+		uint64_t flags;
 		size_t used;
+		int ret;
 
 		op->type = (enum kv_op_type)r_uint(&r, 1);
 		op->old_vver = r_uint(&r, 8);
@@ -341,7 +382,12 @@ static int parse(struct kv_sync *s, const uint8_t *data, size_t len, struct kv_o
 			r.bad = true;
 			break;
 		}
-		if (r_uint(&r, 1)) {
+		flags = r_uint(&r, 1);
+		if (flags & ~3u) {
+			r.bad = true;
+			break;
+		}
+		if (flags & 1) {
 			uint64_t vlen = r_uint(&r, 8);
 			const uint8_t *v = r_take(&r, vlen);
 
@@ -352,6 +398,10 @@ static int parse(struct kv_sync *s, const uint8_t *data, size_t len, struct kv_o
 				free_ops(ops, n);
 				return -ENOMEM;
 			}
+		}
+		if ((flags & 2) && (ret = read_base(&r, op))) {
+			free_ops(ops, n);
+			return ret;
 		}
 	}
 	if (r.bad || r.p != r.end) {

@@ -356,15 +356,18 @@ static void test_spill_on_unmount(void **state)
 	opts = mnt_str(m, "backend_timeout=1s,flush_interval=100ms,redis_spill_dir=%s", spill);
 	mnt_start(m, opts);
 	ASSERT_SYS(mkdir(mnt_path(m, "dir"), 0755));
+	ASSERT_SYS(mkdir(mnt_path(m, "tags/old"), 0755));
 	assert_int_equal(put_fsync(mnt_path(m, "dir/kept"), "v1\n"), 0);
 	assert_int_equal(put_fsync(mnt_path(m, "doomed"), "bye\n"), 0);
 	redis_server_kill(m->redis);
 
-	/* While Redis is down: a rewrite, a new key, a rename, a delete. */
+	/* While Redis is down: a rewrite, a new key, a rename, a delete, a
+	 * declared tag. */
 	put_str(mnt_path(m, "dir/kept"), "v2, while redis was down\n");
 	put_str(mnt_path(m, "new"), "new key\n");
 	ASSERT_SYS(rename(mnt_path(m, "dir"), mnt_path(m, "moved")));
 	ASSERT_SYS(unlink(mnt_path(m, "doomed")));
+	ASSERT_SYS(mkdir(mnt_path(m, "tags/spilled"), 0755));
 	mnt_stop(m);
 	log = mnt_log_text(m);
 	assert_non_null(strstr(log, "saved to a spill file"));
@@ -372,8 +375,12 @@ static void test_spill_on_unmount(void **state)
 	assert_int_equal(count_spills(spill), 1);
 
 	assert_int_equal(redis_server_resume(m->redis), 0);
+	/* Another mount declares a tag before the replay: the replay adds
+	 * what this mount declared and leaves that one. */
+	free(redis_cli(m->redis, "SADD {nadb:default:default}:decl %s", "other"));
 	mnt_start(m, opts);
 	assert_int_equal(count_spills(spill), 0);
+	assert_string_equal(mnt_ls(m, "tags"), "old,other,spilled");
 	assert_file_str(mnt_path(m, "moved/kept"), "v2, while redis was down\n");
 	assert_file_str(mnt_path(m, "new"), "new key\n");
 	ASSERT_ERRNO(open(mnt_path(m, "doomed"), O_RDONLY), ENOENT);
