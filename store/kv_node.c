@@ -160,6 +160,18 @@ void kv_node_meta_clear(struct kv_node *n)
 	kv_node_aux_trim(n);
 }
 
+/* Puts n, whose aux record is a, at the end of the dirty list. */
+static void list_append(struct kv_store *kv, struct kv_node *n, struct kv_node_aux *a)
+{
+	a->dirty_next = NULL;
+	a->dirty_prev = kv->dirty_tail;
+	if (kv->dirty_tail)
+		kv->dirty_tail->aux->dirty_next = n;
+	else
+		kv->dirty_head = n;
+	kv->dirty_tail = n;
+}
+
 void kv_mark_dirty(struct kv_store *kv, struct kv_node *n)
 {
 	struct kv_node_aux *a;
@@ -177,13 +189,7 @@ void kv_mark_dirty(struct kv_store *kv, struct kv_node *n)
 		n->flags |= KV_NODE_UNLISTED;
 		kv->nunlisted++;
 	} else {
-		a->dirty_next = NULL;
-		a->dirty_prev = kv->dirty_tail;
-		if (kv->dirty_tail)
-			kv->dirty_tail->aux->dirty_next = n;
-		else
-			kv->dirty_head = n;
-		kv->dirty_tail = n;
+		list_append(kv, n, a);
 	}
 	if (kv->ndirty++ == 0) {
 		kv->dirty_since_ms = kv_mono_ms();
@@ -275,13 +281,7 @@ int kv_dirty_relist(struct kv_store *kv)
 			return -ENOMEM;
 		n->flags &= ~KV_NODE_UNLISTED;
 		kv->nunlisted--;
-		a->dirty_next = NULL;
-		a->dirty_prev = kv->dirty_tail;
-		if (kv->dirty_tail)
-			kv->dirty_tail->aux->dirty_next = n;
-		else
-			kv->dirty_head = n;
-		kv->dirty_tail = n;
+		list_append(kv, n, a);
 	}
 	settle_unlisted_bytes(kv);
 	return kv->nunlisted ? -ENOMEM : 0;

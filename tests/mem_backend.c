@@ -380,3 +380,16 @@ void mem_store_close(struct mem_store *f)
 	f->kv = NULL;
 	mem_state_destroy(&f->s);
 }
+
+char *mem_value_str(struct mem_state *s, uint64_t parent, const char *name)
+{
+	struct mem_rec *r = mem_find(s, parent, name);
+	char *buf;
+
+	if (!r)
+		return NULL;
+	buf = calloc(1, r->m.size + 1);
+	if (buf && r->value)
+		kv_value_read(r->value, buf, r->m.size, 0);
+	return buf;
+}

@@ -63,6 +63,9 @@ struct kv_backend *mem_backend_new(struct mem_state *s);
 /* The committed record with this parent and name, or NULL. */
 struct mem_rec *mem_find(struct mem_state *s, uint64_t parent, const char *name);
 struct mem_rec *mem_find_id(struct mem_state *s, uint64_t id);
+/* The committed value of the record parent/name as a string (test values
+ * are small; the caller frees it), or NULL if there is no such record. */
+char *mem_value_str(struct mem_state *s, uint64_t parent, const char *name);
 /* Adds a record directly, as if committed earlier. */
 void mem_put_raw(struct mem_state *s, const struct kv_meta *m);
 /* Gate: close, wait until a commit is blocked in it, open. */

@@ -93,20 +93,6 @@ static void assert_content(struct kv_store *kv, uint64_t id, const char *want)
 	assert_memory_equal(buf, want, strlen(want));
 }
 
-/* The committed value of a record, as a string (test values are small). */
-static char *committed(struct fx *f, uint64_t parent, const char *name)
-{
-	struct mem_rec *r = mem_find(&f->s, parent, name);
-	char *buf;
-
-	if (!r)
-		return NULL;
-	buf = calloc(1, r->m.size + 1);
-	if (r->value)
-		kv_value_read(r->value, buf, r->m.size, 0);
-	return buf;
-}
-
 static void *flush_thread(void *kv)
 {
 	kv_flush(kv);
@@ -123,7 +109,7 @@ static void test_write_read_flush_reopen(void **state)
 	assert_content(f->kv, id, "hello");
 	assert_null(mem_find(&f->s, d, "42")); /* buffered, not yet in the backend */
 	assert_int_equal(kv_flush(f->kv), 0);
-	c = committed(f, d, "42");
+	c = mem_value_str(&f->s, d, "42");
 	assert_string_equal(c, "hello");
 	free(c);
 	assert_int_equal(kv_close(f->kv), 0);
@@ -143,7 +129,7 @@ static void test_close_flushes_everything(void **state)
 
 	(void)id;
 	assert_int_equal(kv_close(f->kv), 0);
-	c = committed(f, KV_ROOT_ID, "k");
+	c = mem_value_str(&f->s, KV_ROOT_ID, "k");
 	assert_non_null(c);
 	assert_string_equal(c, "buffered only");
 	free(c);
@@ -166,12 +152,12 @@ static void test_overwrite_racing_flush(void **state)
 	assert_content(f->kv, id, "NEW"); /* reads see the newest bytes meanwhile */
 	mem_gate_open(&f->s);
 	pthread_join(t, NULL);
-	c = committed(f, KV_ROOT_ID, "k");
+	c = mem_value_str(&f->s, KV_ROOT_ID, "k");
 	assert_string_equal(c, "old");
 	free(c);
 	assert_content(f->kv, id, "NEW");
 	assert_int_equal(kv_fsync(f->kv, id), 0);
-	c = committed(f, KV_ROOT_ID, "k");
+	c = mem_value_str(&f->s, KV_ROOT_ID, "k");
 	assert_string_equal(c, "NEW");
 	free(c);
 }
@@ -233,7 +219,7 @@ static void test_fsync_eio_when_backend_down_then_recovers(void **state)
 	assert_content(f->kv, id, "precious"); /* nothing dropped */
 	f->s.fail_commit = 0;
 	assert_int_equal(kv_fsync(f->kv, id), 0);
-	c = committed(f, KV_ROOT_ID, "k");
+	c = mem_value_str(&f->s, KV_ROOT_ID, "k");
 	assert_string_equal(c, "precious");
 	free(c);
 }
@@ -757,7 +743,7 @@ static void test_concurrent_writers_match_after_reopen(void **state)
 	assert_int_equal(kv_close(f->kv), 0);
 	assert_int_equal(f->s.nrecs, n + 1);
 	for (size_t i = 0; i < n; i++) {
-		char *c = committed(f, KV_ROOT_ID, ents[i].name);
+		char *c = mem_value_str(&f->s, KV_ROOT_ID, ents[i].name);
 		assert_non_null(c);
 		assert_string_equal(c, vals[i]);
 		free(c);

@@ -89,19 +89,6 @@ static bool has_aux(struct kv_store *kv, uint64_t id)
 	return has;
 }
 
-static char *committed(struct fx *f, uint64_t parent, const char *name)
-{
-	struct mem_rec *r = mem_find(&f->s, parent, name);
-	char *buf;
-
-	if (!r)
-		return NULL;
-	buf = calloc(1, r->m.size + 1);
-	if (r->value)
-		kv_value_read(r->value, buf, r->m.size, 0);
-	return buf;
-}
-
 static void test_clean_key_has_none(void **state)
 {
 	struct fx *f = *state;
@@ -173,7 +160,7 @@ static void test_change_without_aux_still_flushed(void **state)
 	atomic_store(&fail_aux, false);
 
 	assert_int_equal(kv_flush(f->kv), 0);
-	c = committed(f, KV_ROOT_ID, "a");
+	c = mem_value_str(&f->s, KV_ROOT_ID, "a");
 	assert_string_equal(c, "world!");
 	free(c);
 	assert_non_null(mem_find(&f->s, KV_ROOT_ID, "b"));
