@@ -76,6 +76,7 @@ static int unhex(const char *s, uint8_t **out, size_t *len)
 {
 	size_t n = strlen(s);
 
+	*out = NULL;
 	if (n % 2)
 		return -EINVAL;
 	*out = malloc(n / 2 + 1);
@@ -239,8 +240,7 @@ static char *get_path(json_t *o, bool root_ok)
 		size_t len;
 
 		if (unhex(h, &raw, &len) || memchr(raw, 0, len)) {
-			if (raw)
-				free(raw);
+			free(raw);
 			return NULL;
 		}
 		raw[len] = '\0';

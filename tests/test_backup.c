@@ -25,6 +25,7 @@
 #include <cmocka.h>
 
 #include "store/backup.h"
+#include "store/backup_int.h"
 #include "store/kv_internal.h"
 #include "tests/fault_shim.h"
 #include "tests/mem_backend.h"
@@ -713,6 +714,53 @@ static void test_expired_keys_skipped(void **state)
 	assert_str(kv, "long", "l");
 }
 
+/* A manifest's key paths come as "path" or, for bytes that are not UTF-8,
+ * "path_hex"; each malformed form is refused as a whole (-EBADMSG) and
+ * leaves nothing allocated (the sanitizer build checks the freeing). */
+static void test_manifest_bad_paths(void **state)
+{
+	static const char *const paths[] = {
+		"\"path_hex\": \"6b3\"",	  /* odd length */
+		"\"path_hex\": \"6g\"",	  /* not a hex digit */
+		"\"path_hex\": \"6b006b\"", /* NUL inside */
+		"\"path_hex\": \"\"",	  /* empty: the root is not a key */
+		"\"path_hex\": \"2e2e\"",	  /* ".." */
+		"\"path\": \"a//b\"",
+		"\"path\": 7",
+		"\"nopath\": \"k\"",
+	};
+	struct kv_bk_manifest mf;
+	char text[1024], err[256];
+
+	(void)state;
+	for (size_t i = 0; i <= sizeof(paths) / sizeof(paths[0]); i++) {
+		/* The last round is the well-formed "k" as hex: it must parse. */
+		const char *p = i < sizeof(paths) / sizeof(paths[0]) ? paths[i]
+								      : "\"path_hex\": \"6b\"";
+		int len = snprintf(text, sizeof(text),
+				   "{\"version\": 1, \"id\": \"m\", \"started_ms\": 1, "
+				   "\"finished_ms\": 2, \"total_keys\": 1, \"dirs\": [], "
+				   "\"declared_tags\": [], \"deleted\": [], \"keys\": [{%s, "
+				   "\"mode\": 33188, \"uid\": 0, \"gid\": 0, \"atime_ns\": 1, "
+				   "\"mtime_ns\": 1, \"ctime_ns\": 1, \"btime_ns\": 1, "
+				   "\"size\": 0, \"xxh3\": \"0000000000000000\", "
+				   "\"expires_ms\": 0, \"tags\": []}]}",
+				   p);
+		int ret = kv_bk_manifest_parse(text, (size_t)len, &mf, err, sizeof(err));
+
+		if (i < sizeof(paths) / sizeof(paths[0])) {
+			if (ret != -EBADMSG)
+				fail_msg("manifest key %s: %d, want -EBADMSG", p, ret);
+			assert_null(mf.keys);
+			continue;
+		}
+		assert_int_equal(ret, 0);
+		assert_int_equal(mf.nkeys, 1);
+		assert_string_equal(mf.keys[0].path, "k");
+		kv_bk_manifest_free(&mf);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 4 && !strcmp(argv[1], "--lock-child"))
@@ -727,6 +775,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_bit_flip_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncation_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_ids, setup, teardown),
+		cmocka_unit_test(test_manifest_bad_paths),
 		cmocka_unit_test_setup_teardown(test_two_in_one_second, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prune_keeps_chains, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_index_never_half_written, setup, teardown),
