@@ -72,6 +72,7 @@ bool kv_tag_name_ok(const char *tag, size_t len);
 
 enum kv_op_type { KV_OP_PUT = 1, KV_OP_DEL = 2 };
 
+
 struct kv_op {
 	enum kv_op_type type;
 	/* PUT: the whole new record. DEL: only meta.id matters. */
@@ -99,6 +100,18 @@ struct kv_op {
 	bool has_base;
 	uint32_t nbase_tags;
 	char **base_tags;	/* owned; sorted, unique */
+	/* PUT, on a backend several mounts share: rather than take its name
+	 * from another mount's record, the op gives way (is left out whole
+	 * and yielded set) to a directory with entries, as rename(2) over one
+	 * fails, and, when another mount removed this record, to any live
+	 * record: the name was given up, and whoever took it since is newer.
+	 * false: the name is taken (a spilled batch replayed before the
+	 * load, which moves a directory losing its entry to lost+found). */
+	bool may_yield;
+	/* Set by commit (which otherwise succeeds): the op gave way to the
+	 * holder of its name and left nothing in the backend; the store moves
+	 * the record elsewhere and commits it again. */
+	bool yielded;
 };
 
 struct kv_backend_caps {
@@ -177,7 +190,8 @@ struct kv_backend_ops {
 	 * durably: on return 0 every op survives power loss. Each id appears at
 	 * most once in ops. On error nothing was applied; -EAGAIN (another
 	 * mount's transaction holds a record or name, see reserve) also says
-	 * that nothing of the batch stayed in the backend, as if never sent. */
+	 * that nothing of the batch stayed in the backend, as if never sent.
+	 * Ops that set yielded on success are the exception to all of ops. */
 	int (*commit)(struct kv_backend *b, struct kv_op *ops, size_t n);
 	/* Reads stored bytes of the value m names (m->vver, encoding, size).
 	 * -ESTALE when that version no longer exists (superseded): the caller

@@ -351,7 +351,8 @@ out_free:
  * its error is the one reported. Otherwise the first failed command of
  * EXEC's (the script's error, which wrote nothing).
  */
-static int read_exec(struct kv_redis *r, redisContext *c, size_t pending)
+static int read_exec(struct kv_redis *r, redisContext *c, size_t pending, struct kv_op *ops,
+		     size_t n)
 {
 	redisReply *rep = NULL;
 	int ret = 0;
@@ -370,6 +371,15 @@ static int read_exec(struct kv_redis *r, redisContext *c, size_t pending)
 	for (size_t i = 0; !ret && rep->type == REDIS_REPLY_ARRAY && i < rep->elements; i++)
 		if (rep->element[i]->type == REDIS_REPLY_ERROR)
 			ret = kv_redis_error(r, c, rep->element[i], "commit");
+	/* The script's reply, last: the indexes of the ops that gave way. */
+	if (!ret && rep->elements) {
+		const redisReply *y = rep->element[rep->elements - 1];
+
+		for (size_t i = 0; y->type == REDIS_REPLY_ARRAY && i < y->elements; i++)
+			if (y->element[i]->type == REDIS_REPLY_INTEGER &&
+			    y->element[i]->integer >= 0 && (size_t)y->element[i]->integer < n)
+				ops[y->element[i]->integer].yielded = true;
+	}
 	freeReplyObject(rep);
 	return ret;
 }
@@ -452,6 +462,20 @@ static int prepare(struct kv_redis *r, redisContext *c, struct kv_op *ops, struc
 	return ret;
 }
 
+/* The script's op type (backend_redis_script.c). */
+static const char *op_type(const struct kv_op *op)
+{
+	bool y = op->may_yield;
+
+	if (op->type != KV_OP_PUT)
+		return "D";
+	if (op->never_sent)
+		return y ? "n" : "N";
+	if (op->uncertain)
+		return y ? "u" : "U";
+	return y ? "p" : "P";
+}
+
 static void fill_args(const struct kv_op *ops, const struct prep *p, size_t n, const char **argv,
 		      size_t *lens)
 {
@@ -463,7 +487,7 @@ static void fill_args(const struct kv_op *ops, const struct prep *p, size_t n, c
 		size_t *l = lens + HDR_ARGS + i * OP_ARGS;
 		bool put = ops[i].type == KV_OP_PUT;
 
-		a[0] = !put ? "D" : ops[i].never_sent ? "N" : ops[i].uncertain ? "U" : "P";
+		a[0] = op_type(&ops[i]);
 		a[1] = q->id;
 		/* Written before the script (queue_plain). */
 		a[2] = put && !ops[i].never_sent ? (const char *)q->rec : none;
@@ -524,6 +548,7 @@ int kv_redis_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
 		p[i].vver0 = ops[i].meta.vver;
 		p[i].stored0 = ops[i].meta.stored_size;
 		p[i].enc0 = ops[i].meta.encoding;
+		ops[i].yielded = false;
 		if (ops[i].meta.id > max_id)
 			max_id = ops[i].meta.id;
 	}
@@ -582,7 +607,7 @@ int kv_redis_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
 	if (!ret)
 		ret = append(r, conn->c, 1, (const char *[]){ "EXEC" }, NULL, &pending);
 	if (!ret)
-		ret = read_exec(r, conn->c, pending);
+		ret = read_exec(r, conn->c, pending, ops, n);
 	if (ret) {
 		/* A batch refused for a reservation left the connection sound. */
 		failed = ret != -EAGAIN;

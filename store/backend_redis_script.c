@@ -13,7 +13,9 @@
  * announce), [5] and [6] the declared tags the batch changes ('' and '' for
  * none; see kv_redis_decl_args); then per op, from b = 6 + i*12: b+1 'P', 'N' (a PUT of a
  * record no commit carried before: kv_op.never_sent), 'U' (a PUT of one
- * whose only commits failed: kv_op.uncertain) or 'D', b+2 id, b+3
+ * whose only commits failed: kv_op.uncertain) or 'D'; 'p', 'n' and 'u'
+ * are 'P', 'N' and 'U' that may give way to the holder of their name
+ * (kv_op.may_yield); b+2 id, b+3
  * record, b+4 parent, b+5 name, b+6 tags (NUL-joined), b+7 vver, b+8
  * expires_ms, b+9 value source ('' none, 'i' inline, 't' uploaded), b+10
  * the bytes or the temporary key, b+11 stored size, b+12 the version the op
@@ -26,12 +28,19 @@
  * Several mounts: a PUT whose name another record holds (another mount
  * created it meanwhile) removes that record, as a rename over it would:
  * last writer wins, and the store never has two records on one name. A
- * non-empty directory is never removed that way, and neither is a record
- * of the same batch (a swap of two names). A DEL of a directory that still
+ * record of the same batch is never removed that way (a swap of two
+ * names). A PUT that may give way does, instead, to a directory with
+ * entries, and, when it is a 'P' whose index another mount removed (a
+ * record committed again after a removal, such as a directory kept for
+ * entries the remover did not know), to any live record. A DEL of a directory that still
  * has entries of records the batch does not carry (another mount created
  * them meanwhile) is not applied, and a PUT of a record another mount
  * deleted, whose value went with it, is not either: every mount is told to
- * fetch those records (and what is below them) again. T:c:<id> ("parent/name") is a
+ * fetch those records (and what is below them) again. An op that gives way
+ * to the holder of its name (see above) is left out whole, with what the
+ * transaction wrote for it before the script; the script returns the
+ * indexes of those ops (0-based), and every mount is told to fetch the
+ * holder. T:c:<id> ("parent/name") is a
  * claim (backend_redis_sync.c) that the record's PUT or DEL settles. Every
  * batch is announced in the change log T:log with the ids it touched.
  */
@@ -39,16 +48,27 @@ const char kv_redis_script[] =
 	"local P, now, maxid, by = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]\n"
 	"local K, H = 12, 6\n"
 	"local n = (#ARGV - H) / K\n"
+	/* The op types, and which may give way. */
+	"local TY, YM = {}, {}\n"
+	"do\n"
+	"  local LT = {p = 'P', n = 'N', u = 'U'}\n"
+	"  for i = 0, n - 1 do\n"
+	"    local t = ARGV[H + i * K + 1]\n"
+	"    if LT[t] then TY[i], YM[i] = LT[t], true else TY[i] = t end\n"
+	"  end\n"
+	"end\n"
+	/* What the transaction wrote for op j before the script. */
+	"local function unwrite(j)\n"
+	"  local c = H + j * K\n"
+	"  local x = ARGV[c+2]\n"
+	"  if TY[j] == 'N' then redis.call('DEL', P..'r:'..x, P..'i:'..x) end\n"
+	"  if ARGV[c+9] == 'i' then redis.call('DEL', P..'v:'..x..':'..ARGV[c+7]) end\n"
+	"  if ARGV[c+9] == 't' then redis.call('DEL', ARGV[c+10]) end\n"
+	"end\n"
 	/* Refusing the batch: what the transaction wrote before the script
 	 * goes too. */
 	"local function refuse(why)\n"
-	"  for j = 0, n - 1 do\n"
-	"    local c = H + j * K\n"
-	"    local x = ARGV[c+2]\n"
-	"    if ARGV[c+1] == 'N' then redis.call('DEL', P..'r:'..x, P..'i:'..x) end\n"
-	"    if ARGV[c+9] == 'i' then redis.call('DEL', P..'v:'..x..':'..ARGV[c+7]) end\n"
-	"    if ARGV[c+9] == 't' then redis.call('DEL', ARGV[c+10]) end\n"
-	"  end\n"
+	"  for j = 0, n - 1 do unwrite(j) end\n"
 	"  return redis.error_reply(why)\n"
 	"end\n"
 	"for i = 0, n - 1 do\n"
@@ -67,7 +87,7 @@ const char kv_redis_script[] =
 	"  for i = 0, n - 1 do\n"
 	"    local b = H + i * K\n"
 	"    fs[#fs+1] = 'r'..ARGV[b+2]\n"
-	"    if ARGV[b+1] ~= 'D' then fs[#fs+1] = 'n'..ARGV[b+4]..'/'..ARGV[b+5] end\n"
+	"    if TY[i] ~= 'D' then fs[#fs+1] = 'n'..ARGV[b+4]..'/'..ARGV[b+5] end\n"
 	"  end\n"
 	"  for s = 1, #fs, 2000 do\n"
 	"    local got = redis.call('HMGET', P..'txl', unpack(fs, s, math.min(s + 1999, #fs)))\n"
@@ -89,7 +109,7 @@ const char kv_redis_script[] =
 	"    else redis.call(cmd, unpack(list, s, e)) end\n"
 	"  end\n"
 	"end\n"
-	"local inbatch, idset, refetch = {}, {}, {}\n"
+	"local inbatch, idset, refetch, yielded = {}, {}, {}, {}\n"
 	"for i = 0, n - 1 do inbatch[ARGV[H + i * K + 2]] = true end\n"
 	/* Declared tags (backend_redis_decl.c), before the root's op
 	 * empties its index's list: this mount's adds and removes go into
@@ -134,7 +154,7 @@ const char kv_redis_script[] =
 	"  local ents, live, dels = {}, {}, {}\n"
 	"  for i = 0, n - 1 do\n"
 	"    local b = H + i * K\n"
-	"    if ARGV[b+1] == 'D' then\n"
+	"    if TY[i] == 'D' then\n"
 	"      dels[ARGV[b+2]] = true\n"
 	"      local vs = redis.call('HVALS', P..'d:'..ARGV[b+2])\n"
 	"      if #vs > 0 then ents[ARGV[b+2]] = vs end\n"
@@ -179,7 +199,7 @@ const char kv_redis_script[] =
 	"local claims, cl = {}, {}\n"
 	"for i = 0, n - 1 do\n"
 	"  local b = H + i * K\n"
-	"  if ARGV[b+1] ~= 'D' then cl[#cl+1] = ARGV[b+2] end\n"
+	"  if TY[i] ~= 'D' then cl[#cl+1] = ARGV[b+2] end\n"
 	"end\n"
 	"for s = 1, #cl, 2000 do\n"
 	"  local ks = {}\n"
@@ -207,7 +227,7 @@ const char kv_redis_script[] =
 	"  local want = {}\n"
 	"  for i = 0, n - 1 do\n"
 	"    local b = H + i * K\n"
-	"    if ARGV[b+1] == 'N' and ARGV[b+4] ~= '0' then\n"
+	"    if TY[i] == 'N' and ARGV[b+4] ~= '0' then\n"
 	"      local dk = P..'d:'..ARGV[b+4]\n"
 	"      if not want[dk] then want[dk] = {} end\n"
 	"      local w = want[dk]\n"
@@ -231,14 +251,13 @@ const char kv_redis_script[] =
 	"end\n"
 	"for i = 0, n - 1 do\n"
 	"  local b = H + i * K\n"
-	"  local typ, id = ARGV[b+1], ARGV[b+2]\n"
+	"  local typ, id = TY[i], ARGV[b+2]\n"
 	"  local rk, ik = P..'r:'..id, typ ~= 'N' and P..'i:'..id\n"
 	"  local dk = typ ~= 'D' and ARGV[b+4] ~= '0' and P..'d:'..ARGV[b+4]\n"
 	"  local fast = typ == 'N' and dk and free[dk][ARGV[b+5]] and not claims[id]\n"
 	"  if not fast then flush() end\n"
 	"  if dk and free[dk] then free[dk][ARGV[b+5]] = nil end\n"
 	"  local old = typ == 'N' and {} or redis.call('HMGET', ik, 'p', 'n', 't', 'v')\n"
-	"  touched[#touched+1] = id\n"
 	"  local vver = '0'\n"
 	/* A record another mount deleted (its index is gone) that this op
 	 * does not give a value of its own names a value that went with it,
@@ -254,7 +273,25 @@ const char kv_redis_script[] =
 	"      refetch[#refetch+1] = id\n"
 	"    end\n"
 	"  end\n"
-	"  if skip then\n"
+	"  local yield = false\n"
+	/* Gives way (see above): the name's holder is another live record
+	 * outside the batch. Looked at only when the name is not free (fast)
+	 * and not where the record's own index puts it. */
+	"  if YM[i] and not skip and not fast and dk and\n"
+	"     not (old[1] == ARGV[b+4] and old[2] == ARGV[b+5]) then\n"
+	"    local cur = redis.call('HGET', dk, ARGV[b+5])\n"
+	"    if cur and cur ~= id and not inbatch[cur] then\n"
+	"      if typ == 'P' and not old[1] then yield = redis.call('EXISTS', P..'r:'..cur, P..'c:'..cur) > 0\n"
+	"      else yield = redis.call('EXISTS', P..'d:'..cur) == 1 end\n"
+	"    end\n"
+	"    if yield then\n"
+	"      unwrite(i)\n"
+	"      yielded[#yielded+1] = i\n"
+	"      refetch[#refetch+1] = cur\n"
+	"    end\n"
+	"  end\n"
+	"  if not yield then touched[#touched+1] = id end\n"
+	"  if yield or skip then\n"
 	"  elseif typ == 'D' then\n"
 	"    unindex(id, old)\n"
 	"    unclaim(id)\n"
@@ -326,7 +363,7 @@ const char kv_redis_script[] =
 	"  local ov = ARGV[b+12]\n"
 	/* old_vver 0: a backup still reads the superseded version; the store
 	 * reclaims it later (kv_backend_ops.reclaim). */
-	"  if ov ~= '0' then\n"
+	"  if ov ~= '0' and not yield then\n"
 	"    if old[4] and old[4] ~= '0' and old[4] ~= vver then\n"
 	"      redis.call('DEL', P..'v:'..id..':'..old[4])\n"
 	"    end\n"
@@ -354,4 +391,4 @@ const char kv_redis_script[] =
 	"  redis.call('XADD', P..'log', 'MAXLEN', '~', '10000', '*', 'seq', seq, 'by', '*',\n"
 	"             'ids', table.concat(refetch, ' '))\n"
 	"end\n"
-	"return n\n";
+	"return yielded\n";

@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "store/kv_internal.h"
+#include "store/sync.h"
 #include "util/log.h"
 
 struct batch_ent {
@@ -157,6 +158,7 @@ static ssize_t take_batch(struct kv_store *kv, struct kv_op *ops, struct batch_e
 				op->nbase_tags = kv->tags.ndecl_base;
 				op->has_base = true;
 			}
+			op->may_yield = true;
 			op->never_sent = !(n->flags & (KV_NODE_COMMITTED | KV_NODE_SENT));
 			op->uncertain = (n->flags & (KV_NODE_COMMITTED | KV_NODE_SENT)) ==
 					KV_NODE_SENT;
@@ -184,16 +186,53 @@ static ssize_t take_batch(struct kv_store *kv, struct kv_op *ops, struct batch_e
 	return (ssize_t)k;
 }
 
-/* With the lock held: records the outcome of the batch in the tree. */
-static void apply_batch(struct kv_store *kv, struct kv_op *ops, struct batch_ent *ents,
-			size_t k, int result)
+/*
+ * With the lock held: the backend left op out, another mount's record
+ * holding its name (kv_op.yielded). Everything stays owed, as after a
+ * failed commit (the backend removed what the op had written), and the
+ * record moves to lost+found unless it has left that name meanwhile.
+ */
+static void gave_way(struct kv_store *kv, const struct kv_op *op, const struct batch_ent *e,
+		     struct kv_sync_notes *ns)
 {
+	struct kv_node *n = e->node;
+	int ret;
+
+	if (op->value)
+		n->flags |= KV_NODE_VALUE_DIRTY;
+	if (!e->was_sent)
+		n->flags &= ~KV_NODE_SENT;
+	if (n->flags & KV_NODE_DELETED)
+		return;
+	kv_add_dirty_bytes(kv, n, e->dirty_bytes);
+	if (!n->parent || n->parent->m.id != op->meta.parent || !n->m.name ||
+	    strcmp(n->m.name, op->meta.name))
+		return;
+	ret = kv_recover_displaced(kv, n, ns);
+	/* Left where it is, it is offered again by every flush. */
+	if (ret)
+		NLOG(NLOG_ERROR, "sync", "cannot move a record that gave its name away",
+		     LF_INT("id", n->m.id), LF_STR("error", strerror(-ret)));
+}
+
+/* With the lock held: records the outcome of the batch in the tree; the
+ * number of ops that gave way (kv_op.yielded). */
+static size_t apply_batch(struct kv_store *kv, struct kv_op *ops, struct batch_ent *ents,
+			  size_t k, int result, struct kv_sync_notes *ns)
+{
+	size_t yielded = 0;
+
 	for (size_t i = 0; i < k; i++) {
 		struct kv_node *n = ents[i].node;
 		struct kv_op *op = &ops[i];
 
 		n->flags &= ~KV_NODE_INFLIGHT;
 		kv->inflight_bytes -= ents[i].dirty_bytes;
+		if (!result && op->type == KV_OP_PUT && op->yielded) {
+			gave_way(kv, op, &ents[i], ns);
+			yielded++;
+			continue;
+		}
 		if (result) {
 			/* Everything stays owed; the next flush retries. */
 			if (op->value)
@@ -232,6 +271,7 @@ static void apply_batch(struct kv_store *kv, struct kv_op *ops, struct batch_ent
 			kv_dirty_unlink(kv, n);
 		node_settle(kv, n);
 	}
+	return yielded;
 }
 
 static void free_ops(struct kv_op *ops, size_t k)
@@ -260,6 +300,8 @@ int kv_flush_once_via(struct kv_store *kv, kv_commit_fn commit, void *arg)
 {
 	struct kv_op *ops = NULL;
 	struct batch_ent *ents = NULL;
+	struct kv_sync_notes ns = { 0 };
+	size_t yielded = 0;
 	uint64_t gen;
 	int64_t start, started_ms;
 	ssize_t k = 0;
@@ -282,7 +324,7 @@ int kv_flush_once_via(struct kv_store *kv, kv_commit_fn commit, void *arg)
 			k = 0;
 			for (size_t i = 0; ents[i].node; i++)
 				k = (ssize_t)i + 1;
-			apply_batch(kv, ops, ents, (size_t)k, ret);
+			apply_batch(kv, ops, ents, (size_t)k, ret, &ns);
 			goto out_unlock;
 		}
 	}
@@ -293,7 +335,7 @@ int kv_flush_once_via(struct kv_store *kv, kv_commit_fn commit, void *arg)
 		ret = commit(arg, ops, (size_t)k);
 
 	pthread_mutex_lock(&kv->lock);
-	apply_batch(kv, ops, ents, (size_t)k, ret);
+	yielded = apply_batch(kv, ops, ents, (size_t)k, ret, &ns);
 	if (k > 0) {
 		kv->last_flush_ms = (uint64_t)(kv_mono_ms() - start);
 		/* -EAGAIN: waiting for another mount's transaction, no failure. */
@@ -307,13 +349,20 @@ int kv_flush_once_via(struct kv_store *kv, kv_commit_fn commit, void *arg)
 		kv->dirty_since_ms = ret ? kv->dirty_since_ms : started_ms;
 	if (!ret)
 		reclaim_deferred(kv);
+	/* What gave way is durable nowhere yet: a flush follows at once, and
+	 * only it answers those waiting. */
+	if (yielded)
+		kv_flush_soon(kv);
 out_unlock:
-	if (!ret && gen > kv->flush_done)
+	if (!ret && !yielded && gen > kv->flush_done)
 		kv->flush_done = gen;
 	if (ret != -EAGAIN)
 		kv->last_flush_error = ret;
 	pthread_cond_broadcast(&kv->done_cond);
 	pthread_mutex_unlock(&kv->lock);
+	if (ns.n)
+		kv_sync_send_notes(kv, &ns);
+	free(ns.v);
 	free_ops(ops, k > 0 ? (size_t)k : 0);
 	free(ents);
 	if (ret == -EAGAIN)

@@ -26,6 +26,7 @@
 #include <sys/stat.h>
 
 #include "store/kv_internal.h"
+#include "store/sync.h"
 #include "util/log.h"
 
 #define LOST_FOUND "lost+found"
@@ -156,6 +157,65 @@ static void reassert_holder(struct kv_store *kv, const struct kv_node *n)
 	holder = kv_child_get(p, n->m.name);
 	if (holder)
 		kv_mark_dirty(kv, holder);
+}
+
+/* Marks n and everything below it for the next flush. */
+static void mark_subtree(struct kv_store *kv, struct kv_node *n)
+{
+	struct kv_node *c;
+
+	kv_mark_dirty(kv, n);
+	for (size_t i = 0; n->children && (c = htab_next(n->children, &i));)
+		mark_subtree(kv, c);
+}
+
+int kv_recover_displaced(struct kv_store *kv, struct kv_node *n, struct kv_sync_notes *ns)
+{
+	struct kv_node *lf, *p = n->parent;
+	char name[KV_NAME_MAX + 1], *dup, *old = n->m.name;
+	bool own = !kv_node_name_inline(n);
+	int64_t now = kv_now_ns();
+	int ret;
+
+	if (!p)
+		return -EINVAL;
+	ret = lost_found(kv, &lf);
+	if (ret)
+		return ret;
+	/* lost+found itself, or a directory above it, stays: nothing holds
+	 * a name in a directory this mount made up. */
+	for (struct kv_node *q = lf; q; q = q->parent)
+		if (q == n)
+			return -EINVAL;
+	pick_name(lf, n, name, sizeof(name));
+	if (!name[0] || !fits(lf, n, name))
+		return -ENAMETOOLONG;
+	dup = strdup(name);
+	if (!dup)
+		return -ENOMEM;
+	kv_sync_note(ns, p->m.id, old, n->m.id);
+	kv_node_detach(n);
+	n->m.name = dup;
+	ret = kv_node_attach(lf, n);
+	if (ret) {
+		/* Only a failed table growth gets here (as in kv_rename). */
+		n->m.name = old;
+		free(dup);
+		kv_node_attach(p, n);
+		return ret;
+	}
+	log_msg(NLOG_WARN, "store",
+		"record %" PRIu64 " (\"%s\" in directory %" PRIu64 ") gave its name to another "
+		"mount's record; moved to %s/%s", n->m.id, old ? old : "", p->m.id, lf->m.name,
+		name);
+	if (own)
+		free(old);
+	kv_sync_note(ns, kv->root->m.id, lf->m.name, lf->m.id);
+	n->m.ctime_ns = now;
+	mark_subtree(kv, n);
+	kv_dir_touch(kv, p, now);
+	kv_dir_touch(kv, lf, now);
+	return 0;
 }
 
 /* Does n reach the root through its parents? *top: where the walk ended. */

@@ -13,10 +13,8 @@
 #include "store/sync.h"
 #include "util/log.h"
 
-static void note(struct kv_sync_notes *ns, const struct kv_node *n)
+void kv_sync_note(struct kv_sync_notes *ns, uint64_t parent, const char *name, uint64_t id)
 {
-	const struct kv_node *p = n->parent;
-
 	if (ns->n == ns->cap) {
 		size_t cap = ns->cap ? 2 * ns->cap : 16;
 		struct kv_sync_note *v = realloc(ns->v, cap * sizeof(*v));
@@ -26,11 +24,16 @@ static void note(struct kv_sync_notes *ns, const struct kv_node *n)
 		ns->v = v;
 		ns->cap = cap;
 	}
-	ns->v[ns->n].parent = p ? p->m.id : 0;
-	ns->v[ns->n].id = n->m.id;
-	ns->v[ns->n].name = strdup(n->m.name ? n->m.name : "");
+	ns->v[ns->n].parent = parent;
+	ns->v[ns->n].id = id;
+	ns->v[ns->n].name = strdup(name ? name : "");
 	if (ns->v[ns->n].name)
 		ns->n++;
+}
+
+static void note(struct kv_sync_notes *ns, const struct kv_node *n)
+{
+	kv_sync_note(ns, n->parent ? n->parent->m.id : 0, n->m.name, n->m.id);
 }
 
 static bool busy(const struct kv_node *n)
@@ -81,6 +84,7 @@ struct item {
 	struct kv_change *c;
 	struct kv_node *n;	/* the node (new ones not in the tree yet) */
 	bool fresh, done;
+	bool held;		/* its name is a busy node's here: fetched again */
 };
 
 struct batch {
@@ -167,8 +171,14 @@ static int apply_put(struct kv_store *kv, struct batch *b, struct item *it, stru
 			return 0; /* below itself until its parent moves */
 	occ = kv_child_get(p, m->name);
 	if (occ && occ != n) {
-		if (busy(occ))
-			return 1; /* local wins; the flush settles it */
+		/* This mount's flush settles it: occ takes the name, or gives
+		 * way (kv_op.may_yield) and moves to lost+found, and then this
+		 * record (with what waits for it) is placed when fetched
+		 * again. */
+		if (busy(occ)) {
+			it->held = true;
+			return 0;
+		}
 		if (in_batch(b, occ->m.id))
 			return 0;
 		/* The name went to this record in the backend. */
@@ -255,16 +265,17 @@ static void mark_subtree(struct kv_store *kv, struct kv_node *n)
  * Another mount removed directory d, empty as it saw it, while this mount
  * has entries in it (made after that mount last looked, or not flushed
  * yet). The entries win, as an rmdir of a non-empty directory fails: d is
- * committed again as a record the backend may have lost (sent, not
- * committed: the commit rebuilds its index and entry), and so is every
- * record below it, so that mounts which dropped them as orphans when their
- * directory was gone fetch them again.
+ * committed again (its index gone, the commit rebuilds it and d's entry),
+ * and so is every record below it, so that mounts which dropped them as
+ * orphans when their directory was gone fetch them again. If another
+ * mount's record took d's name meanwhile, that commit gives way to it
+ * (kv_op.may_yield) and d moves to lost+found (kv_recover_displaced): the
+ * name was given up.
  */
 static void recreate(struct kv_store *kv, struct kv_node *d)
 {
 	NLOG(NLOG_WARN, "sync", "a directory another mount removed still has entries here: "
 	     "committing it again", LF_INT("id", d->m.id), LF_STR("name", d->m.name));
-	d->flags = (d->flags & ~KV_NODE_COMMITTED) | KV_NODE_SENT;
 	mark_subtree(kv, d);
 }
 
@@ -293,8 +304,9 @@ static int cmp_item(const void *a, const void *b)
 
 /*
  * A new record not placed because its directory is one this mount removed
- * or changed and has not committed yet, or is such a new record itself, is
- * fetched again with the busy ones: that directory may come back (the
+ * or changed and has not committed yet, or is such a new record itself,
+ * or because its name is a busy node's here (held), is fetched again with
+ * the busy ones: that directory may come back (the
  * commit script keeps a directory another mount filled meanwhile, and
  * announces it with what is below it), and then the record has a place.
  */
@@ -311,6 +323,8 @@ static void requeue_waiting(struct kv_store *kv, struct batch *b, uint64_t **bus
 		if (b->it[i].fresh && !b->it[i].done && !b->it[i].c->gone)
 			w[k++] = &b->it[i];
 	qsort(w, k, sizeof(*w), cmp_item);
+	for (size_t j = 0; j < k; j++)
+		wait[j] = w[j]->held; /* kv_sync_apply fetches those again */
 	/* Parents first or not: until nothing more is found. */
 	for (bool more = true; more;) {
 		more = false;
@@ -403,6 +417,8 @@ void kv_sync_apply(struct kv_store *kv, struct kv_change *c, size_t n, struct kv
 	for (size_t i = 0; i < b.n; i++) {
 		struct item *it = &b.it[i];
 
+		if (!it->done && it->held)
+			push_id(busy_ids, nbusy, it->c->id);
 		/* A removal still not done: a directory with entries left. If
 		 * they only wait to go too, the directory is looked at again
 		 * once they have. */

@@ -511,39 +511,96 @@ static void test_rmdir_races_a_chmod(void **state)
 }
 
 /*
- * Two records on one name (b's file d, a's directory d with d/k, created
- * at once without O_EXCL): a later load keeps one there and moves the
- * other, with what is below it, into lost+found; Redis's entry names the
- * one kept, which the store can then look up by name.
+ * A plain create racing another mount's directory with entries on one name
+ * (b's file d, a's mkdir d and d/k; a commits first): b's commit gives way,
+ * as rename(2) over a non-empty directory fails, and b's file moves into
+ * lost+found on every mount; nothing is cut off the tree, and a later load
+ * finds nothing to recover.
  */
-static void test_name_conflict_at_load(void **state)
+static void test_create_gives_way_to_full_dir(void **state)
 {
 	struct pair *p = start_pair(state, OPTS_MANUAL);
 	struct mnt *a = &p->a, *b = &p->b;
 	struct stat st;
-	const char *lf, *k;
+	char moved[64];
 
 	put_str(mnt_path(b, "d"), "file");
+	ASSERT_SYS(stat(mnt_path(b, "d"), &st));
+	snprintf(moved, sizeof(moved), "lost+found/%llu-d", (unsigned long long)st.st_ino);
 	ASSERT_SYS(mkdir(mnt_path(a, "d"), 0755));
 	put_str(mnt_path(a, "d/k"), "k");
 	flush_all(a);
 	flush_all(b);
+	assert_file_str(mnt_path(b, "%s", moved), "file");
+	await_file(mnt_path(b, "d/k"), "k");
+	await_file(mnt_path(a, "%s", moved), "file");
+	assert_file_str(mnt_path(a, "d/k"), "k");
+	assert_int_equal(mnt_log_lines(b, NULL, "gave its name"), 1);
 	mnt_stop(b);
 	mnt_stop(a);
 	mnt_start(a, OPTS_MANUAL);
+	assert_file_str(mnt_path(a, "d/k"), "k");
+	assert_file_str(mnt_path(a, "%s", moved), "file");
+	assert_int_equal(mnt_log_lines(a, NULL, "cannot be placed"), 0);
+}
+
+/*
+ * b writes d/k while a removes d and then makes a file d: b commits d again
+ * for d/k's sake, but the name is a's newer file's now. That commit gives
+ * way (it would have removed a's file), and b's directory, with d/k, moves
+ * into lost+found on every mount. rewrite: d/k is an older key a removed
+ * with d, which b rewrites (b's sync then commits d again itself, d being
+ * clean there); else a new key, created after b last flushed (d is dirty
+ * on b when it hears of the removal).
+ */
+static void recreated_dir_gives_way(void **state, bool rewrite)
+{
+	struct pair *p = start_pair(state, OPTS_MANUAL);
+	struct mnt *a = &p->a, *b = &p->b;
+	struct stat st;
+	char moved[64];
+
+	ASSERT_SYS(mkdir(mnt_path(a, "d"), 0755));
+	if (rewrite)
+		put_str(mnt_path(a, "d/k"), "old");
+	flush_all(a);
+	await_listed(mnt_path(b, "."), "d", true);
+	if (rewrite)
+		await_file(mnt_path(b, "d/k"), "old");
+	ASSERT_SYS(stat(mnt_path(b, "d"), &st));
+	snprintf(moved, sizeof(moved), "lost+found/%llu-d/k", (unsigned long long)st.st_ino);
+
+	put_str(mnt_path(b, "d/k"), "b's");
+	if (rewrite)
+		ASSERT_SYS(unlink(mnt_path(a, "d/k")));
+	ASSERT_SYS(rmdir(mnt_path(a, "d")));
+	flush_all(a);
+	put_str(mnt_path(a, "d"), "a's");
+	flush_all(a);
+	await_flushing(p, mnt_path(a, "%s", moved), "b's");
+	await_file(mnt_path(b, "%s", moved), "b's");
+	await_file(mnt_path(b, "d"), "a's");
+	assert_file_str(mnt_path(a, "d"), "a's");
 	ASSERT_SYS(stat(mnt_path(a, "d"), &st));
 	assert_string_equal(rcli(a, "HGET " TT "d:1 %s", "d"),
 			    mnt_str(a, "%llu", (unsigned long long)st.st_ino));
-	lf = mnt_str(a, "%s", mnt_ls(a, "lost+found"));
-	assert_int_equal(mnt_log_lines(a, NULL, "cannot be placed"), 1);
-	if (S_ISDIR(st.st_mode)) {
-		assert_file_str(mnt_path(a, "d/k"), "k");
-		assert_file_str(mnt_path(a, "lost+found/%s", lf), "file");
-	} else {
-		assert_file_str(mnt_path(a, "d"), "file");
-		k = mnt_str(a, "lost+found/%s/k", lf);
-		assert_file_str(mnt_path(a, "%s", k), "k");
-	}
+	assert_int_equal(mnt_log_lines(b, NULL, "gave its name"), 1);
+	mnt_stop(b);
+	mnt_stop(a);
+	mnt_start(a, OPTS_MANUAL);
+	assert_file_str(mnt_path(a, "d"), "a's");
+	assert_file_str(mnt_path(a, "%s", moved), "b's");
+	assert_int_equal(mnt_log_lines(a, NULL, "cannot be placed"), 0);
+}
+
+static void test_recreated_dir_gives_way(void **state)
+{
+	recreated_dir_gives_way(state, false);
+}
+
+static void test_recreated_dir_gives_way_rewrite(void **state)
+{
+	recreated_dir_gives_way(state, true);
 }
 
 #define T(f) cmocka_unit_test_setup_teardown(f, pair_setup, pair_teardown)
@@ -563,7 +620,9 @@ int main(void)
 		T(test_rmdir_races_a_create_create_first),
 		T(test_rmdir_races_a_tree),
 		T(test_rmdir_races_a_chmod),
-		T(test_name_conflict_at_load),
+		T(test_create_gives_way_to_full_dir),
+		T(test_recreated_dir_gives_way),
+		T(test_recreated_dir_gives_way_rewrite),
 	};
 
 	if (getenv("TF")) cmocka_set_test_filter(getenv("TF"));
