@@ -500,7 +500,8 @@ static void fill_args(const struct kv_op *ops, const struct prep *p, size_t n, c
 		l[5] = put && ops[i].meta.id != KV_ROOT_ID ? q->tagslen : 0;
 		a[6] = put ? q->vver : "0";
 		a[7] = put ? q->exp : "0";
-		a[8] = !q->stores ? none : q->tmpkey ? "t" : "i";
+		a[8] = q->stores ? (q->tmpkey ? "t" : "i") :
+			put && ops[i].value ? "z" : none;
 		a[9] = q->tmpkey ? q->tmpkey : none;
 		l[9] = q->tmpkey ? strlen(q->tmpkey) : 0;
 		a[10] = put ? q->stored : "0";

@@ -17,7 +17,8 @@
  * are 'P', 'N' and 'U' that may give way to the holder of their name
  * (kv_op.may_yield); b+2 id, b+3
  * record, b+4 parent, b+5 name, b+6 tags (NUL-joined), b+7 vver, b+8
- * expires_ms, b+9 value source ('' none, 'i' inline, 't' uploaded), b+10
+ * expires_ms, b+9 value source ('' none, 'i' inline, 't' uploaded, 'z' an
+ * empty value, which is stored as none), b+10
  * the bytes or the temporary key, b+11 stored size, b+12 the version the op
  * makes obsolete.
  *
@@ -110,6 +111,16 @@ const char kv_redis_script[] =
 	"  end\n"
 	"end\n"
 	"local inbatch, idset, refetch, yielded = {}, {}, {}, {}\n"
+	/* A record or claim that exists, its deadline (T:exp) not past: a
+	 * record past it may still exist (open handles read its value until
+	 * their mount deletes it, and a deadline already past at commit, or
+	 * another mount's clock, leaves it without Redis's own expiry), but
+	 * every mount removes it on sight. */
+	"local function alive(x)\n"
+	"  if redis.call('EXISTS', P..'r:'..x, P..'c:'..x) == 0 then return false end\n"
+	"  local dl = redis.call('ZSCORE', P..'exp', x)\n"
+	"  return not dl or tonumber(dl) > now\n"
+	"end\n"
 	"for i = 0, n - 1 do inbatch[ARGV[H + i * K + 2]] = true end\n"
 	/* Declared tags (backend_redis_decl.c), before the root's op
 	 * empties its index's list: this mount's adds and removes go into
@@ -163,7 +174,7 @@ const char kv_redis_script[] =
 	"  for _, vs in pairs(ents) do\n"
 	"    for _, x in ipairs(vs) do\n"
 	"      if live[x] == nil then\n"
-	"        live[x] = not inbatch[x] and redis.call('EXISTS', P..'r:'..x, P..'c:'..x) > 0\n"
+	"        live[x] = not inbatch[x] and alive(x)\n"
 	"      end\n"
 	"    end\n"
 	"  end\n"
@@ -244,6 +255,42 @@ const char kv_redis_script[] =
 	"    free[dk] = f\n"
 	"  end\n"
 	"end\n"
+	"local kids, full = nil, {}\n"
+	"local has_entries\n"
+	/* Does PUT op j get applied (see the skip below): it brings a value
+	 * of its own, or its record is still indexed, or it is a directory
+	 * that has entries. */
+	"local function applied(j)\n"
+	"  local c = H + j * K\n"
+	"  if TY[j] == 'N' or ARGV[c+9] ~= '' then return true end\n"
+	"  if redis.call('EXISTS', P..'i:'..ARGV[c+2]) == 1 then return true end\n"
+	"  if ARGV[c+7] ~= '0' then return false end\n"
+	"  return TY[j] ~= 'P' or has_entries(ARGV[c+2])\n"
+	"end\n"
+	/* Does directory id have an entry that stays: a PUT of the batch
+	 * below it that is applied, or a live record outside the batch? */
+	"has_entries = function(id)\n"
+	"  if full[id] ~= nil then return full[id] end\n"
+	"  if not kids then\n"
+	"    kids = {}\n"
+	"    for j = 0, n - 1 do\n"
+	"      if TY[j] ~= 'D' then\n"
+	"        local p = ARGV[H + j * K + 4]\n"
+	"        if not kids[p] then kids[p] = {} end\n"
+	"        local l = kids[p]\n"
+	"        l[#l+1] = j\n"
+	"      end\n"
+	"    end\n"
+	"  end\n"
+	"  full[id] = false\n"
+	"  for _, j in ipairs(kids[id] or {}) do\n"
+	"    if applied(j) then full[id] = true; return true end\n"
+	"  end\n"
+	"  for _, x in ipairs(redis.call('HVALS', P..'d:'..id)) do\n"
+	"    if not inbatch[x] and alive(x) then full[id] = true; return true end\n"
+	"  end\n"
+	"  return false\n"
+	"end\n"
 	"local function flush()\n"
 	"  for dk, l in pairs(pend) do many('HSET', dk, l) end\n"
 	"  for tk, l in pairs(ptag) do many('SADD', tk, l) end\n"
@@ -263,12 +310,17 @@ const char kv_redis_script[] =
 	 * does not give a value of its own names a value that went with it,
 	 * or that goes once a backup of the deleting mount no longer pins it
 	 * (its DEL then leaves the value for the store to reclaim): the
-	 * deletion stands, and this mount is told to fetch the record. */
+	 * deletion stands, and this mount is told to fetch the record. So
+	 * it does for one that names no value (a directory, an empty file)
+	 * and was committed before ('P'), unless it has entries: a change of
+	 * its metadata alone (a directory's times when an entry came and
+	 * went) does not undo a removal. */
 	"  local skip = typ == 'D' and stays[id]\n"
 	"  if typ == 'P' or typ == 'U' then\n"
 	"    local kn = old[1] ~= false and old[1] ~= nil\n"
 	"    if kn and typ == 'U' then kn = redis.call('SISMEMBER', P..'ids', id) == 1 end\n"
-	"    if not kn and ARGV[b+7] ~= '0' and ARGV[b+9] == '' then\n"
+	"    if not kn and ARGV[b+9] == '' and\n"
+	"       (ARGV[b+7] ~= '0' or (typ == 'P' and not has_entries(id))) then\n"
 	"      skip = true\n"
 	"      refetch[#refetch+1] = id\n"
 	"    end\n"
@@ -281,7 +333,7 @@ const char kv_redis_script[] =
 	"     not (old[1] == ARGV[b+4] and old[2] == ARGV[b+5]) then\n"
 	"    local cur = redis.call('HGET', dk, ARGV[b+5])\n"
 	"    if cur and cur ~= id and not inbatch[cur] then\n"
-	"      if typ == 'P' and not old[1] then yield = redis.call('EXISTS', P..'r:'..cur, P..'c:'..cur) > 0\n"
+	"      if typ == 'P' and not old[1] then yield = alive(cur)\n"
 	"      else yield = redis.call('EXISTS', P..'d:'..cur) == 1 end\n"
 	"    end\n"
 	"    if yield then\n"

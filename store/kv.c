@@ -413,7 +413,7 @@ int kv_mkdir(struct kv_store *kv, uint64_t parent, const char *name, uint32_t mo
 	}
 	ret = node_create(kv, dir, name, S_IFDIR | (mode & 07777), uid, gid, id, &n);
 	if (!ret && claimed)
-		n->flags |= KV_NODE_COMMITTED; /* a DEL releases the claim */
+		n->flags |= KV_NODE_SENT; /* a DEL releases the claim */
 	if (!ret)
 		kv_fill_attr(n, out);
 out:
@@ -452,7 +452,7 @@ int kv_create(struct kv_store *kv, uint64_t parent, const char *name, uint32_t m
 	}
 	ret = node_create(kv, dir, name, S_IFREG | (mode & 07777), uid, gid, id, &n);
 	if (!ret && claimed)
-		n->flags |= KV_NODE_COMMITTED; /* a DEL releases the claim */
+		n->flags |= KV_NODE_SENT; /* a DEL releases the claim */
 	if (!ret && kv->opts.default_ttl_s) {
 		ret = kv_set_deadline(kv, n,
 				      kv_now_ms() + (int64_t)kv->opts.default_ttl_s * 1000);

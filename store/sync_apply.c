@@ -236,16 +236,15 @@ static uint64_t *gone_ids(const struct kv_change *c, size_t n, size_t *k)
 /*
  * Does directory d keep an entry this mount means to keep: anything but a
  * file the same changes remove (gone[0..ngone), sorted) that holds no new
- * value of its own here and names a stored one? Such a file's commit is
- * refused by the backend (its value went with the removal), so it goes too;
- * an empty file's commit always lands.
+ * value of its own here? Such a file's commit is refused by the backend
+ * (its value went with the removal, or it had none), so it goes too.
  */
 static bool has_survivor(const struct kv_node *d, const uint64_t *gone, size_t ngone)
 {
 	struct kv_node *x;
 
 	for (size_t i = 0; d->children && (x = htab_next(d->children, &i));)
-		if (is_dir(x) || (x->flags & KV_NODE_VALUE_DIRTY) || !x->m.vver ||
+		if (is_dir(x) || (x->flags & KV_NODE_VALUE_DIRTY) ||
 		    !bsearch(&x->m.id, gone, ngone, sizeof(*gone), cmp_u64))
 			return true;
 	return false;
