@@ -108,6 +108,11 @@ struct kv_op {
 	 * false: the name is taken (a spilled batch replayed before the
 	 * load, which moves a directory losing its entry to lost+found). */
 	bool may_yield;
+	/* PUT: this mount holds the record as committed (it read it from
+	 * the backend, or a commit of it succeeded), so a backend several
+	 * mounts share that finds no record can tell that another mount
+	 * removed it. false is always safe. */
+	bool was_committed;
 	/* Set by commit (which otherwise succeeds): the op gave way to the
 	 * holder of its name and left nothing in the backend; the store moves
 	 * the record elsewhere and commits it again. */

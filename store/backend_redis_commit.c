@@ -473,7 +473,7 @@ static const char *op_type(const struct kv_op *op)
 		return y ? "n" : "N";
 	if (op->uncertain)
 		return y ? "u" : "U";
-	return y ? "p" : "P";
+	return !y ? "P" : op->was_committed ? "q" : "p";
 }
 
 static void fill_args(const struct kv_op *ops, const struct prep *p, size_t n, const char **argv,

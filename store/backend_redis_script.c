@@ -15,7 +15,8 @@
  * record no commit carried before: kv_op.never_sent), 'U' (a PUT of one
  * whose only commits failed: kv_op.uncertain) or 'D'; 'p', 'n' and 'u'
  * are 'P', 'N' and 'U' that may give way to the holder of their name
- * (kv_op.may_yield); b+2 id, b+3
+ * (kv_op.may_yield), 'q' a 'p' of a record this mount holds as committed
+ * (kv_op.was_committed); b+2 id, b+3
  * record, b+4 parent, b+5 name, b+6 tags (NUL-joined), b+7 vver, b+8
  * expires_ms, b+9 value source ('' none, 'i' inline, 't' uploaded, 'z' an
  * empty value, which is stored as none), b+10
@@ -31,7 +32,7 @@
  * last writer wins, and the store never has two records on one name. A
  * record of the same batch is never removed that way (a swap of two
  * names). A PUT that may give way does, instead, to a directory with
- * entries, and, when it is a 'P' whose index another mount removed (a
+ * entries, and, when it is a 'q' whose index another mount removed (a
  * record committed again after a removal, such as a directory kept for
  * entries the remover did not know), to any live record. A DEL of a directory that still
  * has entries of records the batch does not carry (another mount created
@@ -49,13 +50,14 @@ const char kv_redis_script[] =
 	"local P, now, maxid, by = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]\n"
 	"local K, H = 12, 6\n"
 	"local n = (#ARGV - H) / K\n"
-	/* The op types, and which may give way. */
-	"local TY, YM = {}, {}\n"
+	/* The op types, which may give way (YM) and which this mount held as
+	 * committed (CM). */
+	"local TY, YM, CM = {}, {}, {}\n"
 	"do\n"
-	"  local LT = {p = 'P', n = 'N', u = 'U'}\n"
+	"  local LT = {p = 'P', n = 'N', u = 'U', q = 'P'}\n"
 	"  for i = 0, n - 1 do\n"
 	"    local t = ARGV[H + i * K + 1]\n"
-	"    if LT[t] then TY[i], YM[i] = LT[t], true else TY[i] = t end\n"
+	"    if LT[t] then TY[i], YM[i], CM[i] = LT[t], true, t == 'q' else TY[i] = t end\n"
 	"  end\n"
 	"end\n"
 	/* What the transaction wrote for op j before the script. */
@@ -265,7 +267,7 @@ const char kv_redis_script[] =
 	"  if TY[j] == 'N' or ARGV[c+9] ~= '' then return true end\n"
 	"  if redis.call('EXISTS', P..'i:'..ARGV[c+2]) == 1 then return true end\n"
 	"  if ARGV[c+7] ~= '0' then return false end\n"
-	"  return TY[j] ~= 'P' or has_entries(ARGV[c+2])\n"
+	"  return not CM[j] or has_entries(ARGV[c+2])\n"
 	"end\n"
 	/* Does directory id have an entry that stays: a PUT of the batch
 	 * below it that is applied, or a live record outside the batch? */
@@ -312,7 +314,7 @@ const char kv_redis_script[] =
 	 * (its DEL then leaves the value for the store to reclaim): the
 	 * deletion stands, and this mount is told to fetch the record. So
 	 * it does for one that names no value (a directory, an empty file)
-	 * and was committed before ('P'), unless it has entries: a change of
+	 * and that this mount held as committed ('q'), unless it has entries: a change of
 	 * its metadata alone (a directory's times when an entry came and
 	 * went) does not undo a removal. */
 	"  local skip = typ == 'D' and stays[id]\n"
@@ -320,7 +322,7 @@ const char kv_redis_script[] =
 	"    local kn = old[1] ~= false and old[1] ~= nil\n"
 	"    if kn and typ == 'U' then kn = redis.call('SISMEMBER', P..'ids', id) == 1 end\n"
 	"    if not kn and ARGV[b+9] == '' and\n"
-	"       (ARGV[b+7] ~= '0' or (typ == 'P' and not has_entries(id))) then\n"
+	"       (ARGV[b+7] ~= '0' or (CM[i] and not has_entries(id))) then\n"
 	"      skip = true\n"
 	"      refetch[#refetch+1] = id\n"
 	"    end\n"
@@ -333,7 +335,7 @@ const char kv_redis_script[] =
 	"     not (old[1] == ARGV[b+4] and old[2] == ARGV[b+5]) then\n"
 	"    local cur = redis.call('HGET', dk, ARGV[b+5])\n"
 	"    if cur and cur ~= id and not inbatch[cur] then\n"
-	"      if typ == 'P' and not old[1] then yield = alive(cur)\n"
+	"      if CM[i] and not old[1] then yield = alive(cur)\n"
 	"      else yield = redis.call('EXISTS', P..'d:'..cur) == 1 end\n"
 	"    end\n"
 	"    if yield then\n"

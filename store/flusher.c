@@ -159,6 +159,7 @@ static ssize_t take_batch(struct kv_store *kv, struct kv_op *ops, struct batch_e
 				op->has_base = true;
 			}
 			op->may_yield = true;
+			op->was_committed = n->flags & KV_NODE_COMMITTED;
 			op->never_sent = !(n->flags & (KV_NODE_COMMITTED | KV_NODE_SENT));
 			op->uncertain = (n->flags & (KV_NODE_COMMITTED | KV_NODE_SENT)) ==
 					KV_NODE_SENT;
