@@ -69,15 +69,15 @@ static size_t free_slot(void **slots, size_t cap, uint64_t hash)
 
 /*
  * Moves the live items into a fresh array, dropping tombstones. Doubles the size only when the
- * live items (plus the one about to come) would fill more than half of it: rehashing at 70%
+ * live items (plus the more about to come) would fill more than half of it: rehashing at 70%
  * into a table that stays nearly that full would rehash again after a few inserts.
  */
-static int rehash(struct htab *t)
+static int rehash(struct htab *t, size_t more)
 {
 	size_t cap = t->cap < HTAB_MIN_CAP ? HTAB_MIN_CAP : t->cap;
 	void **slots;
 
-	while ((t->count + 1) > cap / 2) {
+	while (t->count + more > cap / 2) {
 		if (cap > SIZE_MAX / 2 / sizeof(*slots))
 			return -ENOMEM;
 		cap *= 2;
@@ -112,7 +112,7 @@ int htab_insert(struct htab *t, void *item)
 			goto out_place;
 	}
 	if (!t->cap || over_load(t->used, t->cap)) {
-		ret = rehash(t);
+		ret = rehash(t, 1);
 		if (ret)
 			return ret;
 		i = free_slot(t->slots, t->cap, hash);
@@ -122,6 +122,15 @@ out_place:
 	t->slots[i] = item;
 	t->count++;
 	return 0;
+}
+
+int htab_reserve(struct htab *t, size_t more)
+{
+	/* An insert takes an empty slot at most (one on a tombstone takes
+	 * none): after more of them used is at most used + more. */
+	if (!more || (t->cap && !over_load(t->used + more - 1, t->cap)))
+		return 0;
+	return rehash(t, more);
 }
 
 bool htab_remove(struct htab *t, void *item)

@@ -33,6 +33,9 @@ void htab_destroy(struct htab *t);	/* frees slots, not the items */
 void *htab_find(const struct htab *t, uint64_t hash, const void *key);
 /* Inserts item (its key must not be present). 0 or -ENOMEM. */
 int htab_insert(struct htab *t, void *item);
+/* Makes room so that the next more inserts need no memory (removals
+ * between them are fine). 0 or -ENOMEM, the table unchanged. */
+int htab_reserve(struct htab *t, size_t more);
 /* Removes this exact item pointer; true if it was there. */
 bool htab_remove(struct htab *t, void *item);
 static inline size_t htab_count(const struct htab *t) { return t->count; }

@@ -200,6 +200,17 @@ out_trim:
 	return ret;
 }
 
+int kv_dir_reserve(struct kv_node *dir, size_t more)
+{
+	if (!dir->children) {
+		dir->children = malloc(sizeof(*dir->children));
+		if (!dir->children)
+			return -ENOMEM;
+		htab_init(dir->children, node_name_hash, node_name_match);
+	}
+	return htab_reserve(dir->children, more);
+}
+
 void kv_node_detach(struct kv_node *n)
 {
 	struct kv_node *dir = n->parent;
@@ -357,13 +368,29 @@ static int node_create(struct kv_store *kv, struct kv_node *dir, const char *nam
 	n->m.mode = mode;
 	n->m.uid = uid;
 	n->m.gid = gid;
+	ret = kv_node_link_new(kv, dir, n, now);
+	if (ret) {
+		kv_node_meta_clear(n);
+		free(n);
+		return ret;
+	}
+	*out = n;
+	return 0;
+}
+
+int kv_node_link_new(struct kv_store *kv, struct kv_node *dir, struct kv_node *n, int64_t now)
+{
+	int ret;
+
 	n->m.atime_ns = n->m.mtime_ns = n->m.ctime_ns = n->m.btime_ns = now;
 	ret = htab_insert(&kv->by_id, n);
 	if (ret)
-		goto out_free;
+		return ret;
 	ret = kv_node_attach(dir, n);
-	if (ret)
-		goto out_unindex;
+	if (ret) {
+		htab_remove(&kv->by_id, n);
+		return ret;
+	}
 	if (n->m.id > kv->max_id)
 		kv->max_id = n->m.id;
 	if (is_dir(n))
@@ -372,15 +399,7 @@ static int node_create(struct kv_store *kv, struct kv_node *dir, const char *nam
 		kv->nkeys++;
 	kv_mark_dirty(kv, n);
 	kv_dir_touch(kv, dir, now);
-	*out = n;
 	return 0;
-
-out_unindex:
-	htab_remove(&kv->by_id, n);
-out_free:
-	kv_node_meta_clear(n);
-	free(n);
-	return ret;
 }
 
 int kv_node_create(struct kv_store *kv, struct kv_node *dir, const char *name, uint32_t mode,

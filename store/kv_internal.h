@@ -48,6 +48,10 @@ enum kv_node_flags {
 	 * links (out of memory). The flusher lists it before it takes a batch
 	 * (kv_dirty_relist, kv->nunlisted). */
 	KV_NODE_UNLISTED = 1 << 7,
+	/* A transaction's commit reserved this node's aux record before its
+	 * first change (tx_commit.c): kept while empty, so that what the
+	 * commit then puts into it cannot fail. Only while kv->lock is held. */
+	KV_NODE_AUX_HELD = 1 << 8,
 };
 
 /*
@@ -291,6 +295,9 @@ void kv_expire(struct kv_store *kv, struct kv_node *n);
 struct kv_node *kv_live_child(struct kv_store *kv, struct kv_node *dir, const char *name);
 /* Sets n's deadline (0: never) and indexes it for the sweeper. */
 int kv_set_deadline(struct kv_store *kv, struct kv_node *n, int64_t at_ms);
+/* Room for more deadlines in the index: that many kv_set_deadline calls
+ * on nodes that have an aux record cannot fail. 0 or -ENOMEM. */
+int kv_deadline_reserve(struct kv_store *kv, size_t more);
 int kv_sweeper_start(struct kv_store *kv);
 void kv_sweeper_stop(struct kv_store *kv);
 void kv_ttl_destroy(struct kv_store *kv);
@@ -319,6 +326,10 @@ void kv_value_account(struct kv_store *kv, struct kv_node *n, struct kv_value *n
 void kv_value_changed(struct kv_store *kv, struct kv_node *n, uint64_t bytes);
 /* Drops n's in-memory value if nothing needs it (closed, clean). */
 void kv_maybe_drop_value(struct kv_store *kv, struct kv_node *n);
+/* Room for more entries in dir (its table made if missing, which changes
+ * nothing seen): that many kv_node_attach calls cannot fail, given dir's
+ * aux record when one of them is a directory. 0 or -ENOMEM. */
+int kv_dir_reserve(struct kv_node *dir, size_t more);
 /* Takes n out of its directory (nothing else changes). */
 void kv_node_detach(struct kv_node *n);
 /* Length of the key naming n (its path below the root, no leading '/'). */
@@ -338,6 +349,11 @@ int kv_load_settle(struct kv_store *kv, struct kv_node ***orphans, size_t *n);
 /* mkdir/create's common part: a new node under dir, dirty, dir touched. */
 int kv_node_create(struct kv_store *kv, struct kv_node *dir, const char *name, uint32_t mode,
 		   uint32_t uid, uint32_t gid, struct kv_node **out);
+/* kv_node_create's second half: n, a new node with its id (not yet in
+ * by_id), goes under dir, dirty, dir touched. -ENOMEM only if by_id or
+ * dir's table must grow, or dir needs an aux record for nlink (a commit
+ * reserves all of them first). */
+int kv_node_link_new(struct kv_store *kv, struct kv_node *dir, struct kv_node *n, int64_t now);
 
 /* tx.c: with kv->lock held */
 void kv_tx_destroy_all(struct kv_store *kv);

@@ -34,7 +34,8 @@ void kv_node_aux_trim(struct kv_node *n)
 	/* A listed node's links are in it (dirty_bytes is only ever non-zero
 	 * on a listed node, but is checked so nothing is lost if not). */
 	if (!a || a->ntags || a->xattrs || a->expires_ms || a->dirty_bytes || a->nsubdirs ||
-	    (n->flags & (KV_NODE_ON_DIRTY | KV_NODE_UNLISTED)) == KV_NODE_ON_DIRTY)
+	    (n->flags & (KV_NODE_ON_DIRTY | KV_NODE_UNLISTED)) == KV_NODE_ON_DIRTY ||
+	    (n->flags & KV_NODE_AUX_HELD))
 		return;
 	free(n->aux);
 	n->aux = NULL;

@@ -84,7 +84,7 @@ static void tag_free(struct kv_tag *t)
 /* A tag nobody carries and nobody declared disappears. */
 static void tag_maybe_drop(struct kv_store *kv, struct kv_tag *t)
 {
-	if (htab_count(&t->members) || t->declared)
+	if (htab_count(&t->members) || t->declared || t->held)
 		return;
 	htab_remove(&kv->tags.by_name, t);
 	tag_free(t);
@@ -116,6 +116,26 @@ static int tag_add_member(struct kv_store *kv, const char *name, struct kv_node 
 	kv->tags.entries++;
 	t->gen = ++kv->tags.clock;
 	return 0;
+}
+
+struct kv_tag *kv_tag_hold(struct kv_store *kv, const char *name)
+{
+	struct kv_tag *t = tag_get_or_make(kv, name);
+
+	if (!t)
+		return NULL;
+	if (htab_reserve(&t->members, (size_t)t->held + 1)) {
+		tag_maybe_drop(kv, t); /* made just now */
+		return NULL;
+	}
+	t->held++;
+	return t;
+}
+
+void kv_tag_release(struct kv_store *kv, struct kv_tag *t)
+{
+	t->held = 0;
+	tag_maybe_drop(kv, t);
 }
 
 static bool node_indexed(const struct kv_node *n)

@@ -39,6 +39,9 @@ struct kv_tag {
 	struct htab members; /* struct kv_node *, by id */
 	uint64_t gen;	     /* renewed by every membership change */
 	bool declared;	     /* made with mkdir: kept while empty */
+	/* Members a transaction's commit may add (kv_tag_hold): kept while
+	 * empty, its member table sized for them. */
+	uint32_t held;
 };
 
 struct kv_qcache;
@@ -82,6 +85,16 @@ void kv_tags_unindex_node(struct kv_store *kv, struct kv_node *n);
  * and the dirty list. -ENOMEM leaves everything as it was.
  */
 int kv_node_set_tags(struct kv_store *kv, struct kv_node *n, char **tags, uint32_t ntags);
+/*
+ * A transaction's commit, before its first change, for each tag a key of it
+ * will carry: the tag, made if missing, is held (kept even while empty, as
+ * other keys of the commit leave it) and its member table has room for
+ * every member held, so that kv_node_set_tags adding them needs no memory
+ * (given the node's aux record). NULL when out of memory, nothing changed.
+ */
+struct kv_tag *kv_tag_hold(struct kv_store *kv, const char *name);
+/* Ends every hold of t; t goes if nobody carries or declared it. */
+void kv_tag_release(struct kv_store *kv, struct kv_tag *t);
 
 /* Entry names (tag_names.c). */
 /* n's path from the root into buf: its length, -ENOENT (not in the tree),

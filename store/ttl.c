@@ -112,6 +112,21 @@ static void heap_pop(struct kv_store *kv)
 	sift_down(kv->heap, n, 0);
 }
 
+int kv_deadline_reserve(struct kv_store *kv, size_t more)
+{
+	struct kv_deadline *h;
+
+	/* heap_push only grows a full heap, and compacting only shrinks it. */
+	if (kv->heap_cap - kv->heap_len >= more)
+		return 0;
+	h = realloc(kv->heap, (kv->heap_len + more) * sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	kv->heap = h;
+	kv->heap_cap = kv->heap_len + more;
+	return 0;
+}
+
 /* n's deadline field (in its aux record) is at_ms: 0 or -ENOMEM. */
 static int put_deadline(struct kv_node *n, int64_t at_ms)
 {

@@ -42,6 +42,9 @@ struct kv_txnode {
 	uint8_t state;		/* enum kv_txn_state */
 	bool has_value;		/* n.value is the staged content */
 	bool dead;		/* dropped from the view; freed with tx */
+	/* CREATED, while a commit runs: the record it will put in the tree,
+	 * made before the commit's first change (tx_commit.c). */
+	struct kv_node *made;
 };
 
 struct kv_txn {

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "store/sync.h"
 #include "store/tx.h"
 #include "util/log.h"
 
@@ -79,6 +80,7 @@ void kv_tx_free(struct kv_store *kv, struct kv_txn *tx)
 		kv_value_free(t->n.value);
 		kv_node_meta_clear(&t->n);
 		free(t->n.aux);
+		kv_node_free(kv, t->made);
 		free(t);
 	}
 	free(tx->name);
@@ -201,6 +203,158 @@ static int validate(struct kv_store *kv, const struct kv_txnode *d, struct kv_no
 	return ret;
 }
 
+/* --- prepare: every allocation the apply needs, before its first change ---
+ *
+ * Applying a transaction must not stop part way (spec 6a: all or nothing),
+ * and short of memory anything that allocates could. So prepare() makes,
+ * before anything in the store changes, all the apply will put things in:
+ * an aux record held (KV_NODE_AUX_HELD) on every node that takes xattrs,
+ * tags, a deadline, a place on the dirty list or a new subdirectory; the
+ * records the transaction creates, with their ids (t->made); room in by_id
+ * and in each directory table that gains entries; every tag a key will
+ * carry, held with room for its new members; room for the new deadlines.
+ * What it makes holds nothing a reader sees (empty aux records and tables,
+ * tags held but without members, which nobody can list while the lock is
+ * held), and unprepare() takes it back.
+ */
+
+struct prep {
+	struct kv_tag **tags; /* held, each once */
+	size_t ntags;
+};
+
+static int hold_aux(struct kv_node *n)
+{
+	if (!kv_node_aux(n))
+		return -ENOMEM;
+	n->flags |= KV_NODE_AUX_HELD;
+	return 0;
+}
+
+static void unhold_aux(struct kv_node *n)
+{
+	if (!(n->flags & KV_NODE_AUX_HELD))
+		return;
+	n->flags &= ~KV_NODE_AUX_HELD;
+	kv_node_aux_trim(n);
+}
+
+/* The record a created t becomes, out of the tree until apply places it. */
+static int make_record(struct kv_store *kv, struct kv_txnode *t)
+{
+	struct kv_node *n = kv_node_new_named(t->n.m.name);
+	int ret;
+
+	if (!n)
+		return -ENOMEM;
+	ret = kv_sync_next_id(kv, &n->m.id);
+	if (!ret)
+		ret = hold_aux(n);
+	if (ret) {
+		kv_node_free(kv, n);
+		return ret;
+	}
+	/* So that the next one gets another id. An id a failed commit took is
+	 * not used again, as after a failed create: a gap is harmless. */
+	kv->max_id = n->m.id;
+	n->m.mode = t->n.m.mode;
+	n->m.uid = t->n.m.uid;
+	n->m.gid = t->n.m.gid;
+	t->made = n;
+	return 0;
+}
+
+/* Room in the store directory d's records land in for the n it gains. */
+static int make_room(struct kv_store *kv, struct kv_txnode *d, size_t n)
+{
+	struct kv_node *dir = d->state == TXN_CREATED ? d->made : base_of(kv, d);
+
+	if (!dir)
+		return 0;  /* nothing lands there: validate() saw to it */
+	if (hold_aux(dir)) /* nlink counts subdirectories in it */
+		return -ENOMEM;
+	return kv_dir_reserve(dir, n);
+}
+
+/* The staged tags of t, a key, held; p->tags has room for all of them. */
+static int hold_tags(struct kv_store *kv, const struct kv_txnode *t, struct prep *p)
+{
+	for (uint32_t i = 0; i < kv_node_ntags(&t->n); i++) {
+		struct kv_tag *tag = kv_tag_hold(kv, kv_node_tags(&t->n)[i]);
+
+		if (!tag)
+			return -ENOMEM;
+		if (tag->held == 1)
+			p->tags[p->ntags++] = tag;
+	}
+	return 0;
+}
+
+/* Takes back what prepare() made and apply() did not use. */
+static void unprepare(struct kv_store *kv, struct kv_txn *tx, struct prep *p)
+{
+	for (struct kv_txnode *t = tx->nodes; t; t = t->next) {
+		struct kv_node *b = t->dead ? NULL : base_of(kv, t);
+
+		if (b)
+			unhold_aux(b);
+		kv_node_free(kv, t->made);
+		t->made = NULL;
+	}
+	for (size_t i = 0; i < p->ntags; i++)
+		kv_tag_release(kv, p->tags[i]);
+	free(p->tags);
+	p->tags = NULL;
+	p->ntags = 0;
+}
+
+static int prepare(struct kv_store *kv, struct kv_txn *tx, struct prep *p)
+{
+	size_t ntags = 0, made = 0, deadlines = 0;
+	struct kv_txnode *t;
+	int ret = 0;
+
+	for (t = tx->nodes; t; t = t->next)
+		if (!t->dead && !S_ISDIR(t->n.m.mode))
+			ntags += kv_node_ntags(&t->n);
+	p->tags = calloc(ntags ? ntags : 1, sizeof(*p->tags));
+	if (!p->tags)
+		return -ENOMEM;
+	p->ntags = 0;
+	/* The records that change or are made. */
+	for (t = tx->nodes; t && !ret; t = t->next) {
+		if (t->dead || (t->state != TXN_MODIFIED && t->state != TXN_CREATED))
+			continue;
+		ret = t->state == TXN_CREATED ? make_record(kv, t) : hold_aux(base_of(kv, t));
+		if (ret || S_ISDIR(t->n.m.mode))
+			continue;
+		ret = hold_tags(kv, t, p);
+		deadlines += kv_node_expires(&t->n) != 0;
+	}
+	/* The directories that gain entries (all records are made by now). */
+	for (t = tx->nodes; t && !ret; t = t->next) {
+		struct kv_node *c;
+		size_t n = 0;
+
+		if (t->dead || t->state == TXN_WHITEOUT || !t->n.children)
+			continue;
+		for (size_t i = 0; (c = htab_next(t->n.children, &i));)
+			n += kv_txnode_of(c)->state == TXN_CREATED;
+		if (n)
+			ret = make_room(kv, t, n);
+		made += n;
+	}
+	if (!ret)
+		ret = htab_reserve(&kv->by_id, made);
+	if (!ret)
+		ret = kv_deadline_reserve(kv, deadlines);
+	if (ret)
+		unprepare(kv, tx, p);
+	return ret;
+}
+
+/* --- apply: cannot fail once prepared ------------------------------------- */
+
 /* The kernel may cache the entry and attributes a commit changes: tell it,
  * through the sweeper thread (never from the request handling the commit). */
 static void note(struct kv_store *kv, uint64_t parent, const char *name, uint64_t id)
@@ -209,8 +363,10 @@ static void note(struct kv_store *kv, uint64_t parent, const char *name, uint64_
 	kv_queue_inval(kv, 0, "", parent);
 }
 
-/* The staged metadata (and value) of t become b's. */
-static int apply_node(struct kv_store *kv, struct kv_txnode *t, struct kv_node *b)
+/* The staged metadata (and value) of t become b's. Nothing here can fail
+ * (prepare() made b's aux record, the tags and the deadline's room); a
+ * failure would be a bug in prepare(), reported but not undone. */
+static void apply_node(struct kv_store *kv, struct kv_txnode *t, struct kv_node *b)
 {
 	struct kv_node *sn = &t->n;
 	const struct kv_node_meta *m = &sn->m;
@@ -224,11 +380,8 @@ static int apply_node(struct kv_store *kv, struct kv_txnode *t, struct kv_node *
 		t->has_value = false;
 		kv_value_changed(kv, b, size ? size : 1);
 	}
-	/* First, as what can fail (a record of xattrs takes an aux). */
 	ret = kv_node_put_xattrs(b, sn->aux ? sn->aux->xattrs : NULL, kv_node_xattrs_len(sn));
-	if (ret)
-		return ret;
-	if (sn->aux) {
+	if (!ret && sn->aux) {
 		sn->aux->xattrs = NULL;
 		sn->aux->xattrs_len = 0;
 	}
@@ -240,32 +393,31 @@ static int apply_node(struct kv_store *kv, struct kv_txnode *t, struct kv_node *
 	b->m.ctime_ns = kv_now_ns();
 	b->m.btime_ns = m->btime_ns;
 	if (!S_ISDIR(b->m.mode)) {
-		ret = kv_node_set_tags(kv, b, kv_node_tags(sn), kv_node_ntags(sn));
-		if (ret)
-			return ret;
-		if (sn->aux) {
+		int tret = kv_node_set_tags(kv, b, kv_node_tags(sn), kv_node_ntags(sn));
+
+		if (!tret && sn->aux) {
 			sn->aux->tags = NULL;
 			sn->aux->ntags = 0;
 		}
-		ret = kv_set_deadline(kv, b, kv_node_expires(sn));
-		if (ret)
-			return ret;
+		ret = ret ? ret : tret;
+		tret = kv_set_deadline(kv, b, kv_node_expires(sn));
+		ret = ret ? ret : tret;
 	}
 	kv_mark_dirty(kv, b);
-	return 0;
+	if (ret)
+		NLOG(NLOG_ERROR, "tx", "a prepared commit step failed; the key is applied in part",
+		     LF_INT("id", b->m.id), LF_STR("error", strerror(-ret)));
 }
 
 /*
  * Applies d's subtree to store directory s. Removals come after the
  * subtree below them (a directory is empty by then), creations before it.
- * Only allocation can fail here; the first failure stops the walk.
  */
-static int apply(struct kv_store *kv, struct kv_txnode *d, struct kv_node *s)
+static void apply(struct kv_store *kv, struct kv_txnode *d, struct kv_node *s)
 {
 	struct kv_node *c, *b, *n;
-	int ret = 0;
 
-	for (size_t i = 0; !ret && d->n.children && (c = htab_next(d->n.children, &i));) {
+	for (size_t i = 0; d->n.children && (c = htab_next(d->n.children, &i));) {
 		struct kv_txnode *t = kv_txnode_of(c);
 
 		b = base_of(kv, t);
@@ -274,31 +426,38 @@ static int apply(struct kv_store *kv, struct kv_txnode *d, struct kv_node *s)
 		switch (t->state) {
 		case TXN_UNCHANGED:
 			if (S_ISDIR(c->m.mode) && b)
-				ret = apply(kv, t, b);
+				apply(kv, t, b);
 			break;
 		case TXN_MODIFIED:
-			ret = apply_node(kv, t, b);
-			if (!ret && S_ISDIR(c->m.mode))
-				ret = apply(kv, t, b);
+			apply_node(kv, t, b);
+			if (S_ISDIR(c->m.mode))
+				apply(kv, t, b);
 			break;
 		case TXN_CREATED:
-			ret = kv_node_create(kv, s, c->m.name, c->m.mode, c->m.uid, c->m.gid, &n);
-			if (!ret)
-				ret = apply_node(kv, t, n);
-			if (!ret && S_ISDIR(c->m.mode))
-				ret = apply(kv, t, n);
+			n = t->made;
+			t->made = NULL;
+			/* Cannot fail: by_id and s have room, s its aux record. */
+			if (kv_node_link_new(kv, s, n, kv_now_ns())) {
+				NLOG(NLOG_ERROR, "tx",
+				     "a prepared record found no room; not created",
+				     LF_STR("name", c->m.name));
+				kv_node_free(kv, n);
+				break;
+			}
+			apply_node(kv, t, n);
+			if (S_ISDIR(c->m.mode))
+				apply(kv, t, n);
+			/* unprepare() cannot find it any more. */
+			unhold_aux(n);
 			break;
 		case TXN_WHITEOUT:
 			if (S_ISDIR(c->m.mode))
-				ret = apply(kv, t, b);
-			if (!ret) {
-				kv_node_remove(kv, b);
-				kv_dir_touch(kv, s, kv_now_ns());
-			}
+				apply(kv, t, b);
+			kv_node_remove(kv, b);
+			kv_dir_touch(kv, s, kv_now_ns());
 			break;
 		}
 	}
-	return ret;
 }
 
 /* Keys the transaction removes that are open somewhere keep their bytes for
@@ -342,6 +501,7 @@ int kv_tx_check(struct kv_store *kv, struct kv_txn *tx, char *msg, size_t msglen
 static int tx_apply(struct kv_store *kv, struct kv_txn *tx, char *msg, size_t msglen, bool *changed)
 {
 	struct kv_txnode *root = tx->root;
+	struct prep p = { 0 };
 	int ret;
 
 	*changed = false;
@@ -355,18 +515,19 @@ static int tx_apply(struct kv_store *kv, struct kv_txn *tx, char *msg, size_t ms
 	ret = kv_tx_check(kv, tx, msg, msglen);
 	if (ret)
 		return ret;
+	/* Refused here, nothing has changed: the transaction stays, to be
+	 * committed again or aborted. */
+	ret = prepare(kv, tx, &p);
+	if (ret) {
+		snprintf(msg, msglen, "nothing applied: %s", strerror(-ret));
+		return ret;
+	}
 	*changed = true;
 	if (root->state == TXN_MODIFIED)
-		ret = apply_node(kv, root, kv->root);
-	if (!ret)
-		ret = apply(kv, root, kv->root);
-	if (ret) {
-		/* Cannot happen short of memory; what was applied stays. */
-		NLOG(NLOG_ERROR, "tx", "transaction applied in part", LF_STR("tx", tx->name),
-		     LF_STR("error", strerror(-ret)));
-		snprintf(msg, msglen, "applied in part: %s", strerror(-ret));
-	}
-	return ret;
+		apply_node(kv, root, kv->root);
+	apply(kv, root, kv->root);
+	unprepare(kv, tx, &p);
+	return 0;
 }
 
 int kv_tx_commit(struct kv_store *kv, const char *name, char *msg, size_t msglen)

@@ -354,6 +354,42 @@ static void test_hash_functions(void **state)
 		assert_true(buckets[i] > 32 && buckets[i] < 96);
 }
 
+/* After htab_reserve(t, n), n inserts (with removals between them) keep the slot array: a
+ * transaction's commit counts on them needing no memory. */
+static void test_reserve(void **state)
+{
+	struct item *items = make_items(300);
+	struct htab t;
+
+	(void)state;
+	htab_init(&t, item_hash, item_match);
+	assert_int_equal(htab_reserve(&t, 0), 0);
+	assert_null(t.slots);
+	for (size_t base = 0; base < 300; base += 100) {
+		void **slots;
+
+		assert_int_equal(htab_reserve(&t, 100), 0);
+		slots = t.slots;
+		assert_non_null(slots);
+		for (size_t i = base; i < base + 100; i++) {
+			assert_int_equal(htab_insert(&t, &items[i]), 0);
+			/* A removal and an insert again: a tombstone reused or a slot taken. */
+			if (i % 7 == 0) {
+				assert_true(htab_remove(&t, &items[i]));
+				assert_int_equal(htab_insert(&t, &items[i]), 0);
+			}
+			assert_ptr_equal(t.slots, slots);
+		}
+		/* Room that is there already costs nothing. */
+		assert_int_equal(htab_reserve(&t, 1), 0);
+	}
+	assert_int_equal(htab_count(&t), 300);
+	for (size_t i = 0; i < 300; i++)
+		assert_ptr_equal(find(&t, items[i].key), &items[i]);
+	htab_destroy(&t);
+	free(items);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -366,6 +402,7 @@ int main(void)
 		cmocka_unit_test(test_iteration),
 		cmocka_unit_test(test_random),
 		cmocka_unit_test(test_hash_functions),
+		cmocka_unit_test(test_reserve),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
