@@ -190,6 +190,13 @@ static int mem_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
 			rec_del(s, op->meta.id, op->old_vver);
 			continue;
 		}
+		if (op->may_yield && s->yield_name && op->meta.name &&
+		    !strcmp(op->meta.name, s->yield_name)) {
+			op->yielded = true;
+			s->yields++;
+			s->gate_closed |= s->gate_after_yield;
+			continue;
+		}
 		struct mem_rec *r = rec_get_or_add(s, op->meta.id);
 		struct kv_value *keep = r->value;
 

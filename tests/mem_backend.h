@@ -54,6 +54,13 @@ struct mem_state {
 	uint64_t load_skip;
 	const struct kv_meta *load_stale;
 	size_t nload_stale;
+	/* A PUT that may give way and is named this gives way (kv_op.yielded),
+	 * as to another mount's record holding its name; yields counts them.
+	 * gate_after_yield: a commit in which one gave way closes the gate
+	 * (the next commit blocks until mem_gate_open). */
+	const char *yield_name;
+	unsigned yields;
+	bool gate_after_yield;
 };
 
 void mem_state_init(struct mem_state *s);
