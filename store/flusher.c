@@ -193,8 +193,8 @@ static ssize_t take_batch(struct kv_store *kv, struct kv_op *ops, struct batch_e
  * failed commit (the backend removed what the op had written), and the
  * record moves to lost+found unless it has left that name meanwhile.
  */
-static void gave_way(struct kv_store *kv, const struct kv_op *op, const struct batch_ent *e,
-		     struct kv_sync_notes *ns)
+static int gave_way(struct kv_store *kv, const struct kv_op *op, const struct batch_ent *e,
+		    struct kv_sync_notes *ns)
 {
 	struct kv_node *n = e->node;
 	int ret;
@@ -204,22 +204,25 @@ static void gave_way(struct kv_store *kv, const struct kv_op *op, const struct b
 	if (!e->was_sent)
 		n->flags &= ~KV_NODE_SENT;
 	if (n->flags & KV_NODE_DELETED)
-		return;
+		return 0;
 	kv_add_dirty_bytes(kv, n, e->dirty_bytes);
 	if (!n->parent || n->parent->m.id != op->meta.parent || !n->m.name ||
 	    strcmp(n->m.name, op->meta.name))
-		return;
+		return 0;
 	ret = kv_recover_displaced(kv, n, ns);
-	/* Left where it is, it is offered again by every flush. */
+	/* Left where it is, it gives way again at every flush, which fails
+	 * (and backs off) until memory or a rename lets it move. */
 	if (ret)
 		NLOG(NLOG_ERROR, "sync", "cannot move a record that gave its name away",
 		     LF_INT("id", n->m.id), LF_STR("error", strerror(-ret)));
+	return ret;
 }
 
 /* With the lock held: records the outcome of the batch in the tree; the
- * number of ops that gave way (kv_op.yielded). */
+ * number of ops that gave way (kv_op.yielded), and in *stuck of those
+ * that could not move. */
 static size_t apply_batch(struct kv_store *kv, struct kv_op *ops, struct batch_ent *ents,
-			  size_t k, int result, struct kv_sync_notes *ns)
+			  size_t k, int result, struct kv_sync_notes *ns, size_t *stuck)
 {
 	size_t yielded = 0;
 
@@ -230,7 +233,7 @@ static size_t apply_batch(struct kv_store *kv, struct kv_op *ops, struct batch_e
 		n->flags &= ~KV_NODE_INFLIGHT;
 		kv->inflight_bytes -= ents[i].dirty_bytes;
 		if (!result && op->type == KV_OP_PUT && op->yielded) {
-			gave_way(kv, op, &ents[i], ns);
+			*stuck += gave_way(kv, op, &ents[i], ns) != 0;
 			yielded++;
 			continue;
 		}
@@ -302,7 +305,7 @@ int kv_flush_once_via(struct kv_store *kv, kv_commit_fn commit, void *arg)
 	struct kv_op *ops = NULL;
 	struct batch_ent *ents = NULL;
 	struct kv_sync_notes ns = { 0 };
-	size_t yielded = 0;
+	size_t yielded = 0, stuck = 0;
 	uint64_t gen;
 	int64_t start, started_ms;
 	ssize_t k = 0;
@@ -325,7 +328,7 @@ int kv_flush_once_via(struct kv_store *kv, kv_commit_fn commit, void *arg)
 			k = 0;
 			for (size_t i = 0; ents[i].node; i++)
 				k = (ssize_t)i + 1;
-			apply_batch(kv, ops, ents, (size_t)k, ret, &ns);
+			apply_batch(kv, ops, ents, (size_t)k, ret, &ns, &stuck);
 			goto out_unlock;
 		}
 	}
@@ -336,7 +339,12 @@ int kv_flush_once_via(struct kv_store *kv, kv_commit_fn commit, void *arg)
 		ret = commit(arg, ops, (size_t)k);
 
 	pthread_mutex_lock(&kv->lock);
-	yielded = apply_batch(kv, ops, ents, (size_t)k, ret, &ns);
+	yielded = apply_batch(kv, ops, ents, (size_t)k, ret, &ns, &stuck);
+	/* A record that can neither have its name nor move is durable nowhere:
+	 * the flush failed (and the flusher backs off instead of offering it
+	 * again at once). */
+	if (stuck)
+		ret = -EEXIST;
 	if (k > 0) {
 		kv->last_flush_ms = (uint64_t)(kv_mono_ms() - start);
 		/* -EAGAIN: waiting for another mount's transaction, no failure. */
@@ -352,7 +360,7 @@ int kv_flush_once_via(struct kv_store *kv, kv_commit_fn commit, void *arg)
 		reclaim_deferred(kv);
 	/* What gave way is durable nowhere yet: a flush follows at once, and
 	 * only it answers those waiting. */
-	if (yielded)
+	if (yielded && !stuck)
 		kv_flush_soon(kv);
 out_unlock:
 	if (!ret && !yielded && gen > kv->flush_done)

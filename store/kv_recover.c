@@ -179,14 +179,13 @@ int kv_recover_displaced(struct kv_store *kv, struct kv_node *n, struct kv_sync_
 
 	if (!p)
 		return -EINVAL;
-	ret = lost_found(kv, &lf);
-	if (ret)
-		return ret;
-	/* lost+found itself, or a directory above it, stays: nothing holds
-	 * a name in a directory this mount made up. */
+	/* lost+found itself, or a directory above it (another mount made its
+	 * own lost+found), or none to be had: another name where it is. */
+	if (lost_found(kv, &lf))
+		lf = p;
 	for (struct kv_node *q = lf; q; q = q->parent)
 		if (q == n)
-			return -EINVAL;
+			lf = p;
 	pick_name(lf, n, name, sizeof(name));
 	if (!name[0] || !fits(lf, n, name))
 		return -ENAMETOOLONG;

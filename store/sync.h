@@ -79,7 +79,8 @@ void kv_sync_note(struct kv_sync_notes *ns, uint64_t parent, const char *name, u
 /*
  * With kv->lock held: n's commit gave way to another mount's record
  * holding its name (kv_op.yielded). n moves into lost+found ("ID-NAME", as
- * a load recovers what it cannot place) with everything below it, all
+ * a load recovers what it cannot place; into its own directory under that
+ * name when n is lost+found or above it) with everything below it, all
  * marked for the next flush so that the other mounts, which may have
  * dropped its entries as orphans, fetch them again; the kernel's entries
  * go into ns. 0, or a negative errno with n left where it was.

@@ -134,11 +134,38 @@ static void test_renamed_meanwhile_stays(void **state)
 	assert_null(mem_find(&f->s, KV_ROOT_ID, "d"));
 }
 
+/* lost+found itself gives way (another mount made its own): it cannot go
+ * into itself, so it takes another name where it is. */
+static void test_lost_found_gives_way_in_place(void **state)
+{
+	struct mem_store *f = *state;
+	struct kv_attr lf, k, got;
+	char name[64];
+	char *v;
+
+	assert_int_equal(kv_mkdir(f->kv, KV_ROOT_ID, "lost+found", 0700, 0, 0, &lf), 0);
+	assert_int_equal(kv_create(f->kv, lf.id, "k", 0644, 0, 0, true, &k), 0);
+	assert_int_equal(kv_write(f->kv, k.id, "kept", 4, 0), 4);
+	f->s.yield_name = "lost+found";
+	assert_int_equal(kv_flush(f->kv), 0);
+	assert_int_equal(f->s.yields, 1);
+	snprintf(name, sizeof(name), "%llu-lost+found", (unsigned long long)lf.id);
+	assert_int_equal(kv_lookup(f->kv, KV_ROOT_ID, name, &got), 0);
+	assert_int_equal(got.id, lf.id);
+	assert_int_equal(kv_lookup(f->kv, KV_ROOT_ID, "lost+found", &got), -ENOENT);
+	v = mem_value_str(&f->s, lf.id, "k");
+	assert_string_equal(v, "kept");
+	free(v);
+	assert_non_null(mem_find(&f->s, KV_ROOT_ID, name));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_gives_way_to_lost_found, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_renamed_meanwhile_stays, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lost_found_gives_way_in_place, setup,
+						teardown),
 	};
 
 	return cmocka_run_group_tests_name("a commit that gives way", tests, NULL, NULL);
