@@ -330,9 +330,13 @@ const char kv_redis_script[] =
 	"  local yield = false\n"
 	/* Gives way (see above): the name's holder is another live record
 	 * outside the batch. Looked at only when the name is not free (fast)
-	 * and not where the record's own index puts it. */
-	"  if YM[i] and not skip and not fast and dk and\n"
-	"     not (old[1] == ARGV[b+4] and old[2] == ARGV[b+5]) then\n"
+	 * and not where the record's own index puts it (a 'U''s index may be
+	 * what a failed commit half wrote: it counts once in T:ids). */
+	"  local here = old[1] == ARGV[b+4] and old[2] == ARGV[b+5]\n"
+	"  if here and typ == 'U' and YM[i] and not fast then\n"
+	"    here = redis.call('SISMEMBER', P..'ids', id) == 1\n"
+	"  end\n"
+	"  if YM[i] and not skip and not fast and dk and not here then\n"
 	"    local cur = redis.call('HGET', dk, ARGV[b+5])\n"
 	"    if cur and cur ~= id and not inbatch[cur] then\n"
 	"      if CM[i] and not old[1] then yield = alive(cur)\n"

@@ -193,8 +193,7 @@ static ssize_t take_batch(struct kv_store *kv, struct kv_op *ops, struct batch_e
  * failed commit (the backend removed what the op had written), and the
  * record moves to lost+found unless it has left that name meanwhile.
  */
-static int gave_way(struct kv_store *kv, const struct kv_op *op, const struct batch_ent *e,
-		    struct kv_sync_notes *ns)
+static int gave_way(struct kv_store *kv, const struct kv_op *op, const struct batch_ent *e)
 {
 	struct kv_node *n = e->node;
 	int ret;
@@ -209,7 +208,7 @@ static int gave_way(struct kv_store *kv, const struct kv_op *op, const struct ba
 	if (!n->parent || n->parent->m.id != op->meta.parent || !n->m.name ||
 	    strcmp(n->m.name, op->meta.name))
 		return 0;
-	ret = kv_recover_displaced(kv, n, ns);
+	ret = kv_recover_displaced(kv, n);
 	/* Left where it is, it gives way again at every flush, which fails
 	 * (and backs off) until memory or a rename lets it move. */
 	if (ret)
@@ -222,7 +221,7 @@ static int gave_way(struct kv_store *kv, const struct kv_op *op, const struct ba
  * number of ops that gave way (kv_op.yielded), and in *stuck of those
  * that could not move. */
 static size_t apply_batch(struct kv_store *kv, struct kv_op *ops, struct batch_ent *ents,
-			  size_t k, int result, struct kv_sync_notes *ns, size_t *stuck)
+			  size_t k, int result, size_t *stuck)
 {
 	size_t yielded = 0;
 
@@ -233,7 +232,7 @@ static size_t apply_batch(struct kv_store *kv, struct kv_op *ops, struct batch_e
 		n->flags &= ~KV_NODE_INFLIGHT;
 		kv->inflight_bytes -= ents[i].dirty_bytes;
 		if (!result && op->type == KV_OP_PUT && op->yielded) {
-			*stuck += gave_way(kv, op, &ents[i], ns) != 0;
+			*stuck += gave_way(kv, op, &ents[i]) != 0;
 			yielded++;
 			continue;
 		}
@@ -300,12 +299,12 @@ int kv_flush_once(struct kv_store *kv)
 	return kv_flush_once_via(kv, backend_commit, kv->backend);
 }
 
-int kv_flush_once_via(struct kv_store *kv, kv_commit_fn commit, void *arg)
+/* One batch; *yielded: how many of its ops gave way (and moved). */
+static int flush_round(struct kv_store *kv, kv_commit_fn commit, void *arg, size_t *yielded)
 {
 	struct kv_op *ops = NULL;
 	struct batch_ent *ents = NULL;
-	struct kv_sync_notes ns = { 0 };
-	size_t yielded = 0, stuck = 0;
+	size_t stuck = 0;
 	uint64_t gen;
 	int64_t start, started_ms;
 	ssize_t k = 0;
@@ -328,7 +327,7 @@ int kv_flush_once_via(struct kv_store *kv, kv_commit_fn commit, void *arg)
 			k = 0;
 			for (size_t i = 0; ents[i].node; i++)
 				k = (ssize_t)i + 1;
-			apply_batch(kv, ops, ents, (size_t)k, ret, &ns, &stuck);
+			apply_batch(kv, ops, ents, (size_t)k, ret, &stuck);
 			goto out_unlock;
 		}
 	}
@@ -339,7 +338,7 @@ int kv_flush_once_via(struct kv_store *kv, kv_commit_fn commit, void *arg)
 		ret = commit(arg, ops, (size_t)k);
 
 	pthread_mutex_lock(&kv->lock);
-	yielded = apply_batch(kv, ops, ents, (size_t)k, ret, &ns, &stuck);
+	*yielded = apply_batch(kv, ops, ents, (size_t)k, ret, &stuck);
 	/* A record that can neither have its name nor move is durable nowhere:
 	 * the flush failed (and the flusher backs off instead of offering it
 	 * again at once). */
@@ -358,20 +357,15 @@ int kv_flush_once_via(struct kv_store *kv, kv_commit_fn commit, void *arg)
 		kv->dirty_since_ms = ret ? kv->dirty_since_ms : started_ms;
 	if (!ret)
 		reclaim_deferred(kv);
-	/* What gave way is durable nowhere yet: a flush follows at once, and
-	 * only it answers those waiting. */
-	if (yielded && !stuck)
-		kv_flush_soon(kv);
 out_unlock:
-	if (!ret && !yielded && gen > kv->flush_done)
+	/* What gave way is durable nowhere yet: only the round that commits
+	 * it answers those waiting. */
+	if (!ret && !*yielded && gen > kv->flush_done)
 		kv->flush_done = gen;
 	if (ret != -EAGAIN)
 		kv->last_flush_error = ret;
 	pthread_cond_broadcast(&kv->done_cond);
 	pthread_mutex_unlock(&kv->lock);
-	if (ns.n)
-		kv_sync_send_notes(kv, &ns);
-	free(ns.v);
 	free_ops(ops, k > 0 ? (size_t)k : 0);
 	free(ents);
 	if (ret == -EAGAIN)
@@ -381,6 +375,25 @@ out_unlock:
 		NLOG(NLOG_WARN, "sync", "flush failed; will retry", LF_INT("records", k),
 		     LF_STR("error", strerror(-ret)));
 	return ret;
+}
+
+/*
+ * What gave way moved and is owed again: the rounds that follow at once
+ * commit it, so that no flush (the one at close included) returns with it
+ * durable nowhere. One that gives way at every new name too is left for
+ * the next flush (-EAGAIN: the flusher retries).
+ */
+int kv_flush_once_via(struct kv_store *kv, kv_commit_fn commit, void *arg)
+{
+	for (int round = 0;; round++) {
+		size_t yielded = 0;
+		int ret = flush_round(kv, commit, arg, &yielded);
+
+		if (ret || !yielded)
+			return ret;
+		if (round == 7)
+			return -EAGAIN;
+	}
 }
 
 static void deadline_ts(struct timespec *ts, int64_t mono_ms)

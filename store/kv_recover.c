@@ -169,7 +169,7 @@ static void mark_subtree(struct kv_store *kv, struct kv_node *n)
 		mark_subtree(kv, c);
 }
 
-int kv_recover_displaced(struct kv_store *kv, struct kv_node *n, struct kv_sync_notes *ns)
+int kv_recover_displaced(struct kv_store *kv, struct kv_node *n)
 {
 	struct kv_node *lf, *p = n->parent;
 	char name[KV_NAME_MAX + 1], *dup, *old = n->m.name;
@@ -192,7 +192,7 @@ int kv_recover_displaced(struct kv_store *kv, struct kv_node *n, struct kv_sync_
 	dup = strdup(name);
 	if (!dup)
 		return -ENOMEM;
-	kv_sync_note(ns, p->m.id, old, n->m.id);
+	kv_queue_inval(kv, p->m.id, old, n->m.id);
 	kv_node_detach(n);
 	n->m.name = dup;
 	ret = kv_node_attach(lf, n);
@@ -209,7 +209,7 @@ int kv_recover_displaced(struct kv_store *kv, struct kv_node *n, struct kv_sync_
 		name);
 	if (own)
 		free(old);
-	kv_sync_note(ns, kv->root->m.id, lf->m.name, lf->m.id);
+	kv_queue_inval(kv, lf->parent ? lf->parent->m.id : 0, lf->m.name, lf->m.id);
 	n->m.ctime_ns = now;
 	mark_subtree(kv, n);
 	kv_dir_touch(kv, p, now);

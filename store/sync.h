@@ -71,10 +71,6 @@ void kv_sync_apply(struct kv_store *kv, struct kv_change *c, size_t n, struct kv
 		   uint64_t **busy_ids, size_t *nbusy);
 /* Without kv->lock: tells the filesystem, and empties ns (its names). */
 void kv_sync_send_notes(struct kv_store *kv, struct kv_sync_notes *ns);
-/* Adds the entry (parent, name) and inode id to ns (without memory the
- * kernel keeps its cache until attr_timeout). */
-void kv_sync_note(struct kv_sync_notes *ns, uint64_t parent, const char *name, uint64_t id);
-
 /* kv_recover.c */
 /*
  * With kv->lock held: n's commit gave way to another mount's record
@@ -82,10 +78,12 @@ void kv_sync_note(struct kv_sync_notes *ns, uint64_t parent, const char *name, u
  * a load recovers what it cannot place; into its own directory under that
  * name when n is lost+found or above it) with everything below it, all
  * marked for the next flush so that the other mounts, which may have
- * dropped its entries as orphans, fetch them again; the kernel's entries
- * go into ns. 0, or a negative errno with n left where it was.
+ * dropped its entries as orphans, fetch them again; the kernel is told by
+ * the sweeper thread (kv_queue_inval: the flusher, which a request may be
+ * waiting for, must not wait for the kernel). 0, or a negative errno with
+ * n left where it was.
  */
-int kv_recover_displaced(struct kv_store *kv, struct kv_node *n, struct kv_sync_notes *ns);
+int kv_recover_displaced(struct kv_store *kv, struct kv_node *n);
 
 /* sync.c */
 /* After load: reserves the first block of ids when the backend is shared. */

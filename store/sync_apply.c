@@ -13,7 +13,7 @@
 #include "store/sync.h"
 #include "util/log.h"
 
-void kv_sync_note(struct kv_sync_notes *ns, uint64_t parent, const char *name, uint64_t id)
+static void note_entry(struct kv_sync_notes *ns, uint64_t parent, const char *name, uint64_t id)
 {
 	if (ns->n == ns->cap) {
 		size_t cap = ns->cap ? 2 * ns->cap : 16;
@@ -33,7 +33,7 @@ void kv_sync_note(struct kv_sync_notes *ns, uint64_t parent, const char *name, u
 
 static void note(struct kv_sync_notes *ns, const struct kv_node *n)
 {
-	kv_sync_note(ns, n->parent ? n->parent->m.id : 0, n->m.name, n->m.id);
+	note_entry(ns, n->parent ? n->parent->m.id : 0, n->m.name, n->m.id);
 }
 
 static bool busy(const struct kv_node *n)

@@ -544,11 +544,8 @@ static void test_rmdir_past_deadline_child(void **state)
 	ASSERT_SYS(close(fd));
 	ASSERT_ERRNO(access(mnt_path(a, "d"), F_OK), ENOENT);
 	mnt_stop(&p->b);
-	if (getenv("DBG")) fprintf(stderr, "before a stop: d:1 %s | ids %s\n", rcli(a, "HGETALL %s", TT "d:1"), rcli(a, "SMEMBERS %s", TT "ids"));
 	mnt_stop(a);
-	if (getenv("DBG")) fprintf(stderr, "after a stop: d:1 %s | ids %s\n", rcli(a, "HGETALL %s", TT "d:1"), rcli(a, "SMEMBERS %s", TT "ids"));
 	mnt_start(a, OPTS_MANUAL);
-	if (getenv("DBG")) system(mnt_str(a, "grep -v '\"debug\"' %s | tail -8; ls -la %s", a->log, a->dir));
 	ASSERT_ERRNO(access(mnt_path(a, "d"), F_OK), ENOENT);
 	assert_int_equal(mnt_log_lines(a, NULL, "cannot be placed"), 0);
 }
@@ -585,6 +582,47 @@ static void test_create_gives_way_to_full_dir(void **state)
 	assert_file_str(mnt_path(a, "d/k"), "k");
 	assert_file_str(mnt_path(a, "%s", moved), "file");
 	assert_int_equal(mnt_log_lines(a, NULL, "cannot be placed"), 0);
+}
+
+/*
+ * The same, with b's flush an fsync of its root (the kernel holds the
+ * directory while it waits, so the move's invalidations must not wait for
+ * it), and then b's unmount: the final flush commits what gave way before
+ * the daemon exits.
+ */
+static void test_gives_way_on_fsync_and_unmount(void **state)
+{
+	struct pair *p = start_pair(state, OPTS_MANUAL);
+	struct mnt *a = &p->a, *b = &p->b;
+	struct stat st;
+	char moved[2][64];
+	int fd;
+
+	put_str(mnt_path(b, "d"), "one");
+	ASSERT_SYS(stat(mnt_path(b, "d"), &st));
+	snprintf(moved[0], sizeof(moved[0]), "lost+found/%llu-d", (unsigned long long)st.st_ino);
+	ASSERT_SYS(mkdir(mnt_path(a, "d"), 0755));
+	put_str(mnt_path(a, "d/k"), "k");
+	flush_all(a);
+	fd = open(b->dir, O_RDONLY | O_DIRECTORY);
+	ASSERT_SYS(fd);
+	ASSERT_SYS(fsync(fd));
+	ASSERT_SYS(close(fd));
+	assert_file_str(mnt_path(b, "%s", moved[0]), "one");
+	await_file(mnt_path(a, "%s", moved[0]), "one");
+
+	put_str(mnt_path(b, "e"), "two");
+	ASSERT_SYS(stat(mnt_path(b, "e"), &st));
+	snprintf(moved[1], sizeof(moved[1]), "lost+found/%llu-e", (unsigned long long)st.st_ino);
+	ASSERT_SYS(mkdir(mnt_path(a, "e"), 0755));
+	put_str(mnt_path(a, "e/k"), "k");
+	flush_all(a);
+	mnt_stop(b);
+	mnt_stop(a);
+	mnt_start(a, OPTS_MANUAL);
+	assert_file_str(mnt_path(a, "%s", moved[0]), "one");
+	assert_file_str(mnt_path(a, "%s", moved[1]), "two");
+	assert_file_str(mnt_path(a, "e/k"), "k");
 }
 
 /*
@@ -665,6 +703,7 @@ int main(void)
 		T(test_rmdir_races_a_chmod),
 		T(test_rmdir_past_deadline_child),
 		T(test_create_gives_way_to_full_dir),
+		T(test_gives_way_on_fsync_and_unmount),
 		T(test_recreated_dir_gives_way),
 		T(test_recreated_dir_gives_way_rewrite),
 	};
