@@ -400,3 +400,14 @@ char *mem_value_str(struct mem_state *s, uint64_t parent, const char *name)
 		kv_value_read(r->value, buf, r->m.size, 0);
 	return buf;
 }
+
+uint64_t mem_store_put(struct mem_store *f, uint64_t dir, const char *name, const char *value)
+{
+	struct kv_attr a;
+
+	assert_int_equal(kv_create(f->kv, dir, name, 0644, 0, 0, false, &a), 0);
+	assert_int_equal(kv_open_file(f->kv, a.id, true), 0);
+	assert_int_equal(kv_write(f->kv, a.id, value, strlen(value), 0), (ssize_t)strlen(value));
+	kv_release_file(f->kv, a.id);
+	return a.id;
+}

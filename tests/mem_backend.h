@@ -98,5 +98,7 @@ void mem_store_open(struct mem_store *f, bool start);
 void mem_store_reopen(struct mem_store *f, bool start);
 /* Closes the store and frees the state. */
 void mem_store_close(struct mem_store *f);
+/* Writes value to the key name in dir (created if needed); its id. */
+uint64_t mem_store_put(struct mem_store *f, uint64_t dir, const char *name, const char *value);
 
 #endif

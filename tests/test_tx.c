@@ -58,16 +58,9 @@ static uint64_t walk(struct mem_store *f, uint64_t dir, const char *path, bool m
 	return dir;
 }
 
-/* Writes value to the key name in dir (created if needed). */
 static uint64_t put(struct mem_store *f, uint64_t dir, const char *name, const char *value)
 {
-	struct kv_attr a;
-
-	assert_int_equal(kv_create(f->kv, dir, name, 0644, 0, 0, false, &a), 0);
-	assert_int_equal(kv_open_file(f->kv, a.id, true), 0);
-	assert_int_equal(kv_write(f->kv, a.id, value, strlen(value), 0), (ssize_t)strlen(value));
-	kv_release_file(f->kv, a.id);
-	return a.id;
+	return mem_store_put(f, dir, name, value);
 }
 
 /* The value of path below dir, or "E<errno>". */
