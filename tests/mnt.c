@@ -10,6 +10,7 @@
 #include <ftw.h>
 #include <limits.h>
 #include <mntent.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -201,13 +202,20 @@ static char *xasprintf(const char *fmt, ...)
 	return s;
 }
 
+/* Tests call mnt_path() and mnt_str() from several threads of their own,
+ * so the arena's list is pushed under a lock (a lost push leaks, and the
+ * sanitizer build fails on the leak). */
+static pthread_mutex_t arena_lock = PTHREAD_MUTEX_INITIALIZER;
+
 void *mnt_malloc(struct mnt *m, size_t len)
 {
 	struct mnt_alloc *a = calloc(1, sizeof(*a) + len);
 
 	assert_non_null(a);
+	pthread_mutex_lock(&arena_lock);
 	a->next = m->allocs;
 	m->allocs = a;
+	pthread_mutex_unlock(&arena_lock);
 	return a->s;
 }
 
