@@ -84,8 +84,9 @@ struct kv_op {
 	 * may reclaim it once the commit is durable. */
 	uint64_t old_vver;
 	/* PUT: no commit ever carried this id before (not even one that failed
-	 * or timed out), so the backend cannot have a record for it and may
-	 * skip looking for one. false is always safe. */
+	 * or timed out) and no name was claimed for it (claim_name), so the
+	 * backend cannot have a record or a claim for it and may skip looking
+	 * for one. false is always safe. */
 	bool never_sent;
 	/* PUT: a commit carried this id but none has succeeded yet, so it may
 	 * have landed in part (a timed-out command the server ran later): a

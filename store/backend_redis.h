@@ -1,7 +1,8 @@
 /*
  * The Redis backend's private interface, shared by its files:
  * backend_redis.c (open, load, reads, statfs), backend_redis_commit.c (the
- * commit) and backend_redis_script.c (its Lua script), backend_redis_tx.c
+ * commit), backend_redis_script.c (its Lua script), backend_redis_stage.c
+ * (what a commit writes ahead of its script), backend_redis_tx.c
  * (transactions' reservations), backend_redis_conn.c (the connection pool
  * and error translation), backend_redis_sync.c (change log, id blocks, name claims,
  * expiry sweep: several mounts), backend_redis_query.c (tag queries by set
@@ -40,6 +41,8 @@
  *	T:logseq		counter of T:log entries, to notice a gap
  *	T:decl			set of the declared tags, and "" (see
  *				backend_redis_decl.c)
+ *	T:up, T:up:<marker>	what commits wrote ahead of their script and
+ *				have not settled yet (backend_redis_stage.c)
  *
  * Threads: commit() runs on one thread at a time; load(), pread(),
  * read_value() and statfs() may run concurrently with it. Each takes its own
@@ -95,6 +98,7 @@ struct kv_redis {
 	int64_t rtt_ms;			/* lock: last timed round trip; -1 none */
 
 	char mount_id[17];	/* fixed after open: this mount in T:log */
+	uint64_t stage_seq;	/* atomic: the last staging marker's number */
 
 	/* The change log reader: owned by the thread calling changes() and
 	 * load() (one at a time: the opener, then the store's sync thread). */
@@ -193,6 +197,36 @@ char *kv_redis_key(const struct kv_redis *r, const char *fmt, ...)
 	"             'ids', table.concat(touched, ' '))\n" \
 	"end\n"
 
+/* backend_redis_stage.c: a commit's staging marker */
+#define KV_REDIS_MARKER_MAX 48
+/*
+ * Records, before a commit writes anything ahead of its script, the keys it
+ * is about to write (keys: "<id>:<vver>" and "<id>" tokens, space-separated,
+ * len bytes) under a new marker, copied to marker. 0 or an errno (logged).
+ */
+int kv_redis_stage(struct kv_redis *r, redisContext *c, const char *keys, size_t len,
+		   char marker[KV_REDIS_MARKER_MAX]);
+/* Removes what the commit of marker wrote, and the marker: for a commit
+ * that fails before its script ran. 0 or an errno (logged). */
+int kv_redis_unstage(struct kv_redis *r, redisContext *c, const char *marker);
+/* Lua, with P in scope: unstage(marker) removes the keys a marker lists
+ * (a record's hashes only while its id is in no commit: not in T:ids) and
+ * the marker. The sweep does that for markers this old (ms). */
+#define KV_REDIS_STAGE_STALE_MS "3600000"
+#define KV_REDIS_LUA_UNSTAGE \
+	"local function unstage(mk)\n" \
+	"  local lk = P..'up:'..mk\n" \
+	"  for t in string.gmatch(redis.call('GET', lk) or '', '%S+') do\n" \
+	"    local id, v = string.match(t, '^(%d+):(%d+)$')\n" \
+	"    if id then redis.call('DEL', P..'v:'..id..':'..v)\n" \
+	"    elseif redis.call('SISMEMBER', P..'ids', t) == 0 then\n" \
+	"      redis.call('DEL', P..'r:'..t, P..'i:'..t)\n" \
+	"    end\n" \
+	"  end\n" \
+	"  redis.call('DEL', lk)\n" \
+	"  redis.call('ZREM', P..'up', mk)\n" \
+	"end\n"
+
 /* backend_redis_decl.c: declared tags shared by mounts (T:decl) */
 /*
  * The commit script's two declared-tag arguments for a batch: want = 'd'
@@ -210,8 +244,8 @@ int kv_redis_decl_append(struct kv_redis *r, redisContext *c);
 int kv_redis_decl_apply(struct kv_redis *r, redisContext *c, const redisReply *rep,
 			struct kv_meta *m);
 
-/* backend_redis_script.c: the commit script's text (sent by its text
- * within the commit's MULTI: Redis finds it compiled by its digest). */
+/* backend_redis_script.c: the commit script's text (sent by its text:
+ * Redis finds it compiled by its digest). */
 extern const char kv_redis_script[];
 /* backend_redis_commit.c */
 int kv_redis_commit(struct kv_backend *b, struct kv_op *ops, size_t n);

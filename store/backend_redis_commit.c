@@ -1,19 +1,25 @@
 /*
- * The Redis backend's commits. A batch is applied by one MULTI/EXEC
- * transaction, which Redis runs atomically: no client ever sees part of a
- * batch. It holds the writes that need no decision as plain commands (see
- * queue_plain) and then one Lua script, which changes each record together
- * with its directory entry, its tag sets, the set of ids and the deadline
- * index. The script checks everything that could fail (the uploaded values)
- * before it writes anything, and then also removes the plain writes,
- * because Redis does not roll a transaction or a script back.
+ * The Redis backend's commits. A batch is applied by one Lua script, which
+ * Redis runs atomically: no client ever sees part of a batch. It changes
+ * each record together with its directory entry, its tag sets, the set of
+ * ids and the deadline index.
  *
- * Values up to INLINE_MAX ride in the transaction itself, as long as the
- * batch's inline bytes stay under INLINE_BUDGET; larger ones are uploaded
- * first (one SET, or pipelined APPENDs of at most PIECE bytes) to a
- * temporary key that the script renames into place, so no batch needs one
- * giant command.
- * A temporary key of a commit that never ran expires by itself.
+ * Ahead of the script, on the same connection, go the writes that need no
+ * decision as plain commands (see send_plain): new value versions and the
+ * record hashes of keys never sent before, which nothing refers to until
+ * the script publishes them. They run as they arrive, so Redis works
+ * through them while the daemon still encodes the rest of the batch, and a
+ * plain command costs Redis a fraction of the same call made from the
+ * script. A staging marker (backend_redis_stage.c) lists them first, so
+ * that they are removed if the script never runs; the script checks
+ * everything that could fail (the uploaded values) before it writes
+ * anything, and removes them itself when it refuses the batch. The script
+ * is sent only once every plain write has succeeded.
+ *
+ * Values up to INLINE_MAX go in MSETs; larger ones are uploaded (one SET,
+ * or pipelined APPENDs of at most PIECE bytes) to a temporary key that the
+ * script renames into place, so no command is larger than that. A
+ * temporary key of a commit that never ran expires by itself.
  *
  * Durability is what Redis acknowledges: its own appendfsync decides the
  * rest (spec section 2).
@@ -31,22 +37,20 @@
 #include "util/log.h"
 
 #define INLINE_MAX ((size_t)64 * 1024)
-/* Bounds the script call's size: small values riding in it cost one MSET
- * argument each, uploaded ones three more commands and a RENAME. */
-#define INLINE_BUDGET ((size_t)32 * 1024 * 1024)
 #define PIECE ((size_t)1024 * 1024)
 /* Replies are read (and the output buffer sent) every this many bytes. */
 #define PIPE_BYTES ((size_t)16 * 1024 * 1024)
 #define TMP_TTL_MS "3600000"
-/* Values per MSET of inline values. */
+/* Values per MSET of inline values, and its bytes before it is sent. */
 #define MSET_PAIRS 1000
+#define MSET_BYTES ((size_t)1024 * 1024)
 
-/* Arguments per op; see the script. */
+/* Arguments: EVAL's own four, then the script's header, then COMPACT_ARGS
+ * per compact op and OP_ARGS per other op (fill_args; see the script). */
 #define OP_ARGS 12
-#define HDR_ARGS 10
+#define COMPACT_ARGS 5
+#define HDR_ARGS 12
 
-/* The script (backend_redis_script.c) takes HDR_ARGS header arguments
- * then OP_ARGS per op, as fill_args() lays them out. */
 /* What one op sends, and what commit changed in it (to undo on failure). */
 struct prep {
 	char id[24], parent[24], vver[24], exp[24], stored[24], oldv[24];
@@ -58,6 +62,7 @@ struct prep {
 	char *tmpkey;		/* uploaded through this key */
 	char *vkey;		/* or set inline under this one (T:v:<id>:<vver>) */
 	bool stores;		/* a new value version is written */
+	bool compact;		/* sent as a compact op (see the script) */
 	/* undo */
 	uint64_t vver0, stored0;
 	uint8_t enc0;
@@ -243,18 +248,17 @@ static void prep_free(struct prep *p, size_t n)
 	free(p);
 }
 
-/* Appends one command to the output buffer (sent by the first read). */
 /*
  * Queued commands are sent once this many bytes wait. Kept until the end,
  * a flush's commands made one buffer as large as the batch: tens of MiB of
  * fresh pages, which the kernel clears on first touch (perf: about half of
  * the daemon's time in a 20,000-key flush). Sent in pieces, the buffer's
- * memory is reused, and Redis reads the commands while later ones are
- * built. Inside MULTI nothing runs before EXEC, and a connection that fails
- * part-way is dropped, which discards what it queued.
+ * memory is reused, and Redis runs the commands while later ones are
+ * built.
  */
 #define SEND_AT (1u << 20)
 
+/* Appends one command to the output buffer, sending it once SEND_AT wait. */
 static int append(struct kv_redis *r, redisContext *c, int argc, const char **argv,
 		  const size_t *lens, size_t *pending)
 {
@@ -271,135 +275,19 @@ static int append(struct kv_redis *r, redisContext *c, int argc, const char **ar
 	return 0;
 }
 
-/*
- * Queues, in the transaction before the script, the writes that need no
- * decision, as plain commands: a redis.call inside a script costs several
- * times what the same command costs in a pipeline (Redis 7.0: ~4 us against
- * ~1 us for an HSET), and a value that passes through the script is
- * hashed whole by Lua. These are the inline values (fresh versions no record
- * names yet, in MSETs of MSET_PAIRS) and the record and index hashes of ops
- * that were never sent (so nothing can be there to read first).
- */
-static int queue_plain(struct kv_redis *r, redisContext *c, const struct kv_op *ops,
-		       struct prep *p, size_t n, size_t *pending)
-{
-	const char **argv = malloc((1 + 2 * MSET_PAIRS) * sizeof(*argv));
-	size_t *lens = malloc((1 + 2 * MSET_PAIRS) * sizeof(*lens));
-	int k = 1, ret = 0;
-
-	if (!argv || !lens) {
-		ret = -ENOMEM;
-		goto out_free;
-	}
-	argv[0] = "MSET";
-	lens[0] = 4;
-	for (size_t i = 0; i < n && !ret; i++) {
-		struct prep *q = &p[i];
-
-		if (!q->stores || q->tmpkey)
-			continue;
-		q->vkey = op_key(r, 4, (const char *[]){ "v:", q->id, ":", q->vver });
-		if (!q->vkey) {
-			ret = -ENOMEM;
-			break;
-		}
-		argv[k] = q->vkey;
-		lens[k++] = strlen(q->vkey);
-		argv[k] = (const char *)q->blob.data;
-		lens[k++] = q->blob.len;
-		if (k == 1 + 2 * MSET_PAIRS) {
-			ret = append(r, c, k, argv, lens, pending);
-			k = 1;
-		}
-	}
-	if (!ret && k > 1)
-		ret = append(r, c, k, argv, lens, pending);
-	for (size_t i = 0; i < n && !ret; i++) {
-		const struct prep *q = &p[i];
-		char *rk, *ik;
-
-		if (ops[i].type != KV_OP_PUT || !ops[i].never_sent)
-			continue;
-		rk = op_key(r, 2, (const char *[]){ "r:", q->id });
-		ik = op_key(r, 2, (const char *[]){ "i:", q->id });
-		if (!rk || !ik) {
-			ret = -ENOMEM;
-		} else {
-			const char *hr[] = { "HSET", rk, "m", (const char *)q->rec };
-			size_t lr[] = { 4, strlen(rk), 1, q->reclen };
-			const char *hi[] = { "HSET", ik, "p", q->parent, "n", ops[i].meta.name,
-					     "t", q->tags, "v", q->vver };
-			size_t li[] = { 4, strlen(ik), 1, strlen(q->parent), 1,
-					strlen(ops[i].meta.name), 1, q->tagslen, 1, strlen(q->vver) };
-
-			ret = append(r, c, 4, hr, lr, pending);
-			if (!ret)
-				ret = append(r, c, 10, hi, li, pending);
-		}
-		free(rk);
-		free(ik);
-	}
-out_free:
-	free(argv);
-	free(lens);
-	return ret;
-}
-
-/*
- * Reads the replies of MULTI, the queued commands and EXEC. A command
- * refused while queued (OOM at maxmemory) aborts the whole transaction:
- * its error is the one reported. Otherwise the first failed command of
- * EXEC's (the script's error, which wrote nothing).
- */
-static int read_exec(struct kv_redis *r, redisContext *c, size_t pending, struct kv_op *ops,
-		     size_t n)
-{
-	redisReply *rep = NULL;
-	int ret = 0;
-
-	for (; pending > 1; pending--) {
-		if (redisGetReply(c, (void **)&rep) != REDIS_OK)
-			return kv_redis_error(r, c, NULL, "commit");
-		if (!ret && rep->type == REDIS_REPLY_ERROR)
-			ret = kv_redis_error(r, c, rep, "commit");
-		freeReplyObject(rep);
-	}
-	if (redisGetReply(c, (void **)&rep) != REDIS_OK)
-		return kv_redis_error(r, c, NULL, "commit");
-	if (!ret && rep->type != REDIS_REPLY_ARRAY)
-		ret = kv_redis_error(r, c, rep, "commit");
-	for (size_t i = 0; !ret && rep->type == REDIS_REPLY_ARRAY && i < rep->elements; i++)
-		if (rep->element[i]->type == REDIS_REPLY_ERROR)
-			ret = kv_redis_error(r, c, rep->element[i], "commit");
-	/* The script's reply, last: the indexes of the ops that gave way. */
-	if (!ret && rep->elements) {
-		const redisReply *y = rep->element[rep->elements - 1];
-
-		for (size_t i = 0; y->type == REDIS_REPLY_ARRAY && i < y->elements; i++)
-			if (y->element[i]->type == REDIS_REPLY_INTEGER &&
-			    y->element[i]->integer >= 0 && (size_t)y->element[i]->integer < n)
-				ops[y->element[i]->integer].yielded = true;
-	}
-	freeReplyObject(rep);
-	return ret;
-}
-
-/* Builds every op's arguments: new value versions, encoded values and
- * records. Sets the ops' stored-value fields (undone by the caller on
- * failure). */
-static int prepare(struct kv_redis *r, redisContext *c, struct kv_op *ops, struct prep *p,
-		   size_t n)
+/* Gives every op with a value to store its new version, from Redis, so
+ * they are never reused even by another mount of the same store. Sets the
+ * ops' stored-value fields (undone by the caller on failure). */
+static int assign_vvers(struct kv_redis *r, redisContext *c, struct kv_op *ops, struct prep *p,
+			size_t n)
 {
 	uint64_t want = 0, next = 0;
-	size_t inline_used = 0;
 	int ret = 0;
 
 	for (size_t i = 0; i < n; i++)
 		if (ops[i].type == KV_OP_PUT && ops[i].value && ops[i].meta.size)
 			want++;
 	if (want) {
-		/* Value versions come from Redis, so they are never reused even
-		 * by another mount of the same store. */
 		char num[24];
 		const char *argv[] = { "INCRBY", NULL, num };
 		char *k = kv_redis_key(r, "vver");
@@ -407,7 +295,7 @@ static int prepare(struct kv_redis *r, redisContext *c, struct kv_op *ops, struc
 
 		if (!k)
 			return -ENOMEM;
-		snprintf(num, sizeof(num), "%" PRIu64, want);
+		u64dec(num, want);
 		argv[1] = k;
 		rep = redisCommandArgv(c, 3, argv, NULL);
 		free(k);
@@ -419,46 +307,185 @@ static int prepare(struct kv_redis *r, redisContext *c, struct kv_op *ops, struc
 		next = (uint64_t)rep->integer - want + 1;
 		freeReplyObject(rep);
 	}
-	for (size_t i = 0; i < n && !ret; i++) {
+	for (size_t i = 0; i < n; i++) {
 		struct kv_op *op = &ops[i];
-		struct prep *q = &p[i];
 
-		u64dec(q->id, op->meta.id);
-		u64dec(q->oldv, op->old_vver);
-		if (op->type == KV_OP_DEL)
+		u64dec(p[i].id, op->meta.id);
+		u64dec(p[i].oldv, op->old_vver);
+		if (op->type != KV_OP_PUT || !op->value)
 			continue;
-		if (op->value && !op->meta.size) {
+		if (!op->meta.size) {
 			op->meta.vver = 0;
 			op->meta.stored_size = 0;
 			op->meta.encoding = KV_ENC_NONE;
-		} else if (op->value) {
-			ret = kv_redis_encode_value(r, op->value, &q->blob);
-			if (ret)
-				break;
+		} else {
 			op->meta.vver = next++;
-			op->meta.stored_size = q->blob.len;
-			op->meta.encoding = q->blob.encoding;
-			q->stores = true;
-			if (q->blob.len > INLINE_MAX || inline_used + q->blob.len > INLINE_BUDGET) {
-				q->tmpkey = kv_redis_key(r, "tmp:%" PRIu64, op->meta.vver);
-				if (!q->tmpkey)
-					ret = -ENOMEM;
-			} else {
-				inline_used += q->blob.len;
-			}
+			p[i].stores = true;
 		}
-		u64dec(q->parent, op->meta.parent);
-		u64dec(q->vver, op->meta.vver);
-		i64dec(q->exp, op->meta.expires_ms);
-		u64dec(q->stored, op->meta.stored_size);
-		if (!ret)
-			ret = join_tags(&op->meta, q);
-		if (!ret)
-			ret = kv_meta_encode(&op->meta, &q->rec, &q->reclen, &q->reccap);
-		if (ret == -EINVAL)
-			log_msg(NLOG_ERROR, "store", "backend_redis: refusing a commit with a "
-				"malformed record (name, tags or xattrs out of bounds)");
 	}
+	return 0;
+}
+
+/* Encodes op's value and record into q. */
+static int prepare_op(struct kv_redis *r, struct kv_op *op, struct prep *q)
+{
+	int ret = 0;
+
+	if (op->type == KV_OP_DEL)
+		return 0;
+	if (q->stores) {
+		ret = kv_redis_encode_value(r, op->value, &q->blob);
+		if (ret)
+			return ret;
+		op->meta.stored_size = q->blob.len;
+		op->meta.encoding = q->blob.encoding;
+		if (q->blob.len > INLINE_MAX) {
+			q->tmpkey = kv_redis_key(r, "tmp:%" PRIu64, op->meta.vver);
+			if (!q->tmpkey)
+				return -ENOMEM;
+		}
+	}
+	u64dec(q->parent, op->meta.parent);
+	u64dec(q->vver, op->meta.vver);
+	i64dec(q->exp, op->meta.expires_ms);
+	u64dec(q->stored, op->meta.stored_size);
+	ret = join_tags(&op->meta, q);
+	if (!ret)
+		ret = kv_meta_encode(&op->meta, &q->rec, &q->reclen, &q->reccap);
+	if (ret == -EINVAL)
+		log_msg(NLOG_ERROR, "store", "backend_redis: refusing a commit with a "
+			"malformed record (name, tags or xattrs out of bounds)");
+	/* A new key in the common shape takes 5 script arguments, not 12. */
+	q->compact = op->type == KV_OP_PUT && op->never_sent && op->may_yield &&
+		     op->meta.expires_ms == 0 && !q->tmpkey && op->old_vver == 0 &&
+		     op->meta.parent != 0 && op->meta.id != KV_ROOT_ID;
+	return ret;
+}
+
+/* The staging marker's list of the keys written ahead of the script
+ * (backend_redis_stage.c): malloc'd into *out, *len 0 when there are none. */
+static int stage_list(const struct kv_op *ops, const struct prep *p, size_t n, char **out,
+		      size_t *len)
+{
+	size_t cap = 1, k = 0;
+	char *s;
+
+	for (size_t i = 0; i < n; i++)
+		cap += (ops[i].never_sent ? 24 : 0) + (p[i].stores ? 48 : 0);
+	s = malloc(cap);
+	if (!s)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		if (ops[i].type == KV_OP_PUT && ops[i].never_sent)
+			k += (size_t)sprintf(s + k, "%s ", p[i].id);
+		if (p[i].stores)
+			k += (size_t)sprintf(s + k, "%s:%" PRIu64 " ", p[i].id, ops[i].meta.vver);
+	}
+	s[k] = '\0';
+	*out = s;
+	*len = k;
+	return 0;
+}
+
+/* The MSET being filled with inline values (send_plain). */
+struct mset {
+	const char **argv;
+	size_t *lens;
+	struct prep **from;
+	int k;
+	size_t bytes;
+};
+
+static int mset_send(struct kv_redis *r, redisContext *c, struct mset *m, size_t *pending)
+{
+	int ret = 0;
+
+	if (m->k > 1)
+		ret = append(r, c, m->k, m->argv, m->lens, pending);
+	/* Copied into the output buffer: the bytes are not needed any more. */
+	for (int j = 0; j < (m->k - 1) / 2; j++)
+		kv_redis_blob_free(&m->from[j]->blob);
+	m->k = 1;
+	m->bytes = 0;
+	return ret;
+}
+
+/*
+ * Encodes each op and sends, as plain commands ahead of the script, the
+ * writes that need no decision: the values (inline ones in MSETs, large
+ * ones uploaded) and the record and index hashes of ops never sent (so
+ * nothing can be there to read first). Each value's bytes are freed once
+ * they are in the output buffer.
+ */
+static int send_plain(struct kv_redis *r, redisContext *c, struct kv_op *ops, struct prep *p,
+		      size_t n, size_t *pending)
+{
+	struct mset m = { .k = 1 };
+	size_t queued = 0;
+	int ret = 0;
+
+	m.argv = malloc((1 + 2 * MSET_PAIRS) * sizeof(*m.argv));
+	m.lens = malloc((1 + 2 * MSET_PAIRS) * sizeof(*m.lens));
+	m.from = malloc(MSET_PAIRS * sizeof(*m.from));
+	if (!m.argv || !m.lens || !m.from) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	m.argv[0] = "MSET";
+	m.lens[0] = 4;
+	for (size_t i = 0; i < n && !ret; i++) {
+		struct prep *q = &p[i];
+
+		ret = prepare_op(r, &ops[i], q);
+		if (ret)
+			break;
+		if (q->tmpkey) {
+			ret = upload(r, c, q, pending, &queued);
+			kv_redis_blob_free(&q->blob);
+		} else if (q->stores) {
+			q->vkey = op_key(r, 4, (const char *[]){ "v:", q->id, ":", q->vver });
+			if (!q->vkey) {
+				ret = -ENOMEM;
+				break;
+			}
+			m.from[(m.k - 1) / 2] = q;
+			m.argv[m.k] = q->vkey;
+			m.lens[m.k++] = strlen(q->vkey);
+			m.argv[m.k] = (const char *)q->blob.data;
+			m.lens[m.k++] = q->blob.len;
+			m.bytes += q->blob.len;
+			if (m.k == 1 + 2 * MSET_PAIRS || m.bytes >= MSET_BYTES)
+				ret = mset_send(r, c, &m, pending);
+		}
+		if (!ret && ops[i].type == KV_OP_PUT && ops[i].never_sent) {
+			char *rk = op_key(r, 2, (const char *[]){ "r:", q->id });
+			char *ik = op_key(r, 2, (const char *[]){ "i:", q->id });
+
+			if (!rk || !ik) {
+				ret = -ENOMEM;
+			} else {
+				const char *hr[] = { "HSET", rk, "m", (const char *)q->rec };
+				size_t lr[] = { 4, strlen(rk), 1, q->reclen };
+				const char *hi[] = { "HSET", ik, "p", q->parent, "n", ops[i].meta.name,
+						     "t", q->tags, "v", q->vver };
+				size_t li[] = { 4, strlen(ik), 1, strlen(q->parent), 1,
+						strlen(ops[i].meta.name), 1, q->tagslen, 1,
+						strlen(q->vver) };
+
+				ret = append(r, c, 4, hr, lr, pending);
+				if (!ret)
+					ret = append(r, c, 10, hi, li, pending);
+			}
+			free(rk);
+			free(ik);
+		}
+	}
+	if (!ret)
+		ret = mset_send(r, c, &m, pending);
+out:
+	free(m.argv);
+	free(m.lens);
+	free(m.from);
 	return ret;
 }
 
@@ -476,20 +503,43 @@ static const char *op_type(const struct kv_op *op)
 	return !y ? "P" : op->was_committed ? "q" : "p";
 }
 
+/* The per-op arguments: the compact ops first, then the others; order[k]
+ * is the op that the script calls k (its reply names ops so). */
 static void fill_args(const struct kv_op *ops, const struct prep *p, size_t n, const char **argv,
-		      size_t *lens)
+		      size_t *lens, size_t *order)
 {
 	static const char none[] = "";
+	const char **a = argv + HDR_ARGS;
+	size_t *l = lens + HDR_ARGS, k = 0;
 
 	for (size_t i = 0; i < n; i++) {
 		const struct prep *q = &p[i];
-		const char **a = argv + HDR_ARGS + i * OP_ARGS;
-		size_t *l = lens + HDR_ARGS + i * OP_ARGS;
+
+		if (!q->compact)
+			continue;
+		order[k++] = i;
+		a[0] = q->id;
+		a[1] = q->parent;
+		a[2] = ops[i].meta.name;
+		a[3] = q->tags;
+		l[3] = q->tagslen;
+		a[4] = q->stores ? q->vver : "0";
+		for (int j = 0; j < COMPACT_ARGS; j++)
+			if (j != 3)
+				l[j] = strlen(a[j]);
+		a += COMPACT_ARGS;
+		l += COMPACT_ARGS;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct prep *q = &p[i];
 		bool put = ops[i].type == KV_OP_PUT;
 
+		if (q->compact)
+			continue;
+		order[k++] = i;
 		a[0] = op_type(&ops[i]);
 		a[1] = q->id;
-		/* Written before the script (queue_plain). */
+		/* Written before the script (send_plain). */
 		a[2] = put && !ops[i].never_sent ? (const char *)q->rec : none;
 		l[2] = put && !ops[i].never_sent ? q->reclen : 0;
 		a[3] = put ? q->parent : "0";
@@ -506,19 +556,42 @@ static void fill_args(const struct kv_op *ops, const struct prep *p, size_t n, c
 		l[9] = q->tmpkey ? strlen(q->tmpkey) : 0;
 		a[10] = put ? q->stored : "0";
 		a[11] = q->oldv;
-		for (int k = 0; k < OP_ARGS; k++)
-			if (k != 2 && k != 5 && k != 9)
-				l[k] = strlen(a[k]);
+		for (int j = 0; j < OP_ARGS; j++)
+			if (j != 2 && j != 5 && j != 9)
+				l[j] = strlen(a[j]);
+		a += OP_ARGS;
+		l += OP_ARGS;
 	}
+}
+
+/* Reads the script's reply: an error (it wrote nothing), or the ops that
+ * gave way, by the script's numbering (order). */
+static int read_eval(struct kv_redis *r, redisContext *c, struct kv_op *ops, size_t n,
+		     const size_t *order)
+{
+	redisReply *rep = NULL;
+	int ret = 0;
+
+	if (redisGetReply(c, (void **)&rep) != REDIS_OK)
+		return kv_redis_error(r, c, NULL, "commit");
+	if (rep->type != REDIS_REPLY_ARRAY)
+		ret = kv_redis_error(r, c, rep, "commit");
+	for (size_t i = 0; !ret && i < rep->elements; i++)
+		if (rep->element[i]->type == REDIS_REPLY_INTEGER && rep->element[i]->integer >= 0 &&
+		    (size_t)rep->element[i]->integer < n)
+			ops[order[rep->element[i]->integer]].yielded = true;
+	freeReplyObject(rep);
+	return ret;
 }
 
 int kv_redis_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
 {
 	struct kv_redis *r = (struct kv_redis *)b;
 	struct kv_redis_conn *conn = NULL;
-	char now[24], maxid[24], *idskey = NULL, *decl = NULL, *declbase = NULL;
-	size_t decllen = 0, declbaselen = 0;
-	size_t pending = 0, queued = 0, argc;
+	char now[24], maxid[24], ncomp[24], marker[KV_REDIS_MARKER_MAX] = "";
+	char *idskey = NULL, *decl = NULL, *declbase = NULL, *staged = NULL;
+	size_t decllen = 0, declbaselen = 0, stagedlen = 0;
+	size_t pending = 0, argc, ncompact = 0, *order = NULL;
 	const char **argv = NULL;
 	size_t *lens = NULL;
 	uint64_t max_id = 0;
@@ -536,11 +609,9 @@ int kv_redis_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
 	if (n > (size_t)(INT32_MAX - HDR_ARGS) / OP_ARGS)
 		return -E2BIG;
 	p = calloc(n, sizeof(*p));
-	argc = HDR_ARGS + n * OP_ARGS;
-	argv = calloc(argc, sizeof(*argv));
-	lens = calloc(argc, sizeof(*lens));
+	order = calloc(n, sizeof(*order));
 	idskey = kv_redis_key(r, "ids");
-	if (!p || !argv || !lens || !idskey ||
+	if (!p || !order || !idskey ||
 	    kv_redis_decl_args(ops, n, &decl, &decllen, &declbase, &declbaselen)) {
 		ret = -ENOMEM;
 		goto out_free;
@@ -556,59 +627,65 @@ int kv_redis_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
 	ret = kv_redis_get(r, &conn);
 	if (ret)
 		goto out_undo;
-	ret = prepare(r, conn->c, ops, p, n);
+	ret = assign_vvers(r, conn->c, ops, p, n);
+	if (!ret)
+		ret = stage_list(ops, p, n, &staged, &stagedlen);
+	if (!ret && stagedlen)
+		ret = kv_redis_stage(r, conn->c, staged, stagedlen, marker);
 	if (ret) {
 		failed = conn->c->err != 0;
 		goto out_undo;
 	}
-	for (size_t i = 0; i < n && !ret; i++) {
-		if (!p[i].tmpkey)
-			continue;
-		ret = upload(r, conn->c, &p[i], &pending, &queued);
-		/* Sent (or failed): its bytes are not needed any more. */
-		kv_redis_blob_free(&p[i].blob);
+	t0 = kv_redis_mono_ms();
+	ret = send_plain(r, conn->c, ops, p, n, &pending);
+
+	for (size_t i = 0; i < n; i++)
+		ncompact += p[i].compact;
+	argc = HDR_ARGS + ncompact * COMPACT_ARGS + (n - ncompact) * OP_ARGS;
+	argv = calloc(argc, sizeof(*argv));
+	lens = calloc(argc, sizeof(*lens));
+	if (!ret && (!argv || !lens))
+		ret = -ENOMEM;
+	/* Every plain write must have succeeded before the script may
+	 * publish them (a value refused at maxmemory, say). */
+	if (!conn->c->err) {
+		int dret = drain(r, conn->c, &pending, "commit");
+
+		if (!ret)
+			ret = dret;
 	}
-	if (!ret)
-		ret = drain(r, conn->c, &pending, "commit upload");
 	if (ret) {
-		failed = true;
+		failed = conn->c->err != 0;
+		if (!failed && marker[0])
+			kv_redis_unstage(r, conn->c, marker);
+		failed = conn->c->err != 0;
 		goto out_undo;
 	}
 
-	snprintf(now, sizeof(now), "%" PRId64, wall_ms());
-	snprintf(maxid, sizeof(maxid), "%" PRIu64, max_id);
+	u64dec(now, (uint64_t)wall_ms());
+	u64dec(maxid, max_id);
+	u64dec(ncomp, ncompact);
+	argv[0] = "EVAL";
+	argv[1] = kv_redis_script;
 	argv[2] = "1";
 	argv[3] = idskey;
 	argv[4] = r->tag;
 	argv[5] = now;
 	argv[6] = maxid;
 	argv[7] = r->mount_id;
-	for (int k = 2; k < 8; k++)
-		lens[k] = strlen(argv[k]);
 	argv[8] = decl ? decl : "";
-	lens[8] = decllen;
 	argv[9] = declbase ? declbase : "";
+	argv[10] = marker;
+	argv[11] = ncomp;
+	for (int k = 0; k < HDR_ARGS; k++)
+		lens[k] = strlen(argv[k]);
+	lens[8] = decllen;
 	lens[9] = declbaselen;
-	fill_args(ops, p, n, argv, lens);
-	/* One transaction: the plain writes and the script, which Redis runs
-	 * as one, and by its text (EVAL looks the compiled script up by its
-	 * digest) so that it cannot fail for a lost script cache after the
-	 * plain writes ran. */
-	argv[0] = "EVAL";
-	argv[1] = kv_redis_script;
-	lens[0] = 4;
-	lens[1] = strlen(kv_redis_script);
-	t0 = kv_redis_mono_ms();
-	pending = 0;
-	ret = append(r, conn->c, 1, (const char *[]){ "MULTI" }, NULL, &pending);
+	fill_args(ops, p, n, argv, lens, order);
+	/* By its text: EVAL looks the compiled script up by its digest. */
+	ret = append(r, conn->c, (int)argc, argv, lens, &pending);
 	if (!ret)
-		ret = queue_plain(r, conn->c, ops, p, n, &pending);
-	if (!ret)
-		ret = append(r, conn->c, (int)argc, argv, lens, &pending);
-	if (!ret)
-		ret = append(r, conn->c, 1, (const char *[]){ "EXEC" }, NULL, &pending);
-	if (!ret)
-		ret = read_exec(r, conn->c, pending, ops, n);
+		ret = read_eval(r, conn->c, ops, n, order);
 	if (ret) {
 		/* A batch refused for a reservation left the connection sound. */
 		failed = ret != -EAGAIN;
@@ -617,13 +694,7 @@ int kv_redis_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
 	kv_redis_put(r, conn, false);
 	kv_redis_rtt(r, kv_redis_mono_ms() - t0);
 	kv_redis_ok(r);
-	prep_free(p, n);
-	free(argv);
-	free(lens);
-	free(idskey);
-	free(decl);
-	free(declbase);
-	return 0;
+	goto out_free;
 
 out_undo:
 	for (size_t i = 0; i < n; i++) {
@@ -636,10 +707,12 @@ out_undo:
 out_free:
 	if (p)
 		prep_free(p, n);
+	free(order);
 	free(argv);
 	free(lens);
 	free(idskey);
 	free(decl);
 	free(declbase);
+	free(staged);
 	return ret;
 }

@@ -11,7 +11,14 @@
  * ARGV[1] key prefix, [2] now (ms, the client's clock like the store's
  * deadlines), [3] the batch's highest id, [4] this mount's id ('' = do not
  * announce), [5] and [6] the declared tags the batch changes ('' and '' for
- * none; see kv_redis_decl_args); then per op, from b = 6 + i*12: b+1 'P', 'N' (a PUT of a
+ * none; see kv_redis_decl_args), [7] the batch's staging marker ('' for
+ * none; see backend_redis_commit.c), [8] C, the number of compact ops.
+ * Then C compact ops, from b = 8 + c*5: b+1 id, b+2 parent, b+3 name, b+4
+ * tags, b+5 the vver of its value written before the script ('0' none).
+ * A compact op is an 'n' (below) with no deadline, no uploaded value and
+ * no version to make obsolete: most of a batch of new keys, sent in 5
+ * arguments instead of 12 (Redis makes a Lua string of each).
+ * Then per op, from b = 8 + C*5 + i*12: b+1 'P', 'N' (a PUT of a
  * record no commit carried before: kv_op.never_sent), 'U' (a PUT of one
  * whose only commits failed: kv_op.uncertain) or 'D'; 'p', 'n' and 'u'
  * are 'P', 'N' and 'U' that may give way to the holder of their name
@@ -42,13 +49,15 @@
  * to the holder of its name (see above) is left out whole, with what the
  * transaction wrote for it before the script; the script returns the
  * indexes of those ops (0-based), and every mount is told to fetch the
- * holder. T:c:<id> ("parent/name") is a
+ * holder; compact op c is index c, full op i index C + i. T:c:<id> ("parent/name") is a
  * claim (backend_redis_sync.c) that the record's PUT or DEL settles. Every
  * batch is announced in the change log T:log with the ids it touched.
  */
 const char kv_redis_script[] =
 	"local P, now, maxid, by = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]\n"
-	"local K, H = 12, 6\n"
+	"local MK, C = ARGV[7], tonumber(ARGV[8])\n"
+	"local CK, K = 5, 12\n"
+	"local H = 8 + C * CK\n"
 	"local n = (#ARGV - H) / K\n"
 	/* The op types, which may give way (YM) and which this mount held as
 	 * committed (CM). */
@@ -68,10 +77,28 @@ const char kv_redis_script[] =
 	"  if ARGV[c+9] == 'i' then redis.call('DEL', P..'v:'..x..':'..ARGV[c+7]) end\n"
 	"  if ARGV[c+9] == 't' then redis.call('DEL', ARGV[c+10]) end\n"
 	"end\n"
-	/* Refusing the batch: what the transaction wrote before the script
-	 * goes too. */
+	/* What was written before the script for compact op c. */
+	"local function cunwrite(c)\n"
+	"  local b = 8 + c * CK\n"
+	"  local x, v = ARGV[b+1], ARGV[b+5]\n"
+	"  redis.call('DEL', P..'r:'..x, P..'i:'..x)\n"
+	"  if v ~= '0' then redis.call('DEL', P..'v:'..x..':'..v) end\n"
+	"end\n"
+	/* The batch's staging marker goes as soon as the batch is decided:
+	 * from then on the writes it lists are this script's to keep or
+	 * undo, never the sweeper's (kv_redis_unstage). */
+	"local function unstaged()\n"
+	"  if MK ~= '' then\n"
+	"    redis.call('DEL', P..'up:'..MK)\n"
+	"    redis.call('ZREM', P..'up', MK)\n"
+	"  end\n"
+	"end\n"
+	/* Refusing the batch: what was written before the script goes
+	 * too. */
 	"local function refuse(why)\n"
 	"  for j = 0, n - 1 do unwrite(j) end\n"
+	"  for c = 0, C - 1 do cunwrite(c) end\n"
+	"  unstaged()\n"
 	"  return redis.error_reply(why)\n"
 	"end\n"
 	"for i = 0, n - 1 do\n"
@@ -92,6 +119,11 @@ const char kv_redis_script[] =
 	"    fs[#fs+1] = 'r'..ARGV[b+2]\n"
 	"    if TY[i] ~= 'D' then fs[#fs+1] = 'n'..ARGV[b+4]..'/'..ARGV[b+5] end\n"
 	"  end\n"
+	"  for c = 0, C - 1 do\n"
+	"    local b = 8 + c * CK\n"
+	"    fs[#fs+1] = 'r'..ARGV[b+1]\n"
+	"    fs[#fs+1] = 'n'..ARGV[b+2]..'/'..ARGV[b+3]\n"
+	"  end\n"
 	"  for s = 1, #fs, 2000 do\n"
 	"    local got = redis.call('HMGET', P..'txl', unpack(fs, s, math.min(s + 1999, #fs)))\n"
 	"    for j = 1, #got do\n"
@@ -102,6 +134,7 @@ const char kv_redis_script[] =
 	"    end\n"
 	"  end\n"
 	"end\n"
+	"unstaged()\n"
 	KV_REDIS_LUA_DROP
 	/* Calls with many arguments, unpacked in chunks (Lua's C stack is
 	 * limited to a few thousand values). */
@@ -124,6 +157,7 @@ const char kv_redis_script[] =
 	"  return not dl or tonumber(dl) > now\n"
 	"end\n"
 	"for i = 0, n - 1 do inbatch[ARGV[H + i * K + 2]] = true end\n"
+	"for c = 0, C - 1 do inbatch[ARGV[8 + c * CK + 1]] = true end\n"
 	/* Declared tags (backend_redis_decl.c), before the root's op
 	 * empties its index's list: this mount's adds and removes go into
 	 * T:decl, seeded on first use from that list and from what this
@@ -208,11 +242,13 @@ const char kv_redis_script[] =
 	"  end\n"
 	"end\n"
 	/* The claims of the batch's records, read in a few MGETs: only
-	 * unclaim() changes them, each for its own id. */
+	 * unclaim() changes them, each for its own id. A record never sent
+	 * ('N', and the compact ops) has none: a create that may have
+	 * claimed its name is flagged sent (kv_sync_claim). */
 	"local claims, cl = {}, {}\n"
 	"for i = 0, n - 1 do\n"
 	"  local b = H + i * K\n"
-	"  if TY[i] ~= 'D' then cl[#cl+1] = ARGV[b+2] end\n"
+	"  if TY[i] ~= 'D' and TY[i] ~= 'N' then cl[#cl+1] = ARGV[b+2] end\n"
 	"end\n"
 	"for s = 1, #cl, 2000 do\n"
 	"  local ks = {}\n"
@@ -235,9 +271,17 @@ const char kv_redis_script[] =
 	 * each. Every other op first writes what is pending, so it sees
 	 * the entries as a one-by-one commit would; the only entry it can
 	 * create is its own name, which is then no longer free. */
-	"local free, pend, ptag = {}, {}, {}\n"
+	"local free, pend, ptag, cpar = {}, {}, {}, {}\n"
 	"do\n"
 	"  local want = {}\n"
+	"  for c = 0, C - 1 do\n"
+	"    local b = 8 + c * CK\n"
+	"    local dk = P..'d:'..ARGV[b+2]\n"
+	"    cpar[ARGV[b+2]] = true\n"
+	"    if not want[dk] then want[dk] = {} end\n"
+	"    local w = want[dk]\n"
+	"    w[#w+1] = ARGV[b+3]\n"
+	"  end\n"
 	"  for i = 0, n - 1 do\n"
 	"    local b = H + i * K\n"
 	"    if TY[i] == 'N' and ARGV[b+4] ~= '0' then\n"
@@ -284,7 +328,8 @@ const char kv_redis_script[] =
 	"      end\n"
 	"    end\n"
 	"  end\n"
-	"  full[id] = false\n"
+	"  full[id] = cpar[id] == true\n"
+	"  if full[id] then return true end\n"
 	"  for _, j in ipairs(kids[id] or {}) do\n"
 	"    if applied(j) then full[id] = true; return true end\n"
 	"  end\n"
@@ -297,6 +342,44 @@ const char kv_redis_script[] =
 	"  for dk, l in pairs(pend) do many('HSET', dk, l) end\n"
 	"  for tk, l in pairs(ptag) do many('SADD', tk, l) end\n"
 	"  pend, ptag = {}, {}\n"
+	"end\n"
+	"local function pend_add(t, k, a, b)\n"
+	"  if not t[k] then t[k] = {} end\n"
+	"  local l = t[k]\n"
+	"  l[#l+1] = a\n"
+	"  if b then l[#l+1] = b end\n"
+	"end\n"
+	/* The compact ops, first: new records (as 'n') whose name is free
+	 * take it in the batched writes; the others as an 'n' in the loop
+	 * below would. Their order against the other ops does not matter:
+	 * each takes a name no other record of the batch ends on, and a
+	 * record of the batch holding it in Redis is never displaced. */
+	"for c = 0, C - 1 do\n"
+	"  local b = 8 + c * CK\n"
+	"  local id, name, tags = ARGV[b+1], ARGV[b+3], ARGV[b+4]\n"
+	"  local dk = P..'d:'..ARGV[b+2]\n"
+	"  local tl = tags == '' and {} or split(tags)\n"
+	"  if free[dk][name] then\n"
+	"    free[dk][name] = nil\n"
+	"    pend_add(pend, dk, name, id)\n"
+	"    for _, tg in ipairs(tl) do pend_add(ptag, P..'t:'..tg, id) end\n"
+	"    touched[#touched+1] = id\n"
+	"    idset[id] = true\n"
+	"  else\n"
+	"    flush()\n"
+	"    local cur = redis.call('HGET', dk, name)\n"
+	"    if cur and cur ~= id and not inbatch[cur] and\n"
+	"       redis.call('EXISTS', P..'d:'..cur) == 1 then\n"
+	"      cunwrite(c)\n"
+	"      yielded[#yielded+1] = c\n"
+	"      refetch[#refetch+1] = cur\n"
+	"    else\n"
+	"      touched[#touched+1] = id\n"
+	"      for _, tg in ipairs(tl) do redis.call('SADD', P..'t:'..tg, id) end\n"
+	"      if redis.call('HSETNX', dk, name, id) == 0 then place(id, dk, name) end\n"
+	"      idset[id] = true\n"
+	"    end\n"
+	"  end\n"
 	"end\n"
 	"for i = 0, n - 1 do\n"
 	"  local b = H + i * K\n"
@@ -344,7 +427,7 @@ const char kv_redis_script[] =
 	"    end\n"
 	"    if yield then\n"
 	"      unwrite(i)\n"
-	"      yielded[#yielded+1] = i\n"
+	"      yielded[#yielded+1] = C + i\n"
 	"      refetch[#refetch+1] = cur\n"
 	"    end\n"
 	"  end\n"
@@ -374,23 +457,20 @@ const char kv_redis_script[] =
 	"    if not known or old[3] ~= tags then\n"
 	"      if known then for _, tg in ipairs(split(old[3] or '')) do redis.call('SREM', P..'t:'..tg, id) end end\n"
 	"      for _, tg in ipairs(tags == '' and {} or split(tags)) do\n"
-	"        if fast then\n"
-	"          local tk = P..'t:'..tg\n"
-	"          if not ptag[tk] then ptag[tk] = {} end\n"
-	"          local l = ptag[tk]\n"
-	"          l[#l+1] = id\n"
+	"        if fast then pend_add(ptag, P..'t:'..tg, id)\n"
 	"        else redis.call('SADD', P..'t:'..tg, id) end\n"
 	"      end\n"
 	"    end\n"
 	"    if fast then\n"
-	"      if not pend[dk] then pend[dk] = {} end\n"
-	"      local l = pend[dk]\n"
-	"      l[#l+1] = name\n"
-	"      l[#l+1] = id\n"
+	"      pend_add(pend, dk, name, id)\n"
 	"    elseif parent ~= '0' then\n"
 	/* A claim is only ever made for an id before its first commit,
 	 * which settles it. */
-	"      if not known then unclaim(id, claims[id]) end\n"
+	"      if not known then\n"
+	"        local cl = claims[id]\n"
+	"        if typ == 'N' then cl = false end\n"
+	"        unclaim(id, cl)\n"
+	"      end\n"
 	"      if samedir or redis.call('HSETNX', dk, name, id) == 0 then place(id, dk, name) end\n"
 	"    end\n"
 	"    if typ ~= 'N' then redis.call('HSET', rk, 'm', ARGV[b+3]) end\n"

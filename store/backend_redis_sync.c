@@ -500,13 +500,20 @@ int kv_redis_claim_name(struct kv_backend *b, uint64_t parent, const char *name,
 }
 
 /* ARGV[1] prefix, [2] now (ms), [3] limit. Announced as "sweeper", so
- * every mount, the sweeping one included, drops the records it still has. */
+ * every mount, the sweeping one included, drops the records it still has.
+ * Also removes what commits that never ran their script left (a few stale
+ * staging markers per sweep: backend_redis_stage.c). */
 static const char sweep_script[] =
 	"local P = ARGV[1]\n"
 	KV_REDIS_LUA_DROP
+	KV_REDIS_LUA_UNSTAGE
 	"local due = redis.call('ZRANGEBYSCORE', P..'exp', '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])\n"
 	"for _, x in ipairs(due) do drop(x) end\n"
 	"announce('sweeper')\n"
+	"local stale = tonumber(ARGV[2]) - " KV_REDIS_STAGE_STALE_MS "\n"
+	"for _, mk in ipairs(redis.call('ZRANGEBYSCORE', P..'up', '-inf', stale, 'LIMIT', 0, 10)) do\n"
+	"  unstage(mk)\n"
+	"end\n"
 	"return #due\n";
 
 int kv_redis_sweep(struct kv_backend *b, int64_t now_ms, size_t limit, size_t *n)

@@ -236,7 +236,11 @@ int kv_sync_claim(struct kv_store *kv, uint64_t parent, const char *name, uint64
 		return -EEXIST;
 	}
 	*id = nid;
-	*claimed = ret == 0;
+	/* A claim that failed may still have landed (a timed-out command
+	 * the server ran): the record is then treated as one a commit may
+	 * have carried, never as new (kv_op.never_sent), so the commit
+	 * settles whatever claim there is. */
+	*claimed = true;
 	if (ret)
 		NLOG(NLOG_DEBUG, "sync", "cannot claim a name in the backend; the create is "
 		     "atomic within this mount only", LF_STR("error", strerror(-ret)));

@@ -96,8 +96,9 @@ int kv_sync_next_id(struct kv_store *kv, uint64_t *id);
  * with a shared backend, reserves an id and claims the name for it in the
  * backend. 0 with *id (0: no claim needed, use kv_sync_next_id) and
  * *claimed; -EEXIST when another mount holds the name (its record is then
- * fetched). When the backend cannot be reached the name is not claimed
- * (*claimed false): the create is atomic within this mount only.
+ * fetched). When the backend cannot be reached the create goes on, atomic
+ * within this mount only; *claimed is still true, as the claim may have
+ * landed (the caller flags the record as sent, kv_op.never_sent).
  */
 int kv_sync_claim(struct kv_store *kv, uint64_t parent, const char *name, uint64_t *id,
 		  bool *claimed);

@@ -556,7 +556,11 @@ static void test_never_sent_batch(void **state)
 		v[i] = kv_value_from_buf("val", 3);
 		assert_non_null(v[i]);
 		ops[i].type = KV_OP_PUT;
-		ops[i].never_sent = true;
+		/* A record whose name was claimed is never "never sent"
+		 * (kv_sync_claim): its claim is settled by its commit. */
+		ops[i].never_sent = i != 3;
+		ops[i].uncertain = i == 3;
+		ops[i].may_yield = i == 1 || i == 2; /* compact ops (the script) */
 		ops[i].meta.id = (uint64_t)(30 + i);
 		ops[i].meta.parent = KV_ROOT_ID;
 		ops[i].meta.name = (char *)names[i];
@@ -711,6 +715,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_query_set_operations, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dir_delete_keeps_foreign_entries, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_staged_writes, setup, teardown),
 	};
 	struct contract_backend rb = {
 		.name = "redis",

@@ -31,5 +31,6 @@ long long cli_int(const char *fmt, const char *arg);
 void test_transaction_reservations(void **state);
 void test_query_set_operations(void **state);
 void test_dir_delete_keeps_foreign_entries(void **state);
+void test_staged_writes(void **state);
 
 #endif

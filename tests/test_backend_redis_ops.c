@@ -432,3 +432,97 @@ void test_dir_delete_keeps_foreign_entries(void **state)
 	assert_refetched("20 23 24");
 	b->ops->close(b);
 }
+
+/* A commit of new records (kv_op.never_sent) with values. */
+static int commit_new(struct kv_backend *b, uint64_t first, int n, bool compact)
+{
+	struct kv_op ops[4];
+	struct kv_value *v[4];
+	char names[4][8];
+	int ret;
+
+	assert_true(n <= 4);
+	memset(ops, 0, sizeof(ops));
+	for (int i = 0; i < n; i++) {
+		snprintf(names[i], sizeof(names[i]), "s%d", (int)(first + (uint64_t)i));
+		v[i] = kv_value_from_buf("value", 5);
+		assert_non_null(v[i]);
+		ops[i].type = KV_OP_PUT;
+		ops[i].never_sent = true;
+		ops[i].may_yield = compact;
+		ops[i].meta.id = first + (uint64_t)i;
+		ops[i].meta.parent = KV_ROOT_ID;
+		ops[i].meta.name = names[i];
+		ops[i].meta.mode = S_IFREG | 0644;
+		ops[i].meta.size = 5;
+		ops[i].value = v[i];
+	}
+	ret = b->ops->commit(b, ops, (size_t)n);
+	for (int i = 0; i < n; i++)
+		kv_value_free(v[i]);
+	return ret;
+}
+
+static void assert_nothing_staged(void)
+{
+	char *keys = cli("--scan --pattern %s", "'" KT "up*'");
+
+	assert_string_equal(keys, "");
+	free(keys);
+}
+
+/*
+ * What a commit writes ahead of its script (backend_redis_stage.c): listed
+ * under a marker that the script removes, removed with its writes when a
+ * plain write fails (the script is then never sent), and removed by the
+ * sweep when a commit left it behind an hour ago.
+ */
+void test_staged_writes(void **state)
+{
+	struct kv_backend *b;
+	size_t n;
+	char when[32];
+
+	(void)state;
+	b = xload(NULL);
+	/* Committed, compact ops and others: no marker stays. */
+	assert_int_equal(commit_new(b, 100, 2, true), 0);
+	assert_int_equal(commit_new(b, 102, 2, false), 0);
+	assert_cli("HGET " KT "d:1 %s", "s101", "101");
+	assert_cli("HGET " KT "d:1 %s", "s103", "103");
+	assert_nothing_staged();
+
+	/* A plain write refused (the record's key is of another type): the
+	 * commit fails, the script never runs, and what it wrote is gone. */
+	assert_cli("SET " KT "r:111 %s", "in-the-way", "OK");
+	assert_int_equal(cli_int("GET " KT "vver%s", ""), 4);
+	assert_true(commit_new(b, 110, 2, true) < 0);
+	assert_int_equal(cli_int("EXISTS " KT "r:110 " KT "i:110 " KT "i:111 %s", KT "v:110:5"),
+			 0);
+	assert_int_equal(cli_int("EXISTS %s", KT "v:111:6"), 0);
+	assert_int_equal(cli_int("HEXISTS " KT "d:1 %s", "s110"), 0);
+	assert_nothing_staged();
+	/* r:111 went too: the marker lists it as the commit's own. */
+	assert_int_equal(cli_int("EXISTS %s", KT "r:111"), 0);
+
+	/* Left behind: the sweep removes an hour-old marker's writes, except
+	 * the hashes of a record that a later commit published, and leaves a
+	 * recent marker alone. */
+	assert_cli("SET " KT "up:dead:1 %s", "'120 120:900 121 121:901'", "OK");
+	snprintf(when, sizeof(when), "%lld", (long long)(wall_ms() - 3600 * 1000 - 1));
+	assert_cli("ZADD " KT "up %s dead:1", when, "1");
+	assert_cli("SET " KT "up:live:1 %s", "'130 130:902'", "OK");
+	snprintf(when, sizeof(when), "%lld", (long long)wall_ms());
+	assert_cli("ZADD " KT "up %s live:1", when, "1");
+	assert_cli("MSET " KT "v:120:900 a " KT "v:121:901 b " KT "v:130:902 %s", "c", "OK");
+	assert_cli("HSET " KT "r:120 m %s", "x", "1");
+	assert_cli("HSET " KT "i:120 p %s", "1", "1");
+	assert_int_equal(put_key(b, 121, KV_ROOT_ID, "published", "", 0, "v", NULL), 0);
+	assert_int_equal(b->ops->sweep(b, wall_ms(), 1000, &n), 0);
+	assert_int_equal(cli_int("EXISTS " KT "v:120:900 " KT "v:121:901 " KT "r:120 %s",
+				 KT "i:120"), 0);
+	assert_int_equal(cli_int("EXISTS " KT "r:121 %s", KT "i:121"), 2);
+	assert_int_equal(cli_int("EXISTS " KT "up:dead:1 %s", KT "v:130:902"), 1);
+	assert_cli("ZRANGE " KT "up 0 %s", "-1", "live:1");
+	b->ops->close(b);
+}
