@@ -16,12 +16,14 @@
  * ("a:b", "c") cannot collide with ("a", "b:c")), so that a whole store
  * lives in one Redis Cluster slot. Ids and value versions are decimal.
  *
- *	T:r:<id>		hash, m = the record (kv_meta_encode); PEXPIREAT
- *				at the record's deadline
- *	T:i:<id>		hash, p = parent, n = name, t = tags (NUL-joined),
- *				v = value version: what the record is indexed
- *				under, kept without expiry so that a record Redis
- *				expired on its own can still be unindexed
+ *	T:r:<id>		hash, m = the record (kv_meta_encode), and what
+ *				the record is indexed under: p = parent, n =
+ *				name, t = tags (NUL-joined), v = value version;
+ *				PEXPIREAT at the record's deadline
+ *	T:i:<id>		hash p, n, t, v as in T:r, only for a record
+ *				with a deadline: kept without expiry, so that a
+ *				record Redis expired on its own can still be
+ *				unindexed
  *	T:v:<id>:<vver>		string, the stored value bytes; same deadline
  *	T:ids			set of live ids (SSCAN at load)
  *	T:maxid			highest id ever committed
@@ -154,7 +156,8 @@ char *kv_redis_key(const struct kv_redis *r, const char *fmt, ...)
 /*
  * Lua shared by the commit and sweep scripts, with P the key prefix in
  * scope: split(s) (NUL-separated), unclaim(id[, claim already read, false
- * when none]), unindex(id, old),
+ * when none]), unindex(id, old), index(x) (p, n, t, v: from the record, or
+ * from its copy T:i:<x> when Redis expired the record), indexed(x),
  * drop(x) (removes record x from every index, appends x to touched), and
  * announce(by) (one T:log entry with the touched ids).
  */
@@ -180,8 +183,16 @@ char *kv_redis_key(const struct kv_redis *r, const char *fmt, ...)
 	"  if redis.call('HGET', dk, old[2]) == id then redis.call('HDEL', dk, old[2]) end\n" \
 	"  for _, tg in ipairs(split(old[3] or '')) do redis.call('SREM', P..'t:'..tg, id) end\n" \
 	"end\n" \
+	"local function index(x)\n" \
+	"  local o = redis.call('HMGET', P..'r:'..x, 'p', 'n', 't', 'v')\n" \
+	"  if o[1] then return o end\n" \
+	"  return redis.call('HMGET', P..'i:'..x, 'p', 'n', 't', 'v')\n" \
+	"end\n" \
+	"local function indexed(x)\n" \
+	"  return redis.call('EXISTS', P..'r:'..x, P..'i:'..x) > 0\n" \
+	"end\n" \
 	"local function drop(x)\n" \
-	"  local o = redis.call('HMGET', P..'i:'..x, 'p', 'n', 't', 'v')\n" \
+	"  local o = index(x)\n" \
 	"  unindex(x, o)\n" \
 	"  if o[4] and o[4] ~= '0' then redis.call('DEL', P..'v:'..x..':'..o[4]) end\n" \
 	"  unclaim(x)\n" \

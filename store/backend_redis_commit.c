@@ -387,6 +387,37 @@ static int stage_list(const struct kv_op *ops, const struct prep *p, size_t n, c
 	return 0;
 }
 
+/* The hash of a record never sent: the record and its index; and the
+ * index's copy (T:i) if it has a deadline, so that it can be unindexed
+ * once Redis expires the record. */
+static int send_record(struct kv_redis *r, redisContext *c, const struct kv_op *op,
+		       const struct prep *q, size_t *pending)
+{
+	char *rk = op_key(r, 2, (const char *[]){ "r:", q->id });
+	char *ik = op_key(r, 2, (const char *[]){ "i:", q->id });
+	const char *argv[] = { "HSET", rk, "m", (const char *)q->rec, "p", q->parent,
+			       "n", op->meta.name, "t", q->tags, "v", q->vver };
+	size_t lens[] = { 4, 0, 1, q->reclen, 1, strlen(q->parent), 1, strlen(op->meta.name),
+			  1, q->tagslen, 1, strlen(q->vver) };
+	int ret = -ENOMEM;
+
+	if (rk && ik) {
+		lens[1] = strlen(rk);
+		ret = append(r, c, 12, argv, lens, pending);
+		if (!ret && op->meta.expires_ms) {
+			/* The same without m. */
+			argv[2] = "HSET";
+			argv[3] = ik;
+			lens[2] = 4;
+			lens[3] = strlen(ik);
+			ret = append(r, c, 10, argv + 2, lens + 2, pending);
+		}
+	}
+	free(rk);
+	free(ik);
+	return ret;
+}
+
 /* The MSET being filled with inline values (send_plain). */
 struct mset {
 	const char **argv;
@@ -457,28 +488,8 @@ static int send_plain(struct kv_redis *r, redisContext *c, struct kv_op *ops, st
 			if (m.k == 1 + 2 * MSET_PAIRS || m.bytes >= MSET_BYTES)
 				ret = mset_send(r, c, &m, pending);
 		}
-		if (!ret && ops[i].type == KV_OP_PUT && ops[i].never_sent) {
-			char *rk = op_key(r, 2, (const char *[]){ "r:", q->id });
-			char *ik = op_key(r, 2, (const char *[]){ "i:", q->id });
-
-			if (!rk || !ik) {
-				ret = -ENOMEM;
-			} else {
-				const char *hr[] = { "HSET", rk, "m", (const char *)q->rec };
-				size_t lr[] = { 4, strlen(rk), 1, q->reclen };
-				const char *hi[] = { "HSET", ik, "p", q->parent, "n", ops[i].meta.name,
-						     "t", q->tags, "v", q->vver };
-				size_t li[] = { 4, strlen(ik), 1, strlen(q->parent), 1,
-						strlen(ops[i].meta.name), 1, q->tagslen, 1,
-						strlen(q->vver) };
-
-				ret = append(r, c, 4, hr, lr, pending);
-				if (!ret)
-					ret = append(r, c, 10, hi, li, pending);
-			}
-			free(rk);
-			free(ik);
-		}
+		if (!ret && ops[i].type == KV_OP_PUT && ops[i].never_sent)
+			ret = send_record(r, c, &ops[i], q, pending);
 	}
 	if (!ret)
 		ret = mset_send(r, c, &m, pending);

@@ -456,7 +456,7 @@ static const char claim_script[] =
 	"local who = live(redis.call('HGET', P..'txl', 'n'..ARGV[4]..'/'..name), server_ms())\n"
 	"if who and who ~= ARGV[6] then return 0 end\n"
 	"local cur = redis.call('HGET', KEYS[1], name)\n"
-	"if cur and cur ~= id and (redis.call('EXISTS', P..'i:'..cur) == 1 or\n"
+	"if cur and cur ~= id and (redis.call('EXISTS', P..'r:'..cur, P..'i:'..cur) > 0 or\n"
 	"    redis.call('EXISTS', P..'c:'..cur) == 1) then return 0 end\n"
 	"redis.call('HSET', KEYS[1], name, id)\n"
 	"redis.call('SET', P..'c:'..id, ARGV[4]..'/'..name, 'PX', ARGV[5])\n"

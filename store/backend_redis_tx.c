@@ -49,9 +49,9 @@ static const char reserve_script[] =
 	/* Taken, unless by a record removed since or a claim that lapsed
 	 * (as the claim script sees it); or its directory is gone. */
 	"    local cur = redis.call('HGET', P..'d:'..parent, name)\n"
-	"    bad = (cur and (redis.call('EXISTS', P..'i:'..cur) == 1 or\n"
+	"    bad = (cur and (redis.call('EXISTS', P..'r:'..cur, P..'i:'..cur) > 0 or\n"
 	"                    redis.call('EXISTS', P..'c:'..cur) == 1)) or\n"
-	"          (parent ~= '1' and redis.call('EXISTS', P..'i:'..parent) == 0)\n"
+	"          (parent ~= '1' and redis.call('EXISTS', P..'r:'..parent, P..'i:'..parent) == 0)\n"
 	"  end\n"
 	"  if bad then return redis.status_reply('NADBCONFLICT '..i) end\n"
 	"  fields[#fields+1] = f\n"

@@ -581,7 +581,7 @@ static void test_never_sent_batch(void **state)
 	assert_cli("EXISTS %s", "{nadb:default:default}:r:40", "0");
 	assert_cli("SISMEMBER {nadb:default:default}:ids %s", "40", "0");
 	assert_cli("SCARD %s", "{nadb:default:default}:t:t1", "2");
-	assert_cli("HGET {nadb:default:default}:i:31 %s", "t", "t1");
+	assert_cli("HGET {nadb:default:default}:r:31 %s", "t", "t1");
 	kv_backend_close(b);
 }
 
@@ -599,7 +599,7 @@ static void test_uncertain_put_completes(void **state)
 
 	(void)state;
 	b = xload(NULL);
-	free(cli("HSET {nadb:default:default}:i:50 p 1 n half t t1 v %s", "0"));
+	free(cli("HSET {nadb:default:default}:r:50 p 1 n half t t1 v %s", "0"));
 	memset(&op, 0, sizeof(op));
 	op.type = KV_OP_PUT;
 	op.uncertain = true;
@@ -649,7 +649,10 @@ static void test_indexes_follow(void **state)
 		assert_cli("EXISTS %s", vkey, "0");
 		assert_cli("SMEMBERS %s", "{nadb:default:default}:t:blue", "5");
 		assert_cli("HGET {nadb:default:default}:d:77 %s", "b", "5");
-		assert_cli("HGET {nadb:default:default}:i:5 %s", "t", "blue");
+		/* The index is in the record's hash: no T:i without a
+		 * deadline. */
+		assert_cli("HGET {nadb:default:default}:r:5 %s", "t", "blue");
+		assert_cli("EXISTS %s", "{nadb:default:default}:i:5", "0");
 	}
 	/* An entry that another record took meanwhile is taken back even
 	 * though the record did not move. */
@@ -659,8 +662,12 @@ static void test_indexes_follow(void **state)
 	/* A deadline, then a new value without one: nothing keeps a TTL. */
 	assert_int_equal(put_key(b, 5, 77, "b", "blue,x", wall_ms() + 60000, NULL, &vver), 0);
 	assert_true(cli_int("PTTL %s", "{nadb:default:default}:r:5") > 50000);
+	/* With a deadline, the index has a copy that outlives the record. */
+	assert_cli("HGET {nadb:default:default}:i:5 %s", "n", "b");
+	assert_int_equal(cli_int("PTTL %s", "{nadb:default:default}:i:5"), -1);
 	assert_int_equal(put_key(b, 5, 77, "b", "blue,x", 0, "v4", &vver), 0);
 	assert_int_equal(cli_int("PTTL %s", "{nadb:default:default}:r:5"), -1);
+	assert_cli("EXISTS %s", "{nadb:default:default}:i:5", "0");
 	assert_cli("ZSCORE {nadb:default:default}:exp %s", "5", "");
 	/* A value too large to ride in the script comes through a temporary
 	 * key with a TTL of its own, which the commit takes off. */
