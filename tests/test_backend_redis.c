@@ -616,6 +616,34 @@ static void test_uncertain_put_completes(void **state)
 	kv_backend_close(b);
 }
 
+/* A store written before the index moved into the record's hash (T:i
+ * for every record, T:r with the record only) is read through T:i: a
+ * rename, retag and delete leave no entry or tag behind. */
+static void test_index_of_older_layout(void **state)
+{
+	struct kv_backend *b;
+	uint64_t vver = 0;
+	char cmd[160];
+
+	(void)state;
+	b = xload(NULL);
+	assert_int_equal(put_key(b, 60, KV_ROOT_ID, "old", "red", 0, "v", &vver), 0);
+	snprintf(cmd, sizeof(cmd), "HSET {nadb:default:default}:i:60 p 1 n old t red v %llu",
+		 (unsigned long long)vver);
+	assert_cli("%s", cmd, "4");
+	assert_cli("HDEL {nadb:default:default}:r:60 p n t %s", "v", "4");
+	assert_int_equal(put_key(b, 60, KV_ROOT_ID, "renamed", "blue", 0, NULL, &vver), 0);
+	assert_cli("HGET {nadb:default:default}:d:1 %s", "old", "");
+	assert_cli("HGET {nadb:default:default}:d:1 %s", "renamed", "60");
+	assert_cli("EXISTS %s", "{nadb:default:default}:t:red", "0");
+	assert_cli("SMEMBERS %s", "{nadb:default:default}:t:blue", "60");
+	assert_int_equal(del_key(b, 60, vver), 0);
+	assert_cli("EXISTS {nadb:default:default}:r:60 %s", "{nadb:default:default}:i:60", "0");
+	assert_cli("HGET {nadb:default:default}:d:1 %s", "renamed", "");
+	assert_cli("EXISTS %s", "{nadb:default:default}:t:blue", "0");
+	kv_backend_close(b);
+}
+
 /* Directory entries and tag sets follow a record through retag, move and
  * delete, in the same atomic commit. */
 static void test_indexes_follow(void **state)
@@ -723,6 +751,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_dir_delete_keeps_foreign_entries, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_staged_writes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_index_of_older_layout, setup, teardown),
 	};
 	struct contract_backend rb = {
 		.name = "redis",
