@@ -1,6 +1,6 @@
 /*
- * The Lua script of a Redis commit (backend_redis_commit.c runs it inside
- * the batch's MULTI/EXEC, after the plain writes): what each op does to its
+ * The Lua script of a Redis commit (backend_redis_commit.c sends it after
+ * the batch's plain writes, on the same connection): what each op does to its
  * record, its directory entry, its tag sets, the set of ids and the
  * deadline index, and the change log entry that tells the other mounts.
  * Kept in a file of its own: it is a program in its own language.
@@ -46,8 +46,8 @@
  * them meanwhile) is not applied, and a PUT of a record another mount
  * deleted, whose value went with it, is not either: every mount is told to
  * fetch those records (and what is below them) again. An op that gives way
- * to the holder of its name (see above) is left out whole, with what the
- * transaction wrote for it before the script; the script returns the
+ * to the holder of its name (see above) is left out whole, with what was
+ * written for it before the script; the script returns the
  * indexes of those ops (0-based), and every mount is told to fetch the
  * holder; compact op c is index c, full op i index C + i. T:c:<id> ("parent/name") is a
  * claim (backend_redis_sync.c) that the record's PUT or DEL settles. Every
@@ -69,7 +69,7 @@ const char kv_redis_script[] =
 	"    if LT[t] then TY[i], YM[i], CM[i] = LT[t], true, t == 'q' else TY[i] = t end\n"
 	"  end\n"
 	"end\n"
-	/* What the transaction wrote for op j before the script. */
+	/* What was written for op j before the script. */
 	"local function unwrite(j)\n"
 	"  local c = H + j * K\n"
 	"  local x = ARGV[c+2]\n"
