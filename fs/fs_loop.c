@@ -40,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -174,6 +175,35 @@ static int receive(struct loop *l, struct fuse_buf *buf)
 	}
 }
 
+/*
+ * The device as libfuse reads it, with one difference: ECONNABORTED ends
+ * the session as ENODEV does. We do not ask for FUSE_ABORT_ERROR, so a
+ * connection ended by an unmount or an abort reads ENODEV; ECONNABORTED
+ * comes when it ends while the read is taking a request off the queue
+ * (fuse_dev_do_read finds the processing queue already disconnected and
+ * ends that request itself). An unmount right after a burst of closes,
+ * their RELEASEs still queued, hits that often: libfuse 3.14 then printed
+ * "fuse: reading device: Software caused connection abort" on stderr and
+ * the loop failed, so a plain `fusermount3 -u` made the daemon exit 1.
+ */
+static ssize_t dev_read(int fd, void *buf, size_t len, void *userdata)
+{
+	ssize_t n = read(fd, buf, len);
+
+	(void)userdata;
+	if (n < 0 && errno == ECONNABORTED) {
+		log_msg(NLOG_DEBUG, "fs", "the connection ended while a request was read");
+		errno = ENODEV;
+	}
+	return n;
+}
+
+static ssize_t dev_writev(int fd, struct iovec *iov, int count, void *userdata)
+{
+	(void)userdata;
+	return writev(fd, iov, count);
+}
+
 static bool backlog(struct loop *l)
 {
 	struct pollfd p = { .fd = l->fd, .events = POLLIN };
@@ -265,6 +295,13 @@ int fs_loop_run(struct fuse_session *se, unsigned max_threads)
 	struct loop l = { .se = se, .fd = fuse_session_fd(se), .max = max_threads ? max_threads : 1 };
 	int flags, ret;
 
+	/* fs.c turns splice reads off and never asks for splice writes, so
+	 * every read and write of the device goes through these. */
+	ret = fuse_session_custom_io(se, &(struct fuse_custom_io){ .read = dev_read,
+								   .writev = dev_writev },
+				     l.fd);
+	if (ret)
+		return ret;
 	l.stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (l.stopfd < 0)
 		return -errno;

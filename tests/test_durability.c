@@ -484,5 +484,6 @@ int main(void)
 	};
 
 	umask(022);
+	if (getenv("TF")) cmocka_set_test_filter(getenv("TF"));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <sys/statvfs.h>
@@ -664,6 +665,38 @@ static void test_unmount_flushes_buffered_writes(void **state)
 	mnt_stop(m);
 }
 
+/*
+ * An unmount while the RELEASEs of files just closed are still queued: the
+ * kernel may end the request the daemon is reading with ECONNABORTED
+ * rather than ENODEV, which is an unmount all the same (exit status 0,
+ * nothing but JSON lines logged). umount(2) directly: fusermount3 takes
+ * long enough to start that the daemon has usually drained the queue.
+ * Before the fix about half of the rounds failed on a 2-vCPU machine.
+ */
+static void test_unmount_right_after_closes(void **state)
+{
+	struct mnt *m = up(state, NULL);
+	int fds[300];
+
+	for (int i = 0; i < 300; i++)
+		put_str(mnt_path(m, "f%03d", i), "v");
+	for (int round = 0; round < 20; round++) {
+		for (int i = 0; i < 300; i++)
+			ASSERT_SYS(fds[i] = open(mnt_path(m, "f%03d", i), O_RDONLY | O_CLOEXEC));
+		for (int i = 0; i < 300; i++)
+			ASSERT_SYS(close(fds[i]));
+		if (umount(m->dir)) {
+			if (errno != EPERM)
+				fail_msg("umount %s: %s", m->dir, strerrorname_np(errno));
+			mnt_stop(m);
+			skip();
+		}
+		mnt_wait_clean_exit(m);
+		mnt_start(m, NULL);
+	}
+	mnt_stop(m);
+}
+
 static void test_thousand_files(void **state)
 {
 	struct mnt *m = up(state, NULL);
@@ -783,6 +816,7 @@ int main(void)
 		T(test_sigterm_flushes),
 		T(test_sigint_flushes),
 		T(test_unmount_flushes_buffered_writes),
+		T(test_unmount_right_after_closes),
 		T(test_thousand_files),
 		T(test_special_files_refused),
 		T(test_real_tools),
