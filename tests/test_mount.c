@@ -685,12 +685,9 @@ static void test_unmount_right_after_closes(void **state)
 			ASSERT_SYS(fds[i] = open(mnt_path(m, "f%03d", i), O_RDONLY | O_CLOEXEC));
 		for (int i = 0; i < 300; i++)
 			ASSERT_SYS(close(fds[i]));
-		if (umount(m->dir)) {
-			if (errno != EPERM)
-				fail_msg("umount %s: %s", m->dir, strerrorname_np(errno));
-			mnt_stop(m);
-			skip();
-		}
+		/* The tests run as root (see .ci/run): umount(2) works. */
+		if (umount(m->dir))
+			fail_msg("umount %s: %s", m->dir, strerrorname_np(errno));
 		mnt_wait_clean_exit(m);
 		mnt_start(m, NULL);
 	}
