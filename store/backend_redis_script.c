@@ -101,6 +101,12 @@ const char kv_redis_script[] =
 	"  unstaged()\n"
 	"  return redis.error_reply(why)\n"
 	"end\n"
+	/* The marker is gone only if a sweep took it, with the writes it
+	 * listed (its age is read on the mounts' clocks): nothing of the
+	 * batch may be published then. */
+	"if MK ~= '' and redis.call('EXISTS', P..'up:'..MK) == 0 then\n"
+	"  return refuse('ERR nadb: the staged writes of the batch were swept before its script ran')\n"
+	"end\n"
 	"for i = 0, n - 1 do\n"
 	"  local b = H + i * K\n"
 	"  if ARGV[b+9] == 't' and redis.call('STRLEN', ARGV[b+10]) ~= tonumber(ARGV[b+11]) then\n"

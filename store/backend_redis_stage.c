@@ -8,7 +8,8 @@
  * refused) they would stay in Redis for good. So before the first of them
  * the commit records what it is about to write:
  *
- *	T:up			sorted set, marker -> when it was made (ms)
+ *	T:up			sorted set, marker -> when it was made (ms, on
+ *				the server's clock)
  *	T:up:<marker>		string, the keys: "<id>:<vver>" for a value
  *				(T:v:<id>:<vver>), "<id>" for a record's hashes
  *				(T:r:<id>, T:i:<id>), space-separated
@@ -18,16 +19,26 @@
  * are its own to keep or undo. A commit that fails before its script
  * removes what it wrote at once (kv_redis_unstage); what no one removed is
  * removed by any mount's expiry sweep once the marker is an hour old
- * (KV_REDIS_LUA_UNSTAGE): by then no commit still waits to publish it.
+ * (KV_REDIS_LUA_UNSTAGE): by then no commit still waits to publish it, and
+ * one that does finds its marker gone and publishes nothing (the script
+ * refuses the batch).
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "store/backend_redis.h"
+
+/* KEYS[1] T:up, KEYS[2] T:up:<marker>; ARGV[1] the list, [2] the marker.
+ * Dated by the server's clock, which the sweep reads too: the mounts'
+ * clocks may disagree by more than the hour a marker is given. */
+static const char stage_script[] =
+	"local t = redis.call('TIME')\n"
+	"redis.call('SET', KEYS[2], ARGV[1])\n"
+	"redis.call('ZADD', KEYS[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[2])\n"
+	"return 1\n";
 
 static const char unstage_script[] =
 	"local P = ARGV[1]\n"
@@ -38,8 +49,7 @@ static const char unstage_script[] =
 int kv_redis_stage(struct kv_redis *r, redisContext *c, const char *keys, size_t len,
 		   char marker[KV_REDIS_MARKER_MAX])
 {
-	char *zk = kv_redis_key(r, "up"), *sk, when[24];
-	struct timespec ts;
+	char *zk = kv_redis_key(r, "up"), *sk;
 	int ret = 0;
 
 	snprintf(marker, KV_REDIS_MARKER_MAX, "%s:%" PRIu64, r->mount_id,
@@ -49,29 +59,13 @@ int kv_redis_stage(struct kv_redis *r, redisContext *c, const char *keys, size_t
 		ret = -ENOMEM;
 		goto out;
 	}
-	clock_gettime(CLOCK_REALTIME, &ts);
-	snprintf(when, sizeof(when), "%" PRId64,
-		 (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
 	{
-		const char *set[] = { "SET", sk, keys };
-		size_t setl[] = { 3, strlen(sk), len };
-		const char *zadd[] = { "ZADD", zk, when, marker };
+		const char *argv[] = { "EVAL", stage_script, "2", zk, sk, keys, marker };
+		size_t lens[] = { 4, strlen(stage_script), 1, strlen(zk), strlen(sk), len,
+				  strlen(marker) };
+		redisReply *rep = redisCommandArgv(c, 7, argv, lens);
 
-		/* The list first: a marker is never there without it. */
-		if (redisAppendCommandArgv(c, 3, set, setl) != REDIS_OK ||
-		    redisAppendCommandArgv(c, 4, zadd, NULL) != REDIS_OK) {
-			ret = kv_redis_error(r, c, NULL, "commit staging");
-			goto out;
-		}
-	}
-	for (int i = 0; i < 2; i++) {
-		redisReply *rep = NULL;
-
-		if (redisGetReply(c, (void **)&rep) != REDIS_OK) {
-			ret = kv_redis_error(r, c, NULL, "commit staging");
-			goto out;
-		}
-		if (!ret && rep->type == REDIS_REPLY_ERROR)
+		if (!rep || rep->type == REDIS_REPLY_ERROR)
 			ret = kv_redis_error(r, c, rep, "commit staging");
 		freeReplyObject(rep);
 	}

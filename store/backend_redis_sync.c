@@ -510,7 +510,9 @@ static const char sweep_script[] =
 	"local due = redis.call('ZRANGEBYSCORE', P..'exp', '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])\n"
 	"for _, x in ipairs(due) do drop(x) end\n"
 	"announce('sweeper')\n"
-	"local stale = tonumber(ARGV[2]) - " KV_REDIS_STAGE_STALE_MS "\n"
+	/* The server's clock, as the markers' dates (kv_redis_stage). */
+	"local tm = redis.call('TIME')\n"
+	"local stale = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000) - " KV_REDIS_STAGE_STALE_MS "\n"
 	"for _, mk in ipairs(redis.call('ZRANGEBYSCORE', P..'up', '-inf', stale, 'LIMIT', 0, 10)) do\n"
 	"  unstage(mk)\n"
 	"end\n"

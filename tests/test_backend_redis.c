@@ -751,6 +751,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_dir_delete_keeps_foreign_entries, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_staged_writes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_script_refuses_swept_batch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_index_of_older_layout, setup, teardown),
 	};
 	struct contract_backend rb = {

@@ -32,5 +32,6 @@ void test_transaction_reservations(void **state);
 void test_query_set_operations(void **state);
 void test_dir_delete_keeps_foreign_entries(void **state);
 void test_staged_writes(void **state);
+void test_script_refuses_swept_batch(void **state);
 
 #endif

@@ -12,9 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
+#include "store/backend_redis.h"
 #include "tests/test_backend_redis.h"
 
 /* The record of id as the backend has it, encoded (what a mount holds of
@@ -525,4 +527,56 @@ void test_staged_writes(void **state)
 	assert_int_equal(cli_int("EXISTS " KT "up:dead:1 %s", KT "v:130:902"), 1);
 	assert_cli("ZRANGE " KT "up 0 %s", "-1", "live:1");
 	b->ops->close(b);
+}
+
+/* Runs the commit script on one compact op (id 200, "k200" in the root,
+ * value version 7) whose writes were staged under marker. Its reply. */
+static char *script_with_marker(const char *sha, const char *marker)
+{
+	char cmd[512];
+
+	assert_cli("SET " KT "v:200:7 %s", "x", "OK");
+	assert_cli("HSET " KT "r:200 m x p 1 n k200 t '' v %s", "7", "5");
+	snprintf(cmd, sizeof(cmd),
+		 "EVALSHA %s 1 " KT "ids " KT " %lld 200 0123456789abcdef '' '' '%s' 1 "
+		 "200 1 k200 '' 7", sha, (long long)wall_ms(), marker);
+	return cli("%s", cmd);
+}
+
+/* The script publishes nothing of a batch whose marker is gone: a sweep
+ * took it, with the writes it listed (the marker's age is read on the
+ * mounts' clocks, so a clock an hour ahead could do that early). */
+void test_script_refuses_swept_batch(void **state)
+{
+	char path[] = "/tmp/nadbfs-script-XXXXXX", when[32], *sha, *out;
+	int fd;
+
+	(void)state;
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, kv_redis_script, strlen(kv_redis_script)),
+			 (ssize_t)strlen(kv_redis_script));
+	close(fd);
+	sha = cli("-x SCRIPT LOAD < %s", path);
+	unlink(path);
+	assert_int_equal(strlen(sha), 40);
+
+	out = script_with_marker(sha, "gone:1");
+	assert_non_null(strstr(out, "swept"));
+	free(out);
+	assert_int_equal(cli_int("EXISTS " KT "v:200:7 %s", KT "r:200"), 0);
+	assert_int_equal(cli_int("HEXISTS " KT "d:1 %s", "k200"), 0);
+
+	/* The same batch with its marker in place is published, and the
+	 * marker goes. */
+	assert_cli("SET " KT "up:here:1 %s", "'200 200:7'", "OK");
+	snprintf(when, sizeof(when), "%lld", (long long)wall_ms());
+	assert_cli("ZADD " KT "up %s here:1", when, "1");
+	out = script_with_marker(sha, "here:1");
+	free(out);
+	assert_cli("HGET " KT "d:1 %s", "k200", "200");
+	assert_int_equal(cli_int("SISMEMBER " KT "ids %s", "200"), 1);
+	assert_int_equal(cli_int("EXISTS " KT "v:200:7 %s", KT "r:200"), 2);
+	assert_nothing_staged();
+	free(sha);
 }
