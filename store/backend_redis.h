@@ -149,6 +149,31 @@ void kv_redis_rtt(struct kv_redis *r, int64_t ms);
 void kv_redis_health(struct kv_backend *b, struct kv_backend_health *out);
 int64_t kv_redis_mono_ms(void);
 
+/*
+ * A pipeline on one connection (backend_redis_pipe.c): commands appended
+ * go out in non-blocking pieces while more are built; their replies are
+ * read by kv_redis_pipe_drain. Before any other hiredis call on c that
+ * writes, kv_redis_pipe_sync; when done with c, kv_redis_pipe_done.
+ */
+struct kv_redis_pipe {
+	struct kv_redis *r;
+	redisContext *c;
+	const char *what;	/* names the operation in errors */
+	size_t pending;		/* replies owed */
+	size_t sent;		/* head of c->obuf already written */
+	size_t tried;		/* c->obuf's length at the last send */
+};
+void kv_redis_pipe_init(struct kv_redis_pipe *p, struct kv_redis *r, redisContext *c,
+			const char *what);
+/* 0 or a negative errno (logged): the command could not be queued or
+ * the connection failed. */
+int kv_redis_pipe_append(struct kv_redis_pipe *p, int argc, const char **argv,
+			 const size_t *lens);
+/* Reads every pending reply: 0, or the first error (the rest drained). */
+int kv_redis_pipe_drain(struct kv_redis_pipe *p);
+void kv_redis_pipe_sync(struct kv_redis_pipe *p);
+void kv_redis_pipe_done(struct kv_redis_pipe *p);
+
 /* Builds "T:<fmt>" into a malloc'd string; NULL on ENOMEM. */
 char *kv_redis_key(const struct kv_redis *r, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

@@ -43,7 +43,7 @@
 #define TMP_TTL_MS "3600000"
 /* Values per MSET of inline values, and its bytes before it is sent. */
 #define MSET_PAIRS 1000
-#define MSET_BYTES ((size_t)1024 * 1024)
+#define MSET_BYTES ((size_t)64 * 1024)
 
 /* Arguments: EVAL's own four, then the script's header, then COMPACT_ARGS
  * per compact op and OP_ARGS per other op (fill_args; see the script). */
@@ -167,29 +167,8 @@ static int join_tags(const struct kv_meta *m, struct prep *p)
 	return 0;
 }
 
-/* Reads every pending reply; the first failure wins, the rest are drained. */
-static int drain(struct kv_redis *r, redisContext *c, size_t *pending, const char *what)
-{
-	int ret = 0;
-
-	while (*pending) {
-		redisReply *rep = NULL;
-
-		if (redisGetReply(c, (void **)&rep) != REDIS_OK) {
-			*pending = 0;
-			return kv_redis_error(r, c, NULL, what);
-		}
-		(*pending)--;
-		if (!ret && rep->type == REDIS_REPLY_ERROR)
-			ret = kv_redis_error(r, c, rep, what);
-		freeReplyObject(rep);
-	}
-	return ret;
-}
-
 /* Uploads p's bytes to its temporary key in pipelined pieces. */
-static int upload(struct kv_redis *r, redisContext *c, struct prep *p, size_t *pending,
-		  size_t *queued)
+static int upload(struct kv_redis_pipe *pp, struct prep *p, size_t *queued)
 {
 	const char *del[] = { "DEL", p->tmpkey };
 	const char *exp[] = { "PEXPIRE", p->tmpkey, TMP_TTL_MS };
@@ -201,39 +180,30 @@ static int upload(struct kv_redis *r, redisContext *c, struct prep *p, size_t *p
 				       TMP_TTL_MS };
 		size_t lens[] = { 3, strlen(p->tmpkey), p->blob.len, 2, strlen(TMP_TTL_MS) };
 
-		if (redisAppendCommandArgv(c, 5, argv, lens) != REDIS_OK)
-			return kv_redis_error(r, c, NULL, "commit upload");
-		(*pending)++;
+		ret = kv_redis_pipe_append(pp, 5, argv, lens);
 		*queued += p->blob.len;
-		if (*queued >= PIPE_BYTES) {
-			ret = drain(r, c, pending, "commit upload");
+		if (!ret && *queued >= PIPE_BYTES) {
+			ret = kv_redis_pipe_drain(pp);
 			*queued = 0;
 		}
 		return ret;
 	}
-	if (redisAppendCommandArgv(c, 2, del, NULL) != REDIS_OK)
-		return kv_redis_error(r, c, NULL, "commit upload");
-	(*pending)++;
-	for (size_t off = 0; off < p->blob.len; off += PIECE) {
+	ret = kv_redis_pipe_append(pp, 2, del, NULL);
+	for (size_t off = 0; !ret && off < p->blob.len; off += PIECE) {
 		size_t len = p->blob.len - off < PIECE ? p->blob.len - off : PIECE;
 		const char *argv[] = { "APPEND", p->tmpkey, (const char *)p->blob.data + off };
 		size_t lens[] = { 6, strlen(p->tmpkey), len };
 
-		if (redisAppendCommandArgv(c, 3, argv, lens) != REDIS_OK)
-			return kv_redis_error(r, c, NULL, "commit upload");
-		(*pending)++;
+		ret = kv_redis_pipe_append(pp, 3, argv, lens);
 		*queued += len;
-		if (*queued >= PIPE_BYTES) {
-			ret = drain(r, c, pending, "commit upload");
+		if (!ret && *queued >= PIPE_BYTES) {
+			ret = kv_redis_pipe_drain(pp);
 			*queued = 0;
-			if (ret)
-				return ret;
 		}
 	}
-	if (redisAppendCommandArgv(c, 3, exp, NULL) != REDIS_OK)
-		return kv_redis_error(r, c, NULL, "commit upload");
-	(*pending)++;
-	return 0;
+	if (!ret)
+		ret = kv_redis_pipe_append(pp, 3, exp, NULL);
+	return ret;
 }
 
 static void prep_free(struct prep *p, size_t n)
@@ -246,33 +216,6 @@ static void prep_free(struct prep *p, size_t n)
 		free(p[i].vkey);
 	}
 	free(p);
-}
-
-/*
- * Queued commands are sent once this many bytes wait. Kept until the end,
- * a flush's commands made one buffer as large as the batch: tens of MiB of
- * fresh pages, which the kernel clears on first touch (perf: about half of
- * the daemon's time in a 20,000-key flush). Sent in pieces, the buffer's
- * memory is reused, and Redis runs the commands while later ones are
- * built.
- */
-#define SEND_AT (1u << 20)
-
-/* Appends one command to the output buffer, sending it once SEND_AT wait. */
-static int append(struct kv_redis *r, redisContext *c, int argc, const char **argv,
-		  const size_t *lens, size_t *pending)
-{
-	int done = 0;
-
-	if (redisAppendCommandArgv(c, argc, argv, lens) != REDIS_OK)
-		return kv_redis_error(r, c, NULL, "commit");
-	(*pending)++;
-	if (sdslen(c->obuf) < SEND_AT)
-		return 0;
-	while (!done)
-		if (redisBufferWrite(c, &done) != REDIS_OK)
-			return kv_redis_error(r, c, NULL, "commit");
-	return 0;
 }
 
 /* Gives every op with a value to store its new version, from Redis, so
@@ -390,8 +333,8 @@ static int stage_list(const struct kv_op *ops, const struct prep *p, size_t n, c
 /* The hash of a record never sent: the record and its index; and the
  * index's copy (T:i) if it has a deadline, so that it can be unindexed
  * once Redis expires the record. */
-static int send_record(struct kv_redis *r, redisContext *c, const struct kv_op *op,
-		       const struct prep *q, size_t *pending)
+static int send_record(struct kv_redis *r, struct kv_redis_pipe *pp, const struct kv_op *op,
+		       const struct prep *q)
 {
 	char *rk = op_key(r, 2, (const char *[]){ "r:", q->id });
 	char *ik = op_key(r, 2, (const char *[]){ "i:", q->id });
@@ -403,14 +346,14 @@ static int send_record(struct kv_redis *r, redisContext *c, const struct kv_op *
 
 	if (rk && ik) {
 		lens[1] = strlen(rk);
-		ret = append(r, c, 12, argv, lens, pending);
+		ret = kv_redis_pipe_append(pp, 12, argv, lens);
 		if (!ret && op->meta.expires_ms) {
 			/* The same without m. */
 			argv[2] = "HSET";
 			argv[3] = ik;
 			lens[2] = 4;
 			lens[3] = strlen(ik);
-			ret = append(r, c, 10, argv + 2, lens + 2, pending);
+			ret = kv_redis_pipe_append(pp, 10, argv + 2, lens + 2);
 		}
 	}
 	free(rk);
@@ -427,12 +370,12 @@ struct mset {
 	size_t bytes;
 };
 
-static int mset_send(struct kv_redis *r, redisContext *c, struct mset *m, size_t *pending)
+static int mset_send(struct kv_redis_pipe *pp, struct mset *m)
 {
 	int ret = 0;
 
 	if (m->k > 1)
-		ret = append(r, c, m->k, m->argv, m->lens, pending);
+		ret = kv_redis_pipe_append(pp, m->k, m->argv, m->lens);
 	/* Copied into the output buffer: the bytes are not needed any more. */
 	for (int j = 0; j < (m->k - 1) / 2; j++)
 		kv_redis_blob_free(&m->from[j]->blob);
@@ -448,8 +391,8 @@ static int mset_send(struct kv_redis *r, redisContext *c, struct mset *m, size_t
  * nothing can be there to read first). Each value's bytes are freed once
  * they are in the output buffer.
  */
-static int send_plain(struct kv_redis *r, redisContext *c, struct kv_op *ops, struct prep *p,
-		      size_t n, size_t *pending)
+static int send_plain(struct kv_redis *r, struct kv_redis_pipe *pp, struct kv_op *ops,
+		      struct prep *p, size_t n)
 {
 	struct mset m = { .k = 1 };
 	size_t queued = 0;
@@ -471,7 +414,7 @@ static int send_plain(struct kv_redis *r, redisContext *c, struct kv_op *ops, st
 		if (ret)
 			break;
 		if (q->tmpkey) {
-			ret = upload(r, c, q, pending, &queued);
+			ret = upload(pp, q, &queued);
 			kv_redis_blob_free(&q->blob);
 		} else if (q->stores) {
 			q->vkey = op_key(r, 4, (const char *[]){ "v:", q->id, ":", q->vver });
@@ -486,13 +429,13 @@ static int send_plain(struct kv_redis *r, redisContext *c, struct kv_op *ops, st
 			m.lens[m.k++] = q->blob.len;
 			m.bytes += q->blob.len;
 			if (m.k == 1 + 2 * MSET_PAIRS || m.bytes >= MSET_BYTES)
-				ret = mset_send(r, c, &m, pending);
+				ret = mset_send(pp, &m);
 		}
 		if (!ret && ops[i].type == KV_OP_PUT && ops[i].never_sent)
-			ret = send_record(r, c, &ops[i], q, pending);
+			ret = send_record(r, pp, &ops[i], q);
 	}
 	if (!ret)
-		ret = mset_send(r, c, &m, pending);
+		ret = mset_send(pp, &m);
 out:
 	free(m.argv);
 	free(m.lens);
@@ -602,7 +545,8 @@ int kv_redis_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
 	char now[24], maxid[24], ncomp[24], marker[KV_REDIS_MARKER_MAX] = "";
 	char *idskey = NULL, *decl = NULL, *declbase = NULL, *staged = NULL;
 	size_t decllen = 0, declbaselen = 0, stagedlen = 0;
-	size_t pending = 0, argc, ncompact = 0, *order = NULL;
+	size_t argc, ncompact = 0, *order = NULL;
+	struct kv_redis_pipe pp;
 	const char **argv = NULL;
 	size_t *lens = NULL;
 	uint64_t max_id = 0;
@@ -648,7 +592,8 @@ int kv_redis_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
 		goto out_undo;
 	}
 	t0 = kv_redis_mono_ms();
-	ret = send_plain(r, conn->c, ops, p, n, &pending);
+	kv_redis_pipe_init(&pp, r, conn->c, "commit");
+	ret = send_plain(r, &pp, ops, p, n);
 
 	for (size_t i = 0; i < n; i++)
 		ncompact += p[i].compact;
@@ -660,7 +605,7 @@ int kv_redis_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
 	/* Every plain write must have succeeded before the script may
 	 * publish them (a value refused at maxmemory, say). */
 	if (!conn->c->err) {
-		int dret = drain(r, conn->c, &pending, "commit");
+		int dret = kv_redis_pipe_drain(&pp);
 
 		if (!ret)
 			ret = dret;
@@ -694,9 +639,11 @@ int kv_redis_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
 	lens[9] = declbaselen;
 	fill_args(ops, p, n, argv, lens, order);
 	/* By its text: EVAL looks the compiled script up by its digest. */
-	ret = append(r, conn->c, (int)argc, argv, lens, &pending);
+	ret = kv_redis_pipe_append(&pp, (int)argc, argv, lens);
+	kv_redis_pipe_sync(&pp);
 	if (!ret)
 		ret = read_eval(r, conn->c, ops, n, order);
+	kv_redis_pipe_done(&pp);
 	if (ret) {
 		/* A batch refused for a reservation left the connection sound. */
 		failed = ret != -EAGAIN;

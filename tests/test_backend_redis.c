@@ -752,6 +752,7 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_staged_writes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_script_refuses_swept_batch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pipeline_survives_a_busy_server, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_index_of_older_layout, setup, teardown),
 	};
 	struct contract_backend rb = {

@@ -33,5 +33,6 @@ void test_query_set_operations(void **state);
 void test_dir_delete_keeps_foreign_entries(void **state);
 void test_staged_writes(void **state);
 void test_script_refuses_swept_batch(void **state);
+void test_pipeline_survives_a_busy_server(void **state);
 
 #endif

@@ -580,3 +580,79 @@ void test_script_refuses_swept_batch(void **state)
 	assert_nothing_staged();
 	free(sha);
 }
+
+/*
+ * A pipeline far larger than the socket holds (backend_redis_pipe.c), sent
+ * while another client keeps the server busy: the non-blocking sends stop
+ * part way into commands and the buffer is cut and resent; past the hold
+ * limit the sender waits. Every command must arrive whole and in order:
+ * each key ends with the value written last, and every reply is OK.
+ */
+void test_pipeline_survives_a_busy_server(void **state)
+{
+	static const char busy[] = "local t0 = redis.call('TIME')\n"
+				   "local s = t0[1] * 1000000 + t0[2]\n"
+				   "repeat local t = redis.call('TIME')\n"
+				   "until t[1] * 1000000 + t[2] - s > 200000\n"
+				   "return 1";
+	struct kv_backend *b = xload(NULL);
+	struct kv_redis *r = (struct kv_redis *)b;
+	struct kv_redis_conn *conn;
+	struct kv_redis_pipe pp;
+	redisContext *other = redisConnectUnix(srv.sock);
+	redisReply *rep;
+	char *val = malloc(3000), key[32];
+	int done = 0, rounds = 4, keys = 1000;
+
+	(void)state;
+	assert_non_null(val);
+	assert_non_null(other);
+	assert_int_equal(other->err, 0);
+	/* The busy script goes out first, without waiting for its reply. */
+	assert_int_equal(redisAppendCommand(other, "EVAL %s 0", busy), REDIS_OK);
+	while (!done)
+		assert_int_equal(redisBufferWrite(other, &done), REDIS_OK);
+
+	assert_int_equal(kv_redis_get(r, &conn), 0);
+	kv_redis_pipe_init(&pp, r, conn->c, "test");
+	/* 4 rounds of 1000 keys of ~3000 bytes: 12 MB, 3 times the hold;
+	 * values of odd lengths so that cuts fall anywhere in a command. */
+	for (int round = 0; round < rounds; round++) {
+		for (int k = 0; k < keys; k++) {
+			size_t len = 2000 + (size_t)((k * 7 + round * 13) % 997);
+			const char *argv[] = { "SET", key, val };
+			size_t lens[] = { 3, 0, len };
+
+			snprintf(key, sizeof(key), "pipe:%d", k);
+			lens[1] = strlen(key);
+			memset(val, 'a' + round, len);
+			snprintf(val, 24, "%d/%d/%zu:", round, k, len);
+			assert_int_equal(kv_redis_pipe_append(&pp, 3, argv, lens), 0);
+		}
+	}
+	assert_int_equal(pp.pending, (size_t)(rounds * keys));
+	assert_int_equal(kv_redis_pipe_drain(&pp), 0);
+	assert_int_equal(pp.pending, 0);
+	kv_redis_pipe_done(&pp);
+	kv_redis_put(r, conn, false);
+
+	assert_int_equal(redisGetReply(other, (void **)&rep), REDIS_OK);
+	assert_int_equal(rep->type, REDIS_REPLY_INTEGER);
+	freeReplyObject(rep);
+	redisFree(other);
+
+	/* Each key holds its last round's value, whole (checked by the
+	 * server, every key). */
+	assert_int_equal(cli_int("EVAL \"local good = 0\n"
+				 "for k = 0, 999 do\n"
+				 "  local len = 2000 + (k * 7 + 3 * 13) %% 997\n"
+				 "  local v = redis.call('GET', 'pipe:' .. k)\n"
+				 "  local head = '3/' .. k .. '/' .. len .. ':'\n"
+				 "  if v and #v == len and v:sub(1, #head) == head and\n"
+				 "     v:sub(-1) == 'd' then good = good + 1 end\n"
+				 "end\n"
+				 "return good\" 0%s", ""),
+			 keys);
+	free(val);
+	b->ops->close(b);
+}

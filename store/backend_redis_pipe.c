@@ -1,0 +1,138 @@
+/*
+ * A pipeline of commands on one blocking hiredis connection that keeps
+ * Redis busy while the caller builds the next ones.
+ *
+ * Why: hiredis sends its output buffer with blocking writes. A commit that
+ * sent every megabyte that way waited, inside write(), for Redis to work
+ * through most of it (the socket holds a few hundred KiB), then left Redis
+ * idle while it encoded the next megabyte: the two took turns instead of
+ * running side by side (a 20,000-key flush: 79 ms of sending for 41 ms of
+ * the daemon's CPU and 46 ms of Redis's). Here the buffer goes out in
+ * non-blocking pieces as it fills, so Redis always has work queued while
+ * the caller is encoding, and the caller only waits when more than
+ * PIPE_HOLD_MAX bytes are queued (Redis is the slower of the two).
+ *
+ * hiredis keeps the buffer (c->obuf); the head of it already written
+ * (p->sent) is cut off before any hiredis call that writes it, which is
+ * kv_redis_pipe_sync's job.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <hiredis/sds.h>
+
+#include "store/backend_redis.h"
+
+/* A non-blocking send is tried each time this many bytes more are queued. */
+#define PIPE_PUSH_AT ((size_t)64 * 1024)
+/* Unsent bytes beyond which the caller waits for Redis. */
+#define PIPE_HOLD_MAX ((size_t)4 * 1024 * 1024)
+/* A buffer grown past this is given back at the end of a pipeline. */
+#define PIPE_KEEP ((size_t)1024 * 1024)
+
+void kv_redis_pipe_init(struct kv_redis_pipe *p, struct kv_redis *r, redisContext *c,
+			const char *what)
+{
+	*p = (struct kv_redis_pipe){ .r = r, .c = c, .what = what };
+}
+
+/* Cuts off the head already written; hiredis sees only what is not. */
+void kv_redis_pipe_sync(struct kv_redis_pipe *p)
+{
+	if (p->sent) {
+		sdsrange(p->c->obuf, (ssize_t)p->sent, -1);
+		p->tried -= p->sent;
+		p->sent = 0;
+	}
+}
+
+static int io_error(struct kv_redis_pipe *p, int err)
+{
+	/* As hiredis reports its own write errors: the connection is done. */
+	p->c->err = REDIS_ERR_IO;
+	snprintf(p->c->errstr, sizeof(p->c->errstr), "%s", strerror(err));
+	return kv_redis_error(p->r, p->c, NULL, p->what);
+}
+
+/* Sends what the socket takes now; waits for Redis only past the hold. */
+static int push(struct kv_redis_pipe *p)
+{
+	size_t len = sdslen(p->c->obuf);
+
+	p->tried = len;
+	while (p->sent < len) {
+		ssize_t w = send(p->c->fd, p->c->obuf + p->sent, len - p->sent,
+				 MSG_DONTWAIT | MSG_NOSIGNAL);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			break;
+		if (w < 0)
+			return io_error(p, errno);
+		p->sent += (size_t)w;
+	}
+	/* Cut when at least half is sent: each byte is moved at most once
+	 * on average. */
+	if (p->sent >= len - p->sent)
+		kv_redis_pipe_sync(p);
+	if (sdslen(p->c->obuf) - p->sent > PIPE_HOLD_MAX) {
+		int done = 0;
+
+		kv_redis_pipe_sync(p);
+		while (!done)
+			if (redisBufferWrite(p->c, &done) != REDIS_OK)
+				return kv_redis_error(p->r, p->c, NULL, p->what);
+		/* Written whole, hiredis made a new empty buffer. */
+		p->tried = 0;
+	}
+	return 0;
+}
+
+int kv_redis_pipe_append(struct kv_redis_pipe *p, int argc, const char **argv,
+			 const size_t *lens)
+{
+	if (redisAppendCommandArgv(p->c, argc, argv, lens) != REDIS_OK)
+		return kv_redis_error(p->r, p->c, NULL, p->what);
+	p->pending++;
+	if (sdslen(p->c->obuf) - p->tried < PIPE_PUSH_AT)
+		return 0;
+	return push(p);
+}
+
+int kv_redis_pipe_drain(struct kv_redis_pipe *p)
+{
+	int ret = 0;
+
+	kv_redis_pipe_sync(p);
+	while (p->pending) {
+		redisReply *rep = NULL;
+
+		if (redisGetReply(p->c, (void **)&rep) != REDIS_OK) {
+			p->pending = 0;
+			return kv_redis_error(p->r, p->c, NULL, p->what);
+		}
+		p->pending--;
+		if (!ret && rep->type == REDIS_REPLY_ERROR)
+			ret = kv_redis_error(p->r, p->c, rep, p->what);
+		freeReplyObject(rep);
+	}
+	return ret;
+}
+
+void kv_redis_pipe_done(struct kv_redis_pipe *p)
+{
+	kv_redis_pipe_sync(p);
+	/* The connection goes back to the pool: a batch's worth of buffer
+	 * need not stay with it. */
+	if (p->c->obuf && !sdslen(p->c->obuf) && sdsalloc(p->c->obuf) > PIPE_KEEP) {
+		sds fresh = sdsempty();
+
+		if (fresh) {
+			sdsfree(p->c->obuf);
+			p->c->obuf = fresh;
+		}
+	}
+}
