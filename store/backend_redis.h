@@ -169,6 +169,9 @@ void kv_redis_pipe_init(struct kv_redis_pipe *p, struct kv_redis *r, redisContex
  * the connection failed. */
 int kv_redis_pipe_append(struct kv_redis_pipe *p, int argc, const char **argv,
 			 const size_t *lens);
+/* Sends everything queued, waiting as needed (the buffer keeps its
+ * memory, where hiredis's own write would free it). 0 or an error. */
+int kv_redis_pipe_flush(struct kv_redis_pipe *p);
 /* Reads every pending reply: 0, or the first error (the rest drained). */
 int kv_redis_pipe_drain(struct kv_redis_pipe *p);
 void kv_redis_pipe_sync(struct kv_redis_pipe *p);

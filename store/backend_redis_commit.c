@@ -206,7 +206,8 @@ static int upload(struct kv_redis_pipe *pp, struct prep *p, size_t *queued)
 	return ret;
 }
 
-static void prep_free(struct prep *p, size_t n)
+/* What the ops' commands were built from; kept: what undoes them. */
+static void prep_release(struct prep *p, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		free(p[i].rec);
@@ -214,7 +215,16 @@ static void prep_free(struct prep *p, size_t n)
 		kv_redis_blob_free(&p[i].blob);
 		free(p[i].tmpkey);
 		free(p[i].vkey);
+		p[i].rec = NULL;
+		p[i].tags = NULL;
+		p[i].tmpkey = NULL;
+		p[i].vkey = NULL;
 	}
+}
+
+static void prep_free(struct prep *p, size_t n)
+{
+	prep_release(p, n);
 	free(p);
 }
 
@@ -640,7 +650,11 @@ int kv_redis_commit(struct kv_backend *b, struct kv_op *ops, size_t n)
 	fill_args(ops, p, n, argv, lens, order);
 	/* By its text: EVAL looks the compiled script up by its digest. */
 	ret = kv_redis_pipe_append(&pp, (int)argc, argv, lens);
-	kv_redis_pipe_sync(&pp);
+	/* The script's call is in the output buffer: what it was built
+	 * from goes while Redis takes it in. */
+	prep_release(p, n);
+	if (!ret)
+		ret = kv_redis_pipe_flush(&pp);
 	if (!ret)
 		ret = read_eval(r, conn->c, ops, n, order);
 	kv_redis_pipe_done(&pp);

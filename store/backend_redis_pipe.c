@@ -17,6 +17,7 @@
  * kv_redis_pipe_sync's job.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -29,8 +30,9 @@
 #define PIPE_PUSH_AT ((size_t)64 * 1024)
 /* Unsent bytes beyond which the caller waits for Redis. */
 #define PIPE_HOLD_MAX ((size_t)4 * 1024 * 1024)
-/* A buffer grown past this is given back at the end of a pipeline. */
-#define PIPE_KEEP ((size_t)1024 * 1024)
+/* A buffer grown past this (a large script call) is given back at the
+ * end of a pipeline; one that held PIPE_HOLD_MAX is kept for the next. */
+#define PIPE_KEEP ((size_t)8 * 1024 * 1024)
 
 void kv_redis_pipe_init(struct kv_redis_pipe *p, struct kv_redis *r, redisContext *c,
 			const char *what)
@@ -56,39 +58,44 @@ static int io_error(struct kv_redis_pipe *p, int err)
 	return kv_redis_error(p->r, p->c, NULL, p->what);
 }
 
-/* Sends what the socket takes now; waits for Redis only past the hold. */
-static int push(struct kv_redis_pipe *p)
+/* Writes the unsent bytes until at most keep remain; blocking unless
+ * nowait. 0, or an error (the connection is done). */
+static int send_out(struct kv_redis_pipe *p, size_t keep, bool nowait)
 {
 	size_t len = sdslen(p->c->obuf);
 
-	p->tried = len;
-	while (p->sent < len) {
+	while (len - p->sent > keep) {
 		ssize_t w = send(p->c->fd, p->c->obuf + p->sent, len - p->sent,
-				 MSG_DONTWAIT | MSG_NOSIGNAL);
+				 MSG_NOSIGNAL | (nowait ? MSG_DONTWAIT : 0));
 
 		if (w < 0 && errno == EINTR)
 			continue;
-		if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		if (w < 0 && nowait && (errno == EAGAIN || errno == EWOULDBLOCK))
 			break;
+		/* hiredis's own writes time out the same way (SO_SNDTIMEO). */
 		if (w < 0)
 			return io_error(p, errno);
 		p->sent += (size_t)w;
 	}
 	/* Cut when at least half is sent: each byte is moved at most once
-	 * on average. */
+	 * on average, and the buffer keeps its memory (hiredis frees it
+	 * whenever it has written it all, and a buffer grown again from
+	 * nothing is fresh pages each time). */
 	if (p->sent >= len - p->sent)
 		kv_redis_pipe_sync(p);
-	if (sdslen(p->c->obuf) - p->sent > PIPE_HOLD_MAX) {
-		int done = 0;
-
-		kv_redis_pipe_sync(p);
-		while (!done)
-			if (redisBufferWrite(p->c, &done) != REDIS_OK)
-				return kv_redis_error(p->r, p->c, NULL, p->what);
-		/* Written whole, hiredis made a new empty buffer. */
-		p->tried = 0;
-	}
 	return 0;
+}
+
+/* Sends what the socket takes now; waits for Redis only past the hold,
+ * and then until half of it is left. */
+static int push(struct kv_redis_pipe *p)
+{
+	int ret = send_out(p, 0, true);
+
+	p->tried = sdslen(p->c->obuf);
+	if (!ret && p->tried - p->sent > PIPE_HOLD_MAX)
+		ret = send_out(p, PIPE_HOLD_MAX / 2, false);
+	return ret;
 }
 
 int kv_redis_pipe_append(struct kv_redis_pipe *p, int argc, const char **argv,
@@ -102,11 +109,22 @@ int kv_redis_pipe_append(struct kv_redis_pipe *p, int argc, const char **argv,
 	return push(p);
 }
 
-int kv_redis_pipe_drain(struct kv_redis_pipe *p)
+int kv_redis_pipe_flush(struct kv_redis_pipe *p)
 {
-	int ret = 0;
+	int ret = send_out(p, 0, false);
 
 	kv_redis_pipe_sync(p);
+	return ret;
+}
+
+int kv_redis_pipe_drain(struct kv_redis_pipe *p)
+{
+	int ret = kv_redis_pipe_flush(p);
+
+	if (ret) {
+		p->pending = 0;
+		return ret;
+	}
 	while (p->pending) {
 		redisReply *rep = NULL;
 

@@ -299,6 +299,12 @@ const char kv_redis_script[] =
 	"  end\n"
 	"  for dk, names in pairs(want) do\n"
 	"    local f = {}\n"
+	/* A directory without entries has no hash (Redis drops an empty
+	 * one): all its names are free, as for one made in this batch. */
+	"    if redis.call('EXISTS', dk) == 0 then\n"
+	"      for _, nm in ipairs(names) do f[nm] = true end\n"
+	"      names = {}\n"
+	"    end\n"
 	"    for s = 1, #names, 2000 do\n"
 	"      local e = math.min(s + 1999, #names)\n"
 	"      local got = redis.call('HMGET', dk, unpack(names, s, e))\n"
