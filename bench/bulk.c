@@ -383,19 +383,6 @@ static double redis_baseline(struct bench *b, const char *sock, pid_t pid, doubl
 	return v;
 }
 
-/* Empties the database the baseline filled: 0, or -1. */
-static int redis_flushall(const char *sock)
-{
-	char *out = NULL;
-	char *argv[] = { "redis-cli", "-s", (char *)sock, "FLUSHALL", NULL };
-	int ret = env_run_capture(argv, &out, 60) == 0 && out && !strncmp(out, "OK", 2) ? 0 : -1;
-
-	if (ret)
-		warnx_("redis-cli FLUSHALL: %s", out ? out : "no reply");
-	free(out);
-	return ret;
-}
-
 void bench_flush(struct bench *b)
 {
 	if (selected(b, "flush")) {
@@ -426,15 +413,6 @@ void bench_flush(struct bench *b)
 			row_note(r, "n/a (redis-server did not start)");
 		if (rpid) {
 			base = redis_baseline(b, sock, rpid, &base_cpu);
-			/* Both start from an empty database: the baseline's
-			 * keys left in would make every key of the flush land
-			 * in a main dictionary of ~630,000 (1M random SETs),
-			 * which costs Redis about twice as much per key. */
-			if (redis_flushall(sock)) {
-				row_note(r, "n/a (redis-cli FLUSHALL failed)");
-				env_stop_pid(rpid);
-				goto out;
-			}
 			v = flush_rate(b, src, "redis", b->sz.flush_keys, true, &mounted, rpid,
 				       &flush_cpu);
 			row_set(r, FS_NADBFS, v);
@@ -453,7 +431,6 @@ void bench_flush(struct bench *b)
 					 base_cpu * 1e6 / b->sz.redis_requests);
 			env_stop_pid(rpid);
 		}
-out:
 		free(sock);
 		free(src);
 	}

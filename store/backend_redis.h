@@ -152,8 +152,11 @@ int64_t kv_redis_mono_ms(void);
 /*
  * A pipeline on one connection (backend_redis_pipe.c): commands appended
  * go out in non-blocking pieces while more are built; their replies are
- * read by kv_redis_pipe_drain. Before any other hiredis call on c that
- * writes, kv_redis_pipe_sync; when done with c, kv_redis_pipe_done.
+ * read by kv_redis_pipe_drain. Before any other hiredis call on c,
+ * kv_redis_pipe_drain (a call that reads a reply would otherwise take one
+ * the pipeline is owed); only redisGetReply of the pipeline's own replies,
+ * in order, may follow kv_redis_pipe_flush instead. When done with c,
+ * kv_redis_pipe_done.
  */
 struct kv_redis_pipe {
 	struct kv_redis *r;

@@ -30,9 +30,11 @@
 #define PIPE_PUSH_AT ((size_t)64 * 1024)
 /* Unsent bytes beyond which the caller waits for Redis. */
 #define PIPE_HOLD_MAX ((size_t)4 * 1024 * 1024)
-/* A buffer grown past this (a large script call) is given back at the
- * end of a pipeline; one that held PIPE_HOLD_MAX is kept for the next. */
-#define PIPE_KEEP ((size_t)8 * 1024 * 1024)
+/* A buffer grown past this is given back at the end of a pipeline: the
+ * next command hiredis writes itself would free it anyway (it frees the
+ * buffer whenever it has written all of it), so an idle pooled
+ * connection would only hold it. */
+#define PIPE_KEEP ((size_t)64 * 1024)
 
 void kv_redis_pipe_init(struct kv_redis_pipe *p, struct kv_redis *r, redisContext *c,
 			const char *what)
@@ -45,7 +47,8 @@ void kv_redis_pipe_sync(struct kv_redis_pipe *p)
 {
 	if (p->sent) {
 		sdsrange(p->c->obuf, (ssize_t)p->sent, -1);
-		p->tried -= p->sent;
+		/* A flush sends past the last try. */
+		p->tried = p->tried > p->sent ? p->tried - p->sent : 0;
 		p->sent = 0;
 	}
 }
@@ -143,8 +146,7 @@ int kv_redis_pipe_drain(struct kv_redis_pipe *p)
 void kv_redis_pipe_done(struct kv_redis_pipe *p)
 {
 	kv_redis_pipe_sync(p);
-	/* The connection goes back to the pool: a batch's worth of buffer
-	 * need not stay with it. */
+	/* The connection goes back to the pool (see PIPE_KEEP). */
 	if (p->c->obuf && !sdslen(p->c->obuf) && sdsalloc(p->c->obuf) > PIPE_KEEP) {
 		sds fresh = sdsempty();
 
