@@ -225,6 +225,12 @@ int kv_redis_open(const struct kv_backend_params *p, struct kv_backend **out, ch
 	memcpy(r->script_sha, rep->str, 40);
 	r->script_sha[40] = '\0';
 	freeReplyObject(rep);
+	/* Before anything reads the store: its layout may need converting. */
+	ret = kv_redis_format(r, c, err, errlen);
+	if (ret) {
+		redisFree(c);
+		goto out_close;
+	}
 	check_eviction(r, c);
 	r->conns[0].c = c;
 	r->connected_once = true;
@@ -319,10 +325,10 @@ static int load_batch(struct load_state *ls, const uint64_t *ids, size_t n)
 
 	for (; sent < n; sent++) {
 		char key[128];
-		const char *argv[] = { "HGET", key, "m" };
+		const char *argv[] = { "GET", key };
 
 		snprintf(key, sizeof(key), "%sr:%" PRIu64, ls->r->tag, ids[sent]);
-		if (redisAppendCommandArgv(ls->c, 3, argv, NULL) != REDIS_OK)
+		if (redisAppendCommandArgv(ls->c, 2, argv, NULL) != REDIS_OK)
 			return kv_redis_error(ls->r, ls->c, NULL, "load");
 		if (ids[sent] == KV_ROOT_ID && (ret = kv_redis_decl_append(ls->r, ls->c)))
 			return ret;

@@ -7,7 +7,7 @@
  * and error translation), backend_redis_sync.c (change log, id blocks, name claims,
  * expiry sweep: several mounts), backend_redis_query.c (tag queries by set
  * operations), backend_redis_decl.c (declared tags) and backend_redis_value.c
- * (value encoding).
+ * (value encoding), backend_redis_format.c (the layout's version).
  * These are the only files that include hiredis.
  *
  * Layout of one store: every key starts with the hash tag
@@ -16,14 +16,16 @@
  * ("a:b", "c") cannot collide with ("a", "b:c")), so that a whole store
  * lives in one Redis Cluster slot. Ids and value versions are decimal.
  *
- *	T:r:<id>		hash, m = the record (kv_meta_encode), and what
- *				the record is indexed under: p = parent, n =
- *				name, t = tags (NUL-joined), v = value version;
- *				PEXPIREAT at the record's deadline
- *	T:i:<id>		hash p, n, t, v as in T:r, only for a record
- *				with a deadline: kept without expiry, so that a
- *				record Redis expired on its own can still be
- *				unindexed
+ *	T:fmt			the layout's version, "2" (backend_redis_format.c)
+ *	T:r:<id>		string, the record (kv_meta_encode), which says
+ *				what it is indexed under (the scripts decode
+ *				it: KV_REDIS_LUA_DROP); PEXPIREAT at the
+ *				record's deadline
+ *	T:i:<id>		hash, the record's index, only for a record
+ *				with a deadline: p = parent, n = name, t = tags
+ *				(NUL-joined), v = value version; kept without
+ *				expiry, so that a record Redis expired on its
+ *				own can still be unindexed
  *	T:v:<id>:<vver>		string, the stored value bytes; same deadline
  *	T:ids			set of live ids (SSCAN at load)
  *	T:maxid			highest id ever committed
@@ -180,6 +182,10 @@ int kv_redis_pipe_drain(struct kv_redis_pipe *p);
 void kv_redis_pipe_sync(struct kv_redis_pipe *p);
 void kv_redis_pipe_done(struct kv_redis_pipe *p);
 
+/* backend_redis_format.c: checks the store's layout version at open and
+ * converts an older layout. 0, or a negative errno with the reason in err. */
+int kv_redis_format(struct kv_redis *r, redisContext *c, char *err, size_t errlen);
+
 /* Builds "T:<fmt>" into a malloc'd string; NULL on ENOMEM. */
 char *kv_redis_key(const struct kv_redis *r, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
@@ -187,10 +193,19 @@ char *kv_redis_key(const struct kv_redis *r, const char *fmt, ...)
 /*
  * Lua shared by the commit and sweep scripts, with P the key prefix in
  * scope: split(s) (NUL-separated), unclaim(id[, claim already read, false
- * when none]), unindex(id, old), index(x) (p, n, t, v: from the record, or
+ * when none]), unindex(id, old), index(x) (p, n, t, v: parent, name, tags
+ * NUL-joined and value version, decoded from the record T:r:<x>, or read
  * from its copy T:i:<x> when Redis expired the record), indexed(x),
  * drop(x) (removes record x from every index, appends x to touched), and
  * announce(by) (one T:log entry with the touched ids).
+ *
+ * record_index reads record v1 (store/record.c) at fixed 1-based offsets:
+ * version byte 1, parent u64 LE at 10-17, vver at 78-85, the name's length
+ * at 95 and its bytes from 96, then a u16 tag count and the tags (u8 length
+ * + bytes); 101 bytes at least (empty name, no tags, no xattrs). u64()
+ * turns 8 bytes into decimal exactly, in base-10^7 limbs: a Lua number
+ * holds integers exactly only up to 2^53. The root's tags are the declared
+ * ones, in no tag set: its index has none (the commit passes it none).
  */
 #define KV_REDIS_LUA_DROP \
 	"local function split(s)\n" \
@@ -214,9 +229,35 @@ char *kv_redis_key(const struct kv_redis *r, const char *fmt, ...)
 	"  if redis.call('HGET', dk, old[2]) == id then redis.call('HDEL', dk, old[2]) end\n" \
 	"  for _, tg in ipairs(split(old[3] or '')) do redis.call('SREM', P..'t:'..tg, id) end\n" \
 	"end\n" \
+	"local function u64(s, i)\n" \
+	"  local d1, d2, d3 = 0, 0, 0\n" \
+	"  for k = i + 7, i, -1 do\n" \
+	"    local v = d1 * 256 + string.byte(s, k)\n" \
+	"    d1 = v % 10000000\n" \
+	"    v = d2 * 256 + (v - d1) / 10000000\n" \
+	"    d2 = v % 10000000\n" \
+	"    d3 = d3 * 256 + (v - d2) / 10000000\n" \
+	"  end\n" \
+	"  if d3 > 0 then return string.format('%d%07d%07d', d3, d2, d1) end\n" \
+	"  if d2 > 0 then return string.format('%d%07d', d2, d1) end\n" \
+	"  return string.format('%d', d1)\n" \
+	"end\n" \
+	"local function record_index(x, m)\n" \
+	"  if #m < 101 or string.byte(m, 1) ~= 1 then return {} end\n" \
+	"  local nl = string.byte(m, 95)\n" \
+	"  local t, at = {}, 98 + nl\n" \
+	"  if x ~= '1' then\n" \
+	"    for j = 1, string.byte(m, 96 + nl) + 256 * string.byte(m, 97 + nl) do\n" \
+	"      local tl = string.byte(m, at)\n" \
+	"      t[j] = string.sub(m, at + 1, at + tl)\n" \
+	"      at = at + 1 + tl\n" \
+	"    end\n" \
+	"  end\n" \
+	"  return {u64(m, 10), string.sub(m, 96, 95 + nl), table.concat(t, '\\0'), u64(m, 78)}\n" \
+	"end\n" \
 	"local function index(x)\n" \
-	"  local o = redis.call('HMGET', P..'r:'..x, 'p', 'n', 't', 'v')\n" \
-	"  if o[1] then return o end\n" \
+	"  local m = redis.call('GET', P..'r:'..x)\n" \
+	"  if m then return record_index(x, m) end\n" \
 	"  return redis.call('HMGET', P..'i:'..x, 'p', 'n', 't', 'v')\n" \
 	"end\n" \
 	"local function indexed(x)\n" \

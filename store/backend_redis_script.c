@@ -485,10 +485,11 @@ const char kv_redis_script[] =
 	"      end\n"
 	"      if samedir or redis.call('HSETNX', dk, name, id) == 0 then place(id, dk, name) end\n"
 	"    end\n"
-	/* The record and its index in one hash; the index's copy in T:i
-	 * only while the record has a deadline. */
+	/* The record, which holds its index; the index's copy in T:i only
+	 * while the record has a deadline. SET leaves the record without an
+	 * expiry, which the deadline's PEXPIREAT below sets again. */
 	"    if typ ~= 'N' then\n"
-	"      redis.call('HSET', rk, 'm', ARGV[b+3], 'p', parent, 'n', name, 't', tags, 'v', vver)\n"
+	"      redis.call('SET', rk, ARGV[b+3])\n"
 	"      if exp ~= '0' then\n"
 	"        redis.call('HSET', ik, 'p', parent, 'n', name, 't', tags, 'v', vver)\n"
 	"      elseif not known then\n"

@@ -358,10 +358,10 @@ int kv_redis_fetch(struct kv_backend *b, const uint64_t *ids, size_t n, struct k
 		return ret;
 	for (size_t i = 0; i < n; i++) {
 		char key[128];
-		const char *argv[] = { "HGET", key, "m" };
+		const char *argv[] = { "GET", key };
 
 		snprintf(key, sizeof(key), "%sr:%" PRIu64, r->tag, ids[i]);
-		if (redisAppendCommandArgv(conn->c, 3, argv, NULL) != REDIS_OK ||
+		if (redisAppendCommandArgv(conn->c, 2, argv, NULL) != REDIS_OK ||
 		    (ids[i] == KV_ROOT_ID && kv_redis_decl_append(r, conn->c))) {
 			ret = kv_redis_error(r, conn->c, NULL, "fetch");
 			kv_redis_put(r, conn, true);

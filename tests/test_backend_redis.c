@@ -134,6 +134,15 @@ struct kv_backend *xload(size_t *n)
 	return b;
 }
 
+int redis_open_err(struct kv_backend **out, const char *want)
+{
+	int ret = open_with(&ctx, srv.sock, false, out);
+
+	if (!strstr(ctx.err, want))
+		fail_msg("kv_redis_open: \"%s\", want \"%s\" in it", ctx.err, want);
+	return ret;
+}
+
 int64_t wall_ms(void)
 {
 	struct timespec ts;
@@ -581,66 +590,8 @@ static void test_never_sent_batch(void **state)
 	assert_cli("EXISTS %s", "{nadb:default:default}:r:40", "0");
 	assert_cli("SISMEMBER {nadb:default:default}:ids %s", "40", "0");
 	assert_cli("SCARD %s", "{nadb:default:default}:t:t1", "2");
-	assert_cli("HGET {nadb:default:default}:r:31 %s", "t", "t1");
-	kv_backend_close(b);
-}
-
-/*
- * A record whose first commit failed after its plain writes (its index is
- * there, the script's work is not: no entry, no tags, not in T:ids) is
- * completed by the retry, which the store marks uncertain ('U'), instead of
- * being taken as known with its tags already indexed.
- */
-static void test_uncertain_put_completes(void **state)
-{
-	char *tags[] = { "t1" };
-	struct kv_op op;
-	struct kv_backend *b;
-
-	(void)state;
-	b = xload(NULL);
-	free(cli("HSET {nadb:default:default}:r:50 p 1 n half t t1 v %s", "0"));
-	memset(&op, 0, sizeof(op));
-	op.type = KV_OP_PUT;
-	op.uncertain = true;
-	op.meta.id = 50;
-	op.meta.parent = KV_ROOT_ID;
-	op.meta.name = "half";
-	op.meta.mode = S_IFREG | 0644;
-	op.meta.tags = tags;
-	op.meta.ntags = 1;
-	assert_int_equal(b->ops->commit(b, &op, 1), 0);
-	assert_cli("HGET {nadb:default:default}:d:1 %s", "half", "50");
-	assert_cli("SISMEMBER {nadb:default:default}:t:t1 %s", "50", "1");
-	assert_cli("SISMEMBER {nadb:default:default}:ids %s", "50", "1");
-	kv_backend_close(b);
-}
-
-/* A store written before the index moved into the record's hash (T:i
- * for every record, T:r with the record only) is read through T:i: a
- * rename, retag and delete leave no entry or tag behind. */
-static void test_index_of_older_layout(void **state)
-{
-	struct kv_backend *b;
-	uint64_t vver = 0;
-	char cmd[160];
-
-	(void)state;
-	b = xload(NULL);
-	assert_int_equal(put_key(b, 60, KV_ROOT_ID, "old", "red", 0, "v", &vver), 0);
-	snprintf(cmd, sizeof(cmd), "HSET {nadb:default:default}:i:60 p 1 n old t red v %llu",
-		 (unsigned long long)vver);
-	assert_cli("%s", cmd, "4");
-	assert_cli("HDEL {nadb:default:default}:r:60 p n t %s", "v", "4");
-	assert_int_equal(put_key(b, 60, KV_ROOT_ID, "renamed", "blue", 0, NULL, &vver), 0);
-	assert_cli("HGET {nadb:default:default}:d:1 %s", "old", "");
-	assert_cli("HGET {nadb:default:default}:d:1 %s", "renamed", "60");
-	assert_cli("EXISTS %s", "{nadb:default:default}:t:red", "0");
-	assert_cli("SMEMBERS %s", "{nadb:default:default}:t:blue", "60");
-	assert_int_equal(del_key(b, 60, vver), 0);
-	assert_cli("EXISTS {nadb:default:default}:r:60 %s", "{nadb:default:default}:i:60", "0");
-	assert_cli("HGET {nadb:default:default}:d:1 %s", "renamed", "");
-	assert_cli("EXISTS %s", "{nadb:default:default}:t:blue", "0");
+	assert_cli("SISMEMBER {nadb:default:default}:t:t1 %s", "31", "1");
+	assert_cli("TYPE %s", "{nadb:default:default}:r:31", "string");
 	kv_backend_close(b);
 }
 
@@ -677,9 +628,8 @@ static void test_indexes_follow(void **state)
 		assert_cli("EXISTS %s", vkey, "0");
 		assert_cli("SMEMBERS %s", "{nadb:default:default}:t:blue", "5");
 		assert_cli("HGET {nadb:default:default}:d:77 %s", "b", "5");
-		/* The index is in the record's hash: no T:i without a
-		 * deadline. */
-		assert_cli("HGET {nadb:default:default}:r:5 %s", "t", "blue");
+		/* The index is in the record: no T:i without a deadline. */
+		assert_cli("TYPE %s", "{nadb:default:default}:r:5", "string");
 		assert_cli("EXISTS %s", "{nadb:default:default}:i:5", "0");
 	}
 	/* An entry that another record took meanwhile is taken back even
@@ -722,8 +672,9 @@ static void test_indexes_follow(void **state)
 	assert_cli("EXISTS %s", "{nadb:default:default}:t:blue", "0");
 	assert_cli("EXISTS %s", "{nadb:default:default}:d:77", "0");
 	assert_cli("SCARD %s", "{nadb:default:default}:ids", "0");
-	/* Only the counters and the change log are left. */
-	assert_cli("DBSIZE%s", "", "4");
+	/* Only the counters, the layout version and the change log are left. */
+	assert_cli("DBSIZE%s", "", "5");
+	assert_cli("GET %s", "{nadb:default:default}:fmt", "2");
 	assert_cli("EXISTS %s", "{nadb:default:default}:maxid", "1");
 	assert_cli("EXISTS %s", "{nadb:default:default}:vver", "1");
 	assert_cli("EXISTS %s", "{nadb:default:default}:log", "1");
@@ -745,7 +696,6 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_claims, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_transaction_reservations, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_never_sent_batch, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_uncertain_put_completes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_expiry_notifications, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_query_set_operations, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dir_delete_keeps_foreign_entries, setup,
@@ -753,7 +703,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_staged_writes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_script_refuses_swept_batch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pipeline_survives_a_busy_server, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_index_of_older_layout, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_records_are_strings, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_uncertain_put_completes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_layout_1_converted, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_newer_layout_refused, setup, teardown),
 	};
 	struct contract_backend rb = {
 		.name = "redis",

@@ -435,8 +435,10 @@ void test_dir_delete_keeps_foreign_entries(void **state)
 	b->ops->close(b);
 }
 
-/* A commit of new records (kv_op.never_sent) with values. */
-static int commit_new(struct kv_backend *b, uint64_t first, int n, bool compact)
+/* A commit of new records (kv_op.never_sent) with values, and a deadline
+ * unless expires_ms is 0. */
+static int commit_new(struct kv_backend *b, uint64_t first, int n, bool compact,
+		      int64_t expires_ms)
 {
 	struct kv_op ops[4];
 	struct kv_value *v[4];
@@ -457,6 +459,7 @@ static int commit_new(struct kv_backend *b, uint64_t first, int n, bool compact)
 		ops[i].meta.name = names[i];
 		ops[i].meta.mode = S_IFREG | 0644;
 		ops[i].meta.size = 5;
+		ops[i].meta.expires_ms = expires_ms;
 		ops[i].value = v[i];
 	}
 	ret = b->ops->commit(b, ops, (size_t)n);
@@ -488,24 +491,25 @@ void test_staged_writes(void **state)
 	(void)state;
 	b = xload(NULL);
 	/* Committed, compact ops and others: no marker stays. */
-	assert_int_equal(commit_new(b, 100, 2, true), 0);
-	assert_int_equal(commit_new(b, 102, 2, false), 0);
+	assert_int_equal(commit_new(b, 100, 2, true, 0), 0);
+	assert_int_equal(commit_new(b, 102, 2, false, 0), 0);
 	assert_cli("HGET " KT "d:1 %s", "s101", "101");
 	assert_cli("HGET " KT "d:1 %s", "s103", "103");
 	assert_nothing_staged();
 
-	/* A plain write refused (the record's key is of another type): the
-	 * commit fails, the script never runs, and what it wrote is gone. */
-	assert_cli("SET " KT "r:111 %s", "in-the-way", "OK");
+	/* A plain write refused (the key of a record's index copy is of
+	 * another type): the commit fails, the script never runs, and what it
+	 * wrote is gone. */
+	assert_cli("SET " KT "i:111 %s", "in-the-way", "OK");
 	assert_int_equal(cli_int("GET " KT "vver%s", ""), 4);
-	assert_true(commit_new(b, 110, 2, true) < 0);
-	assert_int_equal(cli_int("EXISTS " KT "r:110 " KT "i:110 " KT "i:111 %s", KT "v:110:5"),
+	assert_true(commit_new(b, 110, 2, true, wall_ms() + 600000) < 0);
+	assert_int_equal(cli_int("EXISTS " KT "r:110 " KT "i:110 " KT "r:111 %s", KT "v:110:5"),
 			 0);
 	assert_int_equal(cli_int("EXISTS %s", KT "v:111:6"), 0);
 	assert_int_equal(cli_int("HEXISTS " KT "d:1 %s", "s110"), 0);
 	assert_nothing_staged();
-	/* r:111 went too: the marker lists it as the commit's own. */
-	assert_int_equal(cli_int("EXISTS %s", KT "r:111"), 0);
+	/* i:111 went too: the marker lists it as the commit's own. */
+	assert_int_equal(cli_int("EXISTS %s", KT "i:111"), 0);
 
 	/* Left behind: the sweep removes an hour-old marker's writes, except
 	 * the hashes of a record that a later commit published, and leaves a
@@ -517,7 +521,7 @@ void test_staged_writes(void **state)
 	snprintf(when, sizeof(when), "%lld", (long long)wall_ms());
 	assert_cli("ZADD " KT "up %s live:1", when, "1");
 	assert_cli("MSET " KT "v:120:900 a " KT "v:121:901 b " KT "v:130:902 %s", "c", "OK");
-	assert_cli("HSET " KT "r:120 m %s", "x", "1");
+	assert_cli("SET " KT "r:120 %s", "x", "OK");
 	assert_cli("HSET " KT "i:120 p %s", "1", "1");
 	assert_int_equal(put_key(b, 121, KV_ROOT_ID, "published", "", 0, "v", NULL), 0);
 	assert_int_equal(b->ops->sweep(b, wall_ms(), 1000, &n), 0);
@@ -536,7 +540,7 @@ static char *script_with_marker(const char *sha, const char *marker)
 	char cmd[512];
 
 	assert_cli("SET " KT "v:200:7 %s", "x", "OK");
-	assert_cli("HSET " KT "r:200 m x p 1 n k200 t '' v %s", "7", "5");
+	assert_cli("SET " KT "r:200 %s", "x", "OK");
 	snprintf(cmd, sizeof(cmd),
 		 "EVALSHA %s 1 " KT "ids " KT " %lld 200 0123456789abcdef '' '' '%s' 1 "
 		 "200 1 k200 '' 7", sha, (long long)wall_ms(), marker);

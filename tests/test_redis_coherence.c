@@ -336,8 +336,8 @@ static void test_transaction_conflicts_across_mounts(void **state)
 	put_str(mnt_path(a, ".nadb/tx/t2/k2"), "from t2");
 	put_str(mnt_path(a, ".nadb/tx/t2/fresh"), "fresh");
 	id = rcli(a, "HGET " TT "d:1 %s", "k2");
-	rcli(a, mnt_str(a, "EVAL \"local m = redis.call('HGET', KEYS[1], 'm') "
-		      "redis.call('HSET', KEYS[1], 'm', string.sub(m, 1, 45) .. 'XXXXXXXX' .. "
+	rcli(a, mnt_str(a, "EVAL \"local m = redis.call('GET', KEYS[1]) "
+		      "redis.call('SET', KEYS[1], string.sub(m, 1, 45) .. 'XXXXXXXX' .. "
 		      "string.sub(m, 54)) return 1\" 1 %s", TT "r:%s"), id);
 	assert_conflict(a, "t2", "k2");
 	assert_file_str(mnt_path(a, "k2"), "old2");
