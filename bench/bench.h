@@ -122,6 +122,8 @@ void row_set(struct row *r, enum fs_kind k, double v);
 void row_note(struct row *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* A baseline measured outside the three filesystems (redis-benchmark). */
 void row_base(struct row *r, double v, const char *label);
+/* The best baseline so far: what a TGT_VS_BASE ratio divides by. */
+double row_best_base(const struct row *r);
 void row_target(struct row *r, enum target_kind kind, double tgt, const struct row *ref);
 
 /* --- threads (small.c) --- */

@@ -119,6 +119,11 @@ void row_base(struct row *r, double v, const char *label)
 	r->base_label = label;
 }
 
+double row_best_base(const struct row *r)
+{
+	return r->base;
+}
+
 void row_target(struct row *r, enum target_kind kind, double tgt, const struct row *ref)
 {
 	r->tk = kind;
