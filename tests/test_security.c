@@ -7,7 +7,8 @@
  *
  * "Outside" is checked with snapshots taken before and after: of a canary
  * tree root/outside (where every ../ trick below points), of the names at
- * the top of the test's root, and of anything named *nadbevil* in /tmp.
+ * the top of the test's root, and of anything named *nadbevil* in the root
+ * or in the directories above it that a name could reach (outside_state).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,18 +28,29 @@
 #include "mnt.h"
 #include "redis_server.h"
 
-/* The canary tree, the top of root, and any stray *nadbevil* in /tmp. */
+/*
+ * The canary tree, the top of root, any *nadbevil* two levels into root, and
+ * any *nadbevil* where a ../ or absolute name can land above root: root's
+ * parent (/tmp) and its outside/. Only those two directories above root are
+ * listed, never walked: a walk of /tmp enters the trees of tests running
+ * beside this one and their live mounts, and a directory of theirs held open
+ * makes their umount(2) fail with EBUSY (and their keys show up here).
+ */
 static char *outside_state(struct mnt *m)
 {
-	char *snap = tree_snapshot(mnt_str(m, "%s/outside", m->root)), *top = NULL, *tmp = NULL,
-	     *all;
+	char *snap = tree_snapshot(mnt_str(m, "%s/outside", m->root)), *top = NULL, *in = NULL,
+	     *above = NULL, *all;
+	const char *root = shq(m, m->root);
 
-	run_cmd_out(&top, "ls -a %s", shq(m, m->root));
-	run_cmd_out(&tmp, "find /tmp -maxdepth 3 -name '*nadbevil*' 2>/dev/null");
-	assert_true(asprintf(&all, "%s\n--\n%s\n--\n%s", snap, top, tmp) > 0);
+	run_cmd_out(&top, "ls -a %s", root);
+	run_cmd_out(&in, "find %s -maxdepth 2 -name '*nadbevil*' 2>/dev/null", root);
+	run_cmd_out(&above, "ls -1d %s/../*nadbevil* %s/../outside/*nadbevil* 2>/dev/null", root,
+		    root);
+	assert_true(asprintf(&all, "%s\n--\n%s\n--\n%s\n--\n%s", snap, top, in, above) > 0);
 	free(snap);
 	free(top);
-	free(tmp);
+	free(in);
+	free(above);
 	return all;
 }
 
