@@ -349,7 +349,10 @@ static int dent_entry(struct fs *fs, fuse_ino_t dir, const struct fs_dent *de,
 		fs_virt_entry(fs, de->ino, e);
 		return 0;
 	}
-	ret = kv_getattr(fs->kv, de->ino, &a);
+	/* By name, as a lookup: the kernel caches this entry like a lookup's
+	 * answer, and since the snapshot the name may have been renamed
+	 * away (which would bring it back for entry_timeout) or over. */
+	ret = kv_lookup(fs->kv, dir, de->name, &a);
 	if (ret)
 		return ret;
 	fs_fill_entry(fs, &a, e);

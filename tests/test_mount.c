@@ -311,6 +311,35 @@ static void test_readdir_exact(void **state)
 	mnt_stop(m);
 }
 
+/* A listing opened before a rename answers for each name as it is when
+ * read: readdirplus hands the kernel an entry it caches like a lookup's,
+ * so an old name must not come back. */
+static void test_readdir_after_rename(void **state)
+{
+	struct mnt *m = up(state, NULL);
+	struct dirent *de;
+	struct stat st;
+	DIR *d;
+	int seen_old = 0, seen_new = 0;
+
+	ASSERT_SYS(mkdir(mnt_path(m, "d"), 0755));
+	put_str(mnt_path(m, "d/old"), "1");
+	put_str(mnt_path(m, "d/other"), "2");
+	d = opendir(mnt_path(m, "d"));
+	assert_non_null(d);
+	ASSERT_SYS(rename(mnt_path(m, "d/old"), mnt_path(m, "d/new")));
+	while ((de = readdir(d))) {
+		seen_old += !strcmp(de->d_name, "old");
+		seen_new += !strcmp(de->d_name, "new");
+	}
+	closedir(d);
+	assert_int_equal(seen_old, 0);
+	(void)seen_new; /* made after the listing opened: may or may not show */
+	ASSERT_ERRNO(stat(mnt_path(m, "d/old"), &st), ENOENT);
+	assert_file_str(mnt_path(m, "d/new"), "1");
+	mnt_stop(m);
+}
+
 static void test_rename_file(void **state)
 {
 	struct mnt *m = up(state, NULL);
@@ -799,6 +828,7 @@ int main(void)
 		T(test_stat_sizes_and_times),
 		T(test_mkdir_rmdir),
 		T(test_readdir_exact),
+		T(test_readdir_after_rename),
 		T(test_rename_file),
 		T(test_rename_replaces),
 		T(test_rename_dir_with_200_keys),
