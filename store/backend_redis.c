@@ -315,6 +315,9 @@ struct load_state {
 	uint64_t *gone;		/* listed ids whose record Redis expired */
 	size_t ngone, gonecap;
 	int stop;		/* fn's non-zero result */
+	uint64_t *redo;		/* ids of the batch held as hashes */
+	size_t nredo;
+	bool no_redo;		/* reading them again: a hash is an error */
 };
 
 /* Fetches and reports the records of ids[0..n) with one pipelined round. */
@@ -350,7 +353,10 @@ static int load_batch(struct load_state *ls, const uint64_t *ids, size_t n)
 			freeReplyObject(decl);
 			continue;
 		}
-		if (rep->type == REDIS_REPLY_NIL) {
+		if (KV_REDIS_WRONGTYPE(rep) && !ls->no_redo && ls->nredo < LOAD_BATCH) {
+			/* A hash: read again once converted, below. */
+			ls->redo[ls->nredo++] = ids[i];
+		} else if (rep->type == REDIS_REPLY_NIL) {
 			if (ls->ngone == ls->gonecap) {
 				size_t cap = ls->gonecap ? 2 * ls->gonecap : 64;
 				uint64_t *g = realloc(ls->gone, cap * sizeof(*g));
@@ -384,6 +390,24 @@ static int load_batch(struct load_state *ls, const uint64_t *ids, size_t n)
 		}
 		freeReplyObject(rep);
 		freeReplyObject(decl);
+	}
+	if (!ret && !ls->stop && ls->nredo) {
+		/* Records an older nadbfs wrote as hashes after the store was
+		 * converted (backend_redis_format.c): converted, read again. */
+		size_t k = ls->nredo;
+		uint64_t *again = malloc(k * sizeof(*again));
+
+		if (!again)
+			return -ENOMEM;
+		memcpy(again, ls->redo, k * sizeof(*again));
+		ls->nredo = 0;
+		ret = kv_redis_convert_ids(ls->r, ls->c, again, k);
+		if (!ret) {
+			ls->no_redo = true;
+			ret = load_batch(ls, again, k);
+			ls->no_redo = false;
+		}
+		free(again);
 	}
 	return ret;
 }
@@ -423,7 +447,8 @@ static int redis_load(struct kv_backend *b, kv_load_fn fn, void *arg, uint64_t *
 	idskey = kv_redis_key(r, "ids");
 	maxkey = kv_redis_key(r, "maxid");
 	ids = malloc(LOAD_BATCH * 4 * sizeof(*ids));
-	if (!idskey || !maxkey || !ids) {
+	ls.redo = malloc(LOAD_BATCH * sizeof(*ls.redo));
+	if (!idskey || !maxkey || !ids || !ls.redo) {
 		ret = -ENOMEM;
 		goto out;
 	}
@@ -496,6 +521,7 @@ out:
 	}
 	free(ls.seen.slot);
 	free(ls.gone);
+	free(ls.redo);
 	free(ids);
 	free(idskey);
 	free(maxkey);

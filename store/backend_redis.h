@@ -185,17 +185,38 @@ void kv_redis_pipe_done(struct kv_redis_pipe *p);
 /* backend_redis_format.c: checks the store's layout version at open and
  * converts an older layout. 0, or a negative errno with the reason in err. */
 int kv_redis_format(struct kv_redis *r, redisContext *c, char *err, size_t errlen);
+/* Converts records ids[0..n) that are hashes (an older nadbfs still
+ * running wrote them) to strings: 0 or a negative errno. */
+int kv_redis_convert_ids(struct kv_redis *r, redisContext *c, const uint64_t *ids, size_t n);
+/* A reply that says the key holds a hash (or another type) where a string
+ * was read. */
+#define KV_REDIS_WRONGTYPE(rep) \
+	((rep)->type == REDIS_REPLY_ERROR && !strncmp((rep)->str, "WRONGTYPE", 9))
 
 /* Builds "T:<fmt>" into a malloc'd string; NULL on ENOMEM. */
 char *kv_redis_key(const struct kv_redis *r, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
 /*
+ * Lua, with P the key prefix in scope: record(x), the record of id x or
+ * false; a hash that an older nadbfs wrote (backend_redis_format.c) is
+ * read as it kept it, in field m.
+ */
+#define KV_REDIS_LUA_RECORD \
+	"local function record(x)\n" \
+	"  local k = P..'r:'..x\n" \
+	"  local m = redis.pcall('GET', k)\n" \
+	"  if type(m) == 'table' and m.err then m = redis.call('HGET', k, 'm') end\n" \
+	"  return m\n" \
+	"end\n"
+
+/*
  * Lua shared by the commit and sweep scripts, with P the key prefix in
  * scope: split(s) (NUL-separated), unclaim(id[, claim already read, false
  * when none]), unindex(id, old), index(x) (p, n, t, v: parent, name, tags
  * NUL-joined and value version, decoded from the record T:r:<x>, or read
- * from its copy T:i:<x> when Redis expired the record), indexed(x),
+ * from its copy T:i:<x> when Redis expired the record), record_tags(m)
+ * (a record's tags, a list), indexed(x),
  * drop(x) (removes record x from every index, appends x to touched), and
  * announce(by) (one T:log entry with the touched ids).
  *
@@ -208,6 +229,7 @@ char *kv_redis_key(const struct kv_redis *r, const char *fmt, ...)
  * ones, in no tag set: its index has none (the commit passes it none).
  */
 #define KV_REDIS_LUA_DROP \
+	KV_REDIS_LUA_RECORD \
 	"local function split(s)\n" \
 	"  local t = {}\n" \
 	"  for x in string.gmatch(s, '[^%z]+') do t[#t+1] = x end\n" \
@@ -242,21 +264,24 @@ char *kv_redis_key(const struct kv_redis *r, const char *fmt, ...)
 	"  if d2 > 0 then return string.format('%d%07d', d2, d1) end\n" \
 	"  return string.format('%d', d1)\n" \
 	"end\n" \
+	"local function record_tags(m)\n" \
+	"  local nl = string.byte(m, 95)\n" \
+	"  local t, at = {}, 98 + nl\n" \
+	"  for j = 1, string.byte(m, 96 + nl) + 256 * string.byte(m, 97 + nl) do\n" \
+	"    local tl = string.byte(m, at)\n" \
+	"    t[j] = string.sub(m, at + 1, at + tl)\n" \
+	"    at = at + 1 + tl\n" \
+	"  end\n" \
+	"  return t\n" \
+	"end\n" \
 	"local function record_index(x, m)\n" \
 	"  if #m < 101 or string.byte(m, 1) ~= 1 then return {} end\n" \
 	"  local nl = string.byte(m, 95)\n" \
-	"  local t, at = {}, 98 + nl\n" \
-	"  if x ~= '1' then\n" \
-	"    for j = 1, string.byte(m, 96 + nl) + 256 * string.byte(m, 97 + nl) do\n" \
-	"      local tl = string.byte(m, at)\n" \
-	"      t[j] = string.sub(m, at + 1, at + tl)\n" \
-	"      at = at + 1 + tl\n" \
-	"    end\n" \
-	"  end\n" \
-	"  return {u64(m, 10), string.sub(m, 96, 95 + nl), table.concat(t, '\\0'), u64(m, 78)}\n" \
+	"  local tags = x == '1' and '' or table.concat(record_tags(m), '\\0')\n" \
+	"  return {u64(m, 10), string.sub(m, 96, 95 + nl), tags, u64(m, 78)}\n" \
 	"end\n" \
 	"local function index(x)\n" \
-	"  local m = redis.call('GET', P..'r:'..x)\n" \
+	"  local m = record(x)\n" \
 	"  if m then return record_index(x, m) end\n" \
 	"  return redis.call('HMGET', P..'i:'..x, 'p', 'n', 't', 'v')\n" \
 	"end\n" \

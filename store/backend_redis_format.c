@@ -9,13 +9,19 @@
  * at its first open by this version, in steps of LOAD_STEP records, each
  * one script (so no client sees a record half converted), before anything
  * else reads it; then T:fmt is set. The conversion is idempotent: mounts
- * opening the store at once may both run it. A mount of the old version
- * must not run meanwhile (its scripts would find strings where they read
- * hashes, and fail).
+ * opening the store at once may both run it, and one interrupted is run
+ * again by the next open. A mount of the old version still running writes
+ * hashes for the records it creates: whatever reads a record takes a hash
+ * for what it is (the scripts read field m: KV_REDIS_LUA_RECORD; load and
+ * fetch convert it on sight, kv_redis_convert_ids), and the next rewrite
+ * makes it a string. That mount's own rewrites fail (WRONGTYPE).
  *
- * A newer layout than this code knows is refused, with a message.
+ * A layout this code does not know is refused, with a message, at open
+ * and by every commit script: a mount of this version still running when
+ * a newer one converts the store stops writing to it.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,6 +111,7 @@ static int convert_all(struct kv_redis *r, redisContext *c, const char *idskey, 
 				 r->where, rep && rep->type == REDIS_REPLY_ERROR ? rep->str
 				 : c->errstr[0] ? c->errstr : "unexpected reply");
 			ret = kv_redis_error(r, c, rep, "layout conversion");
+			freeReplyObject(rep);
 			break;
 		}
 		memcpy(cursor, rep->element[0]->str, rep->element[0]->len);
@@ -130,6 +137,36 @@ static int convert_all(struct kv_redis *r, redisContext *c, const char *idskey, 
 	return ret;
 }
 
+int kv_redis_convert_ids(struct kv_redis *r, redisContext *c, const uint64_t *ids, size_t n)
+{
+	const char **argv = malloc((n + 5) * sizeof(*argv));
+	char (*num)[24] = malloc(n * sizeof(*num));
+	char *idskey = kv_redis_key(r, "ids"), err[256];
+	long long done = 0;
+	int ret = -ENOMEM;
+
+	if (argv && num && idskey) {
+		argv[0] = "EVAL";
+		argv[1] = convert_script;
+		argv[2] = "1";
+		argv[3] = idskey;
+		argv[4] = r->tag;
+		for (size_t i = 0; i < n; i++) {
+			snprintf(num[i], sizeof(num[i]), "%" PRIu64, ids[i]);
+			argv[5 + i] = num[i];
+		}
+		ret = convert(r, c, argv, n + 5, &done, err, sizeof(err));
+	}
+	if (!ret && done)
+		NLOG(NLOG_WARN, "backend",
+		     "converted records an older nadbfs wrote after the store's conversion",
+		     LF_STR("server", r->where), LF_INT("records", done));
+	free(argv);
+	free(num);
+	free(idskey);
+	return ret;
+}
+
 int kv_redis_format(struct kv_redis *r, redisContext *c, char *err, size_t errlen)
 {
 	char *fk = kv_redis_key(r, "fmt"), *idskey = kv_redis_key(r, "ids");
@@ -150,11 +187,13 @@ int kv_redis_format(struct kv_redis *r, redisContext *c, char *err, size_t errle
 	if (rep->type == REDIS_REPLY_STRING) {
 		ret = 0;
 		if (strcmp(rep->str, LAYOUT)) {
+			/* The tag without the ':' that ends the prefix. */
 			snprintf(err, errlen,
-				 "redis %s: the store %s has layout version %.16s, which this "
-				 "nadbfs does not know (it reads version " LAYOUT
-				 "): written by a newer nadbfs?",
-				 r->where, r->tag, rep->str);
+				 "redis %s: the store %.*s has layout version %.16s, which this "
+				 "nadbfs does not know (it reads version " LAYOUT ")%s",
+				 r->where, (int)(strlen(r->tag) - 1), r->tag, rep->str,
+				 strtol(rep->str, NULL, 10) > 2 ? ": written by a newer nadbfs?"
+								 : "");
 			ret = -EPROTO;
 		}
 		goto out;

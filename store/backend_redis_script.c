@@ -107,6 +107,12 @@ const char kv_redis_script[] =
 	"if MK ~= '' and redis.call('EXISTS', P..'up:'..MK) == 0 then\n"
 	"  return refuse('ERR nadb: the staged writes of the batch were swept before its script ran')\n"
 	"end\n"
+	/* A newer nadbfs converted the store meanwhile: write nothing
+	 * (backend_redis_format.c). */
+	"local fmt = redis.call('GET', P..'fmt')\n"
+	"if fmt and fmt ~= '2' then\n"
+	"  return refuse('ERR nadb: the store has layout version '..fmt..', which this nadbfs does not know')\n"
+	"end\n"
 	"for i = 0, n - 1 do\n"
 	"  local b = H + i * K\n"
 	"  if ARGV[b+9] == 't' and redis.call('STRLEN', ARGV[b+10]) ~= tonumber(ARGV[b+11]) then\n"
@@ -165,16 +171,17 @@ const char kv_redis_script[] =
 	"for i = 0, n - 1 do inbatch[ARGV[H + i * K + 2]] = true end\n"
 	"for c = 0, C - 1 do inbatch[ARGV[8 + c * CK + 1]] = true end\n"
 	/* Declared tags (backend_redis_decl.c), before the root's op
-	 * empties its index's list: this mount's adds and removes go into
-	 * T:decl, seeded on first use from that list and from what this
-	 * mount started from. If the set then is not this mount's list,
+	 * rewrites its record: this mount's adds and removes go into
+	 * T:decl, seeded on first use from the record's list and from what
+	 * this mount started from. If the set then is not this mount's list,
 	 * every mount fetches the root again. */
 	"if ARGV[5] ~= '' then\n"
 	"  local dk = P..'decl'\n"
 	"  local want = split(string.sub(ARGV[5], 2))\n"
 	"  local base = split(ARGV[6])\n"
 	"  if redis.call('EXISTS', dk) == 0 then\n"
-	"    local l = split(index('1')[3] or '')\n"
+	"    local rm = record('1')\n"
+	"    local l = rm and #rm >= 101 and record_tags(rm) or {}\n"
 	"    for _, t in ipairs(base) do l[#l+1] = t end\n"
 	"    l[#l+1] = ''\n"
 	"    many('SADD', dk, l)\n"

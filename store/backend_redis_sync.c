@@ -344,18 +344,26 @@ int kv_redis_changes(struct kv_backend *b, int64_t wait_ms, uint64_t **ids_out, 
 	return 0;
 }
 
-int kv_redis_fetch(struct kv_backend *b, const uint64_t *ids, size_t n, struct kv_change *out)
+/* The records of ids[0..n) into out; with convert, a record held as a hash
+ * (an older nadbfs wrote it: backend_redis_format.c) is converted and read
+ * again. */
+static int fetch(struct kv_redis *r, const uint64_t *ids, size_t n, struct kv_change *out,
+		 bool convert)
 {
-	struct kv_redis *r = (struct kv_redis *)b;
 	struct kv_redis_conn *conn;
+	size_t *redo = NULL, nredo = 0;
 	int ret = 0;
 
 	memset(out, 0, n * sizeof(*out));
 	if (!n)
 		return 0;
+	if (convert && !(redo = malloc(n * sizeof(*redo))))
+		return -ENOMEM;
 	ret = kv_redis_get(r, &conn);
-	if (ret)
+	if (ret) {
+		free(redo);
 		return ret;
+	}
 	for (size_t i = 0; i < n; i++) {
 		char key[128];
 		const char *argv[] = { "GET", key };
@@ -365,6 +373,7 @@ int kv_redis_fetch(struct kv_backend *b, const uint64_t *ids, size_t n, struct k
 		    (ids[i] == KV_ROOT_ID && kv_redis_decl_append(r, conn->c))) {
 			ret = kv_redis_error(r, conn->c, NULL, "fetch");
 			kv_redis_put(r, conn, true);
+			free(redo);
 			return ret;
 		}
 	}
@@ -378,11 +387,14 @@ int kv_redis_fetch(struct kv_backend *b, const uint64_t *ids, size_t n, struct k
 			ret = kv_redis_error(r, conn->c, NULL, "fetch");
 			kv_redis_put(r, conn, true);
 			kv_changes_clear(out, i);
+			free(redo);
 			return ret;
 		}
 		out[i].id = ids[i];
 		if (ret) {
 			/* Drained so the connection stays usable. */
+		} else if (redo && KV_REDIS_WRONGTYPE(rep)) {
+			redo[nredo++] = i;
 		} else if (rep->type == REDIS_REPLY_NIL) {
 			out[i].gone = true;
 		} else if (rep->type != REDIS_REPLY_STRING) {
@@ -398,13 +410,29 @@ int kv_redis_fetch(struct kv_backend *b, const uint64_t *ids, size_t n, struct k
 		freeReplyObject(rep);
 		freeReplyObject(decl);
 	}
-	kv_redis_put(r, conn, false);
+	if (!ret && nredo) {
+		uint64_t *again = malloc(nredo * sizeof(*again));
+
+		for (size_t j = 0; again && j < nredo; j++)
+			again[j] = ids[redo[j]];
+		ret = again ? kv_redis_convert_ids(r, conn->c, again, nredo) : -ENOMEM;
+		free(again);
+	}
+	kv_redis_put(r, conn, conn->c->err != 0);
+	for (size_t j = 0; !ret && j < nredo; j++)
+		ret = fetch(r, &ids[redo[j]], 1, &out[redo[j]], false);
+	free(redo);
 	if (ret) {
 		kv_changes_clear(out, n);
 		return ret;
 	}
 	kv_redis_ok(r);
 	return 0;
+}
+
+int kv_redis_fetch(struct kv_backend *b, const uint64_t *ids, size_t n, struct kv_change *out)
+{
+	return fetch((struct kv_redis *)b, ids, n, out, true);
 }
 
 int kv_redis_reserve_ids(struct kv_backend *b, uint64_t count, uint64_t *first)

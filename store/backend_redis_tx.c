@@ -34,6 +34,7 @@
 static const char reserve_script[] =
 	"local P, owner, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
 	KV_REDIS_LUA_TXL
+	KV_REDIS_LUA_RECORD
 	LUA_SAME_RECORD
 	"local now = server_ms()\n"
 	"local n, fields = (#ARGV - 3) / 4, {}\n"
@@ -44,7 +45,7 @@ static const char reserve_script[] =
 	"  local v = redis.call('HGET', KEYS[1], f)\n"
 	"  local bad = live(v, now) and string.match(v, '^(%S+) ') ~= owner\n"
 	"  if not bad and id ~= '0' then\n"
-	"    bad = not same(redis.call('GET', P..'r:'..id), ARGV[b+4])\n"
+	"    bad = not same(record(id), ARGV[b+4])\n"
 	"  elseif not bad then\n"
 	/* Taken, unless by a record removed since or a claim that lapsed
 	 * (as the claim script sees it); or its directory is gone. */

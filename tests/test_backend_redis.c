@@ -707,6 +707,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_uncertain_put_completes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_layout_1_converted, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_newer_layout_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stray_hash_records_read, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_commit_refused_on_newer_layout, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_index_decoded_exactly, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_conversion_resumes, setup, teardown),
 	};
 	struct contract_backend rb = {
 		.name = "redis",

@@ -41,5 +41,9 @@ void test_records_are_strings(void **state);
 void test_uncertain_put_completes(void **state);
 void test_layout_1_converted(void **state);
 void test_newer_layout_refused(void **state);
+void test_stray_hash_records_read(void **state);
+void test_commit_refused_on_newer_layout(void **state);
+void test_index_decoded_exactly(void **state);
+void test_conversion_resumes(void **state);
 
 #endif
