@@ -59,6 +59,22 @@ static uint8_t *record(uint64_t id, uint64_t parent, const char *name, char **ta
 	return buf;
 }
 
+/* A PUT of plain file id in the root, named name, with tags. */
+static struct kv_op put_op(uint64_t id, const char *name, char **tags, uint32_t ntags)
+{
+	struct kv_op op;
+
+	memset(&op, 0, sizeof(op));
+	op.type = KV_OP_PUT;
+	op.meta.id = id;
+	op.meta.parent = KV_ROOT_ID;
+	op.meta.name = (char *)name;
+	op.meta.mode = S_IFREG | 0644;
+	op.meta.tags = tags;
+	op.meta.ntags = ntags;
+	return op;
+}
+
 /* Makes record id a hash as layout 1 kept it (m and its index p, n, t, v),
  * keeping its expiry. */
 static void to_layout_1(uint64_t id, const char *name, const char *tags)
@@ -142,15 +158,8 @@ void test_uncertain_put_completes(void **state)
 	rec = record(50, KV_ROOT_ID, "half", tags, 1, 0, &len);
 	raw("SET " T "r:50 %b", rec, len);
 	free(rec);
-	memset(&op, 0, sizeof(op));
-	op.type = KV_OP_PUT;
+	op = put_op(50, "half", tags, 1);
 	op.uncertain = true;
-	op.meta.id = 50;
-	op.meta.parent = KV_ROOT_ID;
-	op.meta.name = "half";
-	op.meta.mode = S_IFREG | 0644;
-	op.meta.tags = tags;
-	op.meta.ntags = 1;
 	assert_int_equal(b->ops->commit(b, &op, 1), 0);
 	assert_cli("HGET " T "d:1 %s", "half", "50");
 	assert_cli("SISMEMBER " T "t:t1 %s", "50", "1");
@@ -327,17 +336,10 @@ void test_index_decoded_exactly(void **state)
 	assert_int_equal(put_key(b, 90, KV_ROOT_ID, "k", "", 0, "v2", &vver), 0);
 	assert_cli("EXISTS %s", vkey, "0");
 
-	memset(&op, 0, sizeof(op));
 	for (int i = 0; i < 300; i++)
 		assert_true(asprintf(&tags[i], "t%03d", i) > 0);
 	v = kv_value_from_buf("x", 1);
-	op.type = KV_OP_PUT;
-	op.meta.id = 91;
-	op.meta.parent = KV_ROOT_ID;
-	op.meta.name = "many";
-	op.meta.mode = S_IFREG | 0644;
-	op.meta.tags = tags;
-	op.meta.ntags = 300;
+	op = put_op(91, "many", tags, 300);
 	op.meta.size = 1;
 	op.value = v;
 	assert_int_equal(b->ops->commit(b, &op, 1), 0);
