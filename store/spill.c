@@ -529,7 +529,8 @@ static int replay_all(struct kv_store *kv, char *err, size_t errlen)
 	}
 	closedir(d);
 	/* The wall-clock part is zero-padded: name order is time order. */
-	qsort(names, n, sizeof(*names), cmp_names);
+	if (n)
+		qsort(names, n, sizeof(*names), cmp_names);
 	for (size_t i = 0; i < n && !ret; i++)
 		ret = replay_one(kv, names[i], err, errlen);
 	if (ret == -ENOMEM && !err[0])

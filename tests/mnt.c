@@ -380,6 +380,12 @@ void mnt_spawn_argv(struct mnt *m, const char *const *argv)
 void mnt_spawn(struct mnt *m, const char *opts)
 {
 	mnt_init(m);
+	/* A Redis mount spills into the test's root, never into the
+	 * default /var/lib/nadbfs/spill (which another run may have left
+	 * files in), unless the test chooses a place itself. */
+	if (m->backend == MNT_BACKEND_REDIS && !(opts && strstr(opts, "redis_spill_dir=")))
+		opts = opts && *opts ? mnt_str(m, "%s,redis_spill_dir=%s/spill", opts, m->root)
+				     : mnt_str(m, "redis_spill_dir=%s/spill", m->root);
 	if (opts && *opts) {
 		const char *argv[] = { "-f", "-o", opts, m->source, m->dir, NULL };
 
