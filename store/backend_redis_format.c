@@ -5,7 +5,7 @@
  * record. Version 1, which has no T:fmt, kept it as a hash: field m the
  * record, and p, n, t, v its index, which the record holds anyway. The
  * hash cost Redis three times the time and memory of the string (see
- * send_record in backend_redis_commit.c). A version 1 store is converted
+ * send_plain in backend_redis_commit.c). A version 1 store is converted
  * at its first open by this version, in steps of LOAD_STEP records, each
  * one script (so no client sees a record half converted), before anything
  * else reads it; then T:fmt is set. The conversion is idempotent: mounts
