@@ -136,7 +136,7 @@ static int append_argv(redisContext *c, int argc, const char **argv, const size_
 
 	for (int i = 0; i < argc; i++) {
 		len = lens ? lens[i] : strlen(argv[i]);
-		if (len > SIZE_MAX - total - 25)
+		if (total > SIZE_MAX - 25 || len > SIZE_MAX - 25 - total)
 			return -E2BIG;
 		total += 25 + len;
 	}
