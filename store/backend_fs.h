@@ -102,7 +102,8 @@ bool kv_fs_should_compact(const struct kv_fs *fs);
  * hole, zeros), written by the commit that made version cver and shared by
  * every later version of the id that did not change it: a flush writes only
  * the chunks that changed. Encoding per chunk: raw, or one zstd frame with a
- * checksum. All files are immutable once renamed into place. */
+ * checksum. A file is written once, under its final name, before any record
+ * names its version, and never changed after. */
 #define FS_MAP_HDR 24u
 #define FS_MAP_ENT 16u
 struct kv_fs_ent {
@@ -138,7 +139,8 @@ int kv_fs_map_read(struct kv_fs *fs, uint64_t id, uint64_t vver, struct kv_fs_ma
 void kv_fs_map_free(struct kv_fs_map *map);
 /*
  * Writes v durably as version vver of id (changed chunks, then the map:
- * each a temp file, fsync, rename); the caller fsyncs the directory.
+ * each created under its final name and fsync'ed); the caller fsyncs the
+ * directory before the journal names the version.
  * prev_vver: the version the record names now (0: none); its chunks that
  * are tagged as unchanged are shared, not rewritten. *map receives the new
  * map (for undo and for dropping prev). *new_dir: values/xx was created.

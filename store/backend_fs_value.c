@@ -131,24 +131,31 @@ int kv_fs_pwrite_all(int fd, const void *data, size_t len, uint64_t off)
 	return 0;
 }
 
-/* Durably creates values/<final> holding the pieces: written to a temp name
- * in the same directory, fsync'ed, renamed. */
+/*
+ * Durably creates values/<final> holding the pieces: written under its final
+ * name, then fsync'ed (the directory entries are synced once per batch, by
+ * the caller, before the journal names the version). No temporary name and
+ * rename: a name is unique per version and chunk (id, version, index), and
+ * only a journal record makes a version live, which comes after this. So a
+ * crash part-way leaves at most a file that no record names, which the sweep
+ * at open removes before any version number is handed out again; a failure
+ * here removes it at once. The rename was a quarter of a flush's time
+ * (perf, 20,000 keys of 1 KiB on tmpfs).
+ */
 static int write_file(struct kv_fs *fs, const char *final, const struct iovec *iov, int niov,
 		      bool *new_dir)
 {
-	char tmp[KV_FS_NAME_MAX + 8];
+	const char *base = final + 3;
 	uint64_t off = 0;
 	int dfd, fd, ret = 0;
 
-	/* ".tmp-" and the file's own name: unique per commit. */
-	snprintf(tmp, sizeof(tmp), ".tmp-%s", final + 3);
 	dfd = kv_fs_valdir(fs, valdir_of(final), true, new_dir);
-	fd = dfd < 0 ? dfd : openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+	fd = dfd < 0 ? dfd : openat(dfd, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
 				    0600);
 	if (fd < 0) {
 		ret = dfd < 0 ? dfd : -errno;
-		log_msg(NLOG_ERROR, "store", "cannot create %s/values/%.2s/%s: %s", fs->path,
-			final, tmp, strerror(-ret));
+		log_msg(NLOG_ERROR, "store", "cannot create %s/values/%s: %s", fs->path, final,
+			strerror(-ret));
 		return ret;
 	}
 	/* One pwritev for the usual case; piece by piece after a short one. */
@@ -177,10 +184,8 @@ static int write_file(struct kv_fs *fs, const char *final, const struct iovec *i
 		ret = -errno;
 	if (close(fd) && !ret)
 		ret = -errno;
-	if (!ret && renameat(dfd, tmp, dfd, final + 3))
-		ret = -errno;
 	if (ret) {
-		unlinkat(dfd, tmp, 0);
+		unlinkat(dfd, base, 0);
 		log_msg(NLOG_ERROR, "store", "cannot write %s/values/%s: %s", fs->path, final,
 			strerror(-ret));
 	}

@@ -6,7 +6,9 @@
  * writes them in.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -21,6 +23,7 @@ ssize_t __real_pwrite64(int fd, const void *buf, size_t len, off_t off);
 ssize_t __real_pwritev64(int fd, const struct iovec *iov, int cnt, off_t off);
 int __real_fsync(int fd);
 int __real_fdatasync(int fd);
+int __real_openat64(int dirfd, const char *path, int flags, ...);
 int __real_rename(const char *from, const char *to);
 int __real_renameat(int fromfd, const char *from, int tofd, const char *to);
 int __real_renameat2(int fromfd, const char *from, int tofd, const char *to, unsigned flags);
@@ -235,4 +238,34 @@ int __wrap_renameat2(int fromfd, const char *from, int tofd, const char *to, uns
 	if (ret == 0)
 		rename_hook(true, from, to);
 	return ret;
+}
+
+/* Creations only: the path is the directory's joined with the name. */
+int __wrap_openat64(int dirfd, const char *path, int flags, ...)
+{
+	mode_t mode = 0;
+
+	if (flags & (O_CREAT | __O_TMPFILE)) {
+		va_list ap;
+
+		va_start(ap, flags);
+		mode = va_arg(ap, mode_t);
+		va_end(ap);
+	}
+	if ((flags & O_CREAT) && (__atomic_load_n(&f.ops, __ATOMIC_RELAXED) & F_CREATE)) {
+		char link[64], dir[PATH_MAX], full[2 * PATH_MAX];
+		ssize_t n = -1;
+
+		if (dirfd != AT_FDCWD) {
+			snprintf(link, sizeof(link), "/proc/self/fd/%d", dirfd);
+			n = readlink(link, dir, sizeof(dir) - 1);
+		}
+		dir[n < 0 ? 0 : n] = '\0';
+		snprintf(full, sizeof(full), "%s/%s", dir, path);
+		if (hit(F_CREATE, full, NULL)) {
+			errno = __atomic_load_n(&f.err, __ATOMIC_RELAXED);
+			return -1;
+		}
+	}
+	return __real_openat64(dirfd, path, flags, mode);
 }

@@ -624,6 +624,51 @@ static void test_stray_files_removed(void **state)
 	assert_false(exists(store_file("meta/snapshot.tmp")));
 }
 
+/*
+ * Value files are written under their final name, so a crash mid-commit can
+ * leave a torn file of exactly the version the next commit hands out again
+ * (version numbers continue from the last committed one). The sweep at open
+ * removes it first: the next commit of that version is created, not refused,
+ * and reads back whole, also after a reopen.
+ */
+static void test_torn_file_of_next_version(void **state)
+{
+	struct kv_meta m = { 0 };
+	struct kv_value *v = NULL;
+	struct kv_backend *b;
+	uint64_t vver, next;
+	char name[64], path[128];
+	size_t n;
+
+	(void)state;
+	b = xload(&n, NULL);
+	vver = contract_put(b, 0x105, 10, 'v', 0);
+	kv_backend_close(b);
+	kv_fs_value_name(name, 0x105, vver + 1);
+	snprintf(path, sizeof(path), "values/%s", name);
+	touch(store_file(path));
+
+	b = xload(&n, NULL);
+	assert_false(exists(store_file(path)));
+	next = contract_put(b, 0x105, 3000, 'w', vver);
+	assert_int_equal(next, vver + 1);
+	kv_backend_close(b);
+
+	b = xopen();
+	assert_true(contract_load_has(b, 0x105, &m));
+	assert_int_equal(m.vver, next);
+	assert_int_equal(b->ops->read_value(b, &m, &v), 0);
+	assert_int_equal(kv_value_size(v), 3000);
+	for (uint64_t off = 0; off < 3000; off++) {
+		uint8_t c;
+
+		assert_int_equal(kv_value_read(v, &c, 1, off), 1);
+		assert_int_equal(c, 'w');
+	}
+	kv_value_free(v);
+	kv_backend_close(b);
+}
+
 static void test_damaged_value_files(void **state)
 {
 	struct kv_meta text = { 0 }, zeros = { 0 };
@@ -844,6 +889,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_identities_are_separate, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_compaction_keeps_everything, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_crash_mid_compaction, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_torn_file_of_next_version, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stray_files_removed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_damaged_value_files, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_load_required_once, setup, teardown),

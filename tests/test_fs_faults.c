@@ -1,7 +1,8 @@
 /*
  * Fault injection in the filesystem backend (issue 9), through the store:
- * write, pwrite(v), fsync, fdatasync and rename(at) fail with EIO or ENOSPC,
- * or write short (tests/fault_shim.c, linked with -Wl,--wrap=). The store
+ * write, pwrite(v), fsync, fdatasync, rename(at) and the creation of value
+ * files fail with EIO or ENOSPC, or write short (tests/fault_shim.c, linked
+ * with -Wl,--wrap=). The store
  * must report the failure (kv_flush and kv_fsync give -EIO, the stats show
  * it), keep every buffered byte readable, lose nothing it acknowledged, and
  * recover by itself once the fault is lifted: the next flush succeeds and a
@@ -203,8 +204,8 @@ static const struct fault_case cases[] = {
 	{ "every fsync EIO", F_FSYNC, NULL, EIO, false },
 	{ "journal fdatasync EIO", F_FSYNC, "/journal.", EIO, false },
 	{ "value fsync EIO", F_FSYNC, "/values/", EIO, false },
-	{ "rename EIO", F_RENAME, NULL, EIO, false },
-	{ "rename ENOSPC", F_RENAME, NULL, ENOSPC, false },
+	{ "value file create EIO", F_CREATE, "/values/", EIO, false },
+	{ "value file create ENOSPC", F_CREATE, "/values/", ENOSPC, false },
 	{ "short writes everywhere", F_WRITE, NULL, 0, true },
 };
 
