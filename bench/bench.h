@@ -124,6 +124,8 @@ void row_note(struct row *r, const char *fmt, ...) __attribute__((format(printf,
 void row_base(struct row *r, double v, const char *label);
 /* The best baseline so far: what a TGT_VS_BASE ratio divides by. */
 double row_best_base(const struct row *r);
+/* The row's figure for k so far (the best pass's), NAN if none. */
+double row_value(const struct row *r, enum fs_kind k);
 void row_target(struct row *r, enum target_kind kind, double tgt, const struct row *ref);
 
 /* --- threads (small.c) --- */

@@ -24,7 +24,7 @@ struct row {
 	const char *name;
 	const char *unit;
 	double v[NFS];
-	char note[160];
+	char note[256];
 	enum target_kind tk;
 	double tgt;
 	const struct row *ref;
@@ -122,6 +122,11 @@ void row_base(struct row *r, double v, const char *label)
 double row_best_base(const struct row *r)
 {
 	return r->base;
+}
+
+double row_value(const struct row *r, enum fs_kind k)
+{
+	return r->v[k];
 }
 
 void row_target(struct row *r, enum target_kind kind, double tgt, const struct row *ref)
