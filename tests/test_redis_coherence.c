@@ -3,13 +3,15 @@
  * this machine stand for two machines, spec section 9): what one does, the
  * other sees within flush_interval + coherence_delay, kernel caches
  * included (each check first makes the other mount cache the old state);
- * right after close with close_to_open = yes; and O_EXCL creates and mkdirs
- * of one name race to exactly one winner.
+ * right after close with close_to_open = yes; O_EXCL creates and mkdirs of
+ * one name race to exactly one winner; and a mount that lost track of the
+ * change log reloads.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -684,6 +686,69 @@ static void test_recreated_dir_gives_way_rewrite(void **state)
 	recreated_dir_gives_way(state, true);
 }
 
+/*
+ * Spec section 9: a mount that loses track of the change log (entries it
+ * never read were trimmed, or its connection dropped) reloads every record,
+ * since what it missed is unknown. b is stopped while a commits; a rewrite
+ * of a key b has cached is then removed from the log, so it reaches b only
+ * by a reload. (The first commit after the stop answers the XREAD b was
+ * blocked in, if any: it reaches b through the log; the rewrite after it
+ * does not.)
+ */
+/* Polls until m has logged more reloads than before. */
+static void await_reload(struct mnt *m, int before)
+{
+	int64_t until = now_ms() + CATCH_UP_MS;
+
+	while (mnt_log_lines(m, "info", "reloaded every record") <= before) {
+		if (now_ms() > until)
+			fail_msg("%s did not reload after losing the change log", m->dir);
+		usleep(10000);
+	}
+}
+
+static void test_change_log_lost(void **state)
+{
+	struct pair *p = start_pair(state, OPTS);
+	int before;
+
+	put_str(mnt_path(&p->a, "k0"), "zero\n");
+	await_file(mnt_path(&p->b, "k0"), "zero\n");
+	before = mnt_log_lines(&p->b, "info", "reloaded every record");
+
+	/* A gap: the entry b reads next skips the trimmed ones. */
+	ASSERT_SYS(kill(p->b.pid, SIGSTOP));
+	put_str(mnt_path(&p->a, "k1"), "one\n");
+	flush_all(&p->a);
+	put_str(mnt_path(&p->a, "k0"), "zero, rewritten\n");
+	flush_all(&p->a);
+	rcli(&p->a, "XTRIM " TT "log MAXLEN 0", NULL);
+	put_str(mnt_path(&p->a, "k2"), "two\n");
+	flush_all(&p->a);
+	ASSERT_SYS(kill(p->b.pid, SIGCONT));
+	await_file(mnt_path(&p->b, "k0"), "zero, rewritten\n");
+	await_file(mnt_path(&p->b, "k2"), "two\n");
+	await_reload(&p->b, before);
+	before = mnt_log_lines(&p->b, "info", "reloaded every record");
+
+	/* A dropped connection: no later entry shows a gap, so only the
+	 * reload on reconnecting finds the rewrite. An empty entry of the
+	 * next number first answers the XREAD b may be blocked in. */
+	ASSERT_SYS(kill(p->b.pid, SIGSTOP));
+	rcli(&p->a, mnt_str(&p->a, "XADD " TT "log * seq %s by * ids ''",
+			    rcli(&p->a, "INCR " TT "logseq", NULL)), NULL);
+	put_str(mnt_path(&p->a, "k0"), "zero, third\n");
+	flush_all(&p->a);
+	rcli(&p->a, "XTRIM " TT "log MAXLEN 0", NULL);
+	/* Every mount's connections go, and each logs the broken ones. */
+	p->a.errors_expected = p->b.errors_expected = true;
+	rcli(&p->a, "CLIENT KILL TYPE normal", NULL);
+	ASSERT_SYS(kill(p->b.pid, SIGCONT));
+	await_file(mnt_path(&p->b, "k0"), "zero, third\n");
+	await_reload(&p->b, before);
+	stop_pair(p);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, pair_setup, pair_teardown)
 
 int main(void)
@@ -706,6 +771,7 @@ int main(void)
 		T(test_gives_way_on_fsync_and_unmount),
 		T(test_recreated_dir_gives_way),
 		T(test_recreated_dir_gives_way_rewrite),
+		T(test_change_log_lost),
 	};
 
 	if (getenv("TF")) cmocka_set_test_filter(getenv("TF"));
