@@ -215,6 +215,16 @@ static void test_concurrent_writers(void **state)
 	char want[16 * 4096];
 
 	mnt_start(m, "max_threads=16");
+	/* The pool is sized to the FUSE workers, plus one each for the
+	 * flusher and the sweeper (README, Redis backend). */
+	{
+		char *log = mnt_log_text(m);
+
+		if (!strstr(log, "\"msg\":\"connected to redis\"") ||
+		    !strstr(log, "\"pool_size\":18"))
+			fail_msg("no pool of 18 connections for 16 workers in the log:\n%s", log);
+		free(log);
+	}
 	for (int i = 0; i < WRITERS; i++) {
 		w[i] = (struct writer){ .m = m, .idx = i };
 		assert_int_equal(pthread_create(&t[i], NULL, writer_main, &w[i]), 0);
