@@ -383,19 +383,34 @@ static void test_server_restart(void **state)
 static void test_ttl_pexpireat(void **state)
 {
 	struct kv_backend *b;
-	uint64_t vver = 0;
+	uint64_t vver = 0, old;
+	char okey[128];
+	int64_t dl;
 	char vkey[128];
 	size_t n;
 
 	(void)state;
 	b = xload(NULL);
-	assert_int_equal(put_key(b, 7, KV_ROOT_ID, "k", "t", wall_ms() + 60000, "hello", &vver),
-			 0);
+	dl = wall_ms() + 60000;
+	assert_int_equal(put_key(b, 7, KV_ROOT_ID, "k", "t", dl, "hello", &vver), 0);
 	snprintf(vkey, sizeof(vkey), "{nadb:default:default}:v:7:%llu",
 		 (unsigned long long)vver);
 	assert_true(cli_int("PTTL %s", "{nadb:default:default}:r:7") > 50000);
 	assert_true(cli_int("PTTL %s", vkey) > 50000);
 	assert_true(cli_int("ZSCORE {nadb:default:default}:exp %s", "7") > 0);
+
+	/* A rewrite that keeps the deadline (as user.ttl keeps it): the new
+	 * value version expires with the record, at the same moment. */
+	old = vver;
+	assert_int_equal(put_key(b, 7, KV_ROOT_ID, "k", "t", dl, "hello again", &vver), 0);
+	assert_true(vver != old);
+	snprintf(vkey, sizeof(vkey), "{nadb:default:default}:v:7:%llu",
+		 (unsigned long long)vver);
+	assert_int_equal(cli_int("PEXPIRETIME %s", "{nadb:default:default}:r:7"), dl);
+	assert_int_equal(cli_int("PEXPIRETIME %s", vkey), dl);
+	assert_int_equal(cli_int("ZSCORE {nadb:default:default}:exp %s", "7"), dl);
+	snprintf(okey, sizeof(okey), "{nadb:default:default}:v:7:%llu", (unsigned long long)old);
+	assert_int_equal(cli_int("EXISTS %s", okey), 0);
 
 	/* Metadata only, no deadline. */
 	assert_int_equal(put_key(b, 7, KV_ROOT_ID, "k", "t", 0, NULL, &vver), 0);
