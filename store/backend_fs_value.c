@@ -131,6 +131,11 @@ int kv_fs_pwrite_all(int fd, const void *data, size_t len, uint64_t off)
 	return 0;
 }
 
+static int create(int dfd, const char *name)
+{
+	return openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+}
+
 /*
  * Durably creates values/<final> holding the pieces: written under its final
  * name, then fsync'ed (the directory entries are synced once per batch, by
@@ -138,8 +143,8 @@ int kv_fs_pwrite_all(int fd, const void *data, size_t len, uint64_t off)
  * rename: a name is unique per version and chunk (id, version, index), and
  * only a journal record makes a version live, which comes after this. So a
  * crash part-way leaves at most a file that no record names, which the sweep
- * at open removes before any version number is handed out again; a failure
- * here removes it at once. The rename was a quarter of a flush's time
+ * at open removes before any version number is handed out again (one it
+ * could not remove is replaced here); a failure here removes it at once. The rename was a quarter of a flush's time
  * (perf, 20,000 keys of 1 KiB on tmpfs).
  */
 static int write_file(struct kv_fs *fs, const char *final, const struct iovec *iov, int niov,
@@ -150,8 +155,15 @@ static int write_file(struct kv_fs *fs, const char *final, const struct iovec *i
 	int dfd, fd, ret = 0;
 
 	dfd = kv_fs_valdir(fs, valdir_of(final), true, new_dir);
-	fd = dfd < 0 ? dfd : openat(dfd, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-				    0600);
+	fd = dfd < 0 ? dfd : create(dfd, base);
+	if (dfd >= 0 && fd < 0 && errno == EEXIST) {
+		/* Left by a crash and missed by the sweep (it could not remove
+		 * it): no record can name a version this process has just
+		 * numbered, so the file is garbage. */
+		log_msg(NLOG_WARN, "store", "replacing %s/values/%s, left over from an "
+			"unfinished commit", fs->path, final);
+		fd = unlinkat(dfd, base, 0) ? -1 : create(dfd, base);
+	}
 	if (fd < 0) {
 		ret = dfd < 0 ? dfd : -errno;
 		log_msg(NLOG_ERROR, "store", "cannot create %s/values/%s: %s", fs->path, final,
@@ -616,9 +628,11 @@ static unsigned long sweep_chunks(struct kv_fs *fs, int dfd, struct chunk_file *
 			map_id = c[i].id;
 			mret = kv_fs_map_read(fs, l->id, l->vver, &map, NULL);
 		}
-		/* A live map that cannot be read: keep what might be its. */
-		if (mret || (c[i].idx < map.n && map.e[c[i].idx].cver == c[i].cver &&
-			     !map.e[c[i].idx].inl))
+		/* A live map that cannot be read: keep what might be its, which
+		 * is never a chunk of a later version than the map's. */
+		if (mret ? c[i].cver <= l->vver :
+			   (c[i].idx < map.n && map.e[c[i].idx].cver == c[i].cver &&
+			    !map.e[c[i].idx].inl))
 			continue;
 remove:
 		if (unlinkat(dfd, c[i].name, 0) == 0)
@@ -642,8 +656,12 @@ void kv_fs_value_sweep(struct kv_fs *fs, const struct kv_fs_live *live, size_t n
 
 		snprintf(dir, sizeof(dir), "%02x", xx);
 		fd = openat(fs->valfd, dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (fd < 0)
+		if (fd < 0) {
+			if (errno != ENOENT)
+				log_msg(NLOG_WARN, "store", "cannot sweep %s/values/%s: %s",
+					fs->path, dir, strerror(errno));
 			continue;
+		}
 		d = fdopendir(fd);
 		if (!d) {
 			close(fd);

@@ -245,7 +245,8 @@ int __wrap_openat64(int dirfd, const char *path, int flags, ...)
 {
 	mode_t mode = 0;
 
-	if (flags & (O_CREAT | __O_TMPFILE)) {
+	/* As glibc reads it: __O_TMPFILE includes O_DIRECTORY. */
+	if ((flags & O_CREAT) || (flags & __O_TMPFILE) == __O_TMPFILE) {
 		va_list ap;
 
 		va_start(ap, flags);

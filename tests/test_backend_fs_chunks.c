@@ -249,6 +249,41 @@ static void test_only_changed_chunks_written(void **state)
 	kv_value_free(v);
 }
 
+/* A live map that cannot be read keeps the chunks that might be its at
+ * open, but never a chunk of a later version than the record names: that
+ * one is a crash's leftover (and would stand in the way of that version's
+ * commit). */
+static void test_unreadable_map_sweep(void **state)
+{
+	static char name[] = "k";
+	struct kv_meta m = { .id = ID, .parent = KV_ROOT_ID, .name = name, .mode = S_IFREG | 0644 };
+	struct kv_backend *b = open_load(false);
+	struct kv_value *v = random_value();
+	char mname[KV_FS_NAME_MAX], cname[KV_FS_NAME_MAX];
+	int fd;
+
+	(void)state;
+	put(b, &m, v, 0);
+	kv_backend_close(b);
+	assert_int_equal(files_in(), 1 + 4);
+	kv_fs_value_name(mname, ID, m.vver);
+	fd = open(value_path(mname), O_WRONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, "XXXXXXXX", 8, 0), 8);
+	close(fd);
+	kv_fs_chunk_name(cname, ID, m.vver + 1, 0);
+	fd = open(value_path(cname), O_WRONLY | O_CREAT, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(files_in(), 1 + 4 + 1);
+
+	b = open_load(false);
+	assert_int_equal(files_in(), 1 + 4);
+	assert_int_equal(access(value_path(cname), F_OK), -1);
+	kv_backend_close(b);
+	kv_value_free(v);
+}
+
 /* A value read back is tagged: rewriting one chunk of it after a reopen
  * still writes one chunk. */
 static void test_read_value_keeps_sharing(void **state)
@@ -314,6 +349,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_only_changed_chunks_written, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_value_keeps_sharing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unreadable_map_sweep, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_format_1_refused, setup, teardown),
 	};
 
