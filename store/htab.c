@@ -36,6 +36,18 @@ void htab_init(struct htab *t, htab_item_hash_fn item_hash, htab_match_fn match)
 	t->used = 0;
 	t->item_hash = item_hash;
 	t->match = match;
+	t->seed = 0;
+}
+
+void htab_set_seed(struct htab *t, uint64_t seed)
+{
+	t->seed = seed;
+}
+
+/* The slot an item of this hash is looked for from. */
+static size_t home(uint64_t seed, uint64_t hash, size_t mask)
+{
+	return (seed ? htab_hash_u64(hash ^ seed) : hash) & mask;
 }
 
 void htab_destroy(struct htab *t)
@@ -51,18 +63,18 @@ void *htab_find(const struct htab *t, uint64_t hash, const void *key)
 
 	if (!t->cap)
 		return NULL;
-	for (i = hash & mask; t->slots[i]; i = (i + 1) & mask)
+	for (i = home(t->seed, hash, mask); t->slots[i]; i = (i + 1) & mask)
 		if (t->slots[i] != HTAB_TOMBSTONE && t->match(t->slots[i], key))
 			return t->slots[i];
 	return NULL;
 }
 
 /* The first empty or deleted slot on item's probe path. */
-static size_t free_slot(void **slots, size_t cap, uint64_t hash)
+static size_t free_slot(void **slots, size_t cap, uint64_t seed, uint64_t hash)
 {
 	size_t mask = cap - 1, i;
 
-	for (i = hash & mask; is_live(slots[i]); i = (i + 1) & mask)
+	for (i = home(seed, hash, mask); is_live(slots[i]); i = (i + 1) & mask)
 		;
 	return i;
 }
@@ -89,7 +101,7 @@ static int rehash(struct htab *t, size_t more)
 		void *item = t->slots[i];
 
 		if (is_live(item))
-			slots[free_slot(slots, cap, t->item_hash(item))] = item;
+			slots[free_slot(slots, cap, t->seed, t->item_hash(item))] = item;
 	}
 	free(t->slots);
 	t->slots = slots;
@@ -105,7 +117,7 @@ int htab_insert(struct htab *t, void *item)
 	int ret;
 
 	if (t->cap) {
-		i = free_slot(t->slots, t->cap, hash);
+		i = free_slot(t->slots, t->cap, t->seed, hash);
 		/* The key is not present, so the first tombstone on the path is as good as any
 		 * later slot, and reusing it costs no load. */
 		if (t->slots[i] == HTAB_TOMBSTONE)
@@ -115,7 +127,7 @@ int htab_insert(struct htab *t, void *item)
 		ret = rehash(t, 1);
 		if (ret)
 			return ret;
-		i = free_slot(t->slots, t->cap, hash);
+		i = free_slot(t->slots, t->cap, t->seed, hash);
 	}
 	t->used++;
 out_place:
@@ -139,7 +151,7 @@ bool htab_remove(struct htab *t, void *item)
 
 	if (!t->cap)
 		return false;
-	for (i = t->item_hash(item) & mask; t->slots[i]; i = (i + 1) & mask) {
+	for (i = home(t->seed, t->item_hash(item), mask); t->slots[i]; i = (i + 1) & mask) {
 		if (t->slots[i] != item)
 			continue;
 		t->count--;

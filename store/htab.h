@@ -25,9 +25,20 @@ struct htab {
 	size_t used;		/* live items + tombstones */
 	htab_item_hash_fn item_hash;
 	htab_match_fn match;
+	uint64_t seed;		/* 0, or mixed into every hash (htab_set_seed) */
 };
 
 void htab_init(struct htab *t, htab_item_hash_fn item_hash, htab_match_fn match);
+/*
+ * Gives an empty table its own slot order: each hash is mixed with seed
+ * before it picks a slot. For a table filled in the iteration order of
+ * another table with the same hash (the store's id index loaded from a
+ * snapshot written in the order of the backend's id map): inserted in slot
+ * order, items crowd the low slots of a table still smaller than the
+ * other, and linear probing made clusters of tens of thousands of slots
+ * (a 1,000,000-key store took 5.6 s to load instead of 1.4 s).
+ */
+void htab_set_seed(struct htab *t, uint64_t seed);
 void htab_destroy(struct htab *t);	/* frees slots, not the items */
 /* The item matching key (whose hash is hash), or NULL. */
 void *htab_find(const struct htab *t, uint64_t hash, const void *key);

@@ -198,6 +198,8 @@ int kv_open(const struct kv_options *o, struct kv_store **out, char *err, size_t
 	pthread_cond_init(&kv->inval_cond, &ca);
 	pthread_condattr_destroy(&ca);
 	htab_init(&kv->by_id, kv_node_id_hash, kv_node_id_match);
+	/* Loads arrive in the order of the backend's own id map (htab.h). */
+	htab_set_seed(&kv->by_id, 0x9e3779b97f4a7c15ull);
 	ret = copy_options(kv, o);
 	if (!ret)
 		ret = kv_tags_init(kv, o->query_cache_size);

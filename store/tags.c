@@ -62,6 +62,8 @@ static struct kv_tag *tag_get_or_make(struct kv_store *kv, const char *name)
 	if (!t->name)
 		goto out_free;
 	htab_init(&t->members, kv_node_id_hash, kv_node_id_match);
+	/* Filled in the order of the id index or of a snapshot (htab.h). */
+	htab_set_seed(&t->members, 0xc2b2ae3d27d4eb4full);
 	t->gen = ++kv->tags.clock;
 	if (htab_insert(&kv->tags.by_name, t))
 		goto out_free_name;

@@ -1,6 +1,7 @@
 /*
  * Unit tests of store/htab.c: lookups, growth, tombstones and their reuse and purge, iteration,
- * a randomized comparison with a flat reference, and tables whose hashes all collide.
+ * a randomized comparison with a flat reference, tables whose hashes all collide, and a seeded
+ * table filled in another table's order.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -356,6 +357,73 @@ static void test_hash_functions(void **state)
 
 /* After htab_reserve(t, n), n inserts (with removals between them) keep the slot array: a
  * transaction's commit counts on them needing no memory. */
+/* The longest run of occupied slots. */
+static size_t longest_run(const struct htab *t)
+{
+	size_t run = 0, best = 0;
+
+	for (size_t i = 0; i < 2 * t->cap; i++) {
+		run = t->slots[i % t->cap] ? run + 1 : 0;
+		if (run > best)
+			best = run;
+	}
+	return best < t->cap ? best : t->cap;
+}
+
+/*
+ * A table filled in the slot order of another table with the same hash (a
+ * snapshot written in the order of one id map, loaded into another): its
+ * items crowd the low slots while it is smaller than the other. With its own
+ * seed the clusters stay short; the longest run is also checked on the way,
+ * before each doubling.
+ */
+static size_t refill_longest_run(uint64_t seed)
+{
+	const size_t n = 300000;
+	struct item *items = calloc(n, sizeof(*items)), *it;
+	struct htab a, b;
+	size_t worst = 0, k = 0;
+
+	/* Ids as the store numbers them. */
+	assert_non_null(items);
+	for (size_t i = 0; i < n; i++)
+		items[i].key = i + 2;
+	htab_init(&a, item_hash, item_match);
+	htab_init(&b, item_hash, item_match);
+	htab_set_seed(&b, seed);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(htab_insert(&a, &items[i]), 0);
+	for (size_t pos = 0; (it = htab_next(&a, &pos));) {
+		/* Just before b would grow: as full as it gets. */
+		if (b.cap && (b.used + 2) * 10 > b.cap * 7) {
+			size_t r = longest_run(&b);
+
+			worst = r > worst ? r : worst;
+		}
+		assert_int_equal(htab_insert(&b, it), 0);
+		k++;
+	}
+	assert_int_equal(k, n);
+	for (size_t i = 0; i < n; i += 997)
+		assert_ptr_equal(find(&b, items[i].key), &items[i]);
+	check_invariants(&b);
+	htab_destroy(&a);
+	htab_destroy(&b);
+	free(items);
+	return worst;
+}
+
+static void test_seeded_refill(void **state)
+{
+	size_t same = refill_longest_run(0), seeded = refill_longest_run(0x9e3779b97f4a7c15ull);
+
+	(void)state;
+	print_message("longest run: %zu slots with the other table's order, %zu with a seed\n",
+		      same, seeded);
+	assert_true(seeded < 1000);
+	assert_true(same > 10 * seeded);
+}
+
 static void test_reserve(void **state)
 {
 	struct item *items = make_items(300);
@@ -403,6 +471,7 @@ int main(void)
 		cmocka_unit_test(test_random),
 		cmocka_unit_test(test_hash_functions),
 		cmocka_unit_test(test_reserve),
+		cmocka_unit_test(test_seeded_refill),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
