@@ -134,6 +134,14 @@ void fs_op_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
 	/* fs_loop.c reads the device with plain non-blocking reads. */
 	conn->want &= ~(unsigned)FUSE_CAP_SPLICE_READ;
+	/*
+	 * The kernel keeps a key's pages across opens only while the store
+	 * knows them current (kv_cache.c), and is told of every change it did
+	 * not make itself. Its own guess (drop the pages whenever fresh
+	 * attributes show a new mtime) would drop the pages of every file
+	 * just written: the write's reply leaves the cached mtime stale.
+	 */
+	conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;
 	conn->max_write = FS_MAX_WRITE;
 	/* Times are kept in nanoseconds. */
 	conn->time_gran = 1;
@@ -378,6 +386,8 @@ int fs_new(struct kv_store *kv, const struct fs_options *o, struct fs **out)
 	pthread_mutex_init(&fs->handles_lock, NULL);
 	pthread_mutex_init(&fs->defer.lock, NULL);
 	pthread_cond_init(&fs->defer.cond, NULL);
+	pthread_mutex_init(&fs->push.lock, NULL);
+	pthread_cond_init(&fs->push.cond, NULL);
 	fs_tags_init(fs);
 	clock_gettime(CLOCK_REALTIME, &fs->started);
 	*out = fs;
@@ -465,5 +475,7 @@ void fs_free(struct fs *fs)
 	pthread_mutex_destroy(&fs->handles_lock);
 	pthread_mutex_destroy(&fs->defer.lock);
 	pthread_cond_destroy(&fs->defer.cond);
+	pthread_mutex_destroy(&fs->push.lock);
+	pthread_cond_destroy(&fs->push.cond);
 	free(fs);
 }

@@ -48,6 +48,12 @@ int fs_new(struct kv_store *kv, const struct fs_options *o, struct fs **out);
  */
 void fs_drain(struct fs *fs);
 /*
+ * For the session loop (fs_loop_run's may_end): true once nothing the
+ * filesystem has under way needs requests answered to finish. From the
+ * first call on, it starts no such work.
+ */
+bool fs_push_may_end(void *fs);
+/*
  * Connects the filesystem to its session once there is one, so that keys
  * expiring in the store drop the kernel's cached entries and attributes.
  */

@@ -100,6 +100,7 @@ void fs_drain(struct fs *fs)
 
 	/* The session is about to go: no more kernel notifications. */
 	kv_set_expire_fn(fs->kv, NULL, NULL);
+	fs_push_stop(fs);
 
 	pthread_mutex_lock(&d->lock);
 	d->stopping = true;

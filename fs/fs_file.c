@@ -3,9 +3,11 @@
  * store counts opens per key, so an unlinked key stays readable and writable
  * through its handles until the last release.
  *
- * The page cache is dropped at each open (keep_cache = 0) and writes go
- * through to the store (no writeback cache), so a write is visible to every
- * reader as soon as write(2) returns.
+ * Writes go through to the store (no writeback cache), so a write is
+ * visible to every reader as soon as write(2) returns. The kernel keeps a
+ * key's cached pages across opens (keep_cache) only while the store knows
+ * them current (kv_cache_begin); otherwise the open drops them, so a file
+ * opened after any change reads the current value.
  *
  * A write-only open gets direct I/O. Through the page cache the kernel
  * would ask for security.capability (GETXATTR, its check for privileges to
@@ -13,7 +15,9 @@
  * create+write. With direct I/O it leaves that to the filesystem instead
  * (fs_op_write), and a write-only descriptor can be neither read nor
  * mmap'ed, so nothing is lost by bypassing the cache; Linux drops cached
- * pages of the range a direct write covers.
+ * pages of the range a direct write covers. What such a handle wrote is
+ * put into the page cache after its release (fs_push.c), as a cached write
+ * would have left it there.
  */
 #include "fs/fs_int.h"
 
@@ -28,11 +32,14 @@ static bool direct_io_for(const struct fuse_file_info *fi)
 	return (fi->flags & O_ACCMODE) == O_WRONLY;
 }
 
-static void setup_handle(const struct fs *fs, struct fuse_file_info *fi)
+static void setup_handle(struct fs *fs, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	fi->fh = 0;
-	fi->keep_cache = 0;
 	fi->direct_io = direct_io_for(fi);
+	/* A push under way decides what the cache holds: wait for it first. */
+	if (!fi->direct_io)
+		fs_push_wait(fs, ino);
+	fi->keep_cache = !fi->direct_io && kv_cache_begin(fs->kv, ino);
 	/* FOPEN_NOFLUSH (Linux 5.16+): close(2) has nothing to wait for here
 	 * (fs_op_flush), so spare it the FLUSH round trip; older kernels
 	 * ignore the flag and still send it. Not with close_to_open, where
@@ -68,7 +75,7 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
 		if (ret)
 			goto out_release;
 	}
-	setup_handle(fs, fi);
+	setup_handle(fs, a.id, fi);
 	fs_fill_entry(fs, &a, &e);
 	/* An interrupted opener never sends release: drop its open here. */
 	if (fuse_reply_create(req, &e, fi))
@@ -104,7 +111,7 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fs_reply_err(req, ret);
 		return;
 	}
-	setup_handle(fs, fi);
+	setup_handle(fs, ino, fi);
 	if (fuse_reply_open(req, fi))
 		kv_release_file(fs->kv, ino);
 }
@@ -202,10 +209,15 @@ void fs_op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	if (fs_ctl_is_file(ino))
-		fs_ctl_release(fs_of(req), fi);
-	else
-		kv_release_file(fs_of(req)->kv, ino);
+	struct fs *fs = fs_of(req);
+
+	if (fs_ctl_is_file(ino)) {
+		fs_ctl_release(fs, fi);
+	} else {
+		kv_release_file(fs->kv, ino);
+		if (direct_io_for(fi) && !fs_is_virt(ino))
+			fs_push_queue(fs, ino);
+	}
 	fs_reply_err(req, 0);
 }
 

@@ -94,6 +94,19 @@ struct fs_defer {
 	bool started, stopping;			/* lock */
 };
 
+/* Values on their way into the kernel's page cache (fs_push.c). */
+struct fs_push {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	uint64_t *ids;			/* lock: keys to push */
+	size_t n, cap;			/* lock */
+	pthread_t thread;
+	bool started;			/* lock */
+	bool closed;			/* lock: the session is ending */
+	bool busy;			/* lock: a push is under way */
+	uint64_t busy_id;		/* lock: of this key */
+};
+
 struct fs {
 	struct kv_store *kv;	/* borrowed */
 	struct fs_options o;	/* read-only, but for the timeouts below */
@@ -103,6 +116,7 @@ struct fs {
 	pthread_mutex_t handles_lock;
 	struct fs_handle *handles; /* handles_lock: every open handle */
 	struct fs_defer defer;
+	struct fs_push push;
 	struct fuse_session *se;	/* set by fs_attach before the loop runs */
 	/* Tag and query directories the kernel holds (fs_tags.c). Never
 	 * held while calling the store. */
@@ -147,6 +161,14 @@ void fs_reply_err(fuse_req_t req, int err);
 void fs_attr_to_stat(const struct kv_attr *a, struct stat *st);
 void fs_fill_entry(const struct fs *fs, const struct kv_attr *a, struct fuse_entry_param *e);
 double fs_attr_timeout(const struct fs *fs, uint64_t ino);
+
+/* fs_push.c */
+/* Queues the push of id's value into the kernel's page cache. */
+void fs_push_queue(struct fs *fs, uint64_t id);
+/* Returns once no push of id is under way (or after a bound). */
+void fs_push_wait(struct fs *fs, uint64_t id);
+/* Stops the thread; no push starts after. */
+void fs_push_stop(struct fs *fs);
 
 /* fs_defer.c */
 /* Queues a write that found the buffer full; its reply comes later. */

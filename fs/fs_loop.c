@@ -77,6 +77,8 @@ struct loop {
 	unsigned nthreads, nidle;	/* [L] */
 	pthread_t *threads;		/* [L] nthreads of them, joined at the end */
 	sem_t finished;			/* posted when a worker sees the end */
+	bool (*may_end)(void *arg);	/* see fs_loop_run */
+	void *may_end_arg;
 };
 
 /* The loop this thread belongs to, and whether it is the leader now. */
@@ -120,8 +122,7 @@ static void wake_follower(struct loop *l)
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
-/* Gives the role away before this thread blocks; a no-op elsewhere. */
-static void may_block(void)
+void fs_loop_may_block(void)
 {
 	struct loop *l = self_loop;
 
@@ -151,6 +152,15 @@ static void end_loop(struct loop *l, int error)
 		log_msg(NLOG_DEBUG, "fs", "cannot wake the session leader: %s", strerror(errno));
 }
 
+/*
+ * The session was asked to end (a signal) and the filesystem has nothing
+ * under way that needs its requests answered: until then, the loop serves.
+ */
+static bool exit_now(struct loop *l)
+{
+	return fuse_session_exited(l->se) && (!l->may_end || l->may_end(l->may_end_arg));
+}
+
 /* The next request: polled without blocking for SPIN_NS, then waited for.
  * 1 with a request, 0 at the end (unmount or stop), or a negative errno. */
 static int receive(struct loop *l, struct fuse_buf *buf)
@@ -164,7 +174,7 @@ static int receive(struct loop *l, struct fuse_buf *buf)
 
 		if (res > 0)
 			return 1;
-		if (res == 0 || fuse_session_exited(l->se))
+		if (res == 0 || exit_now(l))
 			return 0;
 		if (res != -EAGAIN && res != -EINTR && res != -ENOENT)
 			return res;
@@ -176,7 +186,8 @@ static int receive(struct loop *l, struct fuse_buf *buf)
 			sched_yield();
 			continue;
 		}
-		if (poll(p, 2, -1) < 0 && errno != EINTR)
+		/* Asked to exit but not yet allowed to: look again soon. */
+		if (poll(p, 2, fuse_session_exited(l->se) ? 10 : -1) < 0 && errno != EINTR)
 			return -errno;
 		if (p[1].revents)
 			return 0;
@@ -277,12 +288,12 @@ static void *worker(void *arg)
 		 * per request).
 		 */
 		if (may_wait_long(&buf)) {
-			may_block();
+			fs_loop_may_block();
 		} else if (!l->backlog_help || !backlog(l)) {
 			l->backlog_run = 0;
 		} else if (++l->backlog_run >= BACKLOG_RUN) {
 			l->backlog_run = 0;
-			may_block();
+			fs_loop_may_block();
 		}
 		fuse_session_process_buf(l->se, &buf);
 
@@ -299,9 +310,11 @@ static void *worker(void *arg)
 	return NULL;
 }
 
-int fs_loop_run(struct fuse_session *se, unsigned max_threads)
+int fs_loop_run(struct fuse_session *se, unsigned max_threads, bool (*may_end)(void *arg),
+		void *arg)
 {
-	struct loop l = { .se = se, .fd = fuse_session_fd(se), .max = max_threads ? max_threads : 1 };
+	struct loop l = { .se = se, .fd = fuse_session_fd(se), .max = max_threads ? max_threads : 1,
+			  .may_end = may_end, .may_end_arg = arg };
 	int flags, ret;
 
 	/* fs.c turns splice reads off and never asks for splice writes, so
@@ -324,7 +337,7 @@ int fs_loop_run(struct fuse_session *se, unsigned max_threads)
 	pthread_mutex_init(&l.lock, NULL);
 	pthread_cond_init(&l.follow, NULL);
 	sem_init(&l.finished, 0, 0);
-	kv_set_block_hook(may_block);
+	kv_set_block_hook(fs_loop_may_block);
 
 	pthread_mutex_lock(&l.lock);
 	wake_follower(&l);
@@ -332,7 +345,7 @@ int fs_loop_run(struct fuse_session *se, unsigned max_threads)
 	pthread_mutex_unlock(&l.lock);
 	/* This thread only waits, so that SIGTERM/SIGINT (libfuse's handler
 	 * marks the session exited) interrupt it. */
-	while (!ret && !fuse_session_exited(se)) {
+	while (!ret && !exit_now(&l)) {
 		pthread_mutex_lock(&l.lock);
 		bool stop = l.stop;
 		pthread_mutex_unlock(&l.lock);

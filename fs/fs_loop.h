@@ -2,14 +2,22 @@
  * The FUSE session loop of nadbfs (fs/fs_loop.c): one leader thread reads
  * and answers requests, followers take over when a request may block, up to
  * max_threads. Returns when the session ends (unmount, or a signal marked it
- * exited): 0, or a negative errno when reading the device failed. Every
- * thread it started has returned by then. Needs no FUSE header.
+ * exited and may_end(arg), if given, agrees): 0, or a negative errno when
+ * reading the device failed. Every thread it started has returned by then.
+ * Needs no FUSE header.
  */
 #ifndef NADB_FS_FS_LOOP_H
 #define NADB_FS_FS_LOOP_H
 
+#include <stdbool.h>
+
 struct fuse_session;
 
-int fs_loop_run(struct fuse_session *se, unsigned max_threads);
+/* Gives the leader's role away before this thread blocks; a no-op on
+ * threads that are not the loop's leader. */
+void fs_loop_may_block(void);
+
+int fs_loop_run(struct fuse_session *se, unsigned max_threads, bool (*may_end)(void *arg),
+		void *arg);
 
 #endif

@@ -589,7 +589,7 @@ int main(int argc, char **argv)
 	sd_notify(0, "READY=1");
 	NLOG(NLOG_INFO, "fs", "mounted", LF_STR("source", shown),
 	     LF_STR("mountpoint", cli.mountpoint), LF_INT("pid", getpid()));
-	ret = fs_loop_run(se, conf.max_threads);
+	ret = fs_loop_run(se, conf.max_threads, fs_push_may_end, fs);
 	sd_notify(0, "STOPPING=1");
 	/* A positive result is the signal that ended the loop: a normal stop. */
 	if (ret < 0)

@@ -189,6 +189,22 @@ int kv_rename(struct kv_store *kv, uint64_t parent, const char *name, uint64_t n
  */
 int kv_open_file(struct kv_store *kv, uint64_t id, bool trunc);
 void kv_release_file(struct kv_store *kv, uint64_t id);
+
+/*
+ * The kernel's page cache of a value (kv_cache.c). kv_cache_begin starts a
+ * cache period and says whether the one before still runs, i.e. whether
+ * pages cached so far are current; a change of the value ends the period
+ * and queues the key's invalidation (kv_set_expire_fn). kv_cache_copy
+ * copies a value still in memory (-EAGAIN if not, -EFBIG past cap) with a
+ * token; kv_cache_confirm starts a period if nothing changed since the
+ * copy (-ESTALE otherwise).
+ */
+bool kv_cache_begin(struct kv_store *kv, uint64_t id);
+/* Waits (without kv->lock) up to timeout_ms until the sweeper has sent
+ * every invalidation queued so far: 0 or -ETIMEDOUT. */
+int kv_wait_invals(struct kv_store *kv, int timeout_ms);
+ssize_t kv_cache_copy(struct kv_store *kv, uint64_t id, void *buf, size_t cap, uint64_t *token);
+int kv_cache_confirm(struct kv_store *kv, uint64_t id, uint64_t token);
 ssize_t kv_read(struct kv_store *kv, uint64_t id, void *buf, size_t len, uint64_t off);
 /* Waits while the buffer is full; -EFBIG past max_value_size. */
 ssize_t kv_write(struct kv_store *kv, uint64_t id, const void *buf, size_t len, uint64_t off);

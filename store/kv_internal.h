@@ -52,6 +52,9 @@ enum kv_node_flags {
 	 * first change (tx_commit.c): kept while empty, so that what the
 	 * commit then puts into it cannot fail. Only while kv->lock is held. */
 	KV_NODE_AUX_HELD = 1 << 8,
+	/* The kernel's cached pages of the value, if any, are current: a
+	 * cache period runs (kv_cache.c). */
+	KV_NODE_CACHE_OK = 1 << 9,
 };
 
 /*
@@ -364,6 +367,9 @@ void kv_tx_reap(struct kv_store *kv);
 /* Queues a kernel cache invalidation of (parent, name) and of id for the
  * sweeper thread to send (ttl.c), as expiry does; with kv->lock held. */
 void kv_queue_inval(struct kv_store *kv, uint64_t parent, const char *name, uint64_t id);
+/* With the lock held: ends n's cache period, if one runs, and with notify
+ * queues the invalidation of its pages (kv_cache.c). */
+void kv_cache_end(struct kv_store *kv, struct kv_node *n, bool notify);
 /*
  * A write of *len bytes at off under the size limit max, as POSIX has it for
  * a file size limit: one that starts past the limit (or at it, with bytes to
@@ -382,9 +388,6 @@ static inline int kv_clamp_write(uint64_t max, uint64_t off, size_t *len)
 /* Applies sa's metadata fields (all but the size) to m at time now, ctime
  * included; false when nothing changed. */
 bool kv_meta_setattr(struct kv_node_meta *m, const struct kv_setattr *sa, int64_t now);
-/* Waits (without kv->lock) up to timeout_ms until the sweeper has sent
- * every invalidation queued so far: 0 or -ETIMEDOUT. */
-int kv_wait_invals(struct kv_store *kv, int timeout_ms);
 
 /* flusher.c */
 /* Backups: pin/unpin stored value versions (see backup_pins); with kv->lock

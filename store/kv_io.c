@@ -114,6 +114,7 @@ void kv_value_changed(struct kv_store *kv, struct kv_node *n, uint64_t bytes)
 {
 	int64_t now = kv_now_ns();
 
+	kv_cache_end(kv, n, true);
 	n->m.size = kv_value_size(n->value);
 	n->m.mtime_ns = n->m.ctime_ns = now;
 	if (n->flags & KV_NODE_DELETED)

@@ -31,8 +31,11 @@ static void note_entry(struct kv_sync_notes *ns, uint64_t parent, const char *na
 		ns->n++;
 }
 
-static void note(struct kv_sync_notes *ns, const struct kv_node *n)
+/* The note ends the kernel's cache period of n (kv_cache.c): its
+ * invalidation goes out with the others (kv_sync_send_notes). */
+static void note(struct kv_sync_notes *ns, struct kv_node *n)
 {
+	n->flags &= ~KV_NODE_CACHE_OK;
 	note_entry(ns, n->parent ? n->parent->m.id : 0, n->m.name, n->m.id);
 }
 

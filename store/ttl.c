@@ -167,7 +167,12 @@ int kv_set_deadline(struct kv_store *kv, struct kv_node *n, int64_t at_ms)
 
 void kv_queue_inval(struct kv_store *kv, uint64_t parent, const char *name, uint64_t id)
 {
+	struct kv_node *n = kv_node_get(kv, id);
 	struct kv_expired_ent *e;
+
+	/* The invalidation ends the kernel's cache period (kv_cache.c). */
+	if (n)
+		kv_cache_end(kv, n, false);
 
 	if (kv->gone_len == kv->gone_cap) {
 		size_t cap = kv->gone_cap ? kv->gone_cap * 2 : 16;

@@ -1,0 +1,85 @@
+/*
+ * The kernel's page cache of values, as far as the store can tell.
+ *
+ * The filesystem lets the kernel keep a key's cached pages across opens
+ * (keep_cache) only while they are known to match the value. A cache period
+ * starts at an open that drops the pages (kv_cache_begin: what the kernel
+ * then caches it reads from the current value) or when the filesystem has
+ * pushed the whole current value into the cache itself (kv_cache_confirm).
+ * It ends with the next change of the value by any path, which queues an
+ * invalidation of the key for the kernel (kv_value_changed), or with an
+ * invalidation queued for any other reason (kv_queue_inval, a record
+ * another mount changed). KV_NODE_CACHE_OK marks a running period.
+ */
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "store/kv_internal.h"
+
+bool kv_cache_begin(struct kv_store *kv, uint64_t id)
+{
+	struct kv_node *n;
+	bool ok = false;
+
+	if (kv_is_tx_id(id))
+		return false;
+	pthread_mutex_lock(&kv->lock);
+	n = kv_node_get(kv, id);
+	if (n) {
+		ok = n->flags & KV_NODE_CACHE_OK;
+		n->flags |= KV_NODE_CACHE_OK;
+	}
+	pthread_mutex_unlock(&kv->lock);
+	return ok;
+}
+
+ssize_t kv_cache_copy(struct kv_store *kv, uint64_t id, void *buf, size_t cap, uint64_t *token)
+{
+	struct kv_node *n;
+	ssize_t ret;
+
+	if (kv_is_tx_id(id))
+		return -ENOENT;
+	pthread_mutex_lock(&kv->lock);
+	n = kv_node_live(kv, id);
+	if (!n || (n->flags & KV_NODE_DELETED))
+		ret = -ENOENT;
+	else if (S_ISDIR(n->m.mode))
+		ret = -EISDIR;
+	else if (!n->value)
+		ret = -EAGAIN; /* flushed and dropped: not worth a backend read */
+	else if (kv_value_size(n->value) > cap)
+		ret = -EFBIG;
+	else
+		ret = kv_value_read(n->value, buf, cap, 0);
+	if (ret >= 0)
+		*token = n->version;
+	pthread_mutex_unlock(&kv->lock);
+	return ret;
+}
+
+int kv_cache_confirm(struct kv_store *kv, uint64_t id, uint64_t token)
+{
+	struct kv_node *n;
+	int ret = -ESTALE;
+
+	pthread_mutex_lock(&kv->lock);
+	n = kv_node_get(kv, id);
+	if (n && n->version == token && !(n->flags & KV_NODE_DELETED)) {
+		n->flags |= KV_NODE_CACHE_OK;
+		ret = 0;
+	}
+	pthread_mutex_unlock(&kv->lock);
+	return ret;
+}
+
+void kv_cache_end(struct kv_store *kv, struct kv_node *n, bool notify)
+{
+	if (!(n->flags & KV_NODE_CACHE_OK))
+		return;
+	n->flags &= ~KV_NODE_CACHE_OK;
+	/* No parent, no name: the key's attributes and pages only. */
+	if (notify)
+		kv_queue_inval(kv, 0, "", n->m.id);
+}
