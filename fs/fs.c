@@ -244,6 +244,9 @@ void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set
 		}
 		sa.mask |= KV_SET_SIZE;
 		sa.size = (uint64_t)attr->st_size;
+		/* A push must not grow the file past the truncation. */
+		if (!fs_is_virt(ino))
+			fs_push_wait(fs_of(req), ino);
 	}
 	/* The kernel sends ATIME together with ATIME_NOW for UTIME_NOW. */
 	if (to_set & FUSE_SET_ATTR_ATIME_NOW) {
@@ -403,11 +406,19 @@ static void fs_on_expire(void *arg, uint64_t parent, const char *name, uint64_t 
 {
 	struct fs *fs = arg;
 
-	/* -ENOENT only means the kernel had nothing cached: nothing to drop.
-	 * The root has no entry (parent 0). */
-	if (parent && name[0])
-		fuse_lowlevel_notify_inval_entry(fs->se, parent, name, strlen(name));
-	fuse_lowlevel_notify_inval_inode(fs->se, id, 0, 0);
+	/* Counted first, then the check: fs_push_may_end sets notify_closed,
+	 * then reads the count, so one of the two sees the other. Once the
+	 * session is ending no request is answered, and an invalidation that
+	 * waits for a page a READ holds would never return. */
+	atomic_fetch_add(&fs->notifying, 1);
+	if (!atomic_load(&fs->notify_closed)) {
+		/* -ENOENT only means the kernel had nothing cached: nothing to
+		 * drop. The root has no entry (parent 0). */
+		if (parent && name[0])
+			fuse_lowlevel_notify_inval_entry(fs->se, parent, name, strlen(name));
+		fuse_lowlevel_notify_inval_inode(fs->se, id, 0, 0);
+	}
+	atomic_fetch_sub(&fs->notifying, 1);
 }
 
 void fs_set_timeouts(struct fs *fs, double attr_timeout, double entry_timeout)

@@ -32,14 +32,24 @@ static bool direct_io_for(const struct fuse_file_info *fi)
 	return (fi->flags & O_ACCMODE) == O_WRONLY;
 }
 
-static void setup_handle(struct fs *fs, fuse_ino_t ino, struct fuse_file_info *fi)
+/*
+ * keep_cache only while a cache period runs (kv_cache_begin); otherwise the
+ * open drops the kernel's pages, and *drop says to start a period once the
+ * thread of fs_push.c has made sure they are gone (token in *token).
+ */
+static void setup_handle(struct fs *fs, fuse_ino_t ino, struct fuse_file_info *fi, bool *drop,
+			 uint64_t *token)
 {
+	int cached;
+
 	fi->fh = 0;
 	fi->direct_io = direct_io_for(fi);
 	/* A push under way decides what the cache holds: wait for it first. */
-	if (!fi->direct_io)
-		fs_push_wait(fs, ino);
-	fi->keep_cache = !fi->direct_io && kv_cache_begin(fs->kv, ino);
+	fs_push_wait(fs, ino);
+	cached = kv_cache_begin(fs->kv, ino, token);
+	fi->keep_cache = cached == 1;
+	/* What a write-only handle writes ends any period it would start. */
+	*drop = cached == 0 && !fi->direct_io;
 	/* FOPEN_NOFLUSH (Linux 5.16+): close(2) has nothing to wait for here
 	 * (fs_op_flush), so spare it the FLUSH round trip; older kernels
 	 * ignore the flag and still send it. Not with close_to_open, where
@@ -54,7 +64,8 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
 	struct fuse_entry_param e;
 	struct kv_attr a;
 	uint32_t m = mode & 07777, uid, gid;
-	bool trunc = fi->flags & O_TRUNC;
+	bool trunc = fi->flags & O_TRUNC, drop;
+	uint64_t token;
 	int ret;
 
 	ret = fs_virt_check_create(fs_of(req), parent, name);
@@ -66,7 +77,10 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
 		ret = kv_create(fs->kv, parent, name, m, uid, gid, fi->flags & O_EXCL, &a);
 	if (ret)
 		goto out_err;
-	/* Without O_EXCL the key may have existed (made meanwhile by someone else). */
+	/* Without O_EXCL the key may have existed (made meanwhile by someone
+	 * else). A push must not grow the file past a truncation. */
+	if (trunc && a.size)
+		fs_push_wait(fs, a.id);
 	ret = kv_open_file(fs->kv, a.id, trunc && a.size);
 	if (ret)
 		goto out_err;
@@ -75,11 +89,13 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
 		if (ret)
 			goto out_release;
 	}
-	setup_handle(fs, a.id, fi);
+	setup_handle(fs, a.id, fi, &drop, &token);
 	fs_fill_entry(fs, &a, &e);
 	/* An interrupted opener never sends release: drop its open here. */
 	if (fuse_reply_create(req, &e, fi))
 		kv_release_file(fs->kv, a.id);
+	else if (drop)
+		fs_push_queue_drop(fs, a.id, token);
 	return;
 
 out_release:
@@ -91,6 +107,8 @@ out_err:
 void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
+	uint64_t token;
+	bool drop;
 	int ret;
 
 	if (fs_ctl_is_file(ino)) {
@@ -105,15 +123,20 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	 * failure leaves what this mount has, as when the backend is away. */
 	if (fs->o.close_to_open)
 		kv_refresh(fs->kv, 0, NULL, ino);
-	/* With FUSE_CAP_ATOMIC_O_TRUNC the kernel leaves truncation to open. */
+	/* With FUSE_CAP_ATOMIC_O_TRUNC the kernel leaves truncation to open.
+	 * A push must not grow the file past it. */
+	if (fi->flags & O_TRUNC)
+		fs_push_wait(fs, ino);
 	ret = kv_open_file(fs->kv, ino, fi->flags & O_TRUNC);
 	if (ret) {
 		fs_reply_err(req, ret);
 		return;
 	}
-	setup_handle(fs, ino, fi);
+	setup_handle(fs, ino, fi, &drop, &token);
 	if (fuse_reply_open(req, fi))
 		kv_release_file(fs->kv, ino);
+	else if (drop)
+		fs_push_queue_drop(fs, ino, token);
 }
 
 void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,

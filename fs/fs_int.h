@@ -15,6 +15,7 @@
 
 #include <fuse_lowlevel.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -94,17 +95,18 @@ struct fs_defer {
 	bool started, stopping;			/* lock */
 };
 
-/* Values on their way into the kernel's page cache (fs_push.c). */
+/* Work that starts the kernel's cache periods of keys (fs_push.c). */
+struct fs_push_ent;
 struct fs_push {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	uint64_t *ids;			/* lock: keys to push */
+	struct fs_push_ent *ents;	/* lock: waiting */
 	size_t n, cap;			/* lock */
 	pthread_t thread;
 	bool started;			/* lock */
 	bool closed;			/* lock: the session is ending */
-	bool busy;			/* lock: a push is under way */
-	uint64_t busy_id;		/* lock: of this key */
+	bool busy;			/* lock: a batch is under way */
+	uint64_t busy_id;		/* lock: the key being pushed, or 0 */
 };
 
 struct fs {
@@ -117,6 +119,10 @@ struct fs {
 	struct fs_handle *handles; /* handles_lock: every open handle */
 	struct fs_defer defer;
 	struct fs_push push;
+	/* The store's threads' kernel notifications (fs_on_expire): how many
+	 * are under way, and whether the session is ending (fs_push_may_end). */
+	atomic_int notifying;
+	atomic_bool notify_closed;
 	struct fuse_session *se;	/* set by fs_attach before the loop runs */
 	/* Tag and query directories the kernel holds (fs_tags.c). Never
 	 * held while calling the store. */
@@ -165,6 +171,9 @@ double fs_attr_timeout(const struct fs *fs, uint64_t ino);
 /* fs_push.c */
 /* Queues the push of id's value into the kernel's page cache. */
 void fs_push_queue(struct fs *fs, uint64_t id);
+/* Queues the drop of id's pages that starts a cache period, for an open
+ * that answered keep_cache = 0 with kv_cache_begin's token. */
+void fs_push_queue_drop(struct fs *fs, uint64_t id, uint64_t token);
 /* Returns once no push of id is under way (or after a bound). */
 void fs_push_wait(struct fs *fs, uint64_t id);
 /* Stops the thread; no push starts after. */

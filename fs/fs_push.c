@@ -1,30 +1,38 @@
 /*
- * Written values into the kernel's page cache.
+ * The kernel's page cache of values, from the filesystem's side: the work
+ * that starts a cache period (store/kv_cache.c) for a key, on a thread of
+ * its own.
  *
- * A write-only open gets direct I/O (fs_file.c), so what a file was just
- * given is not in the page cache, and the first read of it costs a READ
- * round trip. After the last write-only handle of a key is released, this
- * thread hands the value, if still in memory and at most FS_PUSH_MAX bytes,
- * to the kernel (FUSE_NOTIFY_STORE) and starts a cache period for it
- * (kv_cache.c), so that the next open keeps those pages and the read is
- * answered by the kernel. A change racing with the push ends the period
- * again: the pushed pages are then invalidated (or, when the change came
- * after, its own invalidation drops them). An open of a key being pushed
- * waits for the push (fs_push_wait): pages stored after the open dropped
- * the old ones could hold a value older than the open, which close-to-open
- * consistency forbids.
+ * A push: a write-only open gets direct I/O (fs_file.c), so what a file was
+ * just given is not in the page cache, and the first read of it would cost
+ * a READ round trip. After a write-only handle of a key is released, the
+ * value, if still in memory and at most FS_PUSH_MAX bytes, is handed to the
+ * kernel (FUSE_NOTIFY_STORE), and the period starts if nothing changed the
+ * value since it was copied; if something did, what was stored is dropped
+ * again. An open of a key being pushed waits for the push (fs_push_wait),
+ * and so does a truncation: pages stored after that open dropped the old
+ * ones could hold a value older than the open, which close-to-open
+ * consistency forbids, and a push grows the kernel's idea of the file's
+ * size past a truncation that overtook it.
  *
- * Why a thread: storing into the page cache locks the pages, and a page
- * may be locked by a READ of the same file waiting for an answer from this
- * daemon; a request handler waiting there could wait for itself. For the
- * same reason the session loop keeps answering requests until no push is
- * in progress (fs_push_may_end), and only then ends.
+ * A drop: an open that found no period running answers keep_cache = 0, and
+ * the kernel drops the key's pages after the answer, in the opener's
+ * context. The period may only start once they are gone, so this thread
+ * drops them itself (an invalidation waits for that) and then starts it.
  *
- * Pushes are an optimisation: when the queue is full, they are dropped.
+ * Why a thread: both lock pages, and a page may be locked by a READ of the
+ * same file waiting for an answer from this daemon; a request handler
+ * waiting there could wait for itself. For the same reason the session loop
+ * keeps answering requests until no notification is under way
+ * (fs_push_may_end), and only then ends.
+ *
+ * Both are optimisations: when the queue is full, they are dropped.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "fs/fs_int.h"
 #include "fs/fs_loop.h"
@@ -33,29 +41,87 @@
 /* Values up to this size are pushed: small files, whose read is one round
  * trip mostly spent on the round trip itself. */
 #define FS_PUSH_MAX (64 * 1024)
-/* Ids waiting; past this, new pushes are dropped. */
+/* Entries waiting; past this, new ones are dropped. */
 #define FS_PUSH_QUEUE_MAX 8192
+/* The thread is woken when the first entry of a batch arrives, and then
+ * waits up to FS_PUSH_GATHER_NS for FS_PUSH_BATCH of them: on this
+ * project's 2-vCPU machine a wake-up costs more than a push, and one per
+ * closed file made a burst of creates slower. */
+#define FS_PUSH_BATCH 64
+#define FS_PUSH_GATHER_NS 1000000L
+/* Long enough for any push that is not stuck; a stuck one (its page held
+ * by a READ no thread can answer: all max_threads busy) must not hold an
+ * open forever. */
+#define FS_PUSH_WAIT_MS 2000
 
-static void push_one(struct fs *fs, uint64_t id, char *buf)
+struct fs_push_ent {
+	uint64_t id;
+	uint64_t token;		/* drops: kv_cache_begin's */
+	bool drop;		/* else a push */
+};
+
+/* A push of e->id; with p->lock held, which it drops. */
+static void push_one(struct fs *fs, struct fs_push *p, const struct fs_push_ent *e, char *buf)
 {
 	uint64_t token;
-	ssize_t n = kv_cache_copy(fs->kv, id, buf, FS_PUSH_MAX, &token);
-	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(n > 0 ? (size_t)n : 0);
+	ssize_t n;
 	int ret;
 
-	if (n <= 0)
+	pthread_mutex_unlock(&p->lock);
+	/* An invalidation queued before the copy (for a change the copy will
+	 * see) must not land after the push and drop its pages. Waited for
+	 * before the push counts as under way: an open need not wait on it. */
+	ret = kv_wait_invals(fs->kv, 1000);
+	pthread_mutex_lock(&p->lock);
+	if (ret || p->closed)
 		return;
-	/* An invalidation queued before the copy (a change the copy has
-	 * already seen) must not land after the push and drop its pages. */
-	if (kv_wait_invals(fs->kv, 1000))
-		return;
-	bv.buf[0].mem = buf;
-	ret = fuse_lowlevel_notify_store(fs->se, id, 0, &bv, 0);
-	/* -ENOENT: the kernel no longer holds the inode; nothing cached. */
-	if (ret)
-		return;
-	if (kv_cache_confirm(fs->kv, id, token))
-		fuse_lowlevel_notify_inval_inode(fs->se, id, 0, 0);
+	p->busy_id = e->id;
+	pthread_mutex_unlock(&p->lock);
+	n = kv_cache_copy(fs->kv, e->id, buf, FS_PUSH_MAX, &token);
+	if (n > 0) {
+		struct fuse_bufvec bv = FUSE_BUFVEC_INIT((size_t)n);
+
+		bv.buf[0].mem = buf;
+		/* -ENOENT: the kernel no longer holds the inode; nothing cached. */
+		if (!fuse_lowlevel_notify_store(fs->se, e->id, 0, &bv, 0) &&
+		    kv_cache_confirm(fs->kv, e->id, token))
+			fuse_lowlevel_notify_inval_inode(fs->se, e->id, 0, 0);
+	}
+	pthread_mutex_lock(&p->lock);
+	p->busy_id = 0;
+	pthread_cond_broadcast(&p->cond);
+}
+
+/* With p->lock held, which it drops: the drop that starts a period. */
+static void drop_one(struct fs *fs, struct fs_push *p, const struct fs_push_ent *e)
+{
+	uint64_t token;
+	int ret;
+
+	pthread_mutex_unlock(&p->lock);
+	/* A push may have started the period meanwhile: its pages are current. */
+	if (kv_cache_begin(fs->kv, e->id, &token) == 0) {
+		ret = fuse_lowlevel_notify_inval_inode(fs->se, e->id, 0, 0);
+		if (!ret || ret == -ENOENT)
+			kv_cache_confirm(fs->kv, e->id, e->token);
+	}
+	pthread_mutex_lock(&p->lock);
+}
+
+/* With p->lock held: waits a moment for a batch to fill. */
+static void gather(struct fs_push *p)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += FS_PUSH_GATHER_NS;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	while (!p->closed && p->n < FS_PUSH_BATCH)
+		if (pthread_cond_timedwait(&p->cond, &p->lock, &ts) == ETIMEDOUT)
+			break;
 }
 
 static void *push_main(void *arg)
@@ -66,32 +132,34 @@ static void *push_main(void *arg)
 
 	pthread_mutex_lock(&p->lock);
 	while (!p->closed) {
-		uint64_t *ids = p->ids;
+		struct fs_push_ent *ents = p->ents;
 		size_t n = p->n;
 
 		if (!n) {
 			pthread_cond_wait(&p->cond, &p->lock);
+			if (p->n && p->n < FS_PUSH_BATCH)
+				gather(p);
 			continue;
 		}
-		p->ids = NULL;
+		p->ents = NULL;
 		p->n = p->cap = 0;
-		for (size_t i = 0; i < n && buf && !p->closed; i++) {
-			p->busy = true;
-			p->busy_id = ids[i];
-			pthread_mutex_unlock(&p->lock);
-			push_one(fs, ids[i], buf);
-			pthread_mutex_lock(&p->lock);
-			p->busy = false;
-			pthread_cond_broadcast(&p->cond);
+		p->busy = true;
+		for (size_t i = 0; i < n && !p->closed; i++) {
+			if (ents[i].drop)
+				drop_one(fs, p, &ents[i]);
+			else if (buf)
+				push_one(fs, p, &ents[i], buf);
 		}
-		free(ids);
+		p->busy = false;
+		pthread_cond_broadcast(&p->cond);
+		free(ents);
 	}
 	pthread_mutex_unlock(&p->lock);
 	free(buf);
 	return NULL;
 }
 
-void fs_push_queue(struct fs *fs, uint64_t id)
+static void enqueue(struct fs *fs, uint64_t id, uint64_t token, bool drop)
 {
 	struct fs_push *p = &fs->push;
 
@@ -103,30 +171,36 @@ void fs_push_queue(struct fs *fs, uint64_t id)
 		if (pthread_create(&p->thread, NULL, push_main, fs)) {
 			p->closed = true;
 			log_msg(NLOG_WARN, "fs", "cannot start the page cache thread; "
-				"written files are read from the store");
+				"files are read from the store");
 			goto out;
 		}
 		p->started = true;
 	}
 	if (p->n == p->cap) {
 		size_t cap = p->cap ? 2 * p->cap : 64;
-		uint64_t *ids = realloc(p->ids, cap * sizeof(*ids));
+		struct fs_push_ent *e = realloc(p->ents, cap * sizeof(*e));
 
-		if (!ids)
+		if (!e)
 			goto out;
-		p->ids = ids;
+		p->ents = e;
 		p->cap = cap;
 	}
-	p->ids[p->n++] = id;
-	pthread_cond_signal(&p->cond);
+	p->ents[p->n++] = (struct fs_push_ent){ .id = id, .token = token, .drop = drop };
+	if (p->n == 1 || p->n == FS_PUSH_BATCH)
+		pthread_cond_signal(&p->cond);
 out:
 	pthread_mutex_unlock(&p->lock);
 }
 
-/* Long enough for any push that is not stuck; a stuck one (its page held
- * by a READ no thread can answer: all max_threads busy) must not hold the
- * open forever. */
-#define FS_PUSH_WAIT_MS 2000
+void fs_push_queue(struct fs *fs, uint64_t id)
+{
+	enqueue(fs, id, 0, false);
+}
+
+void fs_push_queue_drop(struct fs *fs, uint64_t id, uint64_t token)
+{
+	enqueue(fs, id, token, true);
+}
 
 void fs_push_wait(struct fs *fs, uint64_t id)
 {
@@ -134,12 +208,12 @@ void fs_push_wait(struct fs *fs, uint64_t id)
 	struct timespec ts;
 
 	pthread_mutex_lock(&p->lock);
-	if (p->busy && p->busy_id == id) {
+	if (p->busy_id == id) {
 		/* The push may wait for a READ only another thread can answer. */
 		fs_loop_may_block();
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_sec += FS_PUSH_WAIT_MS / 1000;
-		while (p->busy && p->busy_id == id)
+		while (p->busy_id == id)
 			if (pthread_cond_timedwait(&p->cond, &p->lock, &ts) == ETIMEDOUT) {
 				NLOG(NLOG_WARN, "fs", "an open waited 2 s for a page cache push "
 				     "of its key; went on", LF_INT("id", id));
@@ -151,15 +225,18 @@ void fs_push_wait(struct fs *fs, uint64_t id)
 
 bool fs_push_may_end(void *arg)
 {
-	struct fs_push *p = &((struct fs *)arg)->push;
+	struct fs *fs = arg;
+	struct fs_push *p = &fs->push;
 	bool idle;
 
+	/* Invalidations of the store's threads (fs_on_expire) lock pages too. */
+	atomic_store(&fs->notify_closed, true);
 	pthread_mutex_lock(&p->lock);
 	p->closed = true;
 	pthread_cond_broadcast(&p->cond);
 	idle = !p->busy;
 	pthread_mutex_unlock(&p->lock);
-	return idle;
+	return idle && !atomic_load(&fs->notifying);
 }
 
 void fs_push_stop(struct fs *fs)
@@ -175,7 +252,7 @@ void fs_push_stop(struct fs *fs)
 	pthread_mutex_unlock(&p->lock);
 	if (started)
 		pthread_join(p->thread, NULL);
-	free(p->ids);
-	p->ids = NULL;
+	free(p->ents);
+	p->ents = NULL;
 	p->n = p->cap = 0;
 }

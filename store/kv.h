@@ -191,15 +191,16 @@ int kv_open_file(struct kv_store *kv, uint64_t id, bool trunc);
 void kv_release_file(struct kv_store *kv, uint64_t id);
 
 /*
- * The kernel's page cache of a value (kv_cache.c). kv_cache_begin starts a
- * cache period and says whether the one before still runs, i.e. whether
- * pages cached so far are current; a change of the value ends the period
- * and queues the key's invalidation (kv_set_expire_fn). kv_cache_copy
- * copies a value still in memory (-EAGAIN if not, -EFBIG past cap) with a
- * token; kv_cache_confirm starts a period if nothing changed since the
- * copy (-ESTALE otherwise).
+ * The kernel's page cache of a value (kv_cache.c). kv_cache_begin says
+ * whether a cache period runs, i.e. whether the kernel's pages of id are
+ * current (1) or not (0, with a token), or -ENOENT; a change of the value
+ * ends the period and queues the key's invalidation (kv_set_expire_fn).
+ * kv_cache_copy copies a value still in memory (-EAGAIN if not, -EFBIG
+ * past cap) with a token. Once the pages are dropped, or hold that copy,
+ * kv_cache_confirm starts a period if nothing changed since the token was
+ * taken (-ESTALE otherwise).
  */
-bool kv_cache_begin(struct kv_store *kv, uint64_t id);
+int kv_cache_begin(struct kv_store *kv, uint64_t id, uint64_t *token);
 /* Waits (without kv->lock) up to timeout_ms until the sweeper has sent
  * every invalidation queued so far: 0 or -ETIMEDOUT. */
 int kv_wait_invals(struct kv_store *kv, int timeout_ms);

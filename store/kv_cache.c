@@ -3,9 +3,10 @@
  *
  * The filesystem lets the kernel keep a key's cached pages across opens
  * (keep_cache) only while they are known to match the value. A cache period
- * starts at an open that drops the pages (kv_cache_begin: what the kernel
- * then caches it reads from the current value) or when the filesystem has
- * pushed the whole current value into the cache itself (kv_cache_confirm).
+ * starts (kv_cache_confirm) once the filesystem has dropped the kernel's
+ * pages of a key, or pushed the whole current value into them, and nothing
+ * changed the value since kv_cache_begin or kv_cache_copy took its token:
+ * what the kernel caches from then on it reads from the current value.
  * It ends with the next change of the value by any path, which queues an
  * invalidation of the key for the kernel (kv_value_changed), or with an
  * invalidation queued for any other reason (kv_queue_inval, a record
@@ -17,21 +18,21 @@
 
 #include "store/kv_internal.h"
 
-bool kv_cache_begin(struct kv_store *kv, uint64_t id)
+int kv_cache_begin(struct kv_store *kv, uint64_t id, uint64_t *token)
 {
 	struct kv_node *n;
-	bool ok = false;
+	int ret = -ENOENT;
 
 	if (kv_is_tx_id(id))
-		return false;
+		return -ENOENT;
 	pthread_mutex_lock(&kv->lock);
 	n = kv_node_get(kv, id);
-	if (n) {
-		ok = n->flags & KV_NODE_CACHE_OK;
-		n->flags |= KV_NODE_CACHE_OK;
+	if (n && !(n->flags & KV_NODE_DELETED)) {
+		ret = !!(n->flags & KV_NODE_CACHE_OK);
+		*token = n->version;
 	}
 	pthread_mutex_unlock(&kv->lock);
-	return ok;
+	return ret;
 }
 
 ssize_t kv_cache_copy(struct kv_store *kv, uint64_t id, void *buf, size_t cap, uint64_t *token)
