@@ -1,6 +1,6 @@
 /*
- * Open files. A handle carries no state of its own (fi->fh stays 0): the
- * store counts opens per key, so an unlinked key stays readable and writable
+ * Open files. A handle carries no state of its own but a page cache token
+ * (FS_FH_BEGIN below): the store counts opens per key, so an unlinked key stays readable and writable
  * through its handles until the last release.
  *
  * Writes go through to the store (no writeback cache), so a write is
@@ -33,23 +33,27 @@ static bool direct_io_for(const struct fuse_file_info *fi)
 }
 
 /*
- * keep_cache only while a cache period runs (kv_cache_begin); otherwise the
- * open drops the kernel's pages, and *drop says to start a period once the
- * thread of fs_push.c has made sure they are gone (token in *token).
+ * A handle's fh: 0, or FS_FH_BEGIN and the token of kv_cache_begin when its
+ * open dropped the kernel's pages. The kernel drops them after the answer,
+ * in the opener's context, before open(2) returns; so the first READ
+ * through the handle shows they are gone, and starts the cache period
+ * (kv_cache_confirm) unless the value changed since the open.
  */
-static void setup_handle(struct fs *fs, fuse_ino_t ino, struct fuse_file_info *fi, bool *drop,
-			 uint64_t *token)
+#define FS_FH_BEGIN (1ULL << 63)
+
+/* keep_cache only while a cache period runs (kv_cache_begin). */
+static void setup_handle(struct fs *fs, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	uint64_t token = 0;
 	int cached;
 
-	fi->fh = 0;
 	fi->direct_io = direct_io_for(fi);
 	/* A push under way decides what the cache holds: wait for it first. */
 	fs_push_wait(fs, ino);
-	cached = kv_cache_begin(fs->kv, ino, token);
+	cached = kv_cache_begin(fs->kv, ino, &token);
 	fi->keep_cache = cached == 1;
 	/* What a write-only handle writes ends any period it would start. */
-	*drop = cached == 0 && !fi->direct_io;
+	fi->fh = cached == 0 && !fi->direct_io ? FS_FH_BEGIN | token : 0;
 	/* FOPEN_NOFLUSH (Linux 5.16+): close(2) has nothing to wait for here
 	 * (fs_op_flush), so spare it the FLUSH round trip; older kernels
 	 * ignore the flag and still send it. Not with close_to_open, where
@@ -64,8 +68,7 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
 	struct fuse_entry_param e;
 	struct kv_attr a;
 	uint32_t m = mode & 07777, uid, gid;
-	bool trunc = fi->flags & O_TRUNC, drop;
-	uint64_t token;
+	bool trunc = fi->flags & O_TRUNC;
 	int ret;
 
 	ret = fs_virt_check_create(fs_of(req), parent, name);
@@ -89,13 +92,11 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
 		if (ret)
 			goto out_release;
 	}
-	setup_handle(fs, a.id, fi, &drop, &token);
+	setup_handle(fs, a.id, fi);
 	fs_fill_entry(fs, &a, &e);
 	/* An interrupted opener never sends release: drop its open here. */
 	if (fuse_reply_create(req, &e, fi))
 		kv_release_file(fs->kv, a.id);
-	else if (drop)
-		fs_push_queue_drop(fs, a.id, token);
 	return;
 
 out_release:
@@ -107,8 +108,6 @@ out_err:
 void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
-	uint64_t token;
-	bool drop;
 	int ret;
 
 	if (fs_ctl_is_file(ino)) {
@@ -132,11 +131,9 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fs_reply_err(req, ret);
 		return;
 	}
-	setup_handle(fs, ino, fi, &drop, &token);
+	setup_handle(fs, ino, fi);
 	if (fuse_reply_open(req, fi))
 		kv_release_file(fs->kv, ino);
-	else if (drop)
-		fs_push_queue_drop(fs, ino, token);
 }
 
 void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -154,6 +151,8 @@ void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fs_reply_err(req, -EINVAL);
 		return;
 	}
+	if (fi->fh & FS_FH_BEGIN)
+		kv_cache_confirm(fs->kv, ino, fi->fh & ~FS_FH_BEGIN);
 	buf = malloc(size ? size : 1);
 	if (!buf) {
 		fs_reply_err(req, -ENOMEM);

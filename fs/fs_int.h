@@ -95,7 +95,7 @@ struct fs_defer {
 	bool started, stopping;			/* lock */
 };
 
-/* Work that starts the kernel's cache periods of keys (fs_push.c). */
+/* Values on their way into the kernel's page cache (fs_push.c). */
 struct fs_push_ent;
 struct fs_push {
 	pthread_mutex_t lock;
@@ -171,9 +171,6 @@ double fs_attr_timeout(const struct fs *fs, uint64_t ino);
 /* fs_push.c */
 /* Queues the push of id's value into the kernel's page cache. */
 void fs_push_queue(struct fs *fs, uint64_t id);
-/* Queues the drop of id's pages that starts a cache period, for an open
- * that answered keep_cache = 0 with kv_cache_begin's token. */
-void fs_push_queue_drop(struct fs *fs, uint64_t id, uint64_t token);
 /* Returns once no push of id is under way (or after a bound). */
 void fs_push_wait(struct fs *fs, uint64_t id);
 /* Stops the thread; no push starts after. */

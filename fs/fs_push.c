@@ -15,18 +15,16 @@
  * consistency forbids, and a push grows the kernel's idea of the file's
  * size past a truncation that overtook it.
  *
- * A drop: an open that found no period running answers keep_cache = 0, and
- * the kernel drops the key's pages after the answer, in the opener's
- * context. The period may only start once they are gone, so this thread
- * drops them itself (an invalidation waits for that) and then starts it.
+ * (The other way a period starts, after an open that dropped the kernel's
+ * pages, needs no thread: fs_file.c, FS_FH_BEGIN.)
  *
- * Why a thread: both lock pages, and a page may be locked by a READ of the
+ * Why a thread: a push locks pages, and a page may be locked by a READ of the
  * same file waiting for an answer from this daemon; a request handler
  * waiting there could wait for itself. For the same reason the session loop
  * keeps answering requests until no notification is under way
  * (fs_push_may_end), and only then ends.
  *
- * Both are optimisations: when the queue is full, they are dropped.
+ * Pushes are an optimisation: when the queue is full, they are dropped.
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -41,7 +39,7 @@
 /* Values up to this size are pushed: small files, whose read is one round
  * trip mostly spent on the round trip itself. */
 #define FS_PUSH_MAX (64 * 1024)
-/* Entries waiting; past this, new ones are dropped. */
+/* Keys waiting; past this, new pushes are dropped. */
 #define FS_PUSH_QUEUE_MAX 8192
 /* The thread is woken when the first entry of a batch arrives, and then
  * waits up to FS_PUSH_GATHER_NS for FS_PUSH_BATCH of them: on this
@@ -56,8 +54,6 @@
 
 struct fs_push_ent {
 	uint64_t id;
-	uint64_t token;		/* drops: kv_cache_begin's */
-	bool drop;		/* else a push */
 };
 
 /* A push of e->id; with p->lock held, which it drops. */
@@ -90,22 +86,6 @@ static void push_one(struct fs *fs, struct fs_push *p, const struct fs_push_ent 
 	pthread_mutex_lock(&p->lock);
 	p->busy_id = 0;
 	pthread_cond_broadcast(&p->cond);
-}
-
-/* With p->lock held, which it drops: the drop that starts a period. */
-static void drop_one(struct fs *fs, struct fs_push *p, const struct fs_push_ent *e)
-{
-	uint64_t token;
-	int ret;
-
-	pthread_mutex_unlock(&p->lock);
-	/* A push may have started the period meanwhile: its pages are current. */
-	if (kv_cache_begin(fs->kv, e->id, &token) == 0) {
-		ret = fuse_lowlevel_notify_inval_inode(fs->se, e->id, 0, 0);
-		if (!ret || ret == -ENOENT)
-			kv_cache_confirm(fs->kv, e->id, e->token);
-	}
-	pthread_mutex_lock(&p->lock);
 }
 
 /* With p->lock held: waits a moment for a batch to fill. */
@@ -145,9 +125,7 @@ static void *push_main(void *arg)
 		p->n = p->cap = 0;
 		p->busy = true;
 		for (size_t i = 0; i < n && !p->closed; i++) {
-			if (ents[i].drop)
-				drop_one(fs, p, &ents[i]);
-			else if (buf)
+			if (buf)
 				push_one(fs, p, &ents[i], buf);
 		}
 		p->busy = false;
@@ -159,7 +137,7 @@ static void *push_main(void *arg)
 	return NULL;
 }
 
-static void enqueue(struct fs *fs, uint64_t id, uint64_t token, bool drop)
+void fs_push_queue(struct fs *fs, uint64_t id)
 {
 	struct fs_push *p = &fs->push;
 
@@ -185,21 +163,11 @@ static void enqueue(struct fs *fs, uint64_t id, uint64_t token, bool drop)
 		p->ents = e;
 		p->cap = cap;
 	}
-	p->ents[p->n++] = (struct fs_push_ent){ .id = id, .token = token, .drop = drop };
+	p->ents[p->n++] = (struct fs_push_ent){ .id = id };
 	if (p->n == 1 || p->n == FS_PUSH_BATCH)
 		pthread_cond_signal(&p->cond);
 out:
 	pthread_mutex_unlock(&p->lock);
-}
-
-void fs_push_queue(struct fs *fs, uint64_t id)
-{
-	enqueue(fs, id, 0, false);
-}
-
-void fs_push_queue_drop(struct fs *fs, uint64_t id, uint64_t token)
-{
-	enqueue(fs, id, token, true);
 }
 
 void fs_push_wait(struct fs *fs, uint64_t id)
