@@ -244,9 +244,6 @@ void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set
 		}
 		sa.mask |= KV_SET_SIZE;
 		sa.size = (uint64_t)attr->st_size;
-		/* A push must not grow the file past the truncation. */
-		if (!fs_is_virt(ino))
-			fs_push_wait(fs_of(req), ino);
 	}
 	/* The kernel sends ATIME together with ATIME_NOW for UTIME_NOW. */
 	if (to_set & FUSE_SET_ATTR_ATIME_NOW) {
@@ -262,7 +259,14 @@ void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set
 		sa.mtime_ns = timespec_to_ns(&attr->st_mtim);
 	}
 	/* FUSE_SET_ATTR_CTIME needs nothing: the store sets ctime on any change. */
+	/* A push stores the size of the value it copied into the kernel's
+	 * inode: the reply's size must come after any push that copied before
+	 * the change (after the change, a push copies the new size). */
+	if ((sa.mask & KV_SET_SIZE) && !fs_is_virt(ino))
+		fs_push_wait(fs, ino);
 	ret = kv_setattr(fs->kv, ino, &sa, &a);
+	if ((sa.mask & KV_SET_SIZE) && !fs_is_virt(ino))
+		fs_push_wait(fs, ino);
 	if (ret) {
 		fs_reply_err(req, ret);
 		return;

@@ -7,10 +7,16 @@
  * pages of a key, or pushed the whole current value into them, and nothing
  * changed the value since kv_cache_begin or kv_cache_copy took its token:
  * what the kernel caches from then on it reads from the current value.
- * It ends with the next change of the value by any path, which queues an
- * invalidation of the key for the kernel (kv_value_changed), or with an
+ * It ends with the next change of the value by any path, or with an
  * invalidation queued for any other reason (kv_queue_inval, a record
  * another mount changed). KV_NODE_CACHE_OK marks a running period.
+ *
+ * Pages can also be cached outside a period: a handle kept them from an
+ * earlier one, or a read refilled a range the kernel dropped before a
+ * direct write, before the write reached the store. KV_NODE_KPAGES marks
+ * a key the kernel may hold pages of (kv_read, a push); a change of such a
+ * key queues an invalidation of its pages (kv_value_changed), so that no
+ * handle keeps reading what was overwritten.
  */
 #include <errno.h>
 #include <string.h>
@@ -48,6 +54,9 @@ ssize_t kv_cache_copy(struct kv_store *kv, uint64_t id, void *buf, size_t cap, u
 		ret = -ENOENT;
 	else if (S_ISDIR(n->m.mode))
 		ret = -EISDIR;
+	else if (n->open_count)
+		ret = -EBUSY; /* a handle could write, or its open drop the pages,
+			       * between the copy and the store: no push then */
 	else if (!n->value)
 		ret = -EAGAIN; /* flushed and dropped: not worth a backend read */
 	else if (kv_value_size(n->value) > cap)
@@ -68,7 +77,7 @@ int kv_cache_confirm(struct kv_store *kv, uint64_t id, uint64_t token)
 	pthread_mutex_lock(&kv->lock);
 	n = kv_node_get(kv, id);
 	if (n && n->version == token && !(n->flags & KV_NODE_DELETED)) {
-		n->flags |= KV_NODE_CACHE_OK;
+		n->flags |= KV_NODE_CACHE_OK | KV_NODE_KPAGES;
 		ret = 0;
 	}
 	pthread_mutex_unlock(&kv->lock);
@@ -77,9 +86,9 @@ int kv_cache_confirm(struct kv_store *kv, uint64_t id, uint64_t token)
 
 void kv_cache_end(struct kv_store *kv, struct kv_node *n, bool notify)
 {
-	if (!(n->flags & KV_NODE_CACHE_OK))
+	if (!(n->flags & (KV_NODE_CACHE_OK | KV_NODE_KPAGES)))
 		return;
-	n->flags &= ~KV_NODE_CACHE_OK;
+	n->flags &= ~(KV_NODE_CACHE_OK | KV_NODE_KPAGES);
 	/* No parent, no name: the key's attributes and pages only. */
 	if (notify)
 		kv_queue_inval(kv, 0, "", n->m.id);

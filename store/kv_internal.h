@@ -55,6 +55,9 @@ enum kv_node_flags {
 	/* The kernel's cached pages of the value, if any, are current: a
 	 * cache period runs (kv_cache.c). */
 	KV_NODE_CACHE_OK = 1 << 9,
+	/* The kernel may hold pages of the value (read or pushed since the
+	 * last invalidation): a change must invalidate them (kv_cache.c). */
+	KV_NODE_KPAGES = 1 << 10,
 };
 
 /*

@@ -224,6 +224,9 @@ ssize_t kv_read(struct kv_store *kv, uint64_t id, void *buf, size_t len, uint64_
 
 		pthread_mutex_lock(&kv->lock);
 		n = kv_node_live(kv, id);
+		/* What is read may be cached by the kernel (kv_cache.c). */
+		if (n)
+			n->flags |= KV_NODE_KPAGES;
 		if (!n) {
 			ret = -ENOENT;
 		} else if (S_ISDIR(n->m.mode)) {

@@ -35,7 +35,7 @@ static void note_entry(struct kv_sync_notes *ns, uint64_t parent, const char *na
  * invalidation goes out with the others (kv_sync_send_notes). */
 static void note(struct kv_sync_notes *ns, struct kv_node *n)
 {
-	n->flags &= ~KV_NODE_CACHE_OK;
+	n->flags &= ~(KV_NODE_CACHE_OK | KV_NODE_KPAGES);
 	note_entry(ns, n->parent ? n->parent->m.id : 0, n->m.name, n->m.id);
 }
 

@@ -266,6 +266,31 @@ static void test_late_push_is_not_kept(void **state)
 	mnt_stop(m);
 }
 
+/*
+ * A push copies the value and then stores it, growing the kernel's idea of
+ * the file's size to the copy's; an O_APPEND write takes its offset from
+ * that size. A truncation between the copy and the store must still leave
+ * the append at the real end (no hole of zeros).
+ */
+static void test_append_after_truncate_while_pushing(void **state)
+{
+	struct mnt *m = *state;
+	const char *p;
+
+	mnt_start(m, NULL);
+	p = mnt_path(m, "k");
+	for (int i = 0; i < 2000; i++) {
+		put_str(p, "a value long enough to leave a hole if appended after\n");
+		if (i % 2)
+			ASSERT_SYS(truncate(p, 0));
+		else
+			close(open(p, O_WRONLY | O_TRUNC | O_CLOEXEC));
+		pwrite_at(p, O_WRONLY | O_APPEND, "x", 0);
+		assert_file_str(p, "x");
+	}
+	mnt_stop(m);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, mnt_setup, mnt_teardown)
 
 int main(void)
@@ -276,6 +301,7 @@ int main(void)
 		T(test_open_reader_sees_later_write),
 		T(test_close_to_open_while_pushing),
 		T(test_late_push_is_not_kept),
+		T(test_append_after_truncate_while_pushing),
 	};
 
 	umask(022);
