@@ -1,7 +1,7 @@
 /*
  * Open files. A handle carries no state of its own but a page cache token
- * (FS_FH_BEGIN below): the store counts opens per key, so an unlinked key stays readable and writable
- * through its handles until the last release.
+ * (FS_FH_BEGIN below): the store counts opens per key, so an unlinked key
+ * stays readable and writable through its handles until the last release.
  *
  * Writes go through to the store (no writeback cache), so a write is
  * visible to every reader as soon as write(2) returns. The kernel keeps a
