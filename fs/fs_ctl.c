@@ -121,8 +121,9 @@ static char *stats_json(struct fs *fs, size_t *len)
 	/* The timeouts the kernel is given now (a reload may change them; on a
 	 * shared store they are capped by coherence_delay). */
 	json_object_set_new(o, "kernel_cache",
-			    json_pack("{s:f, s:f}", "attr_timeout_s", fs->attr_timeout,
-				      "entry_timeout_s", fs->entry_timeout));
+			    json_pack("{s:f, s:f, s:I}", "attr_timeout_s", fs->attr_timeout,
+				      "entry_timeout_s", fs->entry_timeout, "pushed",
+				      (json_int_t)atomic_load(&fs->push.pushed)));
 	/* What nadbctl shows as progress while a backup command runs. */
 	json_object_set_new(o, "backup",
 			    json_pack("{s:s?, s:I, s:I, s:I, s:I}", "running", s.backup_op, "keys",
@@ -270,6 +271,9 @@ static char *metrics_text(struct fs *fs, size_t *len)
 		{ "nadbfs_query_backend_fallbacks_total", "counter",
 		  "Queries evaluated locally because the backend failed.",
 		  s.query_backend_fallbacks },
+		{ "nadbfs_kernel_pushed_total", "counter",
+		  "Written values stored into the kernel's page cache.",
+		  atomic_load(&fs->push.pushed) },
 	};
 
 	f = open_memstream(&text, &size);

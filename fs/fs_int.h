@@ -107,6 +107,7 @@ struct fs_push {
 	bool closed;			/* lock: the session is ending */
 	bool busy;			/* lock: a batch is under way */
 	uint64_t busy_id;		/* lock: the key being pushed, or 0 */
+	atomic_ullong pushed;		/* values stored into the page cache */
 };
 
 struct fs {

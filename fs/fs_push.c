@@ -7,9 +7,8 @@
  * just given is not in the page cache, and the first read of it would cost
  * a READ round trip. After a write-only handle of a key is released, the
  * value, if still in memory and at most FS_PUSH_MAX bytes, is handed to the
- * kernel (FUSE_NOTIFY_STORE), and the period starts if nothing changed the
- * value since it was copied; if something did, what was stored is dropped
- * again. An open of a key being pushed waits for the push (fs_push_wait),
+ * kernel (FUSE_NOTIFY_STORE) in a cache period started for it; if the value
+ * changed since it was copied, what was stored is dropped again. An open of a key being pushed waits for the push (fs_push_wait),
  * and so does a truncation: pages stored after that open dropped the old
  * ones could hold a value older than the open, which close-to-open
  * consistency forbids, and a push grows the kernel's idea of the file's
@@ -74,14 +73,24 @@ static void push_one(struct fs *fs, struct fs_push *p, const struct fs_push_ent 
 	p->busy_id = e->id;
 	pthread_mutex_unlock(&p->lock);
 	n = kv_cache_copy(fs->kv, e->id, buf, FS_PUSH_MAX, &token);
-	if (n > 0) {
+	/*
+	 * The period starts before the store: no handle of the key is open
+	 * (kv_cache_copy) and a new open waits for this push, so nothing can
+	 * read the pages in between, and whoever sees them cached finds the
+	 * period running. A change meanwhile (from outside the kernel: an
+	 * expiry, a commit, another mount) ends it again; the second confirm
+	 * sees that, and what was stored goes.
+	 */
+	if (n > 0 && !kv_cache_confirm(fs->kv, e->id, token)) {
 		struct fuse_bufvec bv = FUSE_BUFVEC_INIT((size_t)n);
 
 		bv.buf[0].mem = buf;
 		/* -ENOENT: the kernel no longer holds the inode; nothing cached. */
-		if (!fuse_lowlevel_notify_store(fs->se, e->id, 0, &bv, 0) &&
-		    kv_cache_confirm(fs->kv, e->id, token))
+		ret = fuse_lowlevel_notify_store(fs->se, e->id, 0, &bv, 0);
+		if (!ret && kv_cache_confirm(fs->kv, e->id, token))
 			fuse_lowlevel_notify_inval_inode(fs->se, e->id, 0, 0);
+		else if (!ret)
+			atomic_fetch_add(&p->pushed, 1);
 	}
 	pthread_mutex_lock(&p->lock);
 	p->busy_id = 0;

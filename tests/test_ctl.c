@@ -242,6 +242,7 @@ static const struct {
 	{ "version", "nadbfs_build_info" },
 	{ "kernel_cache.attr_timeout_s", "nadbfs_kernel_attr_timeout_seconds" },
 	{ "kernel_cache.entry_timeout_s", "nadbfs_kernel_entry_timeout_seconds" },
+	{ "kernel_cache.pushed", "nadbfs_kernel_pushed_total" },
 	{ "backup.running", "nadbfs_backup_running" },
 	{ "backup.keys", "nadbfs_backup_keys" },
 	{ "backup.keys_total", "nadbfs_backup_keys_expected" },
