@@ -30,6 +30,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "fs/fs_int.h"
 #include "fs/fs_loop.h"
@@ -46,6 +49,11 @@
  * closed file made a burst of creates slower. */
 #define FS_PUSH_BATCH 64
 #define FS_PUSH_GATHER_NS 1000000L
+/* The push thread's nice value. Side by side, alternating, with the
+ * 20,000 values of a Redis flush pushed meanwhile: 145,000-197,000 keys/s
+ * flushed at nice 0, 196,000-206,000 at nice 10, 204,000-205,000 before
+ * pushes existed. Its locks are held for a copy of at most FS_PUSH_MAX. */
+#define FS_PUSH_NICE 10
 /* Long enough for any push that is not stuck; a stuck one (its page held
  * by a READ no thread can answer: all max_threads busy) must not hold an
  * open forever. */
@@ -119,6 +127,11 @@ static void *push_main(void *arg)
 	struct fs_push *p = &fs->push;
 	char *buf = malloc(FS_PUSH_MAX);
 
+	/* Pushes are optional work: they give way to requests and flushes
+	 * (a Linux nice value applies to the calling thread alone). */
+	if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), FS_PUSH_NICE))
+		log_msg(NLOG_DEBUG, "fs", "page cache thread keeps its priority: %s",
+			strerror(errno));
 	pthread_mutex_lock(&p->lock);
 	while (!p->closed) {
 		struct fs_push_ent *ents = p->ents;
