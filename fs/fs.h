@@ -33,6 +33,10 @@ struct fs_options {
 	 * not found ask the backend first (kv_refresh): NFS-like
 	 * close-to-open between several mounts of a shared store. */
 	bool close_to_open;
+	/* The session loop's threads at most (fs_loop_run). With one, nothing
+	 * is pushed into the page cache: an open waiting for a push that
+	 * waits for a READ would wait for the only thread (fs_push.c). */
+	unsigned max_threads;
 	/* The ctl command "reload": 0, or a negative errno with the reason in
 	 * msg. NULL: the command answers that reload is not available. */
 	int (*reload)(void *arg, char *msg, size_t len);

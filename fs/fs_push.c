@@ -55,8 +55,8 @@
  * pushes existed. Its locks are held for a copy of at most FS_PUSH_MAX. */
 #define FS_PUSH_NICE 10
 /* Long enough for any push that is not stuck; a stuck one (its page held
- * by a READ no thread can answer: all max_threads busy) must not hold an
- * open forever. */
+ * by a READ no thread can answer: all max_threads busy, which is why a
+ * mount with one thread does not push) must not hold an open forever. */
 #define FS_PUSH_WAIT_MS 2000
 
 struct fs_push_ent {

@@ -531,6 +531,7 @@ int main(int argc, char **argv)
 		.allow_other = conf.allow_other,
 		.ctl_mode = conf.ctl_mode,
 		.close_to_open = conf.close_to_open,
+		.max_threads = conf.max_threads,
 		.uid = getuid(),
 		.gid = getgid(),
 	};

@@ -311,6 +311,31 @@ static void test_append_after_truncate_while_pushing(void **state)
 	mnt_stop(m);
 }
 
+/*
+ * A mount with one thread pushes nothing (fs_push.c): an open that waits
+ * for a push held up by a READ would wait for the one thread that could
+ * answer it. Each new value is read from the store, once.
+ */
+static void test_single_thread_mount_does_not_push(void **state)
+{
+	struct mnt *m = *state;
+	struct expect e[20];
+
+	mnt_start(m, "max_threads=1");
+	for (int i = 0; i < 20; i++) {
+		e[i].path = mnt_path(m, "k%d", i);
+		e[i].want = mnt_str(m, "value %d\n", i);
+		put_str(e[i].path, e[i].want);
+	}
+	for (int i = 0; i < 20; i++) {
+		assert_true(reads_during(m, check_file, &e[i]) > 0);
+		warm(e[i].path, e[i].want);
+		assert_int_equal(reads_during(m, check_file, &e[i]), 0);
+	}
+	assert_int_equal(kernel_pushed(m), 0);
+	mnt_stop(m);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, mnt_setup, mnt_teardown)
 
 int main(void)
@@ -322,6 +347,7 @@ int main(void)
 		T(test_close_to_open_while_pushing),
 		T(test_late_push_is_not_kept),
 		T(test_append_after_truncate_while_pushing),
+		T(test_single_thread_mount_does_not_push),
 	};
 
 	umask(022);
