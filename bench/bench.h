@@ -68,6 +68,9 @@ void *xcalloc(size_t n, size_t sz);
 void env_init(struct bench *b);
 /* mkdir path (0755) and mount a tmpfs on it; registered for cleanup. */
 void env_mount_tmpfs(const char *dir);
+/* Touches and frees bytes of memory, so a pass that follows gets pages the
+ * host backs (env.c says why). */
+void env_warm_memory(size_t bytes);
 /*
  * fork+exec argv (NULL-ended, argv[0] looked up in PATH) with stdin
  * /dev/null and stdout+stderr appended to log; the child gets
