@@ -32,6 +32,7 @@
 #include "fs/fs.h"
 #include "fs/fs_loop.h"
 #include "mount/nadbfs.h"
+#include "mount/readahead.h"
 #include "store/kv.h"
 #include "util/log.h"
 
@@ -434,6 +435,7 @@ int main(int argc, char **argv)
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	struct fuse_session *se = NULL;
 	struct hup_thread hup = { 0 };
+	struct nadbfs_readahead ra = { 0 };
 	struct reloader rl = { .lock = PTHREAD_MUTEX_INITIALIZER };
 	struct kv_options ko;
 	struct kv_store *kv = NULL;
@@ -581,6 +583,10 @@ int main(int argc, char **argv)
 	ret = kv_start(kv);
 	if (!ret)
 		ret = hup_start(&hup);
+	/* The read-ahead of a READ's size, FS_MAX_WRITE (fs.c): 1 MiB. Only
+	 * speed depends on it. */
+	if (!ret && nadbfs_readahead_start(&ra, cli.mountpoint, NADBFS_READAHEAD_KB))
+		log_msg(NLOG_DEBUG, "fs", "read-ahead left at the kernel's: no thread");
 	pthread_sigmask(SIG_SETMASK, &oldset, NULL);
 	if (ret) {
 		log_msg(NLOG_ERROR, "store", "cannot start: %s", strerror(-ret));
@@ -607,6 +613,7 @@ int main(int argc, char **argv)
 out_unmount:
 	fs_drain(fs);
 	fuse_session_unmount(se);
+	nadbfs_readahead_stop(&ra);
 out_signals:
 	fuse_remove_signal_handlers(se);
 out_session:

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 #include <cmocka.h>
 #include <jansson.h>
@@ -336,6 +337,75 @@ static void test_single_thread_mount_does_not_push(void **state)
 	mnt_stop(m);
 }
 
+struct seq_read {
+	const char *path;
+	const unsigned char *want;
+	size_t len;
+};
+
+/* Reads the whole file in 1 MiB read(2)s through a fresh descriptor. */
+static void read_sequentially(void *arg)
+{
+	struct seq_read *r = arg;
+	size_t chunk = 1 << 20, off = 0;
+	unsigned char *buf = malloc(chunk);
+	ssize_t n;
+	int fd;
+
+	assert_non_null(buf);
+	ASSERT_SYS(fd = open(r->path, O_RDONLY | O_CLOEXEC));
+	while ((n = read(fd, buf, chunk)) > 0) {
+		assert_true(off + (size_t)n <= r->len);
+		assert_memory_equal(buf, r->want + off, (size_t)n);
+		off += (size_t)n;
+	}
+	ASSERT_SYS(n);
+	ASSERT_SYS(close(fd));
+	assert_int_equal(off, r->len);
+	free(buf);
+}
+
+/*
+ * The mount reads ahead 1 MiB, what one READ carries (mount/readahead.c,
+ * run as root as the tests are): a sequential read of 4 MiB costs about 4
+ * READs, not the 32 of the kernel's default 128 KiB.
+ */
+static void test_sequential_read_ahead(void **state)
+{
+	struct mnt *m = *state;
+	size_t len = 4 << 20;
+	unsigned char *data = malloc(len);
+	struct seq_read r = { .want = data, .len = len };
+	const char *ra;
+	struct stat st;
+
+	assert_non_null(data);
+	for (size_t i = 0; i < len; i++)
+		data[i] = (unsigned char)(i * 7 + i / 4096);
+	mnt_start(m, NULL);
+	ASSERT_SYS(stat(m->dir, &st));
+	ra = mnt_str(m, "/sys/class/bdi/%u:%u/read_ahead_kb", major(st.st_dev), minor(st.st_dev));
+	for (int64_t deadline = now_ms() + 5000;; usleep(1000)) {
+		size_t n;
+		char *v = read_file(ra, &n);
+		bool raised = v && n == 5 && !memcmp(v, "1024\n", 5);
+
+		free(v);
+		if (raised)
+			break;
+		if (now_ms() > deadline)
+			fail_msg("%s never became 1024", ra);
+	}
+	r.path = mnt_path(m, "big");
+	put_file(r.path, data, len);
+	long long reads = reads_during(m, read_sequentially, &r);
+
+	if (reads < 1 || reads > 8)
+		fail_msg("a sequential read of 4 MiB took %lld READs", reads);
+	free(data);
+	mnt_stop(m);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, mnt_setup, mnt_teardown)
 
 int main(void)
@@ -348,6 +418,7 @@ int main(void)
 		T(test_late_push_is_not_kept),
 		T(test_append_after_truncate_while_pushing),
 		T(test_single_thread_mount_does_not_push),
+		T(test_sequential_read_ahead),
 	};
 
 	umask(022);
