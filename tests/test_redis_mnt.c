@@ -315,6 +315,31 @@ static void test_ttl_moved_before_native_expiry(void **state)
 
 #define T(f) cmocka_unit_test_setup_teardown(f, mnt_setup, mnt_teardown)
 
+/*
+ * Spec section 9: a Redis that may evict keys under memory pressure would
+ * lose data silently, so the mount warns once; with noeviction (the test
+ * server's default) it says nothing.
+ */
+static void test_eviction_policy_warns(void **state)
+{
+	struct mnt *m = redis_mnt(state);
+	const char *what = "set maxmemory-policy noeviction";
+
+	mnt_start(m, NULL);
+	assert_int_equal(mnt_log_lines(m, "warn", what), 0);
+	mnt_stop(m);
+	free(redis_cli(m->redis, "CONFIG SET maxmemory-policy allkeys-lru"));
+	mnt_start(m, NULL);
+	assert_int_equal(mnt_log_lines(m, "warn", what), 1);
+	put_str(mnt_path(m, "k"), "kept\n");
+	mnt_stop(m);
+	free(redis_cli(m->redis, "CONFIG SET maxmemory-policy noeviction"));
+	mnt_start(m, NULL);
+	assert_int_equal(mnt_log_lines(m, "warn", what), 0);
+	assert_file_str(mnt_path(m, "k"), "kept\n");
+	mnt_stop(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -324,6 +349,7 @@ int main(void)
 		T(test_concurrent_writers),
 		T(test_recreate_before_flush),
 		T(test_ttl_moved_before_native_expiry),
+		T(test_eviction_policy_warns),
 	};
 
 	return cmocka_run_group_tests_name("redis mount", tests, NULL, NULL);
