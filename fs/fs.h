@@ -33,7 +33,7 @@ struct fs_options {
 	 * not found ask the backend first (kv_refresh): NFS-like
 	 * close-to-open between several mounts of a shared store. */
 	bool close_to_open;
-	/* The session loop's threads at most (fs_loop_run). With one, nothing
+	/* The session loop's threads at most (fs_loop_run; 0 means 1). With one, nothing
 	 * is pushed into the page cache: an open waiting for a push that
 	 * waits for a READ would wait for the only thread (fs_push.c). */
 	unsigned max_threads;

@@ -237,7 +237,7 @@ void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fs_ctl_release(fs, fi);
 	} else {
 		kv_release_file(fs->kv, ino);
-		if (direct_io_for(fi) && !fs_is_virt(ino) && fs->o.max_threads != 1)
+		if (direct_io_for(fi) && !fs_is_virt(ino) && fs->o.max_threads > 1)
 			fs_push_queue(fs, ino);
 	}
 	fs_reply_err(req, 0);

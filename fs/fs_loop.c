@@ -39,6 +39,7 @@
 #include <sched.h>
 #include <semaphore.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -77,8 +78,8 @@ struct loop {
 	unsigned nthreads, nidle;	/* [L] */
 	pthread_t *threads;		/* [L] nthreads of them, joined at the end */
 	sem_t finished;			/* posted when a worker sees the end */
-	bool (*may_end)(void *arg);	/* see fs_loop_run */
-	void *may_end_arg;
+	struct fs_loop_hooks hooks;	/* see fs_loop.h */
+	atomic_bool init_answered;
 };
 
 /* The loop this thread belongs to, and whether it is the leader now. */
@@ -158,7 +159,8 @@ static void end_loop(struct loop *l, int error)
  */
 static bool exit_now(struct loop *l)
 {
-	return fuse_session_exited(l->se) && (!l->may_end || l->may_end(l->may_end_arg));
+	return fuse_session_exited(l->se) &&
+	       (!l->hooks.may_end || l->hooks.may_end(l->hooks.may_end_arg));
 }
 
 /* The next request: polled without blocking for SPIN_NS, then waited for.
@@ -259,6 +261,7 @@ static void *worker(void *arg)
 	self_loop = l;
 	pthread_mutex_lock(&l->lock);
 	while (!l->stop) {
+		bool is_init;
 		int res;
 
 		if (l->have_leader) {
@@ -287,6 +290,8 @@ static void *worker(void *arg)
 		 * wake-up and a cold thread per file (strace: one futex call
 		 * per request).
 		 */
+		is_init = buf.size >= sizeof(struct fuse_in_header) &&
+			  ((const struct fuse_in_header *)buf.mem)->opcode == FUSE_INIT;
 		if (may_wait_long(&buf)) {
 			fs_loop_may_block();
 		} else if (!l->backlog_help || !backlog(l)) {
@@ -296,6 +301,8 @@ static void *worker(void *arg)
 			fs_loop_may_block();
 		}
 		fuse_session_process_buf(l->se, &buf);
+		if (is_init && l->hooks.after_init && !atomic_exchange(&l->init_answered, true))
+			l->hooks.after_init(l->hooks.after_init_arg);
 
 		pthread_mutex_lock(&l->lock);
 		if (self_leads) {
@@ -310,11 +317,10 @@ static void *worker(void *arg)
 	return NULL;
 }
 
-int fs_loop_run(struct fuse_session *se, unsigned max_threads, bool (*may_end)(void *arg),
-		void *arg)
+int fs_loop_run(struct fuse_session *se, unsigned max_threads, const struct fs_loop_hooks *hooks)
 {
 	struct loop l = { .se = se, .fd = fuse_session_fd(se), .max = max_threads ? max_threads : 1,
-			  .may_end = may_end, .may_end_arg = arg };
+			  .hooks = hooks ? *hooks : (struct fs_loop_hooks){ 0 } };
 	int flags, ret;
 
 	/* fs.c turns splice reads off and never asks for splice writes, so

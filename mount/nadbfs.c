@@ -436,6 +436,7 @@ int main(int argc, char **argv)
 	struct fuse_session *se = NULL;
 	struct hup_thread hup = { 0 };
 	struct nadbfs_readahead ra = { 0 };
+	struct fs_loop_hooks hooks;
 	struct reloader rl = { .lock = PTHREAD_MUTEX_INITIALIZER };
 	struct kv_options ko;
 	struct kv_store *kv = NULL;
@@ -583,10 +584,6 @@ int main(int argc, char **argv)
 	ret = kv_start(kv);
 	if (!ret)
 		ret = hup_start(&hup);
-	/* The read-ahead of a READ's size, FS_MAX_WRITE (fs.c): 1 MiB. Only
-	 * speed depends on it. */
-	if (!ret && nadbfs_readahead_start(&ra, cli.mountpoint, NADBFS_READAHEAD_KB))
-		log_msg(NLOG_DEBUG, "fs", "read-ahead left at the kernel's: no thread");
 	pthread_sigmask(SIG_SETMASK, &oldset, NULL);
 	if (ret) {
 		log_msg(NLOG_ERROR, "store", "cannot start: %s", strerror(-ret));
@@ -596,7 +593,10 @@ int main(int argc, char **argv)
 	sd_notify(0, "READY=1");
 	NLOG(NLOG_INFO, "fs", "mounted", LF_STR("source", shown),
 	     LF_STR("mountpoint", cli.mountpoint), LF_INT("pid", getpid()));
-	ret = fs_loop_run(se, conf.max_threads, fs_push_may_end, fs);
+	ra = (struct nadbfs_readahead){ .mountpoint = cli.mountpoint, .kb = NADBFS_READAHEAD_KB };
+	hooks = (struct fs_loop_hooks){ .may_end = fs_push_may_end, .may_end_arg = fs,
+					.after_init = nadbfs_raise_readahead, .after_init_arg = &ra };
+	ret = fs_loop_run(se, conf.max_threads, &hooks);
 	sd_notify(0, "STOPPING=1");
 	/* A positive result is the signal that ended the loop: a normal stop. */
 	if (ret < 0)
@@ -613,7 +613,6 @@ int main(int argc, char **argv)
 out_unmount:
 	fs_drain(fs);
 	fuse_session_unmount(se);
-	nadbfs_readahead_stop(&ra);
 out_signals:
 	fuse_remove_signal_handlers(se);
 out_session:

@@ -5,75 +5,96 @@
  * a READ can carry 1 MiB (max_pages follows max_write, fs.c). Once INIT is
  * answered, root may raise it through the mount's device in sysfs. Reading
  * a just-written 256 MiB file, alternating: 1.4-1.5 GB/s with 2,050 READs
- * at 128 KiB, 2.5-2.7 GB/s with 258 at 1 MiB. The kernel grows read-ahead
- * only for reads it sees to be sequential, so random reads are unchanged.
+ * at 128 KiB, 2.5-2.7 GB/s with 258 at 1 MiB. The price: the kernel's first
+ * window of a file, and what a page fault of an mmap reads around it, grow
+ * with the setting too (a fault in a 16 MiB mapping reads 1 MiB, not 128 KiB).
  *
- * On a thread: INIT is answered by the session loop, and a stat of the
- * mountpoint returns once it is, with the mount's device number.
+ * It runs on the session loop's thread right after it answered INIT
+ * (fs_loop.h, after_init), and finds the device in /proc/self/mountinfo:
+ * a stat of the mountpoint from here would be a request this very thread
+ * has to answer.
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/statfs.h>
-#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "mount/readahead.h"
 #include "util/log.h"
 
-#define FUSE_SUPER_MAGIC 0x65735546
-
-static void *readahead_main(void *arg)
+/* mountinfo escapes space, tab, newline and backslash as \ooo. */
+static void unescape(char *s)
 {
-	struct nadbfs_readahead *r = arg;
-	char path[64], val[16];
-	struct statfs sfs;
-	struct stat st;
-	int fd, len, ret = 0;
+	char *d = s;
 
-	/* Not the directory below a mount that went away meanwhile. */
-	if (stat(r->mountpoint, &st) || statfs(r->mountpoint, &sfs))
-		ret = -errno;
-	else if (sfs.f_type != FUSE_SUPER_MAGIC || major(st.st_dev))
-		ret = -ENODEV;
-	if (ret)
-		goto out;
-	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", major(st.st_dev),
-		 minor(st.st_dev));
-	len = snprintf(val, sizeof(val), "%u\n", r->kb);
-	fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0 || write(fd, val, (size_t)len) != len)
-		ret = -errno;
-	if (fd >= 0)
-		close(fd);
-out:
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+		    s[3] >= '0' && s[3] <= '7') {
+			*d++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
+			s += 3;
+		} else {
+			*d++ = *s;
+		}
+	}
+	*d = '\0';
+}
+
+/*
+ * "MAJ:MIN" of the last (topmost) nadbfs mount on mountpoint, into dev;
+ * 0 or -ENOENT. A mountinfo line: ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS
+ * [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS.
+ */
+static int find_device(const char *mountpoint, char *dev, size_t len)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char *line = NULL, *save, *mm, *mp, *t;
+	size_t cap = 0;
+	int ret = -ENOENT;
+
+	if (!f)
+		return -errno;
+	while (getline(&line, &cap, f) > 0) {
+		if (!strtok_r(line, " ", &save) || !strtok_r(NULL, " ", &save) ||
+		    !(mm = strtok_r(NULL, " ", &save)) || !strtok_r(NULL, " ", &save) ||
+		    !(mp = strtok_r(NULL, " ", &save)))
+			continue;
+		while ((t = strtok_r(NULL, " ", &save)) && strcmp(t, "-"))
+			;
+		if (!t || !(t = strtok_r(NULL, " ", &save)) || strcmp(t, "fuse.nadbfs"))
+			continue;
+		unescape(mp);
+		if (!strcmp(mp, mountpoint)) {
+			snprintf(dev, len, "%s", mm);
+			ret = 0;
+		}
+	}
+	free(line);
+	fclose(f);
+	return ret;
+}
+
+void nadbfs_raise_readahead(void *arg)
+{
+	const struct nadbfs_readahead *r = arg;
+	char dev[32], path[96], val[16];
+	int fd, len, ret;
+
+	ret = find_device(r->mountpoint, dev, sizeof(dev));
+	if (!ret) {
+		snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", dev);
+		len = snprintf(val, sizeof(val), "%u\n", r->kb);
+		fd = open(path, O_WRONLY | O_CLOEXEC);
+		if (fd < 0 || write(fd, val, (size_t)len) != len)
+			ret = -errno;
+		if (fd >= 0)
+			close(fd);
+	}
 	/* Only root may write there; others keep the kernel's 128 KiB. */
 	if (ret)
 		NLOG(NLOG_DEBUG, "fs", "read-ahead left at the kernel's",
 		     LF_STR("error", strerror(-ret)));
 	else
 		NLOG(NLOG_DEBUG, "fs", "read-ahead raised", LF_INT("kib", r->kb));
-	return NULL;
-}
-
-int nadbfs_readahead_start(struct nadbfs_readahead *r, const char *mountpoint, unsigned kb)
-{
-	int ret;
-
-	r->mountpoint = mountpoint;
-	r->kb = kb;
-	ret = pthread_create(&r->tid, NULL, readahead_main, r);
-	r->running = !ret;
-	return -ret;
-}
-
-void nadbfs_readahead_stop(struct nadbfs_readahead *r)
-{
-	/* The stat returns once the session answers or the mount is gone. */
-	if (r->running)
-		pthread_join(r->tid, NULL);
-	r->running = false;
 }

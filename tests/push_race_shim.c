@@ -1,5 +1,5 @@
 /*
- * The daemon of the page cache race tests (tests/test_page_cache.c): nadbfs
+ * The daemon of the page cache race tests (tests/test_push_race.c): nadbfs
  * linked with -Wl,--wrap=fuse_lowlevel_notify_store, so that every push
  * (fs/fs_push.c) can be held at two points while a test makes the change
  * or the read the push must not race with:
@@ -13,25 +13,21 @@
  * pause $NADBFS_RACE_MS milliseconds; without NADBFS_RACE_DIR the shim only
  * stores. The installed daemon has no such hook.
  */
+#define FUSE_USE_VERSION 314
 #include <fcntl.h>
+#include <fuse_lowlevel.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
-#include <stdint.h>
 #include <unistd.h>
 
-/* libfuse's types, opaque here: only fs/ and mount/ include its headers
- * (test_layout). fuse_ino_t is a uint64_t, the flags an enum. */
-struct fuse_session;
-struct fuse_bufvec;
-typedef uint64_t fuse_ino_t;
-
+/* The wrapped function's own declaration checks these against libfuse's. */
 int __real_fuse_lowlevel_notify_store(struct fuse_session *se, fuse_ino_t ino, off_t offset,
-				      struct fuse_bufvec *bufv, int flags);
+				      struct fuse_bufvec *bufv, enum fuse_buf_copy_flags flags);
 int __wrap_fuse_lowlevel_notify_store(struct fuse_session *se, fuse_ino_t ino, off_t offset,
-				      struct fuse_bufvec *bufv, int flags);
+				      struct fuse_bufvec *bufv, enum fuse_buf_copy_flags flags);
 
 /* Stores per inode, for K; pushes run on one thread, but cheap to be safe. */
 #define RACE_SLOTS 64
@@ -74,7 +70,7 @@ static void mark(const char *dir, const char *what, fuse_ino_t ino, unsigned k)
 }
 
 int __wrap_fuse_lowlevel_notify_store(struct fuse_session *se, fuse_ino_t ino, off_t offset,
-				      struct fuse_bufvec *bufv, int flags)
+				      struct fuse_bufvec *bufv, enum fuse_buf_copy_flags flags)
 {
 	const char *dir = getenv("NADBFS_RACE_DIR");
 	unsigned k;

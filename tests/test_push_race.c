@@ -44,7 +44,9 @@ static void race_start(struct mnt *m)
 	ASSERT_SYS(setenv("NADBFS_RACE_DIR", mnt_str(m, "%s/race", m->root), 1));
 	ASSERT_SYS(setenv("NADBFS_RACE_MS", RACE_HOLD_MS, 1));
 	ASSERT_SYS(setenv("NADBFS_BIN", bin, 1));
-	mnt_start(m, NULL);
+	/* No flush meanwhile: a pushed value must still be in memory when its
+	 * push comes, however long the holds before it took. */
+	mnt_start(m, "flush_interval=1h");
 }
 
 static int race_setup(void **state)
