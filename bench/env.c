@@ -60,7 +60,9 @@ void env_warm_memory(size_t bytes)
 	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
 
-	if (p != MAP_FAILED)
+	if (p == MAP_FAILED)
+		warnx_("cannot warm %zu MiB of memory: %s", bytes >> 20, strerror(errno));
+	else
 		munmap(p, bytes);
 }
 
